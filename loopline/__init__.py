@@ -1,0 +1,1 @@
+"""Loopline's composition root: settings, command line and process wiring."""

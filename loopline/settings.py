@@ -1,0 +1,131 @@
+"""The one place configuration is read: environment variables prefixed ``LOOPLINE_``."""
+
+from __future__ import annotations
+
+import base64
+import logging
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+log = logging.getLogger("loopline.settings")
+
+DEMO_MQTT_PORT = 1883
+
+
+class Settings(BaseSettings):
+    """Every setting Loopline reads; unset URLs mean the embedded default where one exists."""
+
+    model_config = SettingsConfigDict(env_prefix="LOOPLINE_", extra="ignore")
+
+    database_url: str | None = None
+    redis_url: str | None = None
+    mqtt_url: str | None = None
+    crm_secret: SecretStr | None = None
+    crm_url: str | None = None
+    api_token: SecretStr | None = None
+    display_token: SecretStr | None = None
+
+    data_dir: Path = Path("var")
+    site: str = "plant-1"
+    lang: str = "en"
+    # Why debounce: a CRM often sends bursts (an order edited field by field).
+    replan_debounce_ms: int = 300
+    line_down_alert_after_s: float = 300.0
+    stale_after_s: float = 120.0
+    max_body_bytes: int = 256 * 1024
+    outbox_max_attempts: int = 8
+    outbox_backoff_base_s: float = 1.0
+    outbox_backoff_max_s: float = 300.0
+    mqtt_client_id: str = "loopline-ingest"
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """Settings with every default decided, plus a line per choice for the startup log."""
+
+    database_url: str
+    redis_url: str | None  # None: the in-process store
+    mqtt_url: str | None  # None: the embedded broker (demo only)
+    crm_secret: str
+    crm_url: str | None  # None: the built-in CRM simulator (demo only)
+    api_token: str
+    display_token: str
+    choices: tuple[str, ...]
+
+
+def new_webhook_secret() -> str:
+    """A fresh Standard Webhooks secret, ``whsec_<base64 of 24 random bytes>``."""
+    return "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+
+
+def resolve(settings: Settings, *, demo: bool) -> Resolved:
+    """Decide every default; outside the demo, refuse the ones that would be unsafe."""
+    choices: list[str] = []
+    if settings.database_url:
+        db = settings.database_url
+        choices.append(f"database: {_redact(db)} (LOOPLINE_DATABASE_URL)")
+    else:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        db = f"sqlite:///{(settings.data_dir / 'loopline.db').resolve()}"
+        choices.append(f"database: embedded SQLite at {db.removeprefix('sqlite:///')}")
+    if settings.redis_url:
+        choices.append(f"live state: Redis at {_redact(settings.redis_url)}")
+    elif demo:
+        choices.append("live state: in-process Redis-compatible store (fakeredis)")
+    else:
+        raise SystemExit("LOOPLINE_REDIS_URL is required outside the demo (processes share it)")
+    if settings.mqtt_url:
+        choices.append(f"MQTT: broker at {_redact(settings.mqtt_url)}")
+    elif demo:
+        choices.append("MQTT: embedded broker on 127.0.0.1")
+    else:
+        choices.append("MQTT: not configured (LOOPLINE_MQTT_URL unset)")
+    if settings.crm_secret:
+        crm_secret = settings.crm_secret.get_secret_value()
+    elif demo:
+        crm_secret = new_webhook_secret()
+        choices.append("CRM secret: generated for this demo run")
+    else:
+        raise SystemExit("LOOPLINE_CRM_SECRET is required outside the demo")
+    if settings.crm_url:
+        choices.append(f"CRM feedback: POST to {settings.crm_url}")
+    elif demo:
+        choices.append("CRM feedback: built-in CRM simulator")
+    else:
+        choices.append("CRM feedback: LOOPLINE_CRM_URL unset, outbox keeps events pending")
+    if settings.api_token:
+        api_token = settings.api_token.get_secret_value()
+    elif demo:
+        api_token = secrets.token_urlsafe(24)
+        choices.append("API token: generated for this demo run")
+    else:
+        raise SystemExit("LOOPLINE_API_TOKEN is required outside the demo")
+    display = (
+        settings.display_token.get_secret_value()
+        if settings.display_token
+        else "display-" + secrets.token_urlsafe(16)
+    )
+    return Resolved(
+        database_url=db,
+        redis_url=settings.redis_url,
+        mqtt_url=settings.mqtt_url,
+        crm_secret=crm_secret,
+        crm_url=settings.crm_url,
+        api_token=api_token,
+        display_token=display,
+        choices=tuple(choices),
+    )
+
+
+def _redact(url: str) -> str:
+    """The URL without its password, for logs."""
+    if "@" not in url or "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    creds, host = rest.rsplit("@", 1)
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}"

@@ -1,0 +1,1 @@
+"""The domain core: records, live state, events, planning, alerts and the loop."""

@@ -1,0 +1,29 @@
+"""Time for the whole loop: real time in production, scaled time in the demo."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+
+
+class Clock:
+    """Tells the loop's current time; ``speed`` > 1 runs simulated time faster."""
+
+    def __init__(self, speed: float = 1.0, origin: datetime | None = None) -> None:
+        self.speed = speed
+        self._real0 = time.time()
+        self._sim0 = origin or datetime.now(UTC)
+
+    def now(self) -> datetime:
+        """The current (possibly simulated) UTC time."""
+        elapsed = time.time() - self._real0
+        return self._sim0 + timedelta(seconds=elapsed * self.speed)
+
+    def real_seconds(self, sim_seconds: float) -> float:
+        """How many wall-clock seconds a span of simulated seconds takes."""
+        return sim_seconds / self.speed
+
+
+def utcnow() -> datetime:
+    """Wall-clock UTC now (for records such as received_at that are never simulated)."""
+    return datetime.now(UTC)

@@ -1,0 +1,82 @@
+"""The event vocabulary: the canonical CRM order event (DESIGN.md, "CRM → Loopline")."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
+Priority = Literal["normal", "high", "rush"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class CustomerIn(_Strict):
+    id: Name
+    name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+
+
+class OrderLineIn(_Strict):
+    sku: Name
+    qty: int = Field(gt=0, le=10_000_000)
+
+
+class OrderIn(_Strict):
+    id: Name
+    version: int = Field(ge=0)
+    customer: CustomerIn
+    lines: list[OrderLineIn] = Field(min_length=1, max_length=500)
+    requested_date: date
+    priority: Priority = "normal"
+    sales_rep: str | None = Field(default=None, max_length=100)
+
+
+class CancelledOrderIn(_Strict):
+    id: Name
+    version: int = Field(ge=0)
+
+
+class OrderUpserted(_Strict):
+    type: Literal["order.upserted"]
+    occurred_at: datetime
+    order: OrderIn
+
+
+class OrderCancelled(_Strict):
+    type: Literal["order.cancelled"]
+    occurred_at: datetime
+    order: CancelledOrderIn
+
+
+class CrmEvent(BaseModel):
+    """Either kind of CRM order event, told apart by ``type``."""
+
+    event: Annotated[OrderUpserted | OrderCancelled, Field(discriminator="type")]
+
+
+def parse_crm_event(data: object) -> OrderUpserted | OrderCancelled:
+    """Validate a decoded CRM event body; raises pydantic.ValidationError naming fields."""
+    return CrmEvent.model_validate({"event": data}).event
+
+
+def field_errors(exc: ValidationError) -> list[dict[str, str]]:
+    """Pydantic errors as ``{"field": "order.lines[0].qty", "message": ...}`` for a 422."""
+    out = []
+    for err in exc.errors():
+        loc = list(err["loc"])
+        if loc[:1] == ["event"]:
+            loc = loc[2:] if len(loc) > 1 and str(loc[1]).startswith("order.") else loc[1:]
+        out.append({"field": format_path(loc) or "body", "message": err["msg"]})
+    return out
+
+
+def format_path(loc: list[str | int]) -> str:
+    """``["order", "lines", 0, "qty"]`` -> ``order.lines[0].qty``."""
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text

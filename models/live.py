@@ -1,0 +1,207 @@
+"""The live state in Redis: lines, work orders, orders and open alerts, with change fan-out.
+
+Each entity is a Redis hash ``ll:{entity}:{id}`` whose field values are JSON, plus an
+index set ``ll:index:{entity}``. Writing a value that did not change only touches its
+quiet fields (``last_seen``); a real change is written and published as
+``{entity, id, old, new}`` on the channel ``ll:changes`` and appended to the stream
+``ll:stream``. Every write is pipelined: one round trip per batch, never per value.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+import redis
+import redis.asyncio as aredis
+
+CHANNEL = "ll:changes"
+STREAM = "ll:stream"
+STREAM_MAXLEN = 10_000
+QUIET_FIELDS = frozenset({"last_seen"})
+ENTITIES = ("line", "work_order", "order", "alert", "kpi")
+
+
+@dataclass(frozen=True)
+class Update:
+    """New values for some fields of one entity."""
+
+    entity: str
+    id: str
+    fields: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Change:
+    """What really changed in one entity; ``new == {}`` with ``removed`` means it is gone."""
+
+    entity: str
+    id: str
+    old: dict[str, Any]
+    new: dict[str, Any]
+    removed: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        """The change as the JSON that goes on the wire."""
+        return json.dumps(asdict(self), default=_json_default, separators=(",", ":"))
+
+    @staticmethod
+    def from_json(raw: str | bytes) -> Change:
+        """Read a change back from its wire form."""
+        data = json.loads(raw)
+        return Change(**data)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat().replace("+00:00", "Z")
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def _dump(value: Any) -> str:
+    return json.dumps(value, default=_json_default, separators=(",", ":"))
+
+
+def key(entity: str, entity_id: str) -> str:
+    """The Redis key of one entity."""
+    return f"ll:{entity}:{entity_id}"
+
+
+def index_key(entity: str) -> str:
+    """The Redis set that lists every id of an entity kind."""
+    return f"ll:index:{entity}"
+
+
+def _decode(raw: dict[str, str]) -> dict[str, Any]:
+    return {k: json.loads(v) for k, v in raw.items()}
+
+
+class LiveState:
+    """Reads and writes the live model through one synchronous Redis client."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.redis = client
+
+    # -- reads ---------------------------------------------------------------------
+    def get(self, entity: str, entity_id: str) -> dict[str, Any] | None:
+        """One entity's fields, or None when it does not exist."""
+        raw = self.redis.hgetall(key(entity, entity_id))
+        return _decode(raw) if raw else None  # type: ignore[arg-type]
+
+    def get_many(self, entity: str, ids: Sequence[str]) -> list[dict[str, Any] | None]:
+        """Several entities in one round trip, in the order asked."""
+        pipe = self.redis.pipeline(transaction=False)
+        for entity_id in ids:
+            pipe.hgetall(key(entity, entity_id))
+        return [_decode(raw) if raw else None for raw in pipe.execute()]
+
+    def ids(self, entity: str) -> list[str]:
+        """Every id of an entity kind, sorted."""
+        return sorted(self.redis.smembers(index_key(entity)))  # type: ignore[arg-type]
+
+    def all(self, entity: str) -> list[dict[str, Any]]:
+        """Every entity of a kind, sorted by id."""
+        return [e for e in self.get_many(entity, self.ids(entity)) if e is not None]
+
+    # -- writes --------------------------------------------------------------------
+    def apply(self, updates: Iterable[Update]) -> list[Change]:
+        """Write updates, publish what really changed, and return those changes."""
+        merged: dict[tuple[str, str], dict[str, Any]] = {}
+        for u in updates:
+            merged.setdefault((u.entity, u.id), {}).update(u.fields)
+        if not merged:
+            return []
+        targets = list(merged)
+        current = self.get_many_keys(targets)
+        changes: list[Change] = []
+        pipe = self.redis.pipeline(transaction=False)
+        for (entity, entity_id), old in zip(targets, current, strict=True):
+            new_fields = merged[(entity, entity_id)]
+            diff = {
+                k: v
+                for k, v in new_fields.items()
+                if k not in QUIET_FIELDS and (old is None or old.get(k) != _roundtrip(v))
+            }
+            to_write = {k: _dump(v) for k, v in new_fields.items() if k in diff or k in QUIET_FIELDS}
+            if old is None:
+                to_write.setdefault("id", _dump(entity_id))
+                pipe.sadd(index_key(entity), entity_id)
+            if to_write:
+                pipe.hset(key(entity, entity_id), mapping=to_write)
+            if diff:
+                before = {k: (old or {}).get(k) for k in diff}
+                changes.append(Change(entity, entity_id, before, _roundtrip(diff)))
+        self._publish(pipe, changes)
+        pipe.execute()
+        return changes
+
+    def remove(self, entity: str, ids: Iterable[str]) -> list[Change]:
+        """Delete entities and publish their removal."""
+        ids = list(ids)
+        if not ids:
+            return []
+        current = self.get_many(entity, ids)
+        pipe = self.redis.pipeline(transaction=False)
+        changes = []
+        for entity_id, old in zip(ids, current, strict=True):
+            if old is None:
+                continue
+            pipe.delete(key(entity, entity_id))
+            pipe.srem(index_key(entity), entity_id)
+            changes.append(Change(entity, entity_id, old, {}, removed=True))
+        self._publish(pipe, changes)
+        pipe.execute()
+        return changes
+
+    def announce(self, change: Change) -> None:
+        """Publish a change that is not a field update (for example, a new plan)."""
+        pipe = self.redis.pipeline(transaction=False)
+        self._publish(pipe, [change])
+        pipe.execute()
+
+    def clear(self) -> None:
+        """Forget all live state (before a rebuild from SQL)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for entity in ENTITIES:
+            for entity_id in self.ids(entity):
+                pipe.delete(key(entity, entity_id))
+            pipe.delete(index_key(entity))
+        pipe.execute()
+
+    def get_many_keys(self, targets: Sequence[tuple[str, str]]) -> list[dict[str, Any] | None]:
+        """Entities of mixed kinds in one round trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        for entity, entity_id in targets:
+            pipe.hgetall(key(entity, entity_id))
+        return [_decode(raw) if raw else None for raw in pipe.execute()]
+
+    @staticmethod
+    def _publish(pipe: redis.client.Pipeline, changes: Sequence[Change]) -> None:
+        for change in changes:
+            wire = change.to_json()
+            pipe.publish(CHANNEL, wire)
+            pipe.xadd(STREAM, {"change": wire}, maxlen=STREAM_MAXLEN, approximate=True)
+
+
+def _roundtrip(value: Any) -> Any:
+    """The value as it reads back from Redis (datetimes become strings, tuples lists)."""
+    return json.loads(_dump(value))
+
+
+async def follow(client: aredis.Redis) -> AsyncIterator[Change]:
+    """Yield every live change published from now on, until the caller stops."""
+    pubsub = client.pubsub(ignore_subscribe_messages=True)
+    await pubsub.subscribe(CHANNEL)
+    try:
+        while True:
+            message = await pubsub.get_message(timeout=1.0)
+            if message is None:
+                continue
+            yield Change.from_json(message["data"])
+    finally:
+        await pubsub.unsubscribe(CHANNEL)
+        await pubsub.aclose()

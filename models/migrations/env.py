@@ -1,0 +1,30 @@
+"""Alembic environment: runs migrations on the engine the caller hands over."""
+
+from __future__ import annotations
+
+from alembic import context
+from sqlalchemy import create_engine
+
+from models.records import Base
+
+config = context.config
+target_metadata = Base.metadata
+
+
+def run() -> None:
+    """Run migrations online against the configured engine."""
+    engine = config.attributes.get("engine") or create_engine(
+        config.get_main_option("sqlalchemy.url") or ""
+    )
+    with engine.connect() as connection:
+        context.configure(
+            connection=connection,
+            target_metadata=target_metadata,
+            render_as_batch=connection.dialect.name == "sqlite",
+        )
+        with context.begin_transaction():
+            context.run_migrations()
+        connection.commit()
+
+
+run()

@@ -1,0 +1,143 @@
+"""Shop-floor reports (progress and state per line) applied to the live state.
+
+A batch costs three pipelined round trips whatever its size: read the lines and work
+orders it touches, read what the ETAs depend on, write everything and publish.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from models.estimate import estimate, iso, parse_ts
+from models.live import Change, LiveState, Update
+
+# Weight of the newest observation in the smoothed rate (exponential moving average).
+RATE_SMOOTHING = 0.3
+
+
+class ProgressReport(Protocol):
+    line: str
+    seq: int
+    ts: datetime
+    work_order: str
+    good: int
+    scrap: int
+
+
+class StateReport(Protocol):
+    line: str
+    seq: int
+    ts: datetime
+    state: str
+    reason: str | None
+
+
+@dataclass(frozen=True)
+class Refused:
+    """A report the live model cannot take, with a machine-readable reason."""
+
+    report: Any
+    reason: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class Gap:
+    """Sequence numbers that never arrived from a line (lost or not yet delivered)."""
+
+    line: str
+    expected: int
+    got: int
+
+
+@dataclass
+class ShopfloorOutcome:
+    changes: list[Change] = field(default_factory=list)
+    refused: list[Refused] = field(default_factory=list)
+    gaps: list[Gap] = field(default_factory=list)
+
+
+def apply_reports(
+    live: LiveState,
+    reports: Sequence[ProgressReport | StateReport],
+    *,
+    now: datetime,
+    received_at: datetime,
+) -> ShopfloorOutcome:
+    """Apply a batch of reports in arrival order; cumulative counters make repeats harmless."""
+    out = ShopfloorOutcome()
+    line_ids = sorted({r.line for r in reports})
+    wo_ids = sorted({r.work_order for r in reports if hasattr(r, "work_order")})
+    lines = {i: v for i, v in zip(line_ids, live.get_many("line", line_ids), strict=True) if v}
+    wos = {i: v for i, v in zip(wo_ids, live.get_many("work_order", wo_ids), strict=True) if v}
+    pending: dict[tuple[str, str], dict[str, Any]] = {}
+    for report in reports:
+        line = lines.get(report.line)
+        if line is None:
+            out.refused.append(Refused(report, "unknown_line", f"no line '{report.line}'"))
+            continue
+        lp = pending.setdefault(("line", report.line), {})
+        current = {**line, **lp}
+        last_seq = current.get("seq")
+        if last_seq is not None and report.seq > last_seq + 1:
+            out.gaps.append(Gap(report.line, last_seq + 1, report.seq))
+        is_new = last_seq is None or report.seq > last_seq
+        if is_new:
+            lp["seq"] = report.seq
+        lp["last_seen"] = iso(received_at)
+        if current.get("state") == "unavailable":
+            lp["state"] = current.get("reported_state") or "idle"
+        if hasattr(report, "state"):
+            if is_new:
+                _apply_state(current, lp, report)
+            continue
+        wo = wos.get(report.work_order)
+        if wo is None:
+            out.refused.append(
+                Refused(report, "unknown_work_order", f"no work order '{report.work_order}'")
+            )
+            continue
+        wp = pending.setdefault(("work_order", report.work_order), {})
+        _apply_progress({**wo, **wp}, wp, report)
+        lp["work_order"] = report.work_order
+        if wo.get("line") != report.line:
+            wp["line"] = report.line
+    updates = [Update(entity, i, fields) for (entity, i), fields in pending.items()]
+    touched_lines = sorted({i for (entity, i) in pending if entity == "line"})
+    if touched_lines:
+        updates += estimate(live, now, touched_lines, overlay=pending)
+    out.changes = live.apply(updates)
+    return out
+
+
+def _apply_state(current: dict[str, Any], lp: dict[str, Any], report: StateReport) -> None:
+    if current.get("reported_state") != report.state:
+        lp["since"] = iso(report.ts)
+    lp["reported_state"] = report.state
+    lp["state"] = report.state
+    lp["reason"] = report.reason if report.state != "running" else None
+
+
+def _apply_progress(wo: dict[str, Any], wp: dict[str, Any], report: ProgressReport) -> None:
+    good_before = int(wo.get("good") or 0)
+    good = max(good_before, report.good)
+    scrap = max(int(wo.get("scrap") or 0), report.scrap)
+    last_ts = parse_ts(wo.get("last_ts"))
+    if last_ts is not None and report.ts > last_ts and good > good_before:
+        hours = (report.ts - last_ts).total_seconds() / 3600
+        observed = (good - good_before) / hours
+        previous = wo.get("rate_uph")
+        wp["rate_uph"] = round(
+            observed if previous is None else RATE_SMOOTHING * observed
+            + (1 - RATE_SMOOTHING) * float(previous),
+            3,
+        )
+    if last_ts is None or report.ts > last_ts:
+        wp["last_ts"] = iso(report.ts)
+    qty = int(wo["qty"])
+    wp["good"], wp["scrap"] = good, scrap
+    wp["progress"] = round(min(good, qty) / qty, 4) if qty else 1.0
+    wp["status"] = "done" if good >= qty else "running"

@@ -1,0 +1,99 @@
+"""Session-wide fixtures: real Redis, Mosquitto and PostgreSQL on free ports, artifacts.
+
+Servers start lazily, the first time a test asks for one, and stop at the end of the
+session. Their logs are copied to the artifacts dir (``LOOPLINE_TEST_ARTIFACTS``, default
+``test-artifacts/`` at the repo root) when the session ends.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.servers import (
+    MosquittoServer,
+    PostgresServer,
+    RedisServer,
+    ensure_installed,
+    unique_db_name,
+)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _artifacts_root() -> Path:
+    configured = os.environ.get("LOOPLINE_TEST_ARTIFACTS")
+    return Path(configured).resolve() if configured else REPO_ROOT / "test-artifacts"
+
+
+@pytest.fixture(scope="session")
+def artifacts_dir() -> Path:
+    """Where tests put files worth keeping after a run (screenshots, server logs)."""
+    root = _artifacts_root()
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+@pytest.fixture(scope="session")
+def redis_server(artifacts_dir: Path) -> Iterator[str]:
+    """A real redis-server keeping nothing on disk; yields ``redis://127.0.0.1:PORT/0``."""
+    server = RedisServer()
+    try:
+        server.start()
+        yield server.url
+    finally:
+        server.stop()
+        server.save_log(artifacts_dir / "servers")
+        server.close()
+
+
+@pytest.fixture(scope="session")
+def mqtt_broker(artifacts_dir: Path) -> Iterator[MosquittoServer]:
+    """A real Mosquitto (anonymous, no persistence, deep queues); has host, port, url."""
+    server = MosquittoServer()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        server.save_log(artifacts_dir / "servers")
+        server.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster(artifacts_dir: Path) -> Iterator[PostgresServer]:
+    """The session's PostgreSQL server object (``url``, ``create_database``, ``restart``)."""
+    server = PostgresServer()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        server.save_log(artifacts_dir / "servers")
+        server.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_server(postgres_cluster: PostgresServer) -> str:
+    """A real PostgreSQL; yields ``postgresql+psycopg://postgres@127.0.0.1:PORT/postgres``."""
+    return postgres_cluster.url
+
+
+@pytest.fixture
+def postgres_url(postgres_cluster: PostgresServer, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh, empty database for this test (dropped afterwards); yields its URL."""
+    name = postgres_cluster.create_database(unique_db_name(request.node.name))
+    try:
+        yield postgres_cluster.url_for(name)
+    finally:
+        if postgres_cluster.running:
+            postgres_cluster.drop_database(name)
+
+
+@pytest.fixture(scope="session")
+def chromium_executable() -> str:
+    """The path of Debian's Chromium (installed with apt-get when missing)."""
+    return ensure_installed("chromium", "chromium")

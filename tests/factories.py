@@ -1,0 +1,51 @@
+"""Test data: a tiny factory and canonical CRM events."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from models.records import Customer, Line, LineRate, Product, Site
+
+RATES = {"L1": {"P1": 100.0, "P2": 50.0}, "L2": {"P1": 50.0}}
+
+
+def seed_small_factory(session: Session) -> None:
+    """Two lines, two products, one customer."""
+    session.add(Site(id="s1", name="Test site"))
+    session.add_all([Product(sku="P1", name="Product 1"), Product(sku="P2", name="Product 2")])
+    session.flush()
+    for line_id, rates in RATES.items():
+        line = Line(id=line_id, site_id="s1", name=f"Line {line_id}")
+        line.rates = [LineRate(sku=s, units_per_hour=r) for s, r in rates.items()]
+        session.add(line)
+    session.add(Customer(id="C-1", name="Acme", importance=1))
+
+
+def order_event(
+    order_id: str = "SO-1001",
+    version: int = 1,
+    lines: list[tuple[str, int]] | None = None,
+    requested: date | None = None,
+    priority: str = "normal",
+    event_type: str = "order.upserted",
+) -> dict[str, Any]:
+    """A canonical CRM event body (DESIGN.md)."""
+    if event_type == "order.cancelled":
+        return {"type": event_type, "occurred_at": "2026-11-28T08:00:00Z",
+                "order": {"id": order_id, "version": version}}
+    return {
+        "type": event_type,
+        "occurred_at": "2026-11-28T08:00:00Z",
+        "order": {
+            "id": order_id,
+            "version": version,
+            "customer": {"id": "C-1", "name": "Acme"},
+            "lines": [{"sku": s, "qty": q} for s, q in (lines or [("P1", 200)])],
+            "requested_date": (requested or date.today() + timedelta(days=5)).isoformat(),
+            "priority": priority,
+            "sales_rep": "zhang.wei",
+        },
+    }
