@@ -67,7 +67,7 @@ def resolve(settings: Settings, *, demo: bool) -> Resolved:
     choices: list[str] = []
     if settings.database_url:
         db = settings.database_url
-        choices.append(f"database: {_redact(db)} (LOOPLINE_DATABASE_URL)")
+        choices.append(f"database: {_redact(db)}")
     else:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         db = f"sqlite:///{(settings.data_dir / 'loopline.db').resolve()}"

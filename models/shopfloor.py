@@ -103,6 +103,7 @@ def apply_reports(
         wp = pending.setdefault(("work_order", report.work_order), {})
         _apply_progress({**wo, **wp}, wp, report)
         lp["work_order"] = report.work_order
+        lp["rate_uph"] = wp.get("rate_uph", wo.get("rate_uph"))
         if wo.get("line") != report.line:
             wp["line"] = report.line
     updates = [Update(entity, i, fields) for (entity, i), fields in pending.items()]

@@ -1,0 +1,39 @@
+"""The one ASGI app: REST and the live stream under /api/v1, the Dash pages beside them."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, FastAPI
+from fastapi.responses import RedirectResponse
+
+from api.auth import PageAuthMiddleware, Tokens
+from api.context import ApiContext
+from api.routes import alerts, crm, factory, health, orders, stream
+
+API_PREFIX = "/api/v1"
+
+
+def create_app(ctx: ApiContext, *, with_dashboard: bool = True) -> FastAPI:
+    """Build the FastAPI app (and mount the dashboards on it) for a context."""
+    app = FastAPI(
+        title="Loopline",
+        version="0.1.0",
+        description="The live link between a factory's CRM and its production lines.",
+    )
+    app.state.context = ctx
+    app.state.tokens = Tokens(ctx.api_token, ctx.display_token)
+    api = APIRouter(prefix=API_PREFIX)
+    for module in (health, crm, orders, factory, alerts, stream):
+        api.include_router(module.router)
+    app.include_router(api)
+
+    @app.get("/", include_in_schema=False)
+    def root() -> RedirectResponse:
+        return RedirectResponse("/wall")
+
+    if with_dashboard:
+        from dashboard.app import create_dash
+
+        create_dash(app, live=ctx.live, new_async_redis=ctx.new_async_redis,
+                    default_lang=ctx.default_lang)
+    app.add_middleware(PageAuthMiddleware, tokens=app.state.tokens)
+    return app

@@ -1,0 +1,115 @@
+"""Who is calling: bearer tokens for the API, a signed cookie for browsers and kiosks.
+
+Roles: ``admin`` (the API token) may change things; ``display`` (the display token, for
+wall screens) may only read. A page opened with ``?token=<token>`` signs that browser in
+once: the token is traded for a cookie and removed from the URL.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from dataclasses import dataclass
+from http.cookies import SimpleCookie
+from urllib.parse import parse_qsl, urlencode
+
+from starlette.responses import PlainTextResponse, RedirectResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+COOKIE = "loopline_session"
+COOKIE_MAX_AGE_S = 90 * 24 * 3600
+# Paths a browser may load before signing in: the API has its own auth, assets are public.
+PUBLIC_PREFIXES = ("/api/", "/assets/", "/_dash-component-suites/", "/_favicon", "/docs",
+                   "/openapi.json", "/redoc")
+
+
+@dataclass(frozen=True)
+class Principal:
+    name: str
+    role: str  # admin | display
+
+    @property
+    def can_write(self) -> bool:
+        return self.role == "admin"
+
+
+class Tokens:
+    """Checks tokens and signs the session cookie with a key derived from the API token."""
+
+    def __init__(self, api_token: str, display_token: str) -> None:
+        self._api = api_token
+        self._display = display_token
+        self._key = hashlib.sha256(b"loopline-cookie:" + api_token.encode()).digest()
+
+    def principal(self, token: str | None) -> Principal | None:
+        """The caller a bearer token stands for, or None."""
+        if not token:
+            return None
+        if hmac.compare_digest(token, self._api):
+            return Principal("admin", "admin")
+        if hmac.compare_digest(token, self._display):
+            return Principal("display", "display")
+        return None
+
+    def cookie_for(self, principal: Principal) -> str:
+        sig = hmac.new(self._key, principal.role.encode(), hashlib.sha256).hexdigest()
+        return f"{principal.role}.{sig}"
+
+    def from_cookie(self, value: str | None) -> Principal | None:
+        if not value or "." not in value:
+            return None
+        role, sig = value.split(".", 1)
+        good = hmac.new(self._key, role.encode(), hashlib.sha256).hexdigest()
+        if role in ("admin", "display") and hmac.compare_digest(sig, good):
+            return Principal(role, role)
+        return None
+
+
+def _cookie(scope: Scope) -> str | None:
+    for name, value in scope.get("headers", []):
+        if name == b"cookie":
+            jar: SimpleCookie = SimpleCookie()
+            jar.load(value.decode("latin-1"))
+            if COOKIE in jar:
+                return jar[COOKIE].value
+    return None
+
+
+class PageAuthMiddleware:
+    """Pages and Dash's own endpoints (HTTP and websocket) need a signed-in browser."""
+
+    def __init__(self, app: ASGIApp, tokens: Tokens) -> None:
+        self.app = app
+        self.tokens = tokens
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        if path.startswith(PUBLIC_PREFIXES):
+            await self.app(scope, receive, send)
+            return
+        query = dict(parse_qsl(scope.get("query_string", b"").decode()))
+        token = query.pop("token", None)
+        if scope["type"] == "http" and token is not None:
+            principal = self.tokens.principal(token)
+            if principal is None:
+                await PlainTextResponse("invalid token", status_code=401)(scope, receive, send)
+                return
+            target = path + ("?" + urlencode(query) if query else "")
+            response = RedirectResponse(target, status_code=303)
+            response.set_cookie(COOKIE, self.tokens.cookie_for(principal), max_age=COOKIE_MAX_AGE_S,
+                                httponly=True, samesite="lax")
+            await response(scope, receive, send)
+            return
+        if self.tokens.from_cookie(_cookie(scope)) is None:
+            if scope["type"] == "websocket":
+                await send({"type": "websocket.close", "code": 4401})
+                return
+            await PlainTextResponse(
+                "Sign in: open this page once with ?token=<your token> in its URL.",
+                status_code=401,
+            )(scope, receive, send)
+            return
+        await self.app(scope, receive, send)

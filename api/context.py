@@ -1,0 +1,26 @@
+"""What the HTTP side needs from the composition root, handed over once at startup."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import redis.asyncio as aredis
+from sqlalchemy.orm import Session, sessionmaker
+
+from models.clock import Clock
+from models.live import LiveState
+
+
+@dataclass(frozen=True)
+class ApiContext:
+    sessions: sessionmaker[Session]
+    live: LiveState
+    new_async_redis: Callable[[], aredis.Redis]
+    clock: Clock
+    api_token: str
+    display_token: str
+    crm_secret: str
+    max_body_bytes: int
+    site: str
+    default_lang: str = "en"

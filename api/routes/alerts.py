@@ -1,0 +1,34 @@
+"""Alerts: list and acknowledge."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, HTTPException
+
+from api.deps import LiveDep, PrincipalDep, SessionDep, WriterDep
+from models.alerts import ack_alert, alert_view, list_alerts
+from models.estimate import iso
+from models.watch import mirror_alerts
+
+router = APIRouter(prefix="/alerts", tags=["alerts"])
+
+
+def _json(view: dict[str, Any]) -> dict[str, Any]:
+    return {k: iso(v) if hasattr(v, "tzinfo") else v for k, v in view.items()}
+
+
+@router.get("", summary="Active alerts (all=true: resolved too)")
+def alerts(session: SessionDep, _: PrincipalDep, all: bool = False) -> list[dict[str, Any]]:
+    return [_json(alert_view(a)) for a in list_alerts(session, include_resolved=all)]
+
+
+@router.post("/{alert_id}/ack", summary="Acknowledge an alert")
+def ack(alert_id: int, session: SessionDep, live: LiveDep, who: WriterDep) -> dict[str, Any]:
+    with session.begin():
+        alert = ack_alert(session, alert_id=alert_id, actor=who.name)
+        if alert is None:
+            raise HTTPException(404, detail=f"no alert {alert_id}")
+        session.flush()
+        mirror_alerts(session, live)
+        return _json(alert_view(alert))

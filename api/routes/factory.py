@@ -1,0 +1,25 @@
+"""Lines and the plan."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, HTTPException
+
+from api.deps import LiveDep, PrincipalDep, SessionDep
+from models.views import current_plan, list_lines
+
+router = APIRouter(tags=["factory"])
+
+
+@router.get("/lines", summary="Lines with live state and rates per product SKU")
+def lines(session: SessionDep, live: LiveDep, _: PrincipalDep) -> list[dict[str, Any]]:
+    return list_lines(session, live)
+
+
+@router.get("/plan", summary="The current plan revision")
+def plan(session: SessionDep, _: PrincipalDep) -> dict[str, Any]:
+    view = current_plan(session)
+    if view is None:
+        raise HTTPException(404, detail="no plan yet")
+    return view

@@ -1,0 +1,32 @@
+"""Orders: where each customer order stands."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Query
+
+from api.deps import LiveDep, PrincipalDep, SessionDep
+from models.views import get_order, list_orders
+
+router = APIRouter(prefix="/orders", tags=["orders"])
+
+
+@router.get("", summary="List orders")
+def orders(
+    session: SessionDep,
+    live: LiveDep,
+    _: PrincipalDep,
+    status: str | None = None,
+    customer: str | None = None,
+    limit: int = Query(500, ge=1, le=5000),
+) -> list[dict[str, Any]]:
+    return list_orders(session, live, status=status, customer=customer, limit=limit)
+
+
+@router.get("/{order_id}", summary="One order with its work orders and history")
+def order(order_id: str, session: SessionDep, live: LiveDep, _: PrincipalDep) -> dict[str, Any]:
+    view = get_order(session, live, order_id=order_id)
+    if view is None:
+        raise HTTPException(404, detail=f"no order '{order_id}'")
+    return view

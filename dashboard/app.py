@@ -1,0 +1,86 @@
+"""The Dash app of the screens, mounted on the API's FastAPI app."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, tzinfo
+from pathlib import Path
+
+import dash
+import fastapi
+import redis.asyncio as aredis
+from dash import html
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from dashboard.i18n import normalize_lang
+from dashboard.live_push import Screens, utcnow
+from dashboard.pages import alerts, board, orders, wall
+from models.live import LiveState
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+
+
+def create_dash(
+    server: fastapi.FastAPI,
+    *,
+    live: LiveState,
+    new_async_redis: Callable[[], aredis.Redis],
+    default_lang: str = "en",
+    tz: tzinfo | None = None,
+    now: Callable[[], datetime] = utcnow,
+) -> dash.Dash:
+    """Mount the screens (/wall, /board, /orders, /alerts) on ``server``.
+
+    ``live`` is read to render each page; ``new_async_redis`` opens the connection each
+    open page follows changes on. ``tz`` is the site's time zone (default: the server's),
+    ``now`` the loop's clock (the demo's may run fast).
+    """
+    app = dash.Dash(
+        __name__,
+        server=server,
+        backend="fastapi",
+        use_pages=True,
+        pages_folder="",
+        assets_folder=str(ASSETS),
+        suppress_callback_exceptions=True,
+        title="Loopline",
+        # A live page's stream callback never returns; without this the tab title
+        # would read "Updating..." forever.
+        update_title=None,
+        # The renderer closes an idle websocket after 5 min by default, and does not
+        # reconnect after that close: a quiet night would freeze the wall.
+        websocket_inactivity_timeout=0,
+        meta_tags=[{"name": "viewport", "content": "width=device-width, initial-scale=1"}],
+    )
+    screens = Screens(
+        live=live,
+        new_async_redis=new_async_redis,
+        default_lang=normalize_lang(default_lang),
+        tz=tz,
+        now=now,
+    )
+    for page in (wall, board, alerts, orders):
+        page.register(app, screens)
+    app.layout = html.Div(dash.page_container, className="app")
+    server.add_middleware(_SetupDashFirst, dash_app=app)
+    return app
+
+
+class _SetupDashFirst:
+    """Finish Dash's setup before the first request, whatever its path.
+
+    Dash 4.4's FastAPI backend runs its one-time setup (which lists the assets, so the
+    page links our stylesheet) only on the first ``/_dash-*`` request. A kiosk whose
+    first request after a restart is ``/wall`` would get an unstyled page.
+    """
+
+    def __init__(self, app: ASGIApp, dash_app: dash.Dash) -> None:
+        self.app = app
+        self.dash_app = dash_app
+        self.done = False
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not self.done and scope["type"] == "http":
+            self.done = True
+            self.dash_app._setup_server()  # noqa: SLF001 - see the class docstring
+        await self.app(scope, receive, send)

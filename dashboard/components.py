@@ -1,0 +1,71 @@
+"""Pieces shared by the screens: the nav bar and the frame of a live page."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dash import dcc, html
+
+from dashboard import ids
+from dashboard.i18n import LANGS, t
+from dashboard.live_push import WATCHDOG_INTERVAL_MS
+
+NAV_PAGES = (("board", "/board"), ("orders", "/orders"), ("alerts", "/alerts"), ("wall", "/wall"))
+
+
+def href(path: str, lang: str) -> str:
+    """A page's address in a language."""
+    return f"{path}?lang={lang}"
+
+
+def nav_bar(active: str, lang: str) -> html.Nav:
+    """The small bar on the desk pages (not on the wall)."""
+    other = next(code for code in LANGS if code != lang)
+    links = [
+        dcc.Link(
+            t(f"nav.{name}", lang),
+            href=href(path, lang),
+            className="nav-link nav-link--active" if name == active else "nav-link",
+        )
+        for name, path in NAV_PAGES
+    ]
+    return html.Nav(
+        id=ids.NAV,
+        className="nav",
+        children=[
+            html.Span(t("app.name", lang), className="nav-brand"),
+            html.Div(links, className="nav-links"),
+            dcc.Link(
+                t("nav.lang_other", lang),
+                href=href(f"/{active}", other),
+                className="nav-lang",
+            ),
+        ],
+    )
+
+
+def live_frame(
+    *,
+    root_id: str,
+    start_id: str,
+    heartbeat_id: str,
+    watchdog_id: str,
+    stale_id: str,
+    start: dict[str, Any],
+    lang: str,
+    class_name: str,
+    children: list[Any],
+) -> html.Div:
+    """A live page: its snapshot Store, heartbeat, watchdog timer, stale banner and body."""
+    return html.Div(
+        id=root_id,
+        lang=lang,
+        className=f"{class_name} lang-{lang}",
+        children=[
+            dcc.Store(id=start_id, data=start),
+            html.Div(id=heartbeat_id, title="", hidden=True),
+            dcc.Interval(id=watchdog_id, interval=WATCHDOG_INTERVAL_MS),
+            html.Div(t("wall.stale", lang), id=stale_id, className="stale-banner"),
+            *children,
+        ],
+    )

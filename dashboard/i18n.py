@@ -1,0 +1,263 @@
+"""Every visible label of the screens in English and Simplified Chinese, plus locale formats.
+
+``t(key, lang)`` looks a label up; ``{name}`` placeholders are filled from keyword
+arguments. Times are shown in the site's time zone; dates and durations follow the
+language's conventions (``1 Dec`` / ``12月1日``).
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta, tzinfo
+from typing import Any
+
+LANGS = ("en", "zh-CN")
+DEFAULT_LANG = "en"
+NONE = "—"
+
+MESSAGES: dict[str, dict[str, str]] = {
+    "app.name": {"en": "Loopline", "zh-CN": "Loopline"},
+    "nav.wall": {"en": "Wall", "zh-CN": "大屏"},
+    "nav.board": {"en": "Board", "zh-CN": "进度看板"},
+    "nav.orders": {"en": "Orders", "zh-CN": "订单查询"},
+    "nav.alerts": {"en": "Alerts", "zh-CN": "告警"},
+    "nav.lang_other": {"en": "中文", "zh-CN": "English"},
+    "page.wall": {"en": "Wall screen", "zh-CN": "车间大屏"},
+    "page.board": {"en": "Order progress", "zh-CN": "订单进度"},
+    "page.orders": {"en": "Delivery lookup", "zh-CN": "交付查询"},
+    "page.alerts": {"en": "Alerts", "zh-CN": "告警"},
+    # line states
+    "state.running": {"en": "Running", "zh-CN": "运行中"},
+    "state.idle": {"en": "Idle", "zh-CN": "空闲"},
+    "state.down": {"en": "Down", "zh-CN": "停机"},
+    "state.changeover": {"en": "Changeover", "zh-CN": "换型"},
+    "state.unavailable": {"en": "No data", "zh-CN": "无数据"},
+    # order risk
+    "risk.on_track": {"en": "On track", "zh-CN": "正常"},
+    "risk.at_risk": {"en": "At risk", "zh-CN": "有风险"},
+    "risk.late": {"en": "Late", "zh-CN": "延期"},
+    "risk.done": {"en": "Done", "zh-CN": "已完成"},
+    # order status
+    "status.open": {"en": "Open", "zh-CN": "待生产"},
+    "status.in_progress": {"en": "In production", "zh-CN": "生产中"},
+    "status.completed": {"en": "Completed", "zh-CN": "已完成"},
+    "status.cancelled": {"en": "Cancelled", "zh-CN": "已取消"},
+    # work-order status
+    "wo.planned": {"en": "Planned", "zh-CN": "已计划"},
+    "wo.running": {"en": "Running", "zh-CN": "生产中"},
+    "wo.done": {"en": "Done", "zh-CN": "已完成"},
+    # priority
+    "priority.normal": {"en": "Normal", "zh-CN": "普通"},
+    "priority.high": {"en": "High", "zh-CN": "高"},
+    "priority.rush": {"en": "Rush", "zh-CN": "加急"},
+    # alerts
+    "severity.info": {"en": "Info", "zh-CN": "提示"},
+    "severity.warning": {"en": "Warning", "zh-CN": "警告"},
+    "severity.critical": {"en": "Critical", "zh-CN": "严重"},
+    "alert.open": {"en": "Open", "zh-CN": "未确认"},
+    "alert.acked": {"en": "Acknowledged", "zh-CN": "已确认"},
+    "entity.line": {"en": "Line", "zh-CN": "产线"},
+    "entity.order": {"en": "Order", "zh-CN": "订单"},
+    "entity.work_order": {"en": "Work order", "zh-CN": "工单"},
+    "entity.system": {"en": "System", "zh-CN": "系统"},
+    "alerts.count": {"en": "{n} open", "zh-CN": "{n} 条未处理"},
+    "alerts.empty": {"en": "No open alerts", "zh-CN": "暂无告警"},
+    "alerts.opened": {"en": "open for {age}", "zh-CN": "已持续 {age}"},
+    # wall
+    "wall.rate": {"en": "Rate", "zh-CN": "速率"},
+    "wall.per_hour": {"en": "/h", "zh-CN": "件/时"},
+    "wall.of_nominal": {"en": "of {n}", "zh-CN": "标准 {n}"},
+    "wall.eta": {"en": "ETA", "zh-CN": "预计完成"},
+    "wall.no_wo": {"en": "No work order", "zh-CN": "无工单"},
+    "wall.since": {"en": "since {time}", "zh-CN": "{time} 起"},
+    "wall.next": {"en": "Next: {wo}", "zh-CN": "下一个：{wo}"},
+    "wall.scrap": {"en": "scrap {n}", "zh-CN": "废品 {n}"},
+    "wall.no_lines": {"en": "No lines reporting yet", "zh-CN": "暂无产线数据"},
+    "wall.stale": {
+        "en": "Connection lost — reconnecting…",
+        "zh-CN": "连接中断，正在重新连接…",
+    },
+    # board and orders tables
+    "col.order": {"en": "Order", "zh-CN": "订单"},
+    "col.customer": {"en": "Customer", "zh-CN": "客户"},
+    "col.priority": {"en": "Priority", "zh-CN": "优先级"},
+    "col.requested": {"en": "Requested", "zh-CN": "要求交期"},
+    "col.promised": {"en": "Promised", "zh-CN": "承诺交期"},
+    "col.eta": {"en": "ETA", "zh-CN": "预计完成"},
+    "col.progress": {"en": "Progress", "zh-CN": "进度"},
+    "col.risk": {"en": "Risk", "zh-CN": "风险"},
+    "col.status": {"en": "Status", "zh-CN": "状态"},
+    "col.severity": {"en": "Severity", "zh-CN": "级别"},
+    "col.message": {"en": "Message", "zh-CN": "内容"},
+    "col.age": {"en": "Age", "zh-CN": "持续时间"},
+    "col.entity": {"en": "Source", "zh-CN": "来源"},
+    "board.orders": {"en": "Open orders", "zh-CN": "未完成订单"},
+    "board.gantt": {"en": "Plan by line", "zh-CN": "各产线计划"},
+    "board.empty": {"en": "No open orders", "zh-CN": "暂无未完成订单"},
+    "board.count": {"en": "{n} orders", "zh-CN": "共 {n} 个订单"},
+    "orders.search": {"en": "Order id or customer", "zh-CN": "订单号或客户名称"},
+    "orders.none": {"en": "No matching orders", "zh-CN": "没有匹配的订单"},
+    "orders.count": {"en": "{n} orders", "zh-CN": "共 {n} 个订单"},
+    "orders.more": {
+        "en": "Showing the first {n}; refine the search to see others",
+        "zh-CN": "仅显示前 {n} 个，请细化搜索条件",
+    },
+    # gantt
+    "gantt.now": {"en": "now", "zh-CN": "现在"},
+    "gantt.empty": {"en": "No planned work orders", "zh-CN": "暂无计划工单"},
+    "gantt.wo": {"en": "Work order", "zh-CN": "工单"},
+    "gantt.order": {"en": "Order", "zh-CN": "订单"},
+    "gantt.sku": {"en": "Product", "zh-CN": "产品"},
+    "gantt.qty": {"en": "Qty", "zh-CN": "数量"},
+    "gantt.start": {"en": "Start", "zh-CN": "开始"},
+    "gantt.end": {"en": "End", "zh-CN": "结束"},
+    # durations and relative days
+    "time.just_now": {"en": "just now", "zh-CN": "刚刚"},
+    "time.min": {"en": "{n} min", "zh-CN": "{n} 分钟"},
+    "time.h_min": {"en": "{h} h {m} min", "zh-CN": "{h} 小时 {m} 分钟"},
+    "time.d_h": {"en": "{d} d {h} h", "zh-CN": "{d} 天 {h} 小时"},
+    "time.tomorrow": {"en": "tomorrow", "zh-CN": "明天"},
+    "time.yesterday": {"en": "yesterday", "zh-CN": "昨天"},
+}
+
+_MONTHS_EN = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+_WEEKDAYS = {
+    "en": ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"),
+    "zh-CN": ("周一", "周二", "周三", "周四", "周五", "周六", "周日"),
+}
+
+
+def normalize_lang(lang: str | None, default: str = DEFAULT_LANG) -> str:
+    """The supported language closest to ``lang`` (``zh``, ``zh_cn`` → ``zh-CN``)."""
+    if not lang:
+        return default if default in LANGS else DEFAULT_LANG
+    low = lang.strip().lower().replace("_", "-")
+    if low.startswith("zh"):
+        return "zh-CN"
+    if low.startswith("en"):
+        return "en"
+    return default if default in LANGS else DEFAULT_LANG
+
+
+def t(key: str, lang: str, **values: Any) -> str:
+    """The label ``key`` in ``lang``; an unknown key shows as itself so gaps are visible."""
+    entry = MESSAGES.get(key)
+    if entry is None:
+        return key
+    text = entry.get(lang) or entry[DEFAULT_LANG]
+    return text.format(**values) if values else text
+
+
+def label(prefix: str, value: str | None, lang: str) -> str:
+    """The label of an enumerated value (``label("state", "down", "en") == "Down"``)."""
+    if not value:
+        return NONE
+    key = f"{prefix}.{value}"
+    return t(key, lang) if key in MESSAGES else value
+
+
+# -- formats -----------------------------------------------------------------------
+def parse_time(value: str | None) -> datetime | None:
+    """An RFC 3339 timestamp (``Z`` or offset) as an aware datetime; None when absent or bad."""
+    if not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        return None
+    return parsed
+
+
+def parse_date(value: str | None) -> date | None:
+    """A ``YYYY-MM-DD`` date; None when absent or bad."""
+    if not value:
+        return None
+    try:
+        return date.fromisoformat(str(value)[:10])
+    except ValueError:
+        return None
+
+
+def fmt_int(n: float | int | None) -> str:
+    """A count with thousands separators."""
+    if n is None:
+        return NONE
+    return f"{round(n):,}"
+
+
+def fmt_day(day: date, lang: str, *, today: date | None = None) -> str:
+    """A calendar day: ``1 Dec`` / ``12月1日``, with the year when it is not this year."""
+    same_year = today is not None and today.year == day.year
+    if lang == "zh-CN":
+        text = f"{day.month}月{day.day}日"
+        return text if same_year else f"{day.year}年{text}"
+    text = f"{day.day} {_MONTHS_EN[day.month - 1]}"
+    return text if same_year else f"{text} {day.year}"
+
+
+def fmt_date(value: str | None, lang: str, *, today: date | None = None) -> str:
+    """A ``YYYY-MM-DD`` field for a table cell."""
+    day = parse_date(value)
+    return fmt_day(day, lang, today=today) if day else NONE
+
+
+def fmt_clock(moment: datetime, tz: tzinfo | None) -> str:
+    """``HH:MM`` in the site's time zone."""
+    return moment.astimezone(tz).strftime("%H:%M")
+
+
+def fmt_today(moment: datetime, lang: str, tz: tzinfo | None) -> str:
+    """The wall header's date: ``Sat 28 Nov`` / ``11月28日 周六``."""
+    local = moment.astimezone(tz)
+    weekday = _WEEKDAYS[lang][local.weekday()]
+    if lang == "zh-CN":
+        return f"{local.month}月{local.day}日 {weekday}"
+    return f"{weekday} {local.day} {_MONTHS_EN[local.month - 1]}"
+
+
+def fmt_eta(value: str | None, lang: str, *, tz: tzinfo | None, now: datetime) -> str:
+    """A moment as ``HH:MM`` when it is today, else with its day (``tomorrow 06:10``)."""
+    moment = parse_time(value)
+    if moment is None:
+        return NONE
+    local = moment.astimezone(tz)
+    today = now.astimezone(tz).date()
+    clock = local.strftime("%H:%M")
+    day = local.date()
+    if day == today:
+        return clock
+    if day == today + timedelta(days=1):
+        return f"{t('time.tomorrow', lang)} {clock}"
+    if day == today - timedelta(days=1):
+        return f"{t('time.yesterday', lang)} {clock}"
+    return f"{fmt_day(day, lang, today=today)} {clock}"
+
+
+def fmt_duration(seconds: float, lang: str) -> str:
+    """A span as people say it: ``just now``, ``25 min``, ``2 h 5 min``, ``3 d 4 h``."""
+    minutes = int(max(seconds, 0) // 60)
+    if minutes < 1:
+        return t("time.just_now", lang)
+    if minutes < 60:
+        return t("time.min", lang, n=minutes)
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return t("time.h_min", lang, h=hours, m=minutes)
+    days, hours = divmod(hours, 24)
+    return t("time.d_h", lang, d=days, h=hours)
+
+
+def fmt_age(value: str | None, lang: str, *, now: datetime) -> str:
+    """How long ago a moment was; ``—`` when unknown."""
+    moment = parse_time(value)
+    if moment is None:
+        return NONE
+    return fmt_duration((now - moment).total_seconds(), lang)
+
+
+def fmt_pct(fraction: float | None) -> str:
+    """A 0–1 fraction as a whole percentage."""
+    if fraction is None:
+        return NONE
+    return f"{round(max(0.0, min(1.0, float(fraction))) * 100)} %"

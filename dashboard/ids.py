@@ -1,0 +1,85 @@
+"""Every component id of the screens, in one place.
+
+Single components have string ids. Repeated parts (a tile per line, a row per order,
+an item per alert) have dict ids ``{"type": <part>, <key>: <entity id>}`` built by
+:func:`part`; pattern-matching callbacks and ``set_props`` address them the same way.
+"""
+
+from __future__ import annotations
+
+# -- shared ------------------------------------------------------------------------
+NAV = "nav"
+
+# -- /wall ---------------------------------------------------------------------------
+WALL_ROOT = "wall-root"
+WALL_START = "wall-start"  # dcc.Store: the snapshot the page was rendered from
+WALL_HEARTBEAT = "wall-heartbeat"  # the stream's Output; its title beats while live
+WALL_WATCHDOG = "wall-watchdog"  # dcc.Interval driving the client-side staleness check
+WALL_GRID = "wall-grid"
+WALL_SITE = "wall-site"
+WALL_CLOCK = "wall-clock"
+WALL_DATE = "wall-date"
+WALL_SUMMARY = "wall-summary"
+WALL_STALE = "wall-stale"
+
+TILE = "tile"
+TILE_NAME = "tile-name"
+TILE_STATE = "tile-state"
+TILE_SINCE = "tile-since"
+TILE_REASON = "tile-reason"
+TILE_WO = "tile-wo"
+TILE_BAR = "tile-bar"
+TILE_COUNT = "tile-count"
+TILE_PCT = "tile-pct"
+TILE_RATE = "tile-rate"
+TILE_NOMINAL = "tile-nominal"
+TILE_ETA = "tile-eta"
+TILE_NEXT = "tile-next"
+
+# -- /board --------------------------------------------------------------------------
+BOARD_ROOT = "board-root"
+BOARD_START = "board-start"
+BOARD_HEARTBEAT = "board-heartbeat"
+BOARD_WATCHDOG = "board-watchdog"
+BOARD_ROWS = "board-rows"
+BOARD_COUNT = "board-count"
+BOARD_GANTT = "board-gantt"
+BOARD_STALE = "board-stale"
+
+ROW = "order-row"
+ROW_PRIORITY = "order-priority"
+ROW_CUSTOMER = "order-customer"
+ROW_REQUESTED = "order-requested"
+ROW_PROMISED = "order-promised"
+ROW_ETA = "order-eta"
+ROW_BAR = "order-bar"
+ROW_PCT = "order-pct"
+ROW_RISK = "order-risk"
+ROW_REASON = "order-reason"
+
+# -- /alerts -------------------------------------------------------------------------
+ALERTS_ROOT = "alerts-root"
+ALERTS_START = "alerts-start"
+ALERTS_HEARTBEAT = "alerts-heartbeat"
+ALERTS_WATCHDOG = "alerts-watchdog"
+ALERTS_LIST = "alerts-list"
+ALERTS_COUNT = "alerts-count"
+ALERTS_STALE = "alerts-stale"
+
+ALERT = "alert"
+ALERT_SEVERITY = "alert-severity"
+ALERT_MESSAGE = "alert-message"
+ALERT_AGE = "alert-age"
+ALERT_ENTITY = "alert-entity"
+ALERT_STATUS = "alert-status"
+
+# -- /orders -------------------------------------------------------------------------
+ORDERS_ROOT = "orders-root"
+ORDERS_LANG = "orders-lang"
+ORDERS_SEARCH = "orders-search"
+ORDERS_RESULTS = "orders-results"
+
+
+def part(kind: str, key: str, entity_id: str) -> dict[str, str]:
+    """The dict id of one repeated part, e.g. ``part(TILE_STATE, "line", "L1")``."""
+    return {"type": kind, key: entity_id}

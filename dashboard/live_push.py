@@ -1,0 +1,309 @@
+"""Live push for the screens: one long-running websocket callback per open page.
+
+Each live page renders fully from the live state (its layout function) and stores a
+snapshot of what it rendered, with a random token, in a ``dcc.Store``. That store is the
+Input of a websocket callback which never returns: it follows the change channel and
+sends only what changed with ``set_props``. Around that loop:
+
+* **Resync.** The subscription starts a moment after the render, so the stream first
+  compares the current state with the rendered snapshot and pushes the difference; every
+  ``RECONCILE_S`` it does so again, because pub/sub is at-most-once (a Redis reconnect
+  drops messages) and a wall screen runs for weeks.
+* **Heartbeat and watchdog.** The stream sets its Output's ``title`` every
+  ``HEARTBEAT_S``. A client-side callback (a browser timer, no server round trip) marks the
+  page stale when beats stop and restarts the stream with a new token and no snapshot,
+  which makes the stream re-render everything: this is how a page recovers from a server
+  restart, since Dash restarts only *persistent* websocket callbacks on reconnect and
+  those do not work under Dash Pages.
+* **Liveness.** Dash's websocket is shared by every tab of a browser (a SharedWorker),
+  so a closed tab or an in-app navigation does not end the callback. Every
+  ``ALIVE_CHECK_S`` the stream reads its Store back from the browser; when the page is
+  gone (no answer, no component) or shows another token, the stream ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, tzinfo
+from typing import Any, Protocol
+
+import redis.asyncio as aredis
+from dash import Input, Output, State, ctx, set_props
+from dash.exceptions import PreventUpdate
+
+from dashboard.ids import part
+from models.live import Change, LiveState, follow
+
+log = logging.getLogger("loopline.dashboard")
+
+TICK_S = 1.0  # how often the loop wakes without changes (clock, ages, shutdown check)
+BATCH_S = 0.2  # changes arriving within this window are drawn together
+HEARTBEAT_S = 10.0
+ALIVE_CHECK_S = 30.0
+ALIVE_TIMEOUT_S = 10.0
+RECONCILE_S = 60.0
+REDIS_RETRY_S = 2.0
+# The browser side of the watchdog (milliseconds, used in the client-side callback).
+WATCHDOG_INTERVAL_MS = 5_000
+STALE_AFTER_MS = 30_000
+RESTART_EVERY_MS = 15_000
+
+# entity id -> part kind -> props
+Views = dict[str, dict[str, dict[str, Any]]]
+# component id -> props
+Singles = dict[str, dict[str, Any]]
+
+
+_active = 0
+
+
+def active_streams() -> int:
+    """How many page streams this process is running (for metrics and tests)."""
+    return _active
+
+
+def utcnow() -> datetime:
+    """Wall-clock UTC now."""
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class Screens:
+    """What every screen needs: the live state to render from and how to follow it."""
+
+    live: LiveState
+    new_async_redis: Callable[[], aredis.Redis]
+    default_lang: str = "en"
+    tz: tzinfo | None = None  # None: the server's local time zone
+    now: Callable[[], datetime] = field(default=utcnow)
+
+
+def new_token() -> str:
+    """A fresh token naming one rendering of a page."""
+    return uuid.uuid4().hex
+
+
+def diff_views(old: Views | None, new: Views) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    """The props that differ between two views, as ``(entity id, part kind, props)``."""
+    old = old or {}
+    for entity_id, parts in new.items():
+        before = old.get(entity_id, {})
+        for kind, props in parts.items():
+            prev = before.get(kind, {})
+            changed = {k: v for k, v in props.items() if prev.get(k) != v}
+            if changed:
+                yield entity_id, kind, changed
+
+
+def diff_singles(old: Singles | None, new: Singles) -> Iterator[tuple[str, dict[str, Any]]]:
+    """The props that differ between two sets of single components."""
+    old = old or {}
+    for component_id, props in new.items():
+        prev = old.get(component_id, {})
+        changed = {k: v for k, v in props.items() if prev.get(k) != v}
+        if changed:
+            yield component_id, changed
+
+
+def push_views(key: str, old: Views | None, new: Views) -> int:
+    """Send what changed between two views; returns how many parts were sent."""
+    sent = 0
+    for entity_id, kind, props in diff_views(old, new):
+        set_props(part(kind, key, entity_id), props)
+        sent += 1
+    return sent
+
+
+def push_singles(old: Singles | None, new: Singles) -> int:
+    """Send what changed among single components; returns how many were sent."""
+    sent = 0
+    for component_id, props in diff_singles(old, new):
+        set_props(component_id, props)
+        sent += 1
+    return sent
+
+
+class PageStream(Protocol):
+    """One page's live behaviour, driven by :func:`run_stream`."""
+
+    def wants(self, change: Change) -> bool:
+        """Whether a change can alter this page."""
+        ...
+
+    async def resync(self) -> None:
+        """Read the state afresh and push whatever differs from what the page shows."""
+        ...
+
+    async def on_changes(self, changes: list[Change]) -> None:
+        """Apply a batch of wanted changes (possibly empty) and push what they alter."""
+        ...
+
+    async def on_tick(self, now: datetime) -> None:
+        """Time passed: update clocks and ages."""
+        ...
+
+
+async def _pump(client: aredis.Redis, queue: asyncio.Queue[Change]) -> None:
+    async for change in follow(client):
+        queue.put_nowait(change)
+
+
+async def _still_shown(ws: Any, start_id: str, token: str) -> bool:
+    """Whether the browser still shows the page rendering this stream serves."""
+    try:
+        data = await ws.get_prop(start_id, "data", timeout=ALIVE_TIMEOUT_S)
+    except Exception:  # noqa: BLE001 - timeout or disconnect both mean "gone"
+        return False
+    return isinstance(data, dict) and data.get("token") == token
+
+
+async def run_stream(
+    page: PageStream,
+    *,
+    screens: Screens,
+    start_id: str,
+    heartbeat_id: str,
+    token: str,
+) -> None:
+    """Follow the live changes for one open page until the page or its connection goes."""
+    global _active
+    ws = ctx.websocket
+    if ws is None:  # not over a websocket: nothing can be pushed later
+        return
+    _active += 1
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[Change] = asyncio.Queue()
+    client = screens.new_async_redis()
+    reader = asyncio.create_task(_pump(client, queue))
+    beats = 0
+
+    def beat() -> None:
+        nonlocal beats
+        beats += 1
+        set_props(heartbeat_id, {"title": f"{beats} {screens.now().isoformat()}"})
+
+    try:
+        await page.resync()
+        beat()
+        now_s = loop.time()
+        last_beat = last_alive = last_reconcile = now_s
+        while not ws.is_shutdown:
+            changes: list[Change] = []
+            try:
+                changes.append(await asyncio.wait_for(queue.get(), timeout=TICK_S))
+                await asyncio.sleep(BATCH_S)
+                while not queue.empty():
+                    changes.append(queue.get_nowait())
+            except TimeoutError:
+                pass
+            if ws.is_shutdown:
+                break
+            if reader.done():
+                reader = await _restart_reader(reader, client, queue)
+                last_reconcile = 0.0  # messages may have been lost meanwhile
+            await page.on_changes([c for c in changes if page.wants(c)])
+            await page.on_tick(screens.now())
+            now_s = loop.time()
+            if now_s - last_reconcile >= RECONCILE_S:
+                last_reconcile = now_s
+                await page.resync()
+            if now_s - last_beat >= HEARTBEAT_S:
+                last_beat = now_s
+                beat()
+            if now_s - last_alive >= ALIVE_CHECK_S:
+                if not await _still_shown(ws, start_id, token):
+                    log.info("stream %s ends: token %s is gone", start_id, token)
+                    break
+                last_alive = loop.time()
+    finally:
+        _active -= 1
+        reader.cancel()
+        with contextlib.suppress(BaseException):
+            await reader
+        with contextlib.suppress(Exception):
+            await client.aclose()
+
+
+async def _restart_reader(
+    reader: asyncio.Task[None], client: aredis.Redis, queue: asyncio.Queue[Change]
+) -> asyncio.Task[None]:
+    exc = reader.exception() if not reader.cancelled() else None
+    log.warning("live change follower stopped (%r); restarting", exc)
+    await asyncio.sleep(REDIS_RETRY_S)
+    return asyncio.create_task(_pump(client, queue))
+
+
+def watchdog_js(*, stale_after_ms: int = STALE_AFTER_MS) -> str:
+    """The client-side watchdog: marks the page stale and restarts a silent stream.
+
+    Inputs: the watchdog interval; States: the heartbeat title and the start Store.
+    Outputs: the stale banner's className and the start Store's data.
+    """
+    return f"""
+function(_n, beat, start) {{
+    const nu = window.dash_clientside.no_update;
+    if (!start || !start.token) {{ return [nu, nu]; }}
+    const all = window.__looplineWatch || (window.__looplineWatch = {{}});
+    const now = Date.now();
+    let s = all[start.token];
+    if (!s) {{ s = all[start.token] = {{beat: beat, at: now, restarted: 0}}; }}
+    if (beat !== s.beat) {{ s.beat = beat; s.at = now; }}
+    const stale = now - s.at > {stale_after_ms};
+    const banner = stale ? "stale-banner stale-banner--show" : "stale-banner";
+    let restart = nu;
+    if (stale && now - s.restarted > {RESTART_EVERY_MS}) {{
+        const token = Math.random().toString(16).slice(2) + now.toString(16);
+        restart = Object.assign({{}}, start, {{token: token, views: null, singles: null}});
+        all[token] = {{beat: beat, at: s.at, restarted: now}};
+    }}
+    return [banner, restart];
+}}
+"""
+
+
+def register_live_page(
+    app: Any,
+    *,
+    screens: Screens,
+    start_id: str,
+    heartbeat_id: str,
+    watchdog_id: str,
+    stale_id: str,
+    make_page: Callable[[dict[str, Any]], PageStream],
+) -> None:
+    """Wire a page's stream (websocket callback) and its client-side watchdog."""
+
+    @app.callback(
+        Output(heartbeat_id, "title"),
+        Input(start_id, "data"),
+        websocket=True,
+        prevent_initial_call=False,
+    )
+    async def _stream(start: dict[str, Any] | None) -> str:
+        if not isinstance(start, dict) or not start.get("token"):
+            raise PreventUpdate
+        log.info("stream %s starts: token %s, full=%s", start_id, start["token"],
+                 start.get("views") is None)
+        await run_stream(
+            make_page(start),
+            screens=screens,
+            start_id=start_id,
+            heartbeat_id=heartbeat_id,
+            token=str(start["token"]),
+        )
+        raise PreventUpdate
+
+    app.clientside_callback(
+        watchdog_js(),
+        Output(stale_id, "className"),
+        Output(start_id, "data"),
+        Input(watchdog_id, "n_intervals"),
+        State(heartbeat_id, "title"),
+        State(start_id, "data"),
+        prevent_initial_call=True,
+    )

@@ -1,0 +1,263 @@
+"""``/alerts``: the alert panel, open alerts first and the most severe on top.
+
+Alerts appear and disappear live; their ages move once a minute. ``?role=`` shows one
+role's alerts only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+from functools import partial
+from typing import Any
+
+import dash
+from dash import html
+
+from dashboard import ids
+from dashboard.components import live_frame, nav_bar
+from dashboard.i18n import fmt_age, label, normalize_lang, t
+from dashboard.live_push import (
+    Screens,
+    Singles,
+    Views,
+    new_token,
+    push_singles,
+    push_views,
+    register_live_page,
+)
+from models.live import Change, LiveState
+
+PATH = "/alerts"
+KEY = "alert"
+SEVERITY_RANK = {"critical": 0, "warning": 1, "info": 2}
+STATUS_RANK = {"open": 0, "acked": 1}
+
+
+def read_alerts(live: LiveState, role: str | None) -> dict[str, dict[str, Any]]:
+    """The alerts to show (optionally one role's), by id."""
+    return {str(a["id"]): a for a in live.all("alert") if not role or a.get("role") in (role, None)}
+
+
+def alert_order(alerts: dict[str, dict[str, Any]]) -> list[str]:
+    """Open before acknowledged, critical before info, newest first."""
+    newest_first = sorted(
+        alerts.values(), key=lambda a: str(a.get("opened_at") or ""), reverse=True
+    )
+    ranked = sorted(
+        newest_first,
+        key=lambda a: (
+            STATUS_RANK.get(str(a.get("status")), 2),
+            SEVERITY_RANK.get(str(a.get("severity")), 3),
+        ),
+    )
+    return [str(a["id"]) for a in ranked]
+
+
+def alert_view(alert: dict[str, Any], *, lang: str, now: datetime) -> dict[str, dict[str, Any]]:
+    """Every prop of one alert item, by part."""
+    severity = str(alert.get("severity") or "info")
+    status = str(alert.get("status") or "open")
+    entity = str(alert.get("entity") or "")
+    entity_text = " ".join(
+        x
+        for x in (
+            label("entity", entity, lang) if entity else "",
+            str(alert.get("entity_id") or ""),
+        )
+        if x
+    )
+    return {
+        ids.ALERT: {"className": f"alert alert--{severity} alert--{status}"},
+        ids.ALERT_SEVERITY: {"children": label("severity", severity, lang)},
+        ids.ALERT_MESSAGE: {"children": str(alert.get("message") or alert.get("kind") or "")},
+        ids.ALERT_ENTITY: {"children": entity_text},
+        ids.ALERT_AGE: {"children": fmt_age(alert.get("opened_at"), lang, now=now)},
+        ids.ALERT_STATUS: {"children": label("alert", status, lang)},
+    }
+
+
+def alert_views(
+    alerts: dict[str, dict[str, Any]], order: list[str], *, lang: str, now: datetime
+) -> Views:
+    """The views of the shown alerts, by id."""
+    return {i: alert_view(alerts[i], lang=lang, now=now) for i in order}
+
+
+def count_singles(alerts: dict[str, dict[str, Any]], lang: str) -> Singles:
+    """How many alerts are still open."""
+    n = sum(1 for a in alerts.values() if a.get("status", "open") == "open")
+    return {ids.ALERTS_COUNT: {"children": t("alerts.count", lang, n=n)}}
+
+
+def render_alert(alert_id: str, views: Views) -> html.Li:
+    """One alert item, with the props of its view."""
+
+    def p(kind: str, **extra: Any) -> dict[str, Any]:
+        return {"id": ids.part(kind, KEY, alert_id), **views[alert_id][kind], **extra}
+
+    return html.Li(
+        **p(ids.ALERT),
+        children=[
+            html.Span(**p(ids.ALERT_SEVERITY, className="alert-severity")),
+            html.Div(
+                [
+                    html.Div(**p(ids.ALERT_MESSAGE, className="alert-message")),
+                    html.Div(
+                        [
+                            html.Span(**p(ids.ALERT_ENTITY, className="alert-entity")),
+                            html.Span(**p(ids.ALERT_STATUS, className="alert-status")),
+                        ],
+                        className="alert-meta",
+                    ),
+                ],
+                className="alert-body",
+            ),
+            html.Span(**p(ids.ALERT_AGE, className="alert-age")),
+        ],
+    )
+
+
+def render_alerts(order: list[str], views: Views, lang: str) -> list[html.Li]:
+    """The list's children."""
+    if not order:
+        return [html.Li(t("alerts.empty", lang), className="alerts-empty")]
+    return [render_alert(i, views) for i in order]
+
+
+def layout(
+    screens: Screens, lang: str | None = None, role: str | None = None, **_query: Any
+) -> html.Div:
+    """The alert panel, rendered from the live state as it is now."""
+    lang = normalize_lang(lang, screens.default_lang)
+    now = screens.now()
+    alerts = read_alerts(screens.live, role)
+    order = alert_order(alerts)
+    views = alert_views(alerts, order, lang=lang, now=now)
+    singles = count_singles(alerts, lang)
+    start = {
+        "token": new_token(),
+        "lang": lang,
+        "role": role,
+        "order": order,
+        "views": views,
+        "singles": singles,
+    }
+    return live_frame(
+        root_id=ids.ALERTS_ROOT,
+        start_id=ids.ALERTS_START,
+        heartbeat_id=ids.ALERTS_HEARTBEAT,
+        watchdog_id=ids.ALERTS_WATCHDOG,
+        stale_id=ids.ALERTS_STALE,
+        start=start,
+        lang=lang,
+        class_name="page page--desk",
+        children=[
+            nav_bar("alerts", lang),
+            html.Main(
+                className="desk",
+                children=html.Section(
+                    className="panel",
+                    children=[
+                        html.Div(
+                            [
+                                html.H2(t("page.alerts", lang)),
+                                html.Span(
+                                    id=ids.ALERTS_COUNT,
+                                    className="panel-count",
+                                    **singles[ids.ALERTS_COUNT],
+                                ),
+                            ],
+                            className="panel-head",
+                        ),
+                        html.Ul(
+                            render_alerts(order, views, lang),
+                            id=ids.ALERTS_LIST,
+                            className="alerts",
+                        ),
+                    ],
+                ),
+            ),
+        ],
+    )
+
+
+class AlertsStream:
+    """Keeps one open alert panel in step with the live state."""
+
+    def __init__(self, screens: Screens, start: dict[str, Any]) -> None:
+        self.screens = screens
+        self.lang = normalize_lang(start.get("lang"), screens.default_lang)
+        self.role = start.get("role")
+        self.order: list[str] | None = start.get("order")
+        self.views: Views | None = start.get("views")
+        self.singles: Singles | None = start.get("singles")
+        self.alerts: dict[str, dict[str, Any]] = {}
+        self.minute = ""
+
+    def wants(self, change: Change) -> bool:
+        """Alert changes only."""
+        return change.entity == "alert"
+
+    async def resync(self) -> None:
+        """Read every alert afresh and push the difference."""
+        self.alerts = await asyncio.to_thread(read_alerts, self.screens.live, self.role)
+        self.redraw(self.screens.now())
+
+    async def on_changes(self, changes: list[Change]) -> None:
+        """Merge alert changes, fetch new alerts, push what changed."""
+        if not changes:
+            return
+        unknown: list[str] = []
+        for c in changes:
+            if c.removed:
+                self.alerts.pop(c.id, None)
+            elif c.id in self.alerts:
+                self.alerts[c.id] = {**self.alerts[c.id], **c.new}
+            else:
+                unknown.append(c.id)
+        if unknown:
+            fetched = await asyncio.to_thread(self.screens.live.get_many, "alert", unknown)
+            for a in fetched:
+                if a and (not self.role or a.get("role") in (self.role, None)):
+                    self.alerts[str(a["id"])] = a
+        self.redraw(self.screens.now())
+
+    async def on_tick(self, now: datetime) -> None:
+        """Ages move once a minute."""
+        if now.strftime("%Y%m%d%H%M") != self.minute:
+            self.redraw(now)
+
+    def redraw(self, now: datetime) -> None:
+        """Send the items that changed, or the whole list when items came, went or moved."""
+        self.minute = now.strftime("%Y%m%d%H%M")
+        order = alert_order(self.alerts)
+        views = alert_views(self.alerts, order, lang=self.lang, now=now)
+        if self.views is None or order != self.order:
+            dash.set_props(ids.ALERTS_LIST, {"children": render_alerts(order, views, self.lang)})
+        else:
+            push_views(KEY, self.views, views)
+        self.order, self.views = order, views
+        singles = count_singles(self.alerts, self.lang)
+        push_singles(self.singles, singles)
+        self.singles = singles
+
+
+def register(app: dash.Dash, screens: Screens) -> None:
+    """Register the page and its live stream on ``app``."""
+    dash.register_page(
+        __name__,
+        path=PATH,
+        title="Loopline · Alerts",
+        name="alerts",
+        layout=partial(layout, screens),
+    )
+    register_live_page(
+        app,
+        screens=screens,
+        start_id=ids.ALERTS_START,
+        heartbeat_id=ids.ALERTS_HEARTBEAT,
+        watchdog_id=ids.ALERTS_WATCHDOG,
+        stale_id=ids.ALERTS_STALE,
+        make_page=lambda start: AlertsStream(screens, start),
+    )

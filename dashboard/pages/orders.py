@@ -1,0 +1,183 @@
+"""``/orders``: the sales delivery lookup — find an order by id or customer, see where it stands.
+
+Shows status, requested and promised dates, ETA, progress and risk with its reason.
+``?q=`` pre-fills the search.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+from functools import partial
+from typing import Any
+
+import dash
+from dash import Input, Output, State, dcc, html
+
+from dashboard import ids
+from dashboard.components import nav_bar
+from dashboard.i18n import fmt_date, fmt_eta, fmt_pct, label, normalize_lang, t
+from dashboard.live_push import Screens
+from models.live import LiveState
+
+PATH = "/orders"
+MAX_RESULTS = 100
+STATUS_RANK = {"in_progress": 0, "open": 1, "completed": 2, "cancelled": 3}
+RISK_RANK = {"late": 0, "at_risk": 1, "on_track": 2, "done": 3}
+SEARCH_DEBOUNCE_S = 0.3
+
+
+def search_orders(orders: list[dict[str, Any]], query: str | None) -> list[dict[str, Any]]:
+    """Orders whose id, customer name or customer id contains ``query`` (any case).
+
+    An exact id match comes first; then active orders before finished ones, the most at
+    risk first, then by promised date.
+    """
+    q = (query or "").strip().casefold()
+    found = [
+        o
+        for o in orders
+        if not q
+        or q in str(o.get("id", "")).casefold()
+        or q in str(o.get("customer") or "").casefold()
+        or q in str(o.get("customer_id") or "").casefold()
+    ]
+    found.sort(
+        key=lambda o: (
+            str(o.get("id", "")).casefold() != q,
+            STATUS_RANK.get(str(o.get("status")), 9),
+            RISK_RANK.get(str(o.get("risk")), 9),
+            str(o.get("promised_date") or o.get("requested_date") or "9999-99-99"),
+            str(o.get("id")),
+        )
+    )
+    return found
+
+
+def render_results(
+    found: list[dict[str, Any]], *, lang: str, screens: Screens, now: datetime
+) -> list[Any]:
+    """The results table, or a line saying nothing matched."""
+    if not found:
+        return [html.Div(t("orders.none", lang), className="table-empty")]
+    today = now.astimezone(screens.tz).date()
+    cols = ("order", "customer", "status", "requested", "promised", "eta", "progress", "risk")
+    rows = []
+    for o in found[:MAX_RESULTS]:
+        risk = str(o.get("risk") or "on_track")
+        progress = float(o.get("progress") or 0.0)
+        rows.append(
+            html.Tr(
+                className=f"order-row order-row--{risk}",
+                children=[
+                    html.Td(html.Span(str(o.get("id")), className="order-id")),
+                    html.Td(str(o.get("customer") or ""), className="cell-customer"),
+                    html.Td(label("status", o.get("status"), lang)),
+                    html.Td(
+                        fmt_date(o.get("requested_date"), lang, today=today), className="cell-date"
+                    ),
+                    html.Td(
+                        fmt_date(o.get("promised_date"), lang, today=today), className="cell-date"
+                    ),
+                    html.Td(
+                        fmt_eta(o.get("eta"), lang, tz=screens.tz, now=now), className="cell-eta"
+                    ),
+                    html.Td(
+                        html.Div(
+                            [
+                                html.Div(
+                                    html.Div(
+                                        className="bar-fill",
+                                        style={"width": f"{min(progress, 1.0) * 100:.1f}%"},
+                                    ),
+                                    className="bar-track",
+                                ),
+                                html.Span(fmt_pct(progress), className="cell-pct"),
+                            ],
+                            className="progress-cell",
+                        )
+                    ),
+                    html.Td(
+                        [
+                            html.Span(label("risk", risk, lang), className=f"badge badge--{risk}"),
+                            html.Div(str(o.get("risk_reason") or ""), className="risk-reason"),
+                        ]
+                    ),
+                ],
+            )
+        )
+    summary = t("orders.count", lang, n=len(found))
+    if len(found) > MAX_RESULTS:
+        summary = f"{summary} · {t('orders.more', lang, n=MAX_RESULTS)}"
+    return [
+        html.Div(summary, className="panel-count"),
+        html.Table(
+            [html.Thead(html.Tr([html.Th(t(f"col.{c}", lang)) for c in cols])), html.Tbody(rows)],
+            className="table table--orders",
+        ),
+    ]
+
+
+def _lookup(live: LiveState, query: str | None) -> list[dict[str, Any]]:
+    return search_orders(live.all("order"), query)
+
+
+def layout(
+    screens: Screens, lang: str | None = None, q: str | None = None, **_query: Any
+) -> html.Div:
+    """The lookup page with the results for ``q`` (all orders when empty)."""
+    lang = normalize_lang(lang, screens.default_lang)
+    found = _lookup(screens.live, q)
+    return html.Div(
+        id=ids.ORDERS_ROOT,
+        lang=lang,
+        className=f"page page--desk lang-{lang}",
+        children=[
+            dcc.Store(id=ids.ORDERS_LANG, data=lang),
+            nav_bar("orders", lang),
+            html.Main(
+                className="desk",
+                children=html.Section(
+                    className="panel",
+                    children=[
+                        html.Div(html.H2(t("page.orders", lang)), className="panel-head"),
+                        dcc.Input(
+                            id=ids.ORDERS_SEARCH,
+                            type="search",
+                            value=q or "",
+                            placeholder=t("orders.search", lang),
+                            debounce=SEARCH_DEBOUNCE_S,
+                            autoFocus=True,
+                            className="search",
+                        ),
+                        html.Div(
+                            render_results(found, lang=lang, screens=screens, now=screens.now()),
+                            id=ids.ORDERS_RESULTS,
+                        ),
+                    ],
+                ),
+            ),
+        ],
+    )
+
+
+def register(app: dash.Dash, screens: Screens) -> None:
+    """Register the page and its search callback on ``app``."""
+    dash.register_page(
+        __name__,
+        path=PATH,
+        title="Loopline · Orders",
+        name="orders",
+        layout=partial(layout, screens),
+    )
+
+    @app.callback(
+        Output(ids.ORDERS_RESULTS, "children"),
+        Input(ids.ORDERS_SEARCH, "value"),
+        State(ids.ORDERS_LANG, "data"),
+        prevent_initial_call=True,
+    )
+    async def _search(query: str | None, lang: str | None) -> list[Any]:
+        lang = normalize_lang(lang, screens.default_lang)
+        found = await asyncio.to_thread(_lookup, screens.live, query)
+        return render_results(found, lang=lang, screens=screens, now=screens.now())

@@ -1,0 +1,444 @@
+"""``/wall``: the TV wall screen, one tile per line, readable at five metres.
+
+Every tile shows the line's state colour, the down reason in large type, the current
+work order with its progress, the observed rate and the ETA. The page renders from the
+live state and then follows it: only the tile parts that changed are pushed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from datetime import datetime
+from functools import partial
+from typing import Any
+
+import dash
+from dash import html
+
+from dashboard import ids
+from dashboard.components import live_frame
+from dashboard.i18n import (
+    NONE,
+    fmt_clock,
+    fmt_duration,
+    fmt_eta,
+    fmt_int,
+    fmt_pct,
+    fmt_today,
+    label,
+    normalize_lang,
+    parse_time,
+    t,
+)
+from dashboard.live_push import (
+    Screens,
+    Singles,
+    Views,
+    new_token,
+    push_singles,
+    push_views,
+    register_live_page,
+)
+from models.live import Change, LiveState
+
+PATH = "/wall"
+KEY = "line"  # the dict-id key of tile parts
+COUNT = "wall-count"  # summary chip parts, keyed by state
+CHIP = "wall-chip"
+STATES = ("running", "idle", "changeover", "down", "unavailable")
+
+
+# -- reading ---------------------------------------------------------------------------
+def read_wall(live: LiveState, site: str | None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The lines to show (optionally one site's) and their current work orders."""
+    lines = [ln for ln in live.all("line") if not site or ln.get("site") == site]
+    wo_ids = [str(ln["work_order"]) for ln in lines if ln.get("work_order")]
+    wos = {str(w["id"]): w for w in live.get_many("work_order", wo_ids) if w}
+    return lines, wos
+
+
+# -- views -----------------------------------------------------------------------------
+def _next_wo(line: dict[str, Any]) -> str | None:
+    current = line.get("work_order")
+    for wo_id in line.get("queue") or []:
+        if wo_id != current:
+            return str(wo_id)
+    return None
+
+
+def tile_view(
+    line: dict[str, Any],
+    wo: dict[str, Any] | None,
+    *,
+    lang: str,
+    screens: Screens,
+    now: datetime,
+) -> dict[str, dict[str, Any]]:
+    """Every prop of one tile, by part: the unit the stream diffs and pushes."""
+    state = str(line.get("state") or "unavailable")
+    reason = str(line.get("reason") or "") if state != "running" else ""
+    since = parse_time(line.get("since"))
+    since_text = ""
+    if since is not None:
+        since_text = (
+            f"{t('wall.since', lang, time=fmt_clock(since, screens.tz))}"
+            f" · {fmt_duration((now - since).total_seconds(), lang)}"
+        )
+    if wo is not None:
+        qty = float(wo.get("qty") or 0)
+        good = float(wo.get("good") or 0)
+        fraction = min(good / qty, 1.0) if qty > 0 else 0.0
+        wo_text = " · ".join(str(x) for x in (wo.get("id"), wo.get("sku")) if x)
+        count = f"{fmt_int(good)} / {fmt_int(qty)}"
+        scrap = int(wo.get("scrap") or 0)
+        if scrap:
+            count += f"   ({t('wall.scrap', lang, n=fmt_int(scrap))})"
+        pct = fmt_pct(fraction)
+        eta_value = line.get("eta") or wo.get("eta")
+    else:
+        fraction, count, pct = 0.0, "", ""
+        wo_text = str(line.get("work_order") or "") or t("wall.no_wo", lang)
+        eta_value = line.get("eta")
+    rate = line.get("rate_uph")
+    nominal = line.get("nominal_uph")
+    next_wo = _next_wo(line)
+    return {
+        ids.TILE: {"className": f"tile tile--{state}"},
+        ids.TILE_NAME: {"children": str(line.get("name") or line.get("id"))},
+        ids.TILE_STATE: {"children": label("state", state, lang)},
+        ids.TILE_SINCE: {"children": since_text},
+        ids.TILE_REASON: {
+            "children": reason,
+            "className": "tile-reason" if reason else "tile-reason tile-reason--empty",
+        },
+        ids.TILE_WO: {"children": wo_text},
+        ids.TILE_BAR: {"style": {"width": f"{fraction * 100:.1f}%"}},
+        ids.TILE_COUNT: {"children": count},
+        ids.TILE_PCT: {"children": pct},
+        ids.TILE_RATE: {"children": fmt_int(rate) if rate is not None else NONE},
+        ids.TILE_NOMINAL: {
+            "children": t("wall.of_nominal", lang, n=fmt_int(nominal)) if nominal else ""
+        },
+        ids.TILE_ETA: {"children": fmt_eta(eta_value, lang, tz=screens.tz, now=now)},
+        ids.TILE_NEXT: {"children": t("wall.next", lang, wo=next_wo) if next_wo else ""},
+    }
+
+
+def wall_views(
+    lines: list[dict[str, Any]],
+    wos: dict[str, Any],
+    *,
+    lang: str,
+    screens: Screens,
+    now: datetime,
+) -> Views:
+    """The views of all tiles, by line id."""
+    return {
+        str(ln["id"]): tile_view(
+            ln, wos.get(str(ln.get("work_order") or "")), lang=lang, screens=screens, now=now
+        )
+        for ln in lines
+    }
+
+
+def summary_views(lines: list[dict[str, Any]], lang: str) -> Views:
+    """How many lines are in each state, for the header chips."""
+    counts = {s: 0 for s in STATES}
+    for ln in lines:
+        state = str(ln.get("state") or "unavailable")
+        counts[state] = counts.get(state, 0) + 1
+    return {
+        state: {
+            CHIP: {"className": f"chip chip--{state}" + ("" if n else " chip--zero")},
+            COUNT: {"children": str(n)},
+        }
+        for state, n in counts.items()
+        if state in STATES
+    }
+
+
+def header_singles(
+    lines: list[dict[str, Any]], site: str | None, *, lang: str, screens: Screens, now: datetime
+) -> Singles:
+    """The header's site name, clock and date."""
+    sites = sorted({str(ln.get("site")) for ln in lines if ln.get("site")})
+    name = site or (" · ".join(sites) if sites else t("app.name", lang))
+    return {
+        ids.WALL_SITE: {"children": name},
+        ids.WALL_CLOCK: {"children": fmt_clock(now, screens.tz)},
+        ids.WALL_DATE: {"children": fmt_today(now, lang, screens.tz)},
+    }
+
+
+def grid_class(n: int) -> str:
+    """Columns and rows that fill a 16:9 screen with ``n`` tiles."""
+    cols = 1 if n <= 1 else 2 if n <= 4 else 3 if n <= 9 else 4
+    rows = max(1, math.ceil(n / cols))
+    return f"wall-grid cols-{cols} rows-{rows}"
+
+
+# -- rendering ---------------------------------------------------------------------------
+def _p(kind: str, line_id: str, views: Views) -> dict[str, Any]:
+    return {"id": ids.part(kind, KEY, line_id), **views[line_id][kind]}
+
+
+def render_tile(line_id: str, views: Views, lang: str) -> html.Div:
+    """One tile's components, with the props of its view."""
+
+    def p(kind: str) -> dict[str, Any]:
+        return _p(kind, line_id, views)
+
+    return html.Div(
+        **p(ids.TILE),
+        children=[
+            html.Div(
+                className="tile-head",
+                children=[
+                    html.Span(**p(ids.TILE_NAME), className="tile-name"),
+                    html.Span(**p(ids.TILE_STATE), className="tile-state"),
+                ],
+            ),
+            html.Div(**p(ids.TILE_SINCE), className="tile-since"),
+            html.Div(**p(ids.TILE_REASON)),
+            html.Div(
+                className="tile-work",
+                children=[
+                    html.Div(
+                        className="tile-worow",
+                        children=[
+                            html.Span(**p(ids.TILE_WO), className="tile-wo"),
+                            html.Span(**p(ids.TILE_PCT), className="tile-pct"),
+                        ],
+                    ),
+                    html.Div(
+                        html.Div(**p(ids.TILE_BAR), className="bar-fill"), className="bar-track"
+                    ),
+                    html.Div(**p(ids.TILE_COUNT), className="tile-count"),
+                ],
+            ),
+            html.Div(
+                className="tile-foot",
+                children=[
+                    html.Div(
+                        className="metric",
+                        children=[
+                            html.Div(t("wall.rate", lang), className="metric-label"),
+                            html.Div(
+                                [
+                                    html.Span(**p(ids.TILE_RATE), className="metric-value"),
+                                    html.Span(t("wall.per_hour", lang), className="metric-unit"),
+                                ]
+                            ),
+                            html.Div(**p(ids.TILE_NOMINAL), className="metric-sub"),
+                        ],
+                    ),
+                    html.Div(
+                        className="metric metric--right",
+                        children=[
+                            html.Div(t("wall.eta", lang), className="metric-label"),
+                            html.Div(**p(ids.TILE_ETA), className="metric-value"),
+                            html.Div(**p(ids.TILE_NEXT), className="metric-sub"),
+                        ],
+                    ),
+                ],
+            ),
+        ],
+    )
+
+
+def render_tiles(order: list[str], views: Views, lang: str) -> list[Any]:
+    """The grid's children."""
+    if not order:
+        return [html.Div(t("wall.no_lines", lang), className="wall-empty")]
+    return [render_tile(line_id, views, lang) for line_id in order]
+
+
+def render_summary(summary: Views, lang: str) -> list[html.Span]:
+    """The header chips: a coloured dot, the state and how many lines are in it."""
+    return [
+        html.Span(
+            id=ids.part(CHIP, "state", state),
+            className=summary[state][CHIP]["className"],
+            children=[
+                html.Span(className="chip-dot"),
+                html.Span(
+                    id=ids.part(COUNT, "state", state),
+                    className="chip-count",
+                    children=summary[state][COUNT]["children"],
+                ),
+                html.Span(label("state", state, lang), className="chip-label"),
+            ],
+        )
+        for state in STATES
+    ]
+
+
+def layout(
+    screens: Screens, lang: str | None = None, site: str | None = None, **_query: Any
+) -> html.Div:
+    """The wall, rendered from the live state as it is now."""
+    lang = normalize_lang(lang, screens.default_lang)
+    now = screens.now()
+    lines, wos = read_wall(screens.live, site)
+    views = wall_views(lines, wos, lang=lang, screens=screens, now=now)
+    order = [str(ln["id"]) for ln in lines]
+    singles = header_singles(lines, site, lang=lang, screens=screens, now=now)
+    summary = summary_views(lines, lang)
+    start = {
+        "token": new_token(),
+        "lang": lang,
+        "site": site,
+        "order": order,
+        "views": views,
+        "singles": singles,
+        "summary": summary,
+    }
+    return live_frame(
+        root_id=ids.WALL_ROOT,
+        start_id=ids.WALL_START,
+        heartbeat_id=ids.WALL_HEARTBEAT,
+        watchdog_id=ids.WALL_WATCHDOG,
+        stale_id=ids.WALL_STALE,
+        start=start,
+        lang=lang,
+        class_name="page page--wall",
+        children=[
+            html.Header(
+                className="wall-header",
+                children=[
+                    html.Div(
+                        [
+                            html.Span(t("app.name", lang), className="wall-brand"),
+                            html.Span(
+                                id=ids.WALL_SITE, className="wall-site", **singles[ids.WALL_SITE]
+                            ),
+                        ],
+                        className="wall-title",
+                    ),
+                    html.Div(
+                        render_summary(summary, lang), id=ids.WALL_SUMMARY, className="wall-summary"
+                    ),
+                    html.Div(
+                        [
+                            html.Span(
+                                id=ids.WALL_DATE, className="wall-date", **singles[ids.WALL_DATE]
+                            ),
+                            html.Span(
+                                id=ids.WALL_CLOCK, className="wall-clock", **singles[ids.WALL_CLOCK]
+                            ),
+                        ],
+                        className="wall-time",
+                    ),
+                ],
+            ),
+            html.Main(
+                render_tiles(order, views, lang), id=ids.WALL_GRID, className=grid_class(len(order))
+            ),
+        ],
+    )
+
+
+# -- live ------------------------------------------------------------------------------
+class WallStream:
+    """Keeps the tiles of one open wall in step with the live state."""
+
+    def __init__(self, screens: Screens, start: dict[str, Any]) -> None:
+        self.screens = screens
+        self.lang = normalize_lang(start.get("lang"), screens.default_lang)
+        self.site = start.get("site")
+        self.order: list[str] | None = start.get("order")
+        self.views: Views | None = start.get("views")
+        self.singles: Singles | None = start.get("singles")
+        self.summary: Views | None = start.get("summary")
+        self.lines: dict[str, dict[str, Any]] = {}
+        self.wos: dict[str, dict[str, Any]] = {}
+        self.minute = ""
+
+    def wants(self, change: Change) -> bool:
+        """Line changes, and changes of a work order some line is making."""
+        return change.entity == "line" or (change.entity == "work_order" and change.id in self.wos)
+
+    async def resync(self) -> None:
+        """Read lines and current work orders afresh and push the difference."""
+        lines, wos = await asyncio.to_thread(read_wall, self.screens.live, self.site)
+        self.lines = {str(ln["id"]): ln for ln in lines}
+        self.wos = wos
+        self.redraw(self.screens.now())
+
+    async def on_changes(self, changes: list[Change]) -> None:
+        """Merge the changes into the cache, fetch what is missing, push what changed."""
+        if not changes:
+            return
+        unknown: list[str] = []
+        for c in changes:
+            if c.entity == "line":
+                if c.removed:
+                    self.lines.pop(c.id, None)
+                elif c.id in self.lines:
+                    self.lines[c.id] = {**self.lines[c.id], **c.new}
+                else:
+                    unknown.append(c.id)
+            elif c.entity == "work_order" and c.id in self.wos and not c.removed:
+                self.wos[c.id] = {**self.wos[c.id], **c.new}
+        await asyncio.to_thread(self._fetch, unknown)
+        self.redraw(self.screens.now())
+
+    def _fetch(self, line_ids: list[str]) -> None:
+        live = self.screens.live
+        for line in live.get_many("line", line_ids):
+            if line and (not self.site or line.get("site") == self.site):
+                self.lines[str(line["id"])] = line
+        current = {str(ln["work_order"]) for ln in self.lines.values() if ln.get("work_order")}
+        missing = sorted(current - set(self.wos))
+        for wo in live.get_many("work_order", missing):
+            if wo:
+                self.wos[str(wo["id"])] = wo
+        for stale in set(self.wos) - current:
+            del self.wos[stale]
+
+    async def on_tick(self, now: datetime) -> None:
+        """Redraw once a minute: the clock, 'since' durations and relative days move."""
+        minute = now.strftime("%Y%m%d%H%M")
+        if minute != self.minute:
+            self.redraw(now)
+
+    def redraw(self, now: datetime) -> None:
+        """Compute every view and send only what differs from what the browser shows."""
+        self.minute = now.strftime("%Y%m%d%H%M")
+        lines = [self.lines[k] for k in sorted(self.lines)]
+        order = [str(ln["id"]) for ln in lines]
+        views = wall_views(lines, self.wos, lang=self.lang, screens=self.screens, now=now)
+        if self.views is None or order != self.order:
+            dash.set_props(
+                ids.WALL_GRID,
+                {
+                    "children": render_tiles(order, views, self.lang),
+                    "className": grid_class(len(order)),
+                },
+            )
+        else:
+            push_views(KEY, self.views, views)
+        self.order, self.views = order, views
+        singles = header_singles(lines, self.site, lang=self.lang, screens=self.screens, now=now)
+        push_singles(self.singles, singles)
+        self.singles = singles
+        summary = summary_views(lines, self.lang)
+        push_views("state", self.summary, summary)
+        self.summary = summary
+
+
+def register(app: dash.Dash, screens: Screens) -> None:
+    """Register the page and its live stream on ``app``."""
+    dash.register_page(
+        __name__, path=PATH, title="Loopline · Wall", name="wall", layout=partial(layout, screens)
+    )
+    register_live_page(
+        app,
+        screens=screens,
+        start_id=ids.WALL_START,
+        heartbeat_id=ids.WALL_HEARTBEAT,
+        watchdog_id=ids.WALL_WATCHDOG,
+        stale_id=ids.WALL_STALE,
+        make_page=lambda start: WallStream(screens, start),
+    )

@@ -1,0 +1,17 @@
+"""The CRM way in: Standard-Webhooks-verified order events, mapped per source, applied once."""
+
+from ingest.crm.mappings import MAPPINGS, MappingError, UnknownSource, get_mapping
+from ingest.crm.receive import BadBody, BadSignature, Receipt, ReceiveError, TooLarge, receive
+
+__all__ = [
+    "MAPPINGS",
+    "BadBody",
+    "BadSignature",
+    "MappingError",
+    "Receipt",
+    "ReceiveError",
+    "TooLarge",
+    "UnknownSource",
+    "get_mapping",
+    "receive",
+]

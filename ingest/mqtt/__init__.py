@@ -1,0 +1,44 @@
+"""The shop-floor way in: MQTT messages, the consumer, an embedded broker, a publisher."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ingest.mqtt.consumer import Inbound, MqttConsumer
+from ingest.mqtt.messages import (
+    REASONS,
+    Message,
+    ProgressMessage,
+    Rejected,
+    StateMessage,
+    parse,
+)
+from ingest.mqtt.publisher import LinePublisher
+from ingest.mqtt.url import MqttUrl, parse_mqtt_url
+
+if TYPE_CHECKING:
+    from ingest.mqtt.broker import EmbeddedBroker
+
+__all__ = [
+    "REASONS",
+    "EmbeddedBroker",
+    "Inbound",
+    "LinePublisher",
+    "Message",
+    "MqttConsumer",
+    "MqttUrl",
+    "ProgressMessage",
+    "Rejected",
+    "StateMessage",
+    "parse",
+    "parse_mqtt_url",
+]
+
+
+def __getattr__(name: str) -> Any:
+    # Why lazy: amqtt (asyncio, plugins) is only needed by the demo's embedded broker.
+    if name == "EmbeddedBroker":
+        from ingest.mqtt.broker import EmbeddedBroker
+
+        return EmbeddedBroker
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

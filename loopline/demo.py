@@ -1,0 +1,192 @@
+"""``loopline demo``: the whole loop in one process on embedded defaults, with a simulated
+factory and a simulated CRM, so a newcomer sees it work with one command."""
+
+from __future__ import annotations
+
+import logging
+import random
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import uvicorn
+from rich.console import Console
+
+from ingest.mqtt.broker import EmbeddedBroker
+from ingest.mqtt.publisher import LinePublisher
+from loopline.runtime import Runtime, build_app, build_consumer, build_loop, build_runtime
+from loopline.seed import CUSTOMERS, PRODUCTS, SITE, seed_factory
+from loopline.settings import Settings
+from loopline.simulators.crm import CrmFeedbackServer, CrmSimulator
+from loopline.simulators.factory import FactorySimulator
+from models.clock import Clock
+from models.db import transaction
+
+log = logging.getLogger("loopline.demo")
+
+INITIAL_ORDERS = 30
+# Real seconds between simulated CRM changes, whatever the clock speed.
+CRM_EVENT_EVERY_S = 5.0
+
+
+def port_free(host: str, port: int) -> bool:
+    """Whether nothing listens on host:port yet."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Demo:
+    """A running demo; ``stop`` takes it down in reverse order."""
+
+    runtime: Runtime
+    url: str
+    mqtt_url: str
+    crm_feedback_url: str
+    stop_event: threading.Event = field(default_factory=threading.Event)
+    _stoppers: list[Any] = field(default_factory=list)
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        for stopper in reversed(self._stoppers):
+            try:
+                stopper()
+            except Exception:  # keep stopping the rest
+                log.exception("while stopping the demo")
+        self.runtime.close()
+
+
+def start_demo(
+    settings: Settings,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8050,
+    mqtt_port: int = 1883,
+    speed: float = 60.0,
+    seed: int = 7,
+    orders: int = INITIAL_ORDERS,
+    simulate: bool = True,
+) -> Demo:
+    """Start every part of the loop in this process and return once the server answers."""
+    if not port_free(host, port):
+        raise SystemExit(f"port {port} on {host} is in use; choose another with --port")
+    if settings.database_url is None:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        db_file = (settings.data_dir / "demo.db").resolve()
+        for suffix in ("", "-wal", "-shm"):
+            db_file.with_name(db_file.name + suffix).unlink(missing_ok=True)
+        settings = settings.model_copy(update={"database_url": f"sqlite:///{db_file}"})
+    rt = build_runtime(settings, demo=True, clock=Clock(speed=speed))
+    with transaction(rt.sessions) as session:
+        seed_factory(session)
+    demo = Demo(rt, url=f"http://{host}:{port}", mqtt_url="", crm_feedback_url="")
+    stoppers = demo._stoppers
+
+    # MQTT: the embedded broker unless a real one is configured.
+    if rt.resolved.mqtt_url:
+        demo.mqtt_url = rt.resolved.mqtt_url
+    else:
+        if not port_free("127.0.0.1", mqtt_port):
+            chosen = free_port()
+            log.warning("MQTT port %d is taken; the embedded broker uses %d", mqtt_port, chosen)
+            mqtt_port = chosen
+        broker = EmbeddedBroker(host="127.0.0.1", port=mqtt_port)
+        broker.start()
+        stoppers.append(broker.stop)
+        demo.mqtt_url = f"mqtt://127.0.0.1:{mqtt_port}"
+
+    # CRM feedback: the configured CRM, or the simulator's receiving end.
+    if rt.resolved.crm_url:
+        demo.crm_feedback_url = rt.resolved.crm_url
+    else:
+        feedback = CrmFeedbackServer(rt.resolved.crm_secret)
+        feedback.start()
+        stoppers.append(feedback.stop)
+        demo.crm_feedback_url = feedback.url
+
+    app = build_app(rt)
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
+                                           ws="websockets-sansio"))
+    thread = threading.Thread(target=server.run, name="loopline-http", daemon=True)
+    thread.start()
+
+    def stop_server() -> None:
+        server.should_exit = True
+        thread.join(10)
+
+    stoppers.append(stop_server)
+    _wait_http(f"{demo.url}/api/v1/healthz")
+
+    loop = build_loop(rt, crm_url=demo.crm_feedback_url)
+    loop.start()
+    stoppers.append(loop.stop)
+    consumer = build_consumer(rt, demo.mqtt_url)
+    consumer.start()
+    stoppers.append(consumer.stop)
+
+    rng = random.Random(seed)
+    crm = CrmSimulator(demo.url, rt.resolved.crm_secret, rng=rng, products=list(PRODUCTS),
+                       speed=speed, now=rt.clock.now, interval_s=CRM_EVENT_EVERY_S * speed)
+    today = rt.clock.now().date()
+    for event in crm.initial_orders(orders, [(c, n) for c, n, _ in CUSTOMERS], today):
+        crm.send(event)
+    loop.replan_now("demo start")
+    if simulate:
+        publisher = LinePublisher(demo.mqtt_url, client_id="loopline-demo-lines")
+        publisher.start()
+        factory = FactorySimulator(rt.live, publisher, rt.clock, site=SITE[0], rng=rng)
+        for target, name in ((factory.run, "factory"), (crm.run, "crm")):
+            t = threading.Thread(target=target, args=(demo.stop_event,), name=f"sim-{name}",
+                                 daemon=True)
+            t.start()
+            stoppers.append(lambda t=t: t.join(5))
+        stoppers.append(publisher.stop)
+    return demo
+
+
+def _wait_http(url: str, timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=1.0).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise SystemExit(f"the web server did not answer at {url}")
+
+
+def print_banner(demo: Demo, console: Console) -> None:
+    """Tell the user where everything is and how to poke it."""
+    rt = demo.runtime
+    token = rt.resolved.api_token
+    console.print("\n[bold green]Loopline demo is running[/]  (Ctrl-C stops it)\n")
+    for name, path in (("Wall screen", "/wall"), ("Orders board", "/board"),
+                       ("Alerts", "/alerts"), ("Sales lookup", "/orders")):
+        console.print(f"  {name:<13} {demo.url}{path}?token={token}")
+    console.print(f"  {'API docs':<13} {demo.url}/docs")
+    console.print(f"\n  API token      {token}")
+    console.print(f"  Display token  {rt.resolved.display_token}  (read-only, for wall screens)")
+    console.print(f"  CRM secret     {rt.resolved.crm_secret}")
+    console.print(f"  MQTT broker    {demo.mqtt_url}")
+    console.print(f"  CRM feedback   {demo.crm_feedback_url}")
+    console.print(f"  Clock speed    x{rt.clock.speed:g}\n")
+    console.print("  Try:  curl -H 'Authorization: Bearer " + token + f"' {demo.url}/api/v1/lines")
+    host, port = demo.mqtt_url.removeprefix("mqtt://").split("@")[-1].split(":")
+    console.print(f"        mosquitto_pub -h {host} -p {port} -q 1 -t loopline/v1/{SITE[0]}/L2/state"
+                  " -m '{\"seq\": 100000, \"ts\": \"" + rt.clock.now().strftime("%Y-%m-%dT%H:%M:%SZ")
+                  + "\", \"state\": \"down\", \"reason\": \"jam\"}'\n")

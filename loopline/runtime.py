@@ -1,0 +1,108 @@
+"""Process wiring: build the stores and parts each process runs, from one Settings."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from fastapi import FastAPI
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from api.app import create_app
+from api.context import ApiContext
+from ingest.mqtt.consumer import MqttConsumer
+from ingest.shopfloor import ShopfloorHandler
+from loopline.settings import Resolved, Settings, resolve
+from models.clock import Clock
+from models.db import make_engine, make_sessions, migrate
+from models.live import LiveState
+from models.live_store import LiveStore, open_live_store
+from models.loop import Loop, LoopConfig
+from models.outbox import OutboxRelay
+
+log = logging.getLogger("loopline")
+
+
+@dataclass
+class Runtime:
+    """Everything a Loopline process shares: settings, stores and the clock."""
+
+    settings: Settings
+    resolved: Resolved
+    engine: Engine
+    sessions: sessionmaker[Session]
+    store: LiveStore
+    live: LiveState
+    clock: Clock
+
+    def close(self) -> None:
+        """Release connections."""
+        self.store.sync.close()
+        self.engine.dispose()
+
+
+def build_runtime(settings: Settings, *, demo: bool, clock: Clock | None = None) -> Runtime:
+    """Resolve settings, migrate the database and connect to the live store."""
+    resolved = resolve(settings, demo=demo)
+    for line in resolved.choices:
+        log.info("%s", line)
+    engine = make_engine(resolved.database_url)
+    migrate(engine)
+    store = open_live_store(resolved.redis_url)
+    return Runtime(settings, resolved, engine, make_sessions(engine), store,
+                   LiveState(store.sync), clock or Clock())
+
+
+def api_context(rt: Runtime) -> ApiContext:
+    return ApiContext(
+        sessions=rt.sessions,
+        live=rt.live,
+        new_async_redis=rt.store.new_async,
+        clock=rt.clock,
+        api_token=rt.resolved.api_token,
+        display_token=rt.resolved.display_token,
+        crm_secret=rt.resolved.crm_secret,
+        max_body_bytes=rt.settings.max_body_bytes,
+        site=rt.settings.site,
+        default_lang=rt.settings.lang,
+    )
+
+
+def build_app(rt: Runtime) -> FastAPI:
+    """The HTTP side: REST, stream, webhooks and pages."""
+    return create_app(api_context(rt))
+
+
+def build_loop(rt: Runtime, crm_url: str | None = None) -> Loop:
+    """The worker's duties; CRM feedback is relayed when a CRM URL is known."""
+    url = crm_url or rt.resolved.crm_url
+    relay = (
+        OutboxRelay(
+            rt.sessions,
+            url=url,
+            secret=rt.resolved.crm_secret,
+            max_attempts=rt.settings.outbox_max_attempts,
+            backoff_base_s=rt.settings.outbox_backoff_base_s,
+            backoff_max_s=rt.settings.outbox_backoff_max_s,
+        )
+        if url
+        else None
+    )
+    config = LoopConfig(
+        replan_debounce_ms=rt.settings.replan_debounce_ms,
+        line_down_alert_after_s=rt.settings.line_down_alert_after_s,
+        stale_after_s=rt.settings.stale_after_s,
+    )
+    return Loop(rt.sessions, rt.live, rt.clock, config, relay=relay)
+
+
+def build_consumer(rt: Runtime, mqtt_url: str) -> MqttConsumer:
+    """The shop-floor consumer, storing into the live state before it acks."""
+    handler = ShopfloorHandler(rt.sessions, rt.live, rt.clock)
+    return MqttConsumer(
+        mqtt_url,
+        client_id=rt.settings.mqtt_client_id,
+        handle=handler,
+        on_connection=handler.connection_changed,
+    )

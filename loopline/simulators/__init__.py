@@ -1,0 +1,1 @@
+"""Simulated outside systems for the demo and for tests."""

@@ -1,0 +1,146 @@
+"""The loop: replan on order changes (debounced) and keep alerts, ETAs and feedback current.
+
+Any process may ask for a replan (``request_replan``); workers take the requests from a
+Redis list, so N workers share them and none is lost while all are down.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import redis
+from sqlalchemy.orm import Session, sessionmaker
+
+from models.clock import Clock, utcnow
+from models.db import transaction
+from models.estimate import estimate
+from models.feedback import sync_feedback
+from models.live import LiveState
+from models.replan import PlanOutcome, replan
+from models.watch import evaluate_alerts, mark_stale_lines
+
+log = logging.getLogger("loopline.loop")
+
+REPLAN_QUEUE = "ll:replan:requests"
+TICK_S = 1.0
+
+
+def request_replan(client: redis.Redis, trigger: str) -> None:
+    """Ask a worker to replan soon; bursts of requests become one replan."""
+    client.rpush(REPLAN_QUEUE, trigger)
+
+
+def summarize_triggers(triggers: list[str]) -> str:
+    """One line naming what caused a replan: all of a few triggers, the count of many."""
+    unique = list(dict.fromkeys(triggers))
+    if len(unique) <= 3:
+        return ", ".join(unique)
+    return f"{len(unique)} changes: {unique[0]} … {unique[-1]}"
+
+
+class Relay(Protocol):
+    def deliver_due(self, limit: int = 100) -> int: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    replan_debounce_ms: int = 300
+    line_down_alert_after_s: float = 300.0
+    stale_after_s: float = 120.0
+
+
+class Loop:
+    """The worker's duties; ``start`` runs them in threads until ``stop``."""
+
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        live: LiveState,
+        clock: Clock,
+        config: LoopConfig,
+        relay: Relay | None = None,
+        on_plan: Callable[[PlanOutcome], None] | None = None,
+    ) -> None:
+        self.sessions = sessions
+        self.live = live
+        self.clock = clock
+        self.config = config
+        self.relay = relay
+        self.on_plan = on_plan
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    # -- one step of each duty (also what tests call) -------------------------------
+    def replan_now(self, trigger: str) -> PlanOutcome:
+        """Replan immediately."""
+        outcome = replan(self.sessions, self.live, now=self.clock.now(), trigger=trigger)
+        if self.on_plan:
+            self.on_plan(outcome)
+        return outcome
+
+    def take_replan_requests(self, wait_s: float) -> list[str]:
+        """Wait for a replan request, then for the burst to settle; return the triggers."""
+        first = self.live.redis.blpop([REPLAN_QUEUE], timeout=wait_s)
+        if not first:
+            return []
+        triggers = [first[1]]
+        deadline = time.monotonic() + self.config.replan_debounce_ms / 1000
+        while time.monotonic() < deadline:
+            time.sleep(0.02)
+        while (more := self.live.redis.lpop(REPLAN_QUEUE)) is not None:
+            triggers.append(more)
+        return triggers
+
+    def tick(self) -> None:
+        """ETAs drift while lines stand still; alerts and CRM feedback follow live state."""
+        now, wall = self.clock.now(), utcnow()
+        mark_stale_lines(self.live, wall_now=wall, stale_after_s=self.config.stale_after_s)
+        self.live.apply(estimate(self.live, now))
+        with transaction(self.sessions) as session:
+            evaluate_alerts(session, self.live, now=now, wall_now=wall,
+                            down_after_s=self.config.line_down_alert_after_s)
+            sync_feedback(session, self.live)
+        if self.relay is not None:
+            self.relay.deliver_due()
+
+    # -- threads ----------------------------------------------------------------------
+    def start(self) -> None:
+        """Run replanning and the periodic duties in background threads."""
+        self._stop.clear()
+        for name, target in (("replan", self._replan_forever), ("tick", self._tick_forever)):
+            t = threading.Thread(target=target, name=f"loopline-{name}", daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Finish the current step and stop."""
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout)
+        self._threads.clear()
+        if self.relay is not None:
+            self.relay.close()
+
+    def _replan_forever(self) -> None:
+        while not self._stop.is_set():
+            try:
+                triggers = self.take_replan_requests(wait_s=1.0)
+                if triggers:
+                    self.replan_now(summarize_triggers(triggers))
+            except Exception:  # one failed replan must not end replanning
+                log.exception("replan failed")
+                self._stop.wait(1.0)
+
+    def _tick_forever(self) -> None:
+        while not self._stop.wait(TICK_S):
+            try:
+                self.tick()
+            except Exception:
+                log.exception("periodic duties failed")

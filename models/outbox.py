@@ -1,0 +1,275 @@
+"""The outbox: events owed to the CRM, delivered at least once (DESIGN.md, "Loopline → CRM").
+
+``enqueue`` adds an event in the same transaction as the change it reports; ``OutboxRelay``
+POSTs due events, signed with Standard Webhooks, keeping the same ``webhook-id`` on every
+retry so the CRM can drop duplicates. Events of one order are delivered in order.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from types import TracebackType
+from typing import Any
+
+import httpx
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session, aliased, sessionmaker
+from standardwebhooks import Webhook
+
+from models.alerts import open_alert, resolve_alert
+from models.clock import utcnow
+from models.db import transaction
+from models.records import OutboxEvent
+
+log = logging.getLogger("loopline.outbox")
+
+UNREACHABLE_KEY = "crm_unreachable"
+# Rows claimed per round; each claim is leased long enough to deliver all of them.
+CLAIM_CHUNK = 20
+LEASE_MARGIN_S = 30.0
+LAST_ERROR_MAX_CHARS = 1000
+
+
+def enqueue(
+    session: Session, *, event_type: str, order_id: str | None, payload: dict[str, Any]
+) -> OutboxEvent:
+    """Add one event owed to the CRM to the caller's transaction."""
+    row = OutboxEvent(
+        webhook_id=f"msg_{uuid.uuid4().hex}",
+        event_type=event_type,
+        order_id=order_id,
+        payload=payload,
+        status="pending",
+        attempts=0,
+        next_attempt_at=utcnow(),
+    )
+    session.add(row)
+    return row
+
+
+def requeue_dead(session: Session, *, now: datetime | None = None) -> int:
+    """Give every dead event a fresh set of attempts (after the CRM is back); how many."""
+    result = session.execute(
+        update(OutboxEvent)
+        .where(OutboxEvent.status == "dead")
+        .values(status="pending", attempts=0, next_attempt_at=now or utcnow())
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+@dataclass(frozen=True)
+class _Claimed:
+    """A plain copy of a claimed row, so no session is held during the HTTP call."""
+
+    id: int
+    webhook_id: str
+    event_type: str
+    order_id: str | None
+    created_at: datetime
+    payload: dict[str, Any]
+    attempts: int
+
+
+def envelope(event_type: str, created_at: datetime, payload: dict[str, Any]) -> str:
+    """The JSON body sent to the CRM: ``{"type", "occurred_at", "data"}``."""
+    occurred = created_at.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    return json.dumps(
+        {"type": event_type, "occurred_at": occurred, "data": payload},
+        separators=(",", ":"),
+        ensure_ascii=False,
+        default=str,
+    )
+
+
+class OutboxRelay:
+    """Delivers due outbox events to the CRM with backoff; dead + an alert when it stays down."""
+
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        *,
+        url: str,
+        secret: str,
+        max_attempts: int = 8,
+        backoff_base_s: float = 1.0,
+        backoff_max_s: float = 300.0,
+        timeout_s: float = 5.0,
+        now: Callable[[], datetime] = utcnow,
+        rng: random.Random | None = None,
+        client: httpx.Client | None = None,
+    ) -> None:
+        self._sessions = sessions
+        self.url = url
+        self.host = httpx.URL(url).host or url
+        self._webhook = Webhook(secret)
+        self.max_attempts = max_attempts
+        self.backoff_base_s = backoff_base_s
+        self.backoff_max_s = backoff_max_s
+        self.timeout_s = timeout_s
+        self._now = now
+        self._rng = rng or random.Random()
+        self._own_client = client is None
+        self._client = client or httpx.Client(timeout=timeout_s)
+
+    def close(self) -> None:
+        """Close the HTTP client (if this relay opened it)."""
+        if self._own_client:
+            self._client.close()
+
+    def __enter__(self) -> OutboxRelay:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def deliver_due(self, limit: int = 100) -> int:
+        """Try the due pending events (at most ``limit``), oldest first; how many got delivered."""
+        delivered = tried = 0
+        while tried < limit:
+            # A claim holds at most one event per order (its oldest pending), so a later
+            # event of an order is only sent once the earlier one is delivered or dead.
+            claimed = self._claim(min(CLAIM_CHUNK, limit - tried))
+            if not claimed:
+                break
+            for row in claimed:
+                tried += 1
+                try:
+                    delivered += self._deliver(row)
+                except Exception:  # one bad row must not stop the batch
+                    log.exception("outbox %s: delivery bookkeeping failed", row.webhook_id)
+        return delivered
+
+    def backoff_s(self, attempts: int) -> float:
+        """The wait after the ``attempts``-th failure: exponential, half of it jittered, capped."""
+        ceiling = min(self.backoff_max_s, self.backoff_base_s * 2 ** max(attempts - 1, 0))
+        return ceiling / 2 + self._rng.uniform(0, ceiling / 2)
+
+    def _claim(self, n: int) -> list[_Claimed]:
+        """Lease the due events that head their order's queue (PostgreSQL: SKIP LOCKED)."""
+        now = self._now()
+        older = aliased(OutboxEvent)
+        earlier_pending = (
+            select(older.id)
+            .where(
+                older.order_id == OutboxEvent.order_id,
+                older.status == "pending",
+                older.id < OutboxEvent.id,
+            )
+            .exists()
+        )
+        query = (
+            select(OutboxEvent)
+            .where(
+                OutboxEvent.status == "pending",
+                OutboxEvent.next_attempt_at <= now,
+                ~earlier_pending,
+            )
+            .order_by(OutboxEvent.id)
+            .limit(n)
+            .with_for_update(skip_locked=True, of=OutboxEvent)
+        )
+        # Why a lease: the row stays "pending" but is not due while this worker calls the
+        # CRM, so no other worker sends it, nor a later event of the same order, meanwhile.
+        lease = timedelta(seconds=n * (self.timeout_s + 1.0) + LEASE_MARGIN_S)
+        with transaction(self._sessions) as session:
+            rows = list(session.scalars(query))
+            for row in rows:
+                row.next_attempt_at = now + lease
+            return [
+                _Claimed(
+                    id=r.id,
+                    webhook_id=r.webhook_id,
+                    event_type=r.event_type,
+                    order_id=r.order_id,
+                    created_at=r.created_at,
+                    payload=dict(r.payload),
+                    attempts=r.attempts,
+                )
+                for r in rows
+            ]
+
+    def _post(self, row: _Claimed) -> str | None:
+        """POST one event; None on a 2xx, else what went wrong."""
+        body = envelope(row.event_type, row.created_at, row.payload)
+        # The signature timestamp is wall-clock time: the receiver checks it against its own.
+        stamp = utcnow()
+        headers = {
+            "content-type": "application/json",
+            "user-agent": "loopline-outbox/1",
+            "webhook-id": row.webhook_id,
+            "webhook-timestamp": str(int(stamp.timestamp())),
+            "webhook-signature": self._webhook.sign(row.webhook_id, stamp, body),
+        }
+        try:
+            response = self._client.post(
+                self.url, content=body.encode(), headers=headers, timeout=self.timeout_s
+            )
+        except httpx.HTTPError as exc:
+            return f"{type(exc).__name__}: {exc}"
+        if 200 <= response.status_code < 300:
+            return None
+        return f"HTTP {response.status_code}: {response.text[:200]}"
+
+    def _deliver(self, row: _Claimed) -> bool:
+        error = self._post(row)
+        now = self._now()
+        with transaction(self._sessions) as session:
+            stored = session.get(OutboxEvent, row.id)
+            if stored is None:
+                return False
+            if error is None:
+                stored.status = "delivered"
+                stored.delivered_at = now
+                stored.last_error = None
+                resolve_alert(session, key=UNREACHABLE_KEY, now=now)
+                return True
+            stored.attempts += 1
+            stored.last_error = error[:LAST_ERROR_MAX_CHARS]
+            if stored.attempts >= self.max_attempts:
+                stored.status = "dead"
+                log.error(
+                    "outbox %s dead after %d attempts: %s", row.webhook_id, stored.attempts, error
+                )
+                session.flush()
+                self._alert(session, error)
+            else:
+                delay = self.backoff_s(stored.attempts)
+                stored.next_attempt_at = now + timedelta(seconds=delay)
+                log.warning(
+                    "outbox %s attempt %d failed (%s); retry in %.1f s",
+                    row.webhook_id,
+                    stored.attempts,
+                    error,
+                    delay,
+                )
+            return False
+
+    def _alert(self, session: Session, error: str) -> None:
+        count = session.scalar(
+            select(func.count(OutboxEvent.id)).where(OutboxEvent.status == "dead")
+        )
+        open_alert(
+            session,
+            key=UNREACHABLE_KEY,
+            kind="crm_unreachable",
+            entity="crm",
+            entity_id=self.host[:80],
+            severity="critical",
+            role="it",
+            message=(
+                f"The CRM at {self.host} did not accept updates after {self.max_attempts} "
+                f"attempts; {count} undelivered. Last error: {error[:200]}"
+            ),
+            details={"url": self.url, "dead_events": count},
+        )

@@ -1,0 +1,87 @@
+"""Alert rules v0, evaluated over the live state: lines down too long, lines gone silent,
+orders whose ETA is past their promise. Conditions that stop holding resolve themselves."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from models.alerts import Condition, alert_view, open_alert, resolve_alert
+from models.estimate import iso, parse_ts
+from models.live import LiveState, Update
+from models.records import Alert
+
+RULE_KINDS = ("line_down", "line_unavailable", "order_at_risk")
+# Informational alerts (a sequence gap) close by themselves after this long.
+INFO_TTL = timedelta(minutes=15)
+
+
+def mark_stale_lines(live: LiveState, *, wall_now: datetime, stale_after_s: float) -> list[str]:
+    """Lines that stopped reporting become ``unavailable`` (a state, not an old number)."""
+    stale: list[str] = []
+    updates = []
+    for line in live.all("line"):
+        if line.get("state") == "unavailable":
+            continue
+        seen = parse_ts(line.get("last_seen"))
+        if seen is None or (wall_now - seen).total_seconds() > stale_after_s:
+            stale.append(line["id"])
+            updates.append(Update("line", line["id"], {"state": "unavailable",
+                                                         "reason": "no report"}))
+    live.apply(updates)
+    return stale
+
+
+def conditions(live: LiveState, *, now: datetime, down_after_s: float) -> list[Condition]:
+    """Every alert condition that holds right now."""
+    out: list[Condition] = []
+    for line in live.all("line"):
+        state, line_id = line.get("state"), line["id"]
+        since = parse_ts(line.get("since"))
+        if state == "down" and since is not None:
+            down_s = (now - since).total_seconds()
+            if down_s >= down_after_s:
+                out.append(Condition(
+                    key=f"line_down:{line_id}", kind="line_down", entity="line",
+                    entity_id=line_id, severity="critical",
+                    message=f"Line {line_id} down for {down_s / 60:.0f} min: "
+                            f"{line.get('reason') or 'no reason given'}"))
+        elif state == "unavailable" and line.get("reported_state") is not None:
+            out.append(Condition(
+                key=f"line_unavailable:{line_id}", kind="line_unavailable", entity="line",
+                entity_id=line_id, severity="warning",
+                message=f"Line {line_id} stopped reporting", role="it"))
+    for order in live.all("order"):
+        if order.get("risk") == "at_risk":
+            out.append(Condition(
+                key=f"order_at_risk:{order['id']}", kind="order_at_risk", entity="order",
+                entity_id=order["id"], severity="warning", role="sales",
+                message=f"Order {order['id']} ({order.get('customer')}) at risk: "
+                        f"{order.get('risk_reason') or ''}".strip()))
+    return out
+
+
+def evaluate_alerts(
+    session: Session, live: LiveState, *, now: datetime, wall_now: datetime, down_after_s: float
+) -> None:
+    """Open alerts for conditions that hold, resolve those that no longer do, mirror to live."""
+    holding = {c.key: c for c in conditions(live, now=now, down_after_s=down_after_s)}
+    active = list(session.scalars(select(Alert).where(Alert.status.in_(("open", "acked")))))
+    for alert in active:
+        if alert.kind in RULE_KINDS and alert.key not in holding or alert.severity == "info" and wall_now - alert.opened_at > INFO_TTL:
+            resolve_alert(session, key=alert.key, now=wall_now)
+    for c in holding.values():
+        open_alert(session, key=c.key, kind=c.kind, entity=c.entity, entity_id=c.entity_id,
+                   severity=c.severity, message=c.message, role=c.role)
+    session.flush()
+    mirror_alerts(session, live)
+
+
+def mirror_alerts(session: Session, live: LiveState) -> None:
+    """Put the active alerts into live state and take the others out."""
+    active = list(session.scalars(select(Alert).where(Alert.status.in_(("open", "acked")))))
+    live.apply(Update("alert", str(a.id), {k: (iso(v) if isinstance(v, datetime) else v)
+                                            for k, v in alert_view(a).items()}) for a in active)
+    live.remove("alert", set(live.ids("alert")) - {str(a.id) for a in active})

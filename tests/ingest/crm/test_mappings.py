@@ -1,0 +1,143 @@
+"""Per-source mappings: flatcrm's flat deals become canonical events, errors in its own words."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+
+from ingest.crm.mappings import (
+    MAPPINGS,
+    MappingError,
+    UnknownSource,
+    flatcrm,
+    get_mapping,
+    source_field,
+)
+from ingest.crm.receive import BadBody, receive
+from models.events import parse_crm_event
+from models.records import DeadLetter, InboxEvent, Order
+from tests.factories import order_event
+from tests.ingest.crm.signing import encode, sign
+
+
+def deal(**over):
+    body = {
+        "event": "deal.updated",
+        "deal_id": 2001,
+        "rev": 3,
+        "account_id": "C-9",
+        "account_name": "Acme Gears",
+        "items": [{"product_code": "P1", "quantity": 500}, {"product_code": "P2", "quantity": 20}],
+        "need_by": "2026-12-10",
+        "urgency": "high",
+        "owner": "zhang.wei",
+        "updated_at": "2026-11-28T08:00:00Z",
+    }
+    return body | over
+
+
+def test_canonical_is_identity():
+    event = order_event()
+    assert get_mapping("canonical")(event) is event
+
+
+def test_unknown_source_raises():
+    with pytest.raises(UnknownSource):
+        get_mapping("salesforce-ish")
+
+
+def test_flatcrm_deal_updated_becomes_an_upsert():
+    event = parse_crm_event(flatcrm(deal()))
+    assert event.type == "order.upserted"
+    o = event.order
+    assert (o.id, o.version, o.customer.id, o.customer.name) == ("2001", 3, "C-9", "Acme Gears")
+    assert [(ln.sku, ln.qty) for ln in o.lines] == [("P1", 500), ("P2", 20)]
+    assert (str(o.requested_date), o.priority, o.sales_rep) == ("2026-12-10", "high", "zhang.wei")
+
+
+def test_flatcrm_defaults_urgency_and_time():
+    body = deal()
+    del body["urgency"], body["updated_at"]
+    event = parse_crm_event(flatcrm(body))
+    assert event.order.priority == "normal" and event.occurred_at.tzinfo is not None
+
+
+def test_flatcrm_deal_deleted_becomes_a_cancel():
+    event = parse_crm_event(flatcrm({"event": "deal.deleted", "deal_id": "D-7", "rev": 4}))
+    assert (event.type, event.order.id, event.order.version) == ("order.cancelled", "D-7", 4)
+
+
+def test_flatcrm_unknown_event_names_its_field():
+    with pytest.raises(MappingError) as info:
+        flatcrm(deal(event="deal.won"))
+    assert info.value.errors[0]["field"] == "event"
+
+
+@pytest.mark.parametrize(
+    "path, expected",
+    [
+        ("order.lines[2].qty", "items[2].quantity"),
+        ("order.lines[0].sku", "items[0].product_code"),
+        ("order.requested_date", "need_by"),
+        ("order.version", "rev"),
+        ("body", "body"),
+    ],
+)
+def test_flatcrm_field_names(path, expected):
+    assert source_field("flatcrm", path) == expected
+
+
+def test_canonical_field_names_are_unchanged():
+    assert source_field("canonical", "order.lines[0].qty") == "order.lines[0].qty"
+
+
+def test_flatcrm_through_receive(sessions, secret):
+    body = encode(deal())
+    receipt = receive(
+        sessions,
+        source="flatcrm",
+        headers=sign(body, secret, "fc_1"),
+        body=body,
+        secret=secret,
+        max_body_bytes=65536,
+    )
+    assert (receipt.outcome, receipt.order_id, receipt.version) == ("applied", "2001", 3)
+    with sessions() as s:
+        assert s.get(Order, "2001").priority == "high"
+        inbox = s.scalar(select(InboxEvent))
+        assert inbox.source == "crm:flatcrm" and inbox.raw == body.decode()
+
+
+def test_flatcrm_errors_use_its_field_names_and_path(sessions, secret):
+    body = encode(deal(items=[{"product_code": "P1"}, {"product_code": "P2", "quantity": 0}]))
+    with pytest.raises(BadBody) as info:
+        receive(
+            sessions,
+            source="flatcrm",
+            headers=sign(body, secret),
+            body=body,
+            secret=secret,
+            max_body_bytes=65536,
+        )
+    assert {e["field"] for e in info.value.errors} == {"items[0].quantity", "items[1].quantity"}
+    with sessions() as s:
+        dead = s.scalar(select(DeadLetter))
+        assert (dead.source, dead.topic) == ("crm:flatcrm", "/api/v1/crm/flatcrm/events")
+
+
+def test_flatcrm_unknown_product_uses_its_field_name(sessions, secret):
+    body = encode(deal(items=[{"product_code": "GEAR-Z", "quantity": 1}]))
+    with pytest.raises(BadBody) as info:
+        receive(
+            sessions,
+            source="flatcrm",
+            headers=sign(body, secret),
+            body=body,
+            secret=secret,
+            max_body_bytes=65536,
+        )
+    assert info.value.errors[0]["field"] == "items[0].product_code"
+
+
+def test_registry_lists_the_sources():
+    assert {"canonical", "flatcrm"} <= set(MAPPINGS)
