@@ -152,11 +152,38 @@ def rebuild_state() -> None:
 def migrate() -> None:
     """Bring the database schema up to date."""
     _logging(False)
-    from loopline.runtime import build_runtime
+    from loopline.runtime import open_database
     from loopline.settings import Settings
 
-    build_runtime(Settings(), demo=False).close()
+    open_database(Settings()).dispose()
     console.print("database is up to date")
+
+
+@app.command("import-factory")
+def import_factory_cmd(
+    file: Annotated[Path, typer.Argument(help="Factory master data (JSON): sites, products, "
+                                         "lines with rates, customers")],
+) -> None:
+    """Create or update sites, products, lines with their rates, and customers."""
+    _logging(False)
+    from ingest.factory_file import FactoryFileError, import_factory, parse_factory
+    from loopline.runtime import open_database
+    from loopline.settings import Settings
+    from models.db import make_sessions, transaction
+
+    try:
+        factory = parse_factory(json.loads(file.read_text()))
+    except (OSError, json.JSONDecodeError) as exc:
+        console.print(f"[red]cannot read {file}: {exc}[/]")
+        raise typer.Exit(2) from exc
+    except FactoryFileError as exc:
+        console.print(f"[red]invalid factory file:[/] {exc}")
+        raise typer.Exit(2) from exc
+    engine = open_database(Settings())
+    with transaction(make_sessions(engine)) as session:
+        counts = import_factory(session, factory, actor="cli")
+    engine.dispose()
+    console.print(f"imported {counts}")
 
 
 if __name__ == "__main__":

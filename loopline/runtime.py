@@ -54,6 +54,14 @@ def build_runtime(settings: Settings, *, demo: bool, clock: Clock | None = None)
                    LiveState(store.sync), clock or Clock())
 
 
+def open_database(settings: Settings) -> Engine:
+    """Only the system of record, migrated (for commands that need nothing else)."""
+    url = settings.database_url or resolve(settings, demo=True).database_url
+    engine = make_engine(url)
+    migrate(engine)
+    return engine
+
+
 def api_context(rt: Runtime) -> ApiContext:
     return ApiContext(
         sessions=rt.sessions,

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy.orm import Session
 
-from models.records import Customer, Line, LineRate, Product, Site
+from ingest.factory_file import import_factory, parse_factory
+from models.records import Site
 
 SITE = ("plant-1", "Suzhou Gearworks")
 PRODUCTS = {
@@ -35,15 +38,17 @@ CUSTOMERS = [
 ]
 
 
+def factory_data() -> dict[str, Any]:
+    """The sample factory in the factory-file format (``loopline import-factory``)."""
+    return {
+        "sites": [{"id": SITE[0], "name": SITE[1]}],
+        "products": [{"sku": sku, "name": name} for sku, name in PRODUCTS.items()],
+        "lines": [{"id": i, "site": SITE[0], "name": n, "rates": r} for i, (n, r) in LINES.items()],
+        "customers": [{"id": c, "name": n, "importance": imp} for c, n, imp in CUSTOMERS],
+    }
+
+
 def seed_factory(session: Session) -> None:
     """Create the sample site, products, lines with rates, and customers (idempotent)."""
-    if session.get(Site, SITE[0]) is not None:
-        return
-    session.add(Site(id=SITE[0], name=SITE[1]))
-    session.add_all(Product(sku=sku, name=name) for sku, name in PRODUCTS.items())
-    session.flush()
-    for line_id, (name, rates) in LINES.items():
-        line = Line(id=line_id, site_id=SITE[0], name=name)
-        line.rates = [LineRate(sku=sku, units_per_hour=uph) for sku, uph in rates.items()]
-        session.add(line)
-    session.add_all(Customer(id=c, name=n, importance=i) for c, n, i in CUSTOMERS)
+    if session.get(Site, SITE[0]) is None:
+        import_factory(session, parse_factory(factory_data()), actor="demo")

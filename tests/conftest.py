@@ -12,7 +12,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
+from sqlalchemy.orm import Session, sessionmaker
 
+from models.db import make_engine, make_sessions, migrate, transaction
+from models.live import LiveState
+from tests.factories import seed_small_factory
 from tests.servers import (
     MosquittoServer,
     PostgresServer,
@@ -97,3 +102,39 @@ def postgres_url(postgres_cluster: PostgresServer, request: pytest.FixtureReques
 def chromium_executable() -> str:
     """The path of Debian's Chromium (installed with apt-get when missing)."""
     return ensure_installed("chromium", "chromium")
+
+
+# -- the core: a migrated database (SQLite or PostgreSQL) and a real Redis ----------------
+
+
+@pytest.fixture
+def sqlite_url(tmp_path) -> str:
+    return f"sqlite:///{tmp_path / 'test.db'}"
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def any_db_url(request, tmp_path) -> str:
+    """Each records test runs on both SQLite and PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'test.db'}"
+    return request.getfixturevalue("postgres_url")
+
+
+@pytest.fixture
+def sessions(sqlite_url) -> Iterator[sessionmaker[Session]]:
+    engine = make_engine(sqlite_url)
+    migrate(engine)
+    factory = make_sessions(engine)
+    with transaction(factory) as session:
+        seed_small_factory(session)
+    yield factory
+    engine.dispose()
+
+
+@pytest.fixture
+def live(redis_server) -> Iterator[LiveState]:
+    client = redis.Redis.from_url(redis_server, decode_responses=True)
+    client.flushdb()
+    yield LiveState(client)
+    client.flushdb()
+    client.close()

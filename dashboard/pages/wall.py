@@ -409,6 +409,10 @@ class WallStream:
         lines = [self.lines[k] for k in sorted(self.lines)]
         order = [str(ln["id"]) for ln in lines]
         views = wall_views(lines, self.wos, lang=self.lang, screens=self.screens, now=now)
+        import logging
+        logging.getLogger("loopline.dashboard").info(
+            "redraw full=%s L1=%r", self.views is None or order != self.order,
+            views.get("L1", {}).get(ids.TILE_REASON))
         if self.views is None or order != self.order:
             dash.set_props(
                 ids.WALL_GRID,

@@ -19,7 +19,7 @@ import math
 from datetime import datetime, timedelta
 from heapq import heapify, heappop, heappush
 
-from models.planning.problem import Job, Problem, check_problem
+from models.planning.problem import Problem, check_problem
 from models.planning.schedule import Assignment, Schedule, build_schedule
 
 # ATC look-ahead: slack is measured in units of k mean processing times.

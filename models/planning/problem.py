@@ -25,9 +25,7 @@ MAX_HORIZON_H = 1_000_000.0
 MAX_ISSUES_IN_MESSAGE = 20
 
 # RFC 3339 section 5.6 date-time; the offset may be left out (then UTC is assumed).
-_RFC3339 = re.compile(
-    r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})?$"
-)
+_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})?$")
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -231,11 +229,13 @@ def check_problem(problem: Problem) -> None:
             issues.append(Issue(f"{at}.pinned_start", "needs pinned_line"))
         for name in ("release", "pinned_start"):  # work starting this late ends off the map
             value = getattr(job, name)
-            if value is not None and _aware(value) and _aware(problem.start):
-                if (value - problem.start).total_seconds() / 3600 > MAX_HORIZON_H:
-                    issues.append(
-                        Issue(f"{at}.{name}", f"more than {MAX_HORIZON_H:.0f} h after start")
-                    )
+            if (
+                value is not None
+                and _aware(value)
+                and _aware(problem.start)
+                and (value - problem.start).total_seconds() / 3600 > MAX_HORIZON_H
+            ):
+                issues.append(Issue(f"{at}.{name}", f"more than {MAX_HORIZON_H:.0f} h after start"))
     if total_h > MAX_HORIZON_H:
         issues.append(Issue("jobs", f"need over {MAX_HORIZON_H:.0f} h of work in total"))
     if issues:
