@@ -33,7 +33,8 @@ def create_app(ctx: ApiContext, *, with_dashboard: bool = True) -> FastAPI:
     if with_dashboard:
         from dashboard.app import create_dash
 
-        create_dash(app, live=ctx.live, new_async_redis=ctx.new_async_redis,
-                    default_lang=ctx.default_lang)
+        create_dash(
+            app, live=ctx.live, new_async_redis=ctx.new_async_redis, default_lang=ctx.default_lang
+        )
     app.add_middleware(PageAuthMiddleware, tokens=app.state.tokens)
     return app

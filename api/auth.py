@@ -19,8 +19,15 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 COOKIE = "loopline_session"
 COOKIE_MAX_AGE_S = 90 * 24 * 3600
 # Paths a browser may load before signing in: the API has its own auth, assets are public.
-PUBLIC_PREFIXES = ("/api/", "/assets/", "/_dash-component-suites/", "/_favicon", "/docs",
-                   "/openapi.json", "/redoc")
+PUBLIC_PREFIXES = (
+    "/api/",
+    "/assets/",
+    "/_dash-component-suites/",
+    "/_favicon",
+    "/docs",
+    "/openapi.json",
+    "/redoc",
+)
 
 
 @dataclass(frozen=True)
@@ -99,8 +106,13 @@ class PageAuthMiddleware:
                 return
             target = path + ("?" + urlencode(query) if query else "")
             response = RedirectResponse(target, status_code=303)
-            response.set_cookie(COOKIE, self.tokens.cookie_for(principal), max_age=COOKIE_MAX_AGE_S,
-                                httponly=True, samesite="lax")
+            response.set_cookie(
+                COOKIE,
+                self.tokens.cookie_for(principal),
+                max_age=COOKIE_MAX_AGE_S,
+                httponly=True,
+                samesite="lax",
+            )
             await response(scope, receive, send)
             return
         if self.tokens.from_cookie(_cookie(scope)) is None:

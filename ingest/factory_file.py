@@ -82,8 +82,9 @@ def parse_factory(data: Any) -> FactoryFile:
             errors.append({"field": f"lines[{i}].site", "message": f"unknown site '{line.site}'"})
         for sku in line.rates:
             if skus and sku not in skus:
-                errors.append({"field": f"lines[{i}].rates.{sku}",
-                               "message": f"unknown product '{sku}'"})
+                errors.append(
+                    {"field": f"lines[{i}].rates.{sku}", "message": f"unknown product '{sku}'"}
+                )
     if errors:
         raise FactoryFileError(errors)
     return factory
@@ -101,10 +102,20 @@ def import_factory(session: Session, factory: FactoryFile, *, actor: str) -> dic
     for ln in factory.lines:
         line = _upsert(session, Line, ln.id, site_id=ln.site, name=ln.name)
         line.rates = [LineRate(sku=sku, units_per_hour=uph) for sku, uph in ln.rates.items()]
-    counts = {"sites": len(factory.sites), "products": len(factory.products),
-              "lines": len(factory.lines), "customers": len(factory.customers)}
-    record(session, actor=actor, action="factory.imported", entity="factory", entity_id="-",
-           details=counts)
+    counts = {
+        "sites": len(factory.sites),
+        "products": len(factory.products),
+        "lines": len(factory.lines),
+        "customers": len(factory.customers),
+    }
+    record(
+        session,
+        actor=actor,
+        action="factory.imported",
+        entity="factory",
+        entity_id="-",
+        details=counts,
+    )
     return counts
 
 

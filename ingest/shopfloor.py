@@ -44,9 +44,13 @@ class ShopfloorHandler:
                 continue
             topics[id(report)] = msg
             reports.append(report)
-        outcome = apply_reports(
-            self.live, reports, now=self.clock.now(), received_at=batch[-1].received_at
-        ) if reports else None
+        outcome = (
+            apply_reports(
+                self.live, reports, now=self.clock.now(), received_at=batch[-1].received_at
+            )
+            if reports
+            else None
+        )
         if outcome is not None:
             for refused in outcome.refused:
                 src = topics[id(refused.report)]
@@ -58,11 +62,18 @@ class ShopfloorHandler:
             with transaction(self.sessions) as session:
                 session.add_all(dead)
                 for gap in gaps:
-                    open_alert(session, key=f"mqtt_gap:{gap.line}", kind="mqtt_gap",
-                               entity="line", entity_id=gap.line, severity="info", role="it",
-                               message=f"Line {gap.line}: messages {gap.expected}–{gap.got - 1} "
-                                       f"never arrived", details={"expected": gap.expected,
-                                                                  "got": gap.got})
+                    open_alert(
+                        session,
+                        key=f"mqtt_gap:{gap.line}",
+                        kind="mqtt_gap",
+                        entity="line",
+                        entity_id=gap.line,
+                        severity="info",
+                        role="it",
+                        message=f"Line {gap.line}: messages {gap.expected}–{gap.got - 1} "
+                        f"never arrived",
+                        details={"expected": gap.expected, "got": gap.got},
+                    )
                 if gaps:
                     session.flush()
                     mirror_alerts(session, self.live)
@@ -75,9 +86,16 @@ class ShopfloorHandler:
             if connected:
                 resolve_alert(session, key="mqtt_disconnected")
             else:
-                open_alert(session, key="mqtt_disconnected", kind="mqtt_disconnected",
-                           entity="ingest", entity_id="mqtt", severity="critical", role="it",
-                           message=f"Shop-floor feed disconnected from the broker: {reason}")
+                open_alert(
+                    session,
+                    key="mqtt_disconnected",
+                    kind="mqtt_disconnected",
+                    entity="ingest",
+                    entity_id="mqtt",
+                    severity="critical",
+                    role="it",
+                    message=f"Shop-floor feed disconnected from the broker: {reason}",
+                )
             session.flush()
             mirror_alerts(session, self.live)
 

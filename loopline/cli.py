@@ -14,14 +14,20 @@ import typer
 from rich.console import Console
 from rich.logging import RichHandler
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="Loopline: the live link between a CRM and the production lines.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Loopline: the live link between a CRM and the production lines.",
+)
 console = Console(stderr=True)
 
 
 def _logging(verbose: bool) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s",
-                        handlers=[RichHandler(console=console, show_path=False)])
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(message)s",
+        handlers=[RichHandler(console=console, show_path=False)],
+    )
     for noisy in ("amqtt", "transitions", "httpx", "httpcore", "alembic", "uvicorn.error"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
@@ -161,8 +167,12 @@ def migrate() -> None:
 
 @app.command("import-factory")
 def import_factory_cmd(
-    file: Annotated[Path, typer.Argument(help="Factory master data (JSON): sites, products, "
-                                         "lines with rates, customers")],
+    file: Annotated[
+        Path,
+        typer.Argument(
+            help="Factory master data (JSON): sites, products, lines with rates, customers"
+        ),
+    ],
 ) -> None:
     """Create or update sites, products, lines with their rates, and customers."""
     _logging(False)

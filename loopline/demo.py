@@ -119,8 +119,9 @@ def start_demo(
         demo.crm_feedback_url = feedback.url
 
     app = build_app(rt)
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
-                                           ws="websockets-sansio"))
+    server = uvicorn.Server(
+        uvicorn.Config(app, host=host, port=port, log_level="warning", ws="websockets-sansio")
+    )
     thread = threading.Thread(target=server.run, name="loopline-http", daemon=True)
     thread.start()
 
@@ -139,8 +140,15 @@ def start_demo(
     stoppers.append(consumer.stop)
 
     rng = random.Random(seed)
-    crm = CrmSimulator(demo.url, rt.resolved.crm_secret, rng=rng, products=list(PRODUCTS),
-                       speed=speed, now=rt.clock.now, interval_s=CRM_EVENT_EVERY_S * speed)
+    crm = CrmSimulator(
+        demo.url,
+        rt.resolved.crm_secret,
+        rng=rng,
+        products=list(PRODUCTS),
+        speed=speed,
+        now=rt.clock.now,
+        interval_s=CRM_EVENT_EVERY_S * speed,
+    )
     today = rt.clock.now().date()
     for event in crm.initial_orders(orders, [(c, n) for c, n, _ in CUSTOMERS], today):
         crm.send(event)
@@ -150,8 +158,9 @@ def start_demo(
         publisher.start()
         factory = FactorySimulator(rt.live, publisher, rt.clock, site=SITE[0], rng=rng)
         for target, name in ((factory.run, "factory"), (crm.run, "crm")):
-            t = threading.Thread(target=target, args=(demo.stop_event,), name=f"sim-{name}",
-                                 daemon=True)
+            t = threading.Thread(
+                target=target, args=(demo.stop_event,), name=f"sim-{name}", daemon=True
+            )
             t.start()
             stoppers.append(lambda t=t: t.join(5))
         stoppers.append(publisher.stop)
@@ -175,8 +184,12 @@ def print_banner(demo: Demo, console: Console) -> None:
     rt = demo.runtime
     token = rt.resolved.api_token
     console.print("\n[bold green]Loopline demo is running[/]  (Ctrl-C stops it)\n")
-    for name, path in (("Wall screen", "/wall"), ("Orders board", "/board"),
-                       ("Alerts", "/alerts"), ("Sales lookup", "/orders")):
+    for name, path in (
+        ("Wall screen", "/wall"),
+        ("Orders board", "/board"),
+        ("Alerts", "/alerts"),
+        ("Sales lookup", "/orders"),
+    ):
         console.print(f"  {name:<13} {demo.url}{path}?token={token}")
     console.print(f"  {'API docs':<13} {demo.url}/docs")
     console.print(f"\n  API token      {token}")
@@ -187,6 +200,9 @@ def print_banner(demo: Demo, console: Console) -> None:
     console.print(f"  Clock speed    x{rt.clock.speed:g}\n")
     console.print("  Try:  curl -H 'Authorization: Bearer " + token + f"' {demo.url}/api/v1/lines")
     host, port = demo.mqtt_url.removeprefix("mqtt://").split("@")[-1].split(":")
-    console.print(f"        mosquitto_pub -h {host} -p {port} -q 1 -t loopline/v1/{SITE[0]}/L2/state"
-                  " -m '{\"seq\": 100000, \"ts\": \"" + rt.clock.now().strftime("%Y-%m-%dT%H:%M:%SZ")
-                  + "\", \"state\": \"down\", \"reason\": \"jam\"}'\n")
+    console.print(
+        f"        mosquitto_pub -h {host} -p {port} -q 1 -t loopline/v1/{SITE[0]}/L2/state"
+        ' -m \'{"seq": 100000, "ts": "'
+        + rt.clock.now().strftime("%Y-%m-%dT%H:%M:%SZ")
+        + '", "state": "down", "reason": "jam"}\'\n'
+    )

@@ -50,8 +50,15 @@ def build_runtime(settings: Settings, *, demo: bool, clock: Clock | None = None)
     engine = make_engine(resolved.database_url)
     migrate(engine)
     store = open_live_store(resolved.redis_url)
-    return Runtime(settings, resolved, engine, make_sessions(engine), store,
-                   LiveState(store.sync), clock or Clock())
+    return Runtime(
+        settings,
+        resolved,
+        engine,
+        make_sessions(engine),
+        store,
+        LiveState(store.sync),
+        clock or Clock(),
+    )
 
 
 def open_database(settings: Settings) -> Engine:

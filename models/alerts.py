@@ -83,7 +83,9 @@ def ack_alert(session: Session, *, alert_id: int, actor: str) -> Alert | None:
     return alert
 
 
-def list_alerts(session: Session, *, include_resolved: bool = False, limit: int = 200) -> list[Alert]:
+def list_alerts(
+    session: Session, *, include_resolved: bool = False, limit: int = 200
+) -> list[Alert]:
     """Active alerts (or all, newest first)."""
     q = select(Alert).order_by(Alert.id.desc()).limit(limit)
     if not include_resolved:

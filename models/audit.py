@@ -11,10 +11,18 @@ from models.records import AuditEntry
 
 
 def record(
-    session: Session, *, actor: str, action: str, entity: str, entity_id: str, details: dict[str, Any]
+    session: Session,
+    *,
+    actor: str,
+    action: str,
+    entity: str,
+    entity_id: str,
+    details: dict[str, Any],
 ) -> AuditEntry:
     """Add one audit entry to the caller's transaction."""
-    entry = AuditEntry(actor=actor, action=action, entity=entity, entity_id=entity_id, details=details)
+    entry = AuditEntry(
+        actor=actor, action=action, entity=entity, entity_id=entity_id, details=details
+    )
     session.add(entry)
     return entry
 

@@ -55,8 +55,8 @@ def line_etas(
             continue
         remaining = max(0.0, float(wo["qty"]) - float(wo.get("good") or 0))
         started = wo.get("status") == "running"
-        rate = (wo.get("rate_uph") if started else None) or planned_rate(wo) or line.get(
-            "nominal_uph"
+        rate = (
+            (wo.get("rate_uph") if started else None) or planned_rate(wo) or line.get("nominal_uph")
         )
         rate = max(float(rate or MIN_RATE_UPH), MIN_RATE_UPH)
         planned_start = parse_ts(wo.get("planned_start"))
@@ -90,16 +90,26 @@ def order_summary(
     pending = [(etas[w["id"]], w) for w in active if w["id"] in etas]
     status = "in_progress" if good > 0 else order.get("status", "open")
     if not pending:
-        return {"status": status, "progress": progress, "eta": None, "risk": "on_track",
-                "risk_reason": None}
+        return {
+            "status": status,
+            "progress": progress,
+            "eta": None,
+            "risk": "on_track",
+            "risk_reason": None,
+        }
     eta, last = max(pending, key=lambda p: p[0])
     promised = order.get("promised_date")
     risk, reason = "on_track", None
     if promised and eta > end_of_day(promised):
         risk = "at_risk"
         reason = f"ETA {eta:%Y-%m-%d %H:%M} after promise {promised}: " + _cause(last, lines)
-    return {"status": status, "progress": progress, "eta": iso(eta), "risk": risk,
-            "risk_reason": reason}
+    return {
+        "status": status,
+        "progress": progress,
+        "eta": iso(eta),
+        "risk": risk,
+        "risk_reason": reason,
+    }
 
 
 def _cause(wo: Mapping[str, Any], lines: Mapping[str, Mapping[str, Any]]) -> str:
@@ -152,7 +162,7 @@ def estimate(
     missing = [w for w in all_wo_ids if w not in wos]
     wos.update(_with_overlay(live, "work_order", missing, overlay))
     all_lines = dict(lines)
-    other_lines = sorted({w.get("line") for w in wos.values() if w.get("line")} - set(lines))
+    other_lines = sorted({str(w["line"]) for w in wos.values() if w.get("line")} - set(lines))
     all_lines.update(_with_overlay(live, "line", other_lines, overlay))
     for order_id, order in orders.items():
         order_wos = [wos[w] for w in order.get("work_orders") or [] if w in wos]

@@ -42,13 +42,12 @@ def sync_feedback(session: Session, live: LiveState) -> int:
     since = utcnow() - CLOSED_GRACE
     orders = list(
         session.scalars(
-            select(Order).where(
-                or_(Order.status.in_(OPEN_STATUSES), Order.updated_at >= since)
-            )
+            select(Order).where(or_(Order.status.in_(OPEN_STATUSES), Order.updated_at >= since))
         )
     )
-    live_orders = dict(zip([o.id for o in orders], live.get_many("order", [o.id for o in orders]),
-                           strict=True))
+    live_orders = dict(
+        zip([o.id for o in orders], live.get_many("order", [o.id for o in orders]), strict=True)
+    )
     wo_ids = [w.id for o in orders for w in o.work_orders]
     live_wos = dict(zip(wo_ids, live.get_many("work_order", wo_ids), strict=True))
     queued = 0
@@ -93,6 +92,12 @@ def _checkpoint(
         return
     new_status = lv.get("status")
     if new_status in ("in_progress", "completed") and new_status != order.status:
-        record(session, actor="shop-floor", action=f"order.{new_status}", entity="order",
-               entity_id=order.id, details={"old": order.status, "new": new_status})
+        record(
+            session,
+            actor="shop-floor",
+            action=f"order.{new_status}",
+            entity="order",
+            entity_id=order.id,
+            details={"old": order.status, "new": new_status},
+        )
         order.status = new_status

@@ -126,7 +126,9 @@ class LiveState:
                 for k, v in new_fields.items()
                 if k not in QUIET_FIELDS and (old is None or old.get(k) != _roundtrip(v))
             }
-            to_write = {k: _dump(v) for k, v in new_fields.items() if k in diff or k in QUIET_FIELDS}
+            to_write: dict[Any, str] = {
+                k: _dump(v) for k, v in new_fields.items() if k in diff or k in QUIET_FIELDS
+            }
             if old is None:
                 to_write.setdefault("id", _dump(entity_id))
                 pipe.sadd(index_key(entity), entity_id)

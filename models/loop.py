@@ -90,12 +90,12 @@ class Loop:
         first = self.live.redis.blpop([REPLAN_QUEUE], timeout=wait_s)
         if not first:
             return []
-        triggers = [first[1]]
+        triggers = [str(first[1])]
         deadline = time.monotonic() + self.config.replan_debounce_ms / 1000
         while time.monotonic() < deadline:
             time.sleep(0.02)
         while (more := self.live.redis.lpop(REPLAN_QUEUE)) is not None:
-            triggers.append(more)
+            triggers.append(str(more))
         return triggers
 
     def tick(self) -> None:
@@ -104,8 +104,13 @@ class Loop:
         mark_stale_lines(self.live, wall_now=wall, stale_after_s=self.config.stale_after_s)
         self.live.apply(estimate(self.live, now))
         with transaction(self.sessions) as session:
-            evaluate_alerts(session, self.live, now=now, wall_now=wall,
-                            down_after_s=self.config.line_down_alert_after_s)
+            evaluate_alerts(
+                session,
+                self.live,
+                now=now,
+                wall_now=wall,
+                down_after_s=self.config.line_down_alert_after_s,
+            )
             sync_feedback(session, self.live)
         if self.relay is not None:
             self.relay.deliver_due()

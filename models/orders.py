@@ -59,7 +59,9 @@ def apply_crm_event(
     """
     order_id, version = event.order.id, event.order.version
     seen = session.scalar(
-        select(InboxEvent.id).where(InboxEvent.source == source, InboxEvent.webhook_id == webhook_id)
+        select(InboxEvent.id).where(
+            InboxEvent.source == source, InboxEvent.webhook_id == webhook_id
+        )
     )
     if seen is not None:
         return ApplyResult("duplicate", order_id, version, {})
@@ -89,7 +91,11 @@ def apply_crm_event(
             action="order.stale_ignored",
             entity="order",
             entity_id=order_id,
-            details={"version": version, "stored_version": stored.version, "webhook_id": webhook_id},
+            details={
+                "version": version,
+                "stored_version": stored.version,
+                "webhook_id": webhook_id,
+            },
         )
         return ApplyResult("stale", order_id, version, {})
     if isinstance(event, OrderCancelled):
@@ -195,7 +201,9 @@ def _sync_work_orders(session: Session, order: Order) -> None:
         wo = existing.get(wo_id)
         if wo is None:
             session.add(
-                WorkOrder(id=wo_id, order_id=order.id, line_no=line.line_no, sku=line.sku, qty=line.qty)
+                WorkOrder(
+                    id=wo_id, order_id=order.id, line_no=line.line_no, sku=line.sku, qty=line.qty
+                )
             )
         else:
             wo.sku, wo.qty = line.sku, line.qty

@@ -20,6 +20,7 @@ from models.alerts import alert_view, list_alerts
 from models.audit import record
 from models.db import transaction
 from models.estimate import end_of_day, estimate, iso
+from models.feedback import sync_feedback
 from models.live import Change, LiveState, Update
 from models.orders import OPEN_STATUSES
 from models.planning import Job, Line, Problem, solve
@@ -55,6 +56,7 @@ def build_problem(
         Line(id=ln.id, rates={r.sku: r.units_per_hour for r in ln.rates}) for ln in lines
     )
     makeable = {r.sku for ln in lines for r in ln.rates}
+    rates_of = {ln.id: {r.sku for r in ln.rates} for ln in lines}
     rows = session.execute(
         select(WorkOrder, Order)
         .join(Order, WorkOrder.order_id == Order.id)
@@ -71,7 +73,9 @@ def build_problem(
             if wo.sku not in makeable:
                 log.warning("work order %s: no line makes %s", wo.id, wo.sku)
             continue
-        running = (lv or {}).get("status") == "running" and (lv or {}).get("line")
+        running_on = (lv or {}).get("line") if (lv or {}).get("status") == "running" else None
+        # Running work stays where it runs, if that line can still make it (rates change).
+        running = running_on if running_on and wo.sku in rates_of.get(running_on, {}) else None
         due_day: date = order.promised_date or order.requested_date
         weight = PRIORITY_WEIGHT.get(order.priority, 1.0) * max(1, order.customer.importance)
         jobs.append(
@@ -82,7 +86,7 @@ def build_problem(
                 due=end_of_day(due_day),
                 weight=weight,
                 release=now,
-                pinned_line=(lv or {}).get("line") if running else None,
+                pinned_line=running,
                 pinned_start=now if running else None,
             )
         )
@@ -100,18 +104,27 @@ def replan(
         schedule = solve(problem)
         solve_ms = (time.perf_counter() - started) * 1000
         outcome = _publish_sql(session, problem, schedule, wos, trigger, solve_ms)
-        from models.feedback import sync_feedback  # noqa: PLC0415 - avoids an import cycle
-
-        sync_feedback(session, live)
-    with sessions() as session:
+        session.flush()
+        # Live state first, so the promise and the ETA it implies reach the CRM together;
+        # the outbox rows commit with the promises they report.
         sync_live(session, live, now=now)
+        sync_feedback(session, live)
     live.announce(
-        Change("plan", str(outcome.revision_id), {}, {"revision": outcome.revision_id,
-                                                      "jobs": outcome.jobs, "trigger": trigger})
+        Change(
+            "plan",
+            str(outcome.revision_id),
+            {},
+            {"revision": outcome.revision_id, "jobs": outcome.jobs, "trigger": trigger},
+        )
     )
     log.info(
         "plan %s: %d jobs in %.1f ms (%s), %d moved, %d promises",
-        outcome.revision_id, outcome.jobs, solve_ms, trigger, outcome.moved, len(outcome.promised),
+        outcome.revision_id,
+        outcome.jobs,
+        solve_ms,
+        trigger,
+        outcome.moved,
+        len(outcome.promised),
     )
     return outcome
 
@@ -132,17 +145,30 @@ def _publish_sql(
     for a in schedule.assignments:
         wo = wos[a.job]
         wo.line_id, wo.planned_start, wo.planned_end = a.line, a.start, a.end
-        row = {"job": a.job, "order": wo.order_id, "line": a.line, "product": wo.sku,
-               "qty": wo.qty, "start": iso(a.start), "end": iso(a.end)}
+        row = {
+            "job": a.job,
+            "order": wo.order_id,
+            "line": a.line,
+            "product": wo.sku,
+            "qty": wo.qty,
+            "start": iso(a.start),
+            "end": iso(a.end),
+        }
         assignments.append(row)
         order_end[wo.order_id] = max(order_end.get(wo.order_id, a.end), a.end)
         old = before.get(a.job)
         if old is not None:
-            shift_h = (a.end - datetime.fromisoformat(old["end"].replace("Z", "+00:00")))
+            shift_h = a.end - datetime.fromisoformat(old["end"].replace("Z", "+00:00"))
             shift = shift_h.total_seconds() / 3600
             if old["line"] != a.line or abs(shift) >= MOVE_EPSILON_H:
-                moved.append({"job": a.job, "from_line": old["line"], "to_line": a.line,
-                              "end_shift_h": round(shift, 2)})
+                moved.append(
+                    {
+                        "job": a.job,
+                        "from_line": old["line"],
+                        "to_line": a.line,
+                        "end_shift_h": round(shift, 2),
+                    }
+                )
     diff = {
         "moved": moved,
         "added": sorted(set(wos) - set(before)),
@@ -161,10 +187,19 @@ def _publish_sql(
     session.add(revision)
     session.flush()
     promised = _promise(session, order_end, revision.id)
-    record(session, actor="planner", action="plan.published", entity="plan",
-           entity_id=str(revision.id),
-           details={"trigger": trigger, "jobs": len(assignments), "moved": len(moved),
-                    "total_weighted_tardiness_h": schedule.total_weighted_tardiness_h})
+    record(
+        session,
+        actor="planner",
+        action="plan.published",
+        entity="plan",
+        entity_id=str(revision.id),
+        details={
+            "trigger": trigger,
+            "jobs": len(assignments),
+            "moved": len(moved),
+            "total_weighted_tardiness_h": schedule.total_weighted_tardiness_h,
+        },
+    )
     return PlanOutcome(revision.id, len(assignments), solve_ms, promised, len(moved))
 
 
@@ -183,10 +218,19 @@ def _promise(session: Session, order_end: dict[str, datetime], revision_id: int)
         old = order.promised_date
         order.promised_date, order.promise_version = new, order.version
         promised[order.id] = new.isoformat()
-        record(session, actor="planner", action="order.promised", entity="order",
-               entity_id=order.id,
-               details={"version": order.version, "old": old.isoformat() if old else None,
-                        "new": new.isoformat(), "plan_revision": revision_id})
+        record(
+            session,
+            actor="planner",
+            action="order.promised",
+            entity="order",
+            entity_id=order.id,
+            details={
+                "version": order.version,
+                "old": old.isoformat() if old else None,
+                "new": new.isoformat(),
+                "plan_revision": revision_id,
+            },
+        )
     return promised
 
 
@@ -202,21 +246,31 @@ def sync_live(session: Session, live: LiveState, *, now: datetime, rebuild: bool
         session.scalars(select(Order).where(Order.status.in_(OPEN_STATUSES)).order_by(Order.id))
     )
     wos = [wo for o in orders for wo in o.work_orders if wo.status != "cancelled"]
-    known_wos = dict(zip([w.id for w in wos], live.get_many("work_order", [w.id for w in wos]),
-                         strict=True))
-    known_lines = dict(zip([ln.id for ln in lines], live.get_many("line", [ln.id for ln in lines]),
-                           strict=True))
+    known_wos = dict(
+        zip([w.id for w in wos], live.get_many("work_order", [w.id for w in wos]), strict=True)
+    )
+    known_lines = dict(
+        zip([ln.id for ln in lines], live.get_many("line", [ln.id for ln in lines]), strict=True)
+    )
     queues: dict[str, list[tuple[datetime, str]]] = defaultdict(list)
     updates: list[Update] = []
     for wo in wos:
         fields: dict[str, Any] = {
-            "order_id": wo.order_id, "sku": wo.sku, "qty": wo.qty,
-            "planned_start": iso(wo.planned_start), "planned_end": iso(wo.planned_end),
+            "order_id": wo.order_id,
+            "sku": wo.sku,
+            "qty": wo.qty,
+            "planned_start": iso(wo.planned_start),
+            "planned_end": iso(wo.planned_end),
         }
         lv = known_wos.get(wo.id)
         if lv is None:
-            fields.update(line=wo.line_id, good=wo.good, scrap=wo.scrap, status=wo.status,
-                          progress=round(min(wo.good, wo.qty) / wo.qty, 4) if wo.qty else 0.0)
+            fields.update(
+                line=wo.line_id,
+                good=wo.good,
+                scrap=wo.scrap,
+                status=wo.status,
+                progress=round(min(wo.good, wo.qty) / wo.qty, 4) if wo.qty else 0.0,
+            )
         else:
             if lv.get("status") != "running":
                 fields["line"] = wo.line_id
@@ -228,21 +282,40 @@ def sync_live(session: Session, live: LiveState, *, now: datetime, rebuild: bool
             queues[line_id].append((wo.planned_start, wo.id))
         updates.append(Update("work_order", wo.id, fields))
     for ln in lines:
-        fields = {"name": ln.name, "site": ln.site_id,
-                  "queue": [w for _, w in sorted(queues.get(ln.id, []))],
-                  "rates": {r.sku: r.units_per_hour for r in ln.rates}}
+        fields = {
+            "name": ln.name,
+            "site": ln.site_id,
+            "queue": [w for _, w in sorted(queues.get(ln.id, []))],
+            "rates": {r.sku: r.units_per_hour for r in ln.rates},
+        }
         if known_lines.get(ln.id) is None:
-            fields.update(state="unavailable", reported_state=None, reason="no report yet",
-                          since=iso(now), seq=None, work_order=None, rate_uph=None)
+            fields.update(
+                state="unavailable",
+                reported_state=None,
+                reason="no report yet",
+                since=iso(now),
+                seq=None,
+                work_order=None,
+                rate_uph=None,
+            )
         updates.append(Update("line", ln.id, fields))
     for o in orders:
-        updates.append(Update("order", o.id, {
-            "customer": o.customer.name, "customer_id": o.customer_id, "status": o.status,
-            "priority": o.priority, "requested_date": o.requested_date.isoformat(),
-            "promised_date": o.promised_date.isoformat() if o.promised_date else None,
-            "version": o.version,
-            "work_orders": [w.id for w in o.work_orders if w.status != "cancelled"],
-        }))
+        updates.append(
+            Update(
+                "order",
+                o.id,
+                {
+                    "customer": o.customer.name,
+                    "customer_id": o.customer_id,
+                    "status": o.status,
+                    "priority": o.priority,
+                    "requested_date": o.requested_date.isoformat(),
+                    "promised_date": o.promised_date.isoformat() if o.promised_date else None,
+                    "version": o.version,
+                    "work_orders": [w.id for w in o.work_orders if w.status != "cancelled"],
+                },
+            )
+        )
     active = list_alerts(session)
     for alert in active:
         updates.append(Update("alert", str(alert.id), alert_view(alert)))

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from models.estimate import estimate, iso, parse_ts
 from models.live import Change, LiveState, Update
@@ -19,20 +19,35 @@ RATE_SMOOTHING = 0.3
 
 
 class ProgressReport(Protocol):
-    line: str
-    seq: int
-    ts: datetime
-    work_order: str
-    good: int
-    scrap: int
+    """A line's cumulative counters for one work order (read-only attributes)."""
+
+    @property
+    def line(self) -> str: ...
+    @property
+    def seq(self) -> int: ...
+    @property
+    def ts(self) -> datetime: ...
+    @property
+    def work_order(self) -> str: ...
+    @property
+    def good(self) -> int: ...
+    @property
+    def scrap(self) -> int: ...
 
 
 class StateReport(Protocol):
-    line: str
-    seq: int
-    ts: datetime
-    state: str
-    reason: str | None
+    """A line's state (running, idle, down, changeover) with an optional reason."""
+
+    @property
+    def line(self) -> str: ...
+    @property
+    def seq(self) -> int: ...
+    @property
+    def ts(self) -> datetime: ...
+    @property
+    def state(self) -> str: ...
+    @property
+    def reason(self) -> str | None: ...
 
 
 @dataclass(frozen=True)
@@ -92,8 +107,9 @@ def apply_reports(
             lp["state"] = current.get("reported_state") or "idle"
         if hasattr(report, "state"):
             if is_new:
-                _apply_state(current, lp, report)
+                _apply_state(current, lp, cast(StateReport, report))
             continue
+        report = cast(ProgressReport, report)
         wo = wos.get(report.work_order)
         if wo is None:
             out.refused.append(
@@ -132,8 +148,9 @@ def _apply_progress(wo: dict[str, Any], wp: dict[str, Any], report: ProgressRepo
         observed = (good - good_before) / hours
         previous = wo.get("rate_uph")
         wp["rate_uph"] = round(
-            observed if previous is None else RATE_SMOOTHING * observed
-            + (1 - RATE_SMOOTHING) * float(previous),
+            observed
+            if previous is None
+            else RATE_SMOOTHING * observed + (1 - RATE_SMOOTHING) * float(previous),
             3,
         )
     if last_ts is None or report.ts > last_ts:

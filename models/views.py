@@ -25,18 +25,20 @@ def order_view(
     wos = []
     for wo in order.work_orders:
         lw = live_wos.get(wo.id) or {}
-        wos.append({
-            "id": wo.id,
-            "line": lw.get("line") or wo.line_id,
-            "product": wo.sku,
-            "qty": wo.qty,
-            "good": max(int(lw.get("good") or 0), wo.good),
-            "scrap": max(int(lw.get("scrap") or 0), wo.scrap),
-            "status": lw.get("status") if lw and wo.status != "cancelled" else wo.status,
-            "planned_start": iso(wo.planned_start),
-            "planned_end": iso(wo.planned_end),
-            "eta": lw.get("eta"),
-        })
+        wos.append(
+            {
+                "id": wo.id,
+                "line": lw.get("line") or wo.line_id,
+                "product": wo.sku,
+                "qty": wo.qty,
+                "good": max(int(lw.get("good") or 0), wo.good),
+                "scrap": max(int(lw.get("scrap") or 0), wo.scrap),
+                "status": lw.get("status") if lw and wo.status != "cancelled" else wo.status,
+                "planned_start": iso(wo.planned_start),
+                "planned_end": iso(wo.planned_end),
+                "eta": lw.get("eta"),
+            }
+        )
     return {
         "id": order.id,
         "version": order.version,
@@ -49,8 +51,9 @@ def order_view(
         "eta": lv.get("eta") if open_ else None,
         "progress": lv.get("progress", 1.0 if order.status == "completed" else 0.0),
         "risk": {
-            "level": lv.get("risk", "on_track") if open_ else
-            ("done" if order.status == "completed" else None),
+            "level": lv.get("risk", "on_track")
+            if open_
+            else ("done" if order.status == "completed" else None),
             "reason": lv.get("risk_reason") if open_ else None,
         },
         "sales_rep": order.sales_rep,
@@ -73,7 +76,9 @@ def get_order(session: Session, live: LiveState, *, order_id: str) -> dict[str, 
         return None
     wo_ids = [w.id for w in order.work_orders]
     live_wos = dict(zip(wo_ids, live.get_many("work_order", wo_ids), strict=True))
-    return order_view(order, live.get("order", order_id), live_wos, _history(session, order_id, 200))
+    return order_view(
+        order, live.get("order", order_id), live_wos, _history(session, order_id, 200)
+    )
 
 
 def list_orders(
@@ -92,8 +97,11 @@ def list_orders(
     orders = list(session.scalars(q))
     if customer:
         needle = customer.lower()
-        orders = [o for o in orders if needle in o.customer_id.lower()
-                  or needle in o.customer.name.lower()]
+        orders = [
+            o
+            for o in orders
+            if needle in o.customer_id.lower() or needle in o.customer.name.lower()
+        ]
     live_orders = live.get_many("order", [o.id for o in orders])
     wo_ids = [w.id for o in orders for w in o.work_orders]
     live_wos = dict(zip(wo_ids, live.get_many("work_order", wo_ids), strict=True))
@@ -109,20 +117,22 @@ def list_lines(session: Session, live: LiveState) -> list[dict[str, Any]]:
     out = []
     for ln, lv in zip(lines, live.get_many("line", [ln.id for ln in lines]), strict=True):
         lv = lv or {}
-        out.append({
-            "id": ln.id,
-            "name": ln.name,
-            "site": ln.site_id,
-            "state": lv.get("state", "unavailable"),
-            "reason": lv.get("reason"),
-            "since": lv.get("since"),
-            "last_seen": lv.get("last_seen"),
-            "work_order": lv.get("work_order"),
-            "rate_uph": lv.get("rate_uph"),
-            "eta": lv.get("eta"),
-            "queue": lv.get("queue", []),
-            "rates": {r.sku: r.units_per_hour for r in ln.rates},
-        })
+        out.append(
+            {
+                "id": ln.id,
+                "name": ln.name,
+                "site": ln.site_id,
+                "state": lv.get("state", "unavailable"),
+                "reason": lv.get("reason"),
+                "since": lv.get("since"),
+                "last_seen": lv.get("last_seen"),
+                "work_order": lv.get("work_order"),
+                "rate_uph": lv.get("rate_uph"),
+                "eta": lv.get("eta"),
+                "queue": lv.get("queue", []),
+                "rates": {r.sku: r.units_per_hour for r in ln.rates},
+            }
+        )
     return out
 
 

@@ -28,8 +28,9 @@ def mark_stale_lines(live: LiveState, *, wall_now: datetime, stale_after_s: floa
         seen = parse_ts(line.get("last_seen"))
         if seen is None or (wall_now - seen).total_seconds() > stale_after_s:
             stale.append(line["id"])
-            updates.append(Update("line", line["id"], {"state": "unavailable",
-                                                         "reason": "no report"}))
+            updates.append(
+                Update("line", line["id"], {"state": "unavailable", "reason": "no report"})
+            )
     live.apply(updates)
     return stale
 
@@ -43,23 +44,43 @@ def conditions(live: LiveState, *, now: datetime, down_after_s: float) -> list[C
         if state == "down" and since is not None:
             down_s = (now - since).total_seconds()
             if down_s >= down_after_s:
-                out.append(Condition(
-                    key=f"line_down:{line_id}", kind="line_down", entity="line",
-                    entity_id=line_id, severity="critical",
-                    message=f"Line {line_id} down for {down_s / 60:.0f} min: "
-                            f"{line.get('reason') or 'no reason given'}"))
+                out.append(
+                    Condition(
+                        key=f"line_down:{line_id}",
+                        kind="line_down",
+                        entity="line",
+                        entity_id=line_id,
+                        severity="critical",
+                        message=f"Line {line_id} down for {down_s / 60:.0f} min: "
+                        f"{line.get('reason') or 'no reason given'}",
+                    )
+                )
         elif state == "unavailable" and line.get("reported_state") is not None:
-            out.append(Condition(
-                key=f"line_unavailable:{line_id}", kind="line_unavailable", entity="line",
-                entity_id=line_id, severity="warning",
-                message=f"Line {line_id} stopped reporting", role="it"))
+            out.append(
+                Condition(
+                    key=f"line_unavailable:{line_id}",
+                    kind="line_unavailable",
+                    entity="line",
+                    entity_id=line_id,
+                    severity="warning",
+                    message=f"Line {line_id} stopped reporting",
+                    role="it",
+                )
+            )
     for order in live.all("order"):
         if order.get("risk") == "at_risk":
-            out.append(Condition(
-                key=f"order_at_risk:{order['id']}", kind="order_at_risk", entity="order",
-                entity_id=order["id"], severity="warning", role="sales",
-                message=f"Order {order['id']} ({order.get('customer')}) at risk: "
-                        f"{order.get('risk_reason') or ''}".strip()))
+            out.append(
+                Condition(
+                    key=f"order_at_risk:{order['id']}",
+                    kind="order_at_risk",
+                    entity="order",
+                    entity_id=order["id"],
+                    severity="warning",
+                    role="sales",
+                    message=f"Order {order['id']} ({order.get('customer')}) at risk: "
+                    f"{order.get('risk_reason') or ''}".strip(),
+                )
+            )
     return out
 
 
@@ -70,11 +91,24 @@ def evaluate_alerts(
     holding = {c.key: c for c in conditions(live, now=now, down_after_s=down_after_s)}
     active = list(session.scalars(select(Alert).where(Alert.status.in_(("open", "acked")))))
     for alert in active:
-        if alert.kind in RULE_KINDS and alert.key not in holding or alert.severity == "info" and wall_now - alert.opened_at > INFO_TTL:
+        if (
+            alert.kind in RULE_KINDS
+            and alert.key not in holding
+            or alert.severity == "info"
+            and wall_now - alert.opened_at > INFO_TTL
+        ):
             resolve_alert(session, key=alert.key, now=wall_now)
     for c in holding.values():
-        open_alert(session, key=c.key, kind=c.kind, entity=c.entity, entity_id=c.entity_id,
-                   severity=c.severity, message=c.message, role=c.role)
+        open_alert(
+            session,
+            key=c.key,
+            kind=c.kind,
+            entity=c.entity,
+            entity_id=c.entity_id,
+            severity=c.severity,
+            message=c.message,
+            role=c.role,
+        )
     session.flush()
     mirror_alerts(session, live)
 
@@ -82,6 +116,12 @@ def evaluate_alerts(
 def mirror_alerts(session: Session, live: LiveState) -> None:
     """Put the active alerts into live state and take the others out."""
     active = list(session.scalars(select(Alert).where(Alert.status.in_(("open", "acked")))))
-    live.apply(Update("alert", str(a.id), {k: (iso(v) if isinstance(v, datetime) else v)
-                                            for k, v in alert_view(a).items()}) for a in active)
+    live.apply(
+        Update(
+            "alert",
+            str(a.id),
+            {k: (iso(v) if isinstance(v, datetime) else v) for k, v in alert_view(a).items()},
+        )
+        for a in active
+    )
     live.remove("alert", set(live.ids("alert")) - {str(a.id) for a in active})

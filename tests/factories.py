@@ -34,8 +34,11 @@ def order_event(
 ) -> dict[str, Any]:
     """A canonical CRM event body (DESIGN.md)."""
     if event_type == "order.cancelled":
-        return {"type": event_type, "occurred_at": "2026-11-28T08:00:00Z",
-                "order": {"id": order_id, "version": version}}
+        return {
+            "type": event_type,
+            "occurred_at": "2026-11-28T08:00:00Z",
+            "order": {"id": order_id, "version": version},
+        }
     return {
         "type": event_type,
         "occurred_at": "2026-11-28T08:00:00Z",

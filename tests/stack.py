@@ -60,41 +60,76 @@ class Stack:
     def post(self, path: str, **kw: Any) -> httpx.Response:
         return httpx.post(f"{self.url}{path}", headers=self.auth, timeout=10, **kw)
 
-    def send_crm(self, body: dict[str, Any], webhook_id: str, source: str | None = None,
-                 secret: str | None = None, timestamp: float | None = None) -> httpx.Response:
+    def send_crm(
+        self,
+        body: dict[str, Any],
+        webhook_id: str,
+        source: str | None = None,
+        secret: str | None = None,
+        timestamp: float | None = None,
+    ) -> httpx.Response:
         """POST a Standard-Webhooks-signed CRM event like a CRM would."""
         raw = json.dumps(body)
-        return post_signed(f"{self.url}/api/v1/crm/{source + '/' if source else ''}events",
-                           raw, webhook_id, secret or self.secret, timestamp)
+        return post_signed(
+            f"{self.url}/api/v1/crm/{source + '/' if source else ''}events",
+            raw,
+            webhook_id,
+            secret or self.secret,
+            timestamp,
+        )
 
 
-def post_signed(url: str, raw: str, webhook_id: str, secret: str,
-                timestamp: float | None = None) -> httpx.Response:
+def post_signed(
+    url: str, raw: str, webhook_id: str, secret: str, timestamp: float | None = None
+) -> httpx.Response:
     from datetime import UTC, datetime
 
     ts = datetime.fromtimestamp(timestamp if timestamp is not None else time.time(), tz=UTC)
     signature = Webhook(secret).sign(webhook_id, ts, raw)
-    headers = {"webhook-id": webhook_id, "webhook-timestamp": str(int(ts.timestamp())),
-               "webhook-signature": signature, "content-type": "application/json"}
+    headers = {
+        "webhook-id": webhook_id,
+        "webhook-timestamp": str(int(ts.timestamp())),
+        "webhook-signature": signature,
+        "content-type": "application/json",
+    }
     return httpx.post(url, content=raw, headers=headers, timeout=10)
 
 
-def start_stack(*, database_url: str, redis_url: str, mqtt_url: str | None,
-                crm_url: str | None, secret: str | None = None, speed: float = 1.0,
-                **overrides: Any) -> Stack:
+def start_stack(
+    *,
+    database_url: str,
+    redis_url: str,
+    mqtt_url: str | None,
+    crm_url: str | None,
+    secret: str | None = None,
+    speed: float = 1.0,
+    **overrides: Any,
+) -> Stack:
     """serve + ingest + worker of one process, against real PostgreSQL, Redis and MQTT."""
     secret = secret or new_webhook_secret()
-    settings = Settings(database_url=database_url, redis_url=redis_url, mqtt_url=mqtt_url,
-                        crm_url=crm_url, crm_secret=secret, api_token=API_TOKEN,
-                        display_token=DISPLAY_TOKEN, replan_debounce_ms=50,
-                        outbox_backoff_base_s=0.05, outbox_backoff_max_s=0.2, **overrides)
+    settings = Settings(
+        database_url=database_url,
+        redis_url=redis_url,
+        mqtt_url=mqtt_url,
+        crm_url=crm_url,
+        crm_secret=secret,
+        api_token=API_TOKEN,
+        display_token=DISPLAY_TOKEN,
+        replan_debounce_ms=50,
+        outbox_backoff_base_s=0.05,
+        outbox_backoff_max_s=0.2,
+        **overrides,
+    )
     rt = build_runtime(settings, demo=False, clock=Clock(speed=speed))
     rt.live.redis.flushdb()
     with transaction(rt.sessions) as session:
         seed_small_factory(session)
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(build_app(rt), host="127.0.0.1", port=port,
-                                           log_level="warning", ws="websockets-sansio"))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            build_app(rt), host="127.0.0.1", port=port, log_level="warning", ws="websockets-sansio"
+        )
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"

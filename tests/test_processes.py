@@ -26,8 +26,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
-    return subprocess.Popen(LOOPLINE + args, env=env, cwd=ROOT, stdout=log.open("w"),
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    return subprocess.Popen(
+        LOOPLINE + args,
+        env=env,
+        cwd=ROOT,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
 
 
 def _stop(proc: subprocess.Popen, timeout: float = 15) -> int:
@@ -42,20 +48,33 @@ def _stop(proc: subprocess.Popen, timeout: float = 15) -> int:
     return proc.returncode
 
 
-def test_serve_ingest_worker_as_separate_processes(tmp_path, postgres_url, redis_server,
-                                                   mqtt_broker):
+def test_serve_ingest_worker_as_separate_processes(
+    tmp_path, postgres_url, redis_server, mqtt_broker
+):
     secret = new_webhook_secret()
     crm = CrmFeedbackServer(secret)
     crm.start()
     port = free_port()
-    env = {**os.environ, "LOOPLINE_DATABASE_URL": postgres_url,
-           "LOOPLINE_REDIS_URL": redis_server, "LOOPLINE_MQTT_URL": mqtt_broker.url,
-           "LOOPLINE_CRM_SECRET": secret, "LOOPLINE_CRM_URL": crm.url,
-           "LOOPLINE_API_TOKEN": "proc-token", "LOOPLINE_REPLAN_DEBOUNCE_MS": "100"}
+    env = {
+        **os.environ,
+        "LOOPLINE_DATABASE_URL": postgres_url,
+        "LOOPLINE_REDIS_URL": redis_server,
+        "LOOPLINE_MQTT_URL": mqtt_broker.url,
+        "LOOPLINE_CRM_SECRET": secret,
+        "LOOPLINE_CRM_URL": crm.url,
+        "LOOPLINE_API_TOKEN": "proc-token",
+        "LOOPLINE_REPLAN_DEBOUNCE_MS": "100",
+    }
     factory = tmp_path / "factory.json"
     factory.write_text(json.dumps(factory_data()))
-    subprocess.run(LOOPLINE + ["import-factory", str(factory)], env=env, cwd=ROOT, check=True,
-                   capture_output=True, timeout=60)
+    subprocess.run(
+        LOOPLINE + ["import-factory", str(factory)],
+        env=env,
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
     procs = [
         _spawn(["serve", "--host", "127.0.0.1", "--port", str(port)], env, tmp_path / "serve.log"),
         _spawn(["ingest"], env, tmp_path / "ingest.log"),
@@ -65,14 +84,19 @@ def test_serve_ingest_worker_as_separate_processes(tmp_path, postgres_url, redis
     auth = {"Authorization": "Bearer proc-token"}
     try:
         wait_until(lambda: _ok(f"{url}/api/v1/healthz"), timeout=60, step=0.2)
-        body = order_event("SO-9001", 1, [("GEAR-A", 600)],
-                           (datetime.now(UTC) + timedelta(days=4)).date())
+        body = order_event(
+            "SO-9001", 1, [("GEAR-A", 600)], (datetime.now(UTC) + timedelta(days=4)).date()
+        )
         body["order"]["customer"] = {"id": "C-1", "name": "Acme Gears"}
         resp = post_signed(f"{url}/api/v1/crm/events", json.dumps(body), "p-1", secret)
         assert resp.status_code == 202, resp.text
-        order = wait_until(lambda: (o := httpx.get(f"{url}/api/v1/orders/SO-9001",
-                                                    headers=auth).json()).get("eta") and o,
-                           timeout=20)
+        order = wait_until(
+            lambda: (
+                (o := httpx.get(f"{url}/api/v1/orders/SO-9001", headers=auth).json()).get("eta")
+                and o
+            ),
+            timeout=20,
+        )
         assert order["promised_date"]
         crm.wait_for(lambda d: d.json()["data"].get("order_id") == "SO-9001", timeout=20)
         line = order["work_orders"][0]["line"]
@@ -80,16 +104,27 @@ def test_serve_ingest_worker_as_separate_processes(tmp_path, postgres_url, redis
         client.connect(mqtt_broker.host, mqtt_broker.port)
         client.loop_start()
         now = datetime.now(UTC).isoformat()
-        client.publish(f"loopline/v1/plant-1/{line}/state",
-                       json.dumps({"seq": 1, "ts": now, "state": "down", "reason": "jam"}),
-                       qos=1).wait_for_publish(5)
-        client.publish(f"loopline/v1/plant-1/{line}/progress",
-                       json.dumps({"seq": 2, "ts": now, "work_order": "WO-9001-1", "good": 42,
-                                   "scrap": 0}), qos=1).wait_for_publish(5)
+        client.publish(
+            f"loopline/v1/plant-1/{line}/state",
+            json.dumps({"seq": 1, "ts": now, "state": "down", "reason": "jam"}),
+            qos=1,
+        ).wait_for_publish(5)
+        client.publish(
+            f"loopline/v1/plant-1/{line}/progress",
+            json.dumps({"seq": 2, "ts": now, "work_order": "WO-9001-1", "good": 42, "scrap": 0}),
+            qos=1,
+        ).wait_for_publish(5)
         client.loop_stop()
         client.disconnect()
-        wait_until(lambda: httpx.get(f"{url}/api/v1/orders/SO-9001", headers=auth).json()
-                   ["work_orders"][0]["good"] == 42, timeout=10)
+        wait_until(
+            lambda: (
+                httpx.get(f"{url}/api/v1/orders/SO-9001", headers=auth).json()["work_orders"][0][
+                    "good"
+                ]
+                == 42
+            ),
+            timeout=10,
+        )
         lines = {ln["id"]: ln for ln in httpx.get(f"{url}/api/v1/lines", headers=auth).json()}
         assert (lines[line]["state"], lines[line]["reason"]) == ("down", "jam")
     finally:
@@ -107,22 +142,37 @@ def _ok(url: str) -> bool:
 
 
 def test_plan_command_prints_a_schedule(tmp_path):
-    problem = {"start": "2026-12-01T00:00:00Z",
-               "lines": [{"id": "L1", "rates": {"P1": 60.0}}],
-               "jobs": [{"id": "J1", "product": "P1", "qty": 120, "due": "2026-12-01T06:00:00Z",
-                         "weight": 3}]}
+    problem = {
+        "start": "2026-12-01T00:00:00Z",
+        "lines": [{"id": "L1", "rates": {"P1": 60.0}}],
+        "jobs": [
+            {"id": "J1", "product": "P1", "qty": 120, "due": "2026-12-01T06:00:00Z", "weight": 3}
+        ],
+    }
     path = tmp_path / "problem.json"
     path.write_text(json.dumps(problem))
-    out = subprocess.run(LOOPLINE + ["plan", "--input", str(path), "--time-limit", "1"],
-                         capture_output=True, text=True, check=True, cwd=ROOT, timeout=60)
+    out = subprocess.run(
+        LOOPLINE + ["plan", "--input", str(path), "--time-limit", "1"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+        timeout=60,
+    )
     result = json.loads(out.stdout)
-    assert result["assignments"] == [{"job": "J1", "line": "L1", "start": "2026-12-01T00:00:00Z",
-                                      "end": "2026-12-01T02:00:00Z"}]
+    assert result["assignments"] == [
+        {"job": "J1", "line": "L1", "start": "2026-12-01T00:00:00Z", "end": "2026-12-01T02:00:00Z"}
+    ]
     assert result["total_weighted_tardiness_h"] == 0.0
     problem["jobs"][0]["qty"] = -1
     path.write_text(json.dumps(problem))
-    bad = subprocess.run(LOOPLINE + ["plan", "--input", str(path)], capture_output=True,
-                         text=True, cwd=ROOT, timeout=60)
+    bad = subprocess.run(
+        LOOPLINE + ["plan", "--input", str(path)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
     assert bad.returncode == 2 and "jobs[0].qty" in bad.stderr
 
 
@@ -132,15 +182,22 @@ def test_demo_runs_on_embedded_defaults_and_stops_on_ctrl_c(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOOPLINE_")}
     env["LOOPLINE_DATA_DIR"] = str(tmp_path)
     log = tmp_path / "demo.log"
-    proc = _spawn(["demo", "--port", str(port), "--mqtt-port", str(mqtt_port), "--speed", "120"],
-                  env, log)
+    proc = _spawn(
+        ["demo", "--port", str(port), "--mqtt-port", str(mqtt_port), "--speed", "120"], env, log
+    )
     try:
-        wait_until(lambda: "Display token" in log.read_text() or proc.poll() is not None,
-                   timeout=90, step=0.2)
+        wait_until(
+            lambda: "Display token" in log.read_text() or proc.poll() is not None,
+            timeout=90,
+            step=0.2,
+        )
         text = log.read_text()
         assert proc.poll() is None, text
-        token = next(ln.split()[-1] for ln in text.splitlines() if "API token" in ln
-                     and ln.strip().startswith("API token"))
+        token = next(
+            ln.split()[-1]
+            for ln in text.splitlines()
+            if "API token" in ln and ln.strip().startswith("API token")
+        )
         assert f"http://127.0.0.1:{port}/wall?token=" in text
         auth = {"Authorization": f"Bearer {token}"}
         orders = httpx.get(f"http://127.0.0.1:{port}/api/v1/orders", headers=auth).json()
@@ -148,8 +205,13 @@ def test_demo_runs_on_embedded_defaults_and_stops_on_ctrl_c(tmp_path):
         lines = httpx.get(f"http://127.0.0.1:{port}/api/v1/lines", headers=auth).json()
         assert len(lines) >= 4
         # The simulated lines report over MQTT within seconds.
-        wait_until(lambda: any(ln["state"] == "running" for ln in httpx.get(
-            f"http://127.0.0.1:{port}/api/v1/lines", headers=auth).json()), timeout=30)
+        wait_until(
+            lambda: any(
+                ln["state"] == "running"
+                for ln in httpx.get(f"http://127.0.0.1:{port}/api/v1/lines", headers=auth).json()
+            ),
+            timeout=30,
+        )
     finally:
         code = _stop(proc, timeout=30)
     assert code == 0, log.read_text()

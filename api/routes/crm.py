@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from ingest.crm.mappings import UnknownSource
-from ingest.crm.receive import BadBody, BadSignature, TooLarge, receive
 
 from api.deps import ContextDep
+from ingest.crm.mappings import UnknownSource
+from ingest.crm.receive import BadBody, BadSignature, TooLarge, receive
 from models.loop import request_replan
 
 router = APIRouter(prefix="/crm", tags=["crm"])
@@ -53,8 +53,12 @@ async def _handle(request: Request, ctx: ContextDep, source: str) -> JSONRespons
     if receipt.outcome == "applied":
         request_replan(ctx.live.redis, f"crm {receipt.order_id} v{receipt.version}")
     return JSONResponse(
-        {"outcome": receipt.outcome, "order_id": receipt.order_id, "version": receipt.version,
-         "webhook_id": receipt.webhook_id},
+        {
+            "outcome": receipt.outcome,
+            "order_id": receipt.order_id,
+            "version": receipt.version,
+            "webhook_id": receipt.webhook_id,
+        },
         status_code=202,
     )
 

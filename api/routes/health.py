@@ -26,5 +26,6 @@ def healthz(ctx: ContextDep) -> JSONResponse:
     except Exception as exc:
         checks["live_state"] = f"error: {type(exc).__name__}"
     ok = all(v == "ok" for v in checks.values())
-    return JSONResponse({"status": "ok" if ok else "degraded", **checks},
-                        status_code=200 if ok else 503)
+    return JSONResponse(
+        {"status": "ok" if ok else "degraded", **checks}, status_code=200 if ok else 503
+    )

@@ -18,8 +18,14 @@ from models.live import LiveState
 
 log = logging.getLogger("loopline.sim.factory")
 
-STOP_REASONS = ("jam on feeder", "tool change", "material shortage", "quality check",
-                "sensor fault", "operator break")
+STOP_REASONS = (
+    "jam on feeder",
+    "tool change",
+    "material shortage",
+    "quality check",
+    "sensor fault",
+    "operator break",
+)
 MEAN_HOURS_BETWEEN_STOPS = 5.0
 STOP_MINUTES = (8, 40)
 CHANGEOVER_MINUTES = (10, 25)
@@ -42,8 +48,16 @@ class _LineSim:
 class FactorySimulator:
     """Simulated lines on the demo clock; ``run`` publishes until stopped."""
 
-    def __init__(self, live: LiveState, publisher: LinePublisher, clock: Clock, *, site: str,
-                 rng: random.Random, tick_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        live: LiveState,
+        publisher: LinePublisher,
+        clock: Clock,
+        *,
+        site: str,
+        rng: random.Random,
+        tick_s: float = 1.0,
+    ) -> None:
         self.live = live
         self.publisher = publisher
         self.clock = clock
@@ -102,8 +116,9 @@ class FactorySimulator:
         if made > 0 and self.rng.random() < 0.3:
             sim.scrap[wo["id"]] += self.rng.randint(0, max(1, int(made * 0.02)))
         sim.seq += 1
-        self.publisher.progress(self.site, sim.id, sim.seq, now, wo["id"], int(good),
-                                sim.scrap[wo["id"]])
+        self.publisher.progress(
+            self.site, sim.id, sim.seq, now, wo["id"], int(good), sim.scrap[wo["id"]]
+        )
 
     def _current(self, sim: _LineSim, line: dict) -> dict | None:
         queue = list(line.get("queue") or [])

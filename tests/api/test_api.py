@@ -75,14 +75,33 @@ def test_webhook_status_codes(api_stack):
 
 def test_order_view_and_404(api_stack):
     api_stack.send_crm(order_event("SO-7100", 1, [("P1", 100), ("P2", 10)]), "h-7100")
-    order = wait_until(lambda: (o := api_stack.get("/api/v1/orders/SO-7100").json())
-                       .get("promised_date") and o)
-    assert set(order) >= {"id", "customer", "status", "requested_date", "promised_date", "eta",
-                          "progress", "risk", "work_orders", "history"}
+    order = wait_until(
+        lambda: (o := api_stack.get("/api/v1/orders/SO-7100").json()).get("promised_date") and o
+    )
+    assert set(order) >= {
+        "id",
+        "customer",
+        "status",
+        "requested_date",
+        "promised_date",
+        "eta",
+        "progress",
+        "risk",
+        "work_orders",
+        "history",
+    }
     assert set(order["risk"]) == {"level", "reason"}
     assert {w["product"] for w in order["work_orders"]} == {"P1", "P2"}
-    assert set(order["work_orders"][0]) >= {"id", "line", "product", "qty", "good", "scrap",
-                                            "planned_start", "planned_end"}
+    assert set(order["work_orders"][0]) >= {
+        "id",
+        "line",
+        "product",
+        "qty",
+        "good",
+        "scrap",
+        "planned_start",
+        "planned_end",
+    }
     assert any(o["id"] == "SO-7100" for o in api_stack.get("/api/v1/orders").json())
     assert api_stack.get("/api/v1/orders/NOPE").status_code == 404
     lines = api_stack.get("/api/v1/lines").json()
@@ -94,8 +113,15 @@ def test_order_view_and_404(api_stack):
 def test_alert_ack(api_stack):
     rt = api_stack.runtime
     with transaction(rt.sessions) as s:
-        alert = open_alert(s, key="test:1", kind="test", entity="line", entity_id="L1",
-                           severity="warning", message="check me")
+        alert = open_alert(
+            s,
+            key="test:1",
+            kind="test",
+            entity="line",
+            entity_id="L1",
+            severity="warning",
+            message="check me",
+        )
         s.flush()
         mirror_alerts(s, rt.live)
         alert_id = alert.id

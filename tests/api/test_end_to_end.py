@@ -10,8 +10,8 @@ import paho.mqtt.client as mqtt
 import pytest
 from standardwebhooks import Webhook
 
-from loopline.simulators.crm import CrmFeedbackServer
 from loopline.settings import new_webhook_secret
+from loopline.simulators.crm import CrmFeedbackServer
 from tests.factories import order_event
 from tests.stack import start_stack, wait_until
 
@@ -31,8 +31,13 @@ def crm(crm_secret):
 
 @pytest.fixture
 def stack(postgres_url, redis_server, mqtt_broker, crm, crm_secret):
-    s = start_stack(database_url=postgres_url, redis_url=redis_server, mqtt_url=mqtt_broker.url,
-                    crm_url=crm.url, secret=crm_secret)
+    s = start_stack(
+        database_url=postgres_url,
+        redis_url=redis_server,
+        mqtt_url=mqtt_broker.url,
+        crm_url=crm.url,
+        secret=crm_secret,
+    )
     yield s
     s.stop()
 
@@ -52,16 +57,26 @@ def test_crm_event_to_promise_to_feedback_and_mqtt_moves_eta(stack, crm, crm_sec
     assert resp.status_code == 202, resp.text
     assert resp.json()["outcome"] == "applied"
 
-    order = wait_until(lambda: (o := stack.get("/api/v1/orders/SO-1001").json())
-                       .get("promised_date") and o["eta"] and o)
+    order = wait_until(
+        lambda: (
+            (o := stack.get("/api/v1/orders/SO-1001").json()).get("promised_date")
+            and o["eta"]
+            and o
+        )
+    )
     assert order["customer"] == {"id": "C-1", "name": "Acme"}
     [wo] = order["work_orders"]
     assert wo["id"] == "WO-1001-1" and wo["line"] in ("L1", "L2") and wo["planned_end"]
     assert [h["action"] for h in order["history"]][:2] == ["order.created", "order.promised"]
 
     # The promise went back to the CRM, signed, and the signature verifies.
-    delivery = crm.wait_for(lambda d: json.loads(d.body)["data"]["order_id"] == "SO-1001"
-                            and json.loads(d.body)["data"]["promised_date"], timeout=10)
+    delivery = crm.wait_for(
+        lambda d: (
+            json.loads(d.body)["data"]["order_id"] == "SO-1001"
+            and json.loads(d.body)["data"]["promised_date"]
+        ),
+        timeout=10,
+    )
     assert delivery.verified
     Webhook(crm_secret).verify(delivery.body, delivery.headers)
     assert json.loads(delivery.body)["data"]["promised_date"] == order["promised_date"]
@@ -70,15 +85,32 @@ def test_crm_event_to_promise_to_feedback_and_mqtt_moves_eta(stack, crm, crm_sec
     line = wo["line"]
     eta_before = order["eta"]
     t0 = datetime.now(UTC)
-    publish(mqtt_broker, f"loopline/v1/s1/{line}/state",
-            {"seq": 1, "ts": t0.isoformat(), "state": "running"})
-    publish(mqtt_broker, f"loopline/v1/s1/{line}/progress",
-            {"seq": 2, "ts": t0.isoformat(), "work_order": "WO-1001-1", "good": 100, "scrap": 1})
-    publish(mqtt_broker, f"loopline/v1/s1/{line}/progress",
-            {"seq": 3, "ts": int((t0 + timedelta(minutes=30)).timestamp() * 1000),
-             "work_order": "WO-1001-1", "good": 110, "scrap": 1})
-    moved = wait_until(lambda: (o := stack.get("/api/v1/orders/SO-1001").json())
-                       ["work_orders"][0]["good"] == 110 and o)
+    publish(
+        mqtt_broker,
+        f"loopline/v1/s1/{line}/state",
+        {"seq": 1, "ts": t0.isoformat(), "state": "running"},
+    )
+    publish(
+        mqtt_broker,
+        f"loopline/v1/s1/{line}/progress",
+        {"seq": 2, "ts": t0.isoformat(), "work_order": "WO-1001-1", "good": 100, "scrap": 1},
+    )
+    publish(
+        mqtt_broker,
+        f"loopline/v1/s1/{line}/progress",
+        {
+            "seq": 3,
+            "ts": int((t0 + timedelta(minutes=30)).timestamp() * 1000),
+            "work_order": "WO-1001-1",
+            "good": 110,
+            "scrap": 1,
+        },
+    )
+    moved = wait_until(
+        lambda: (
+            (o := stack.get("/api/v1/orders/SO-1001").json())["work_orders"][0]["good"] == 110 and o
+        )
+    )
     assert moved["status"] == "in_progress"
     assert moved["progress"] == pytest.approx(110 / 500)
     # 390 left at the observed 20/h (smoothed from nothing to 20/h) is far later than planned.
@@ -94,15 +126,27 @@ def test_crm_event_to_promise_to_feedback_and_mqtt_moves_eta(stack, crm, crm_sec
 def test_each_order_change_replans_and_repromises(stack, crm):
     requested = (datetime.now(UTC) + timedelta(days=10)).date()
     stack.send_crm(order_event("SO-2", 1, [("P2", 100)], requested), "e1")
-    first = wait_until(lambda: (o := stack.get("/api/v1/orders/SO-2").json())
-                       .get("promised_date") and o)
+    first = wait_until(
+        lambda: (o := stack.get("/api/v1/orders/SO-2").json()).get("promised_date") and o
+    )
     stack.send_crm(order_event("SO-2", 2, [("P2", 2000)], requested), "e2")
-    second = wait_until(lambda: (o := stack.get("/api/v1/orders/SO-2").json())
-                        ["promised_date"] != first["promised_date"] and o, timeout=10)
+    second = wait_until(
+        lambda: (
+            (o := stack.get("/api/v1/orders/SO-2").json())["promised_date"]
+            != first["promised_date"]
+            and o
+        ),
+        timeout=10,
+    )
     assert second["work_orders"][0]["qty"] == 2000
     # 2000 at 50/h is 40 h: the new promise is at least a day later.
     assert second["promised_date"] > first["promised_date"]
     stack.send_crm(order_event("SO-2", 3, event_type="order.cancelled"), "e3")
     wait_until(lambda: stack.get("/api/v1/orders/SO-2").json()["status"] == "cancelled")
-    crm.wait_for(lambda d: json.loads(d.body)["data"]["order_id"] == "SO-2"
-                 and json.loads(d.body)["data"]["status"] == "cancelled", timeout=10)
+    crm.wait_for(
+        lambda d: (
+            json.loads(d.body)["data"]["order_id"] == "SO-2"
+            and json.loads(d.body)["data"]["status"] == "cancelled"
+        ),
+        timeout=10,
+    )

@@ -18,8 +18,9 @@ def test_unchanged_value_only_touches_quiet_fields(live):
 def test_change_carries_old_and_new_and_goes_to_stream(live):
     live.apply([Update("line", "L1", {"state": "running"})])
     [change] = live.apply([Update("line", "L1", {"state": "down", "reason": "jam"})])
-    assert change == Change("line", "L1", {"state": "running", "reason": None},
-                            {"state": "down", "reason": "jam"})
+    assert change == Change(
+        "line", "L1", {"state": "running", "reason": None}, {"state": "down", "reason": "jam"}
+    )
     assert live.redis.xlen(STREAM) == 2
 
 

@@ -15,13 +15,21 @@ from tests.factories import order_event
 
 def _apply(sessions, body, webhook_id):
     with transaction(sessions) as s:
-        return apply_crm_event(s, event=parse_crm_event(body), source="canonical",
-                               webhook_id=webhook_id, raw="{}", actor="crm")
+        return apply_crm_event(
+            s,
+            event=parse_crm_event(body),
+            source="canonical",
+            webhook_id=webhook_id,
+            raw="{}",
+            actor="crm",
+        )
 
 
 def test_duplicate_webhook_id_changes_nothing(sessions):
     assert _apply(sessions, order_event(version=1), "w1").outcome == "applied"
-    assert _apply(sessions, order_event(version=2, lines=[("P1", 999)]), "w1").outcome == "duplicate"
+    assert (
+        _apply(sessions, order_event(version=2, lines=[("P1", 999)]), "w1").outcome == "duplicate"
+    )
     with sessions() as s:
         assert s.get(Order, "SO-1001").lines[0].qty == 200
         assert s.scalar(select(func.count()).select_from(InboxEvent)) == 1
@@ -45,7 +53,9 @@ def test_change_updates_lines_and_work_orders_and_is_audited(sessions):
     with sessions() as s:
         order = s.get(Order, "SO-1001")
         assert [(w.id, w.qty, w.status) for w in order.work_orders] == [
-            ("WO-1001-1", 150, "planned"), ("WO-1001-2", 10, "cancelled")]
+            ("WO-1001-1", 150, "planned"),
+            ("WO-1001-2", 10, "cancelled"),
+        ]
 
 
 def test_cancel(sessions):

@@ -30,17 +30,31 @@ def db(any_db_url):
 def test_migration_creates_every_table(db):
     engine, _ = db
     tables = set(inspect(engine).get_table_names())
-    assert {"site", "line", "line_rate", "product", "customer", "sales_order", "order_line",
-            "work_order", "plan_revision", "inbox_event", "outbox_event", "alert",
-            "audit_entry", "dead_letter"} <= tables
+    assert {
+        "site",
+        "line",
+        "line_rate",
+        "product",
+        "customer",
+        "sales_order",
+        "order_line",
+        "work_order",
+        "plan_revision",
+        "inbox_event",
+        "outbox_event",
+        "alert",
+        "audit_entry",
+        "dead_letter",
+    } <= tables
 
 
 def test_order_roundtrip_with_work_orders_and_aware_timestamps(db):
     _, sessions = db
     event = parse_crm_event(order_event(lines=[("P1", 200), ("P2", 30)]))
     with transaction(sessions) as s:
-        result = apply_crm_event(s, event=event, source="canonical", webhook_id="w1",
-                                 raw="{}", actor="crm")
+        result = apply_crm_event(
+            s, event=event, source="canonical", webhook_id="w1", raw="{}", actor="crm"
+        )
     assert result.outcome == "applied"
     with sessions() as s:
         order = s.get(Order, "SO-1001")
@@ -54,8 +68,15 @@ def test_inbox_webhook_id_is_unique_per_source(db):
     _, sessions = db
     with pytest.raises(IntegrityError), transaction(sessions) as s:
         for _ in range(2):
-            s.add(InboxEvent(source="canonical", webhook_id="dup", event_type="order.upserted",
-                             outcome="applied", raw="{}"))
+            s.add(
+                InboxEvent(
+                    source="canonical",
+                    webhook_id="dup",
+                    event_type="order.upserted",
+                    outcome="applied",
+                    raw="{}",
+                )
+            )
             s.flush()
 
 
@@ -63,10 +84,25 @@ def test_json_columns_and_timestamps(db):
     _, sessions = db
     at = datetime(2026, 11, 28, 8, 0, tzinfo=UTC)
     with transaction(sessions) as s:
-        s.add(OutboxEvent(webhook_id="msg_1", event_type="order.updated", order_id="SO-1",
-                          payload={"a": [1, 2]}, next_attempt_at=at))
-        s.add(Alert(key="k", kind="line_down", entity="line", entity_id="L1", message="m",
-                    details={"x": 1}))
+        s.add(
+            OutboxEvent(
+                webhook_id="msg_1",
+                event_type="order.updated",
+                order_id="SO-1",
+                payload={"a": [1, 2]},
+                next_attempt_at=at,
+            )
+        )
+        s.add(
+            Alert(
+                key="k",
+                kind="line_down",
+                entity="line",
+                entity_id="L1",
+                message="m",
+                details={"x": 1},
+            )
+        )
     with sessions() as s:
         row = s.scalar(select(OutboxEvent))
         assert row.payload == {"a": [1, 2]}
@@ -77,7 +113,13 @@ def test_json_columns_and_timestamps(db):
 def test_work_order_ids_follow_design_naming(db):
     _, sessions = db
     with transaction(sessions) as s:
-        apply_crm_event(s, event=parse_crm_event(order_event("SO-77")), source="canonical",
-                        webhook_id="w", raw="{}", actor="crm")
+        apply_crm_event(
+            s,
+            event=parse_crm_event(order_event("SO-77")),
+            source="canonical",
+            webhook_id="w",
+            raw="{}",
+            actor="crm",
+        )
     with sessions() as s:
         assert s.scalars(select(WorkOrder.id)).all() == ["WO-77-1"]

@@ -34,29 +34,81 @@ class S:
 
 
 def _seed(live, promised="2026-12-01"):
-    live.apply([
-        Update("line", "L1", {"state": "unavailable", "queue": ["WO-1-1", "WO-2-1"],
-                              "seq": None, "rates": {"P1": 100.0}}),
-        Update("work_order", "WO-1-1", {"order_id": "SO-1", "line": "L1", "sku": "P1",
-                                        "qty": 100, "good": 0, "scrap": 0, "status": "planned",
-                                        "planned_start": "2026-12-01T08:00:00Z",
-                                        "planned_end": "2026-12-01T09:00:00Z"}),
-        Update("work_order", "WO-2-1", {"order_id": "SO-2", "line": "L1", "sku": "P1",
-                                        "qty": 200, "good": 0, "scrap": 0, "status": "planned",
-                                        "planned_start": "2026-12-01T09:00:00Z",
-                                        "planned_end": "2026-12-01T11:00:00Z"}),
-        Update("order", "SO-1", {"status": "open", "promised_date": promised,
-                                 "work_orders": ["WO-1-1"], "customer": "Acme"}),
-        Update("order", "SO-2", {"status": "open", "promised_date": promised,
-                                 "work_orders": ["WO-2-1"], "customer": "Acme"}),
-    ])
+    live.apply(
+        [
+            Update(
+                "line",
+                "L1",
+                {
+                    "state": "unavailable",
+                    "queue": ["WO-1-1", "WO-2-1"],
+                    "seq": None,
+                    "rates": {"P1": 100.0},
+                },
+            ),
+            Update(
+                "work_order",
+                "WO-1-1",
+                {
+                    "order_id": "SO-1",
+                    "line": "L1",
+                    "sku": "P1",
+                    "qty": 100,
+                    "good": 0,
+                    "scrap": 0,
+                    "status": "planned",
+                    "planned_start": "2026-12-01T08:00:00Z",
+                    "planned_end": "2026-12-01T09:00:00Z",
+                },
+            ),
+            Update(
+                "work_order",
+                "WO-2-1",
+                {
+                    "order_id": "SO-2",
+                    "line": "L1",
+                    "sku": "P1",
+                    "qty": 200,
+                    "good": 0,
+                    "scrap": 0,
+                    "status": "planned",
+                    "planned_start": "2026-12-01T09:00:00Z",
+                    "planned_end": "2026-12-01T11:00:00Z",
+                },
+            ),
+            Update(
+                "order",
+                "SO-1",
+                {
+                    "status": "open",
+                    "promised_date": promised,
+                    "work_orders": ["WO-1-1"],
+                    "customer": "Acme",
+                },
+            ),
+            Update(
+                "order",
+                "SO-2",
+                {
+                    "status": "open",
+                    "promised_date": promised,
+                    "work_orders": ["WO-2-1"],
+                    "customer": "Acme",
+                },
+            ),
+        ]
+    )
 
 
 def test_progress_sets_counters_rate_eta_and_progress(live):
     _seed(live)
     apply_reports(live, [P("L1", 1, T0, "WO-1-1", 10)], now=T0, received_at=T0)
-    apply_reports(live, [P("L1", 2, T0 + timedelta(minutes=6), "WO-1-1", 20, 1)],
-                  now=T0 + timedelta(minutes=6), received_at=T0)
+    apply_reports(
+        live,
+        [P("L1", 2, T0 + timedelta(minutes=6), "WO-1-1", 20, 1)],
+        now=T0 + timedelta(minutes=6),
+        received_at=T0,
+    )
     wo = live.get("work_order", "WO-1-1")
     assert (wo["good"], wo["scrap"], wo["status"], wo["progress"]) == (20, 1, "running", 0.2)
     assert wo["rate_uph"] == 100.0
@@ -75,8 +127,9 @@ def test_progress_sets_counters_rate_eta_and_progress(live):
 def test_repeated_or_older_counters_change_nothing(live):
     _seed(live)
     apply_reports(live, [P("L1", 1, T0, "WO-1-1", 50)], now=T0, received_at=T0)
-    out = apply_reports(live, [P("L1", 1, T0, "WO-1-1", 50), P("L1", 1, T0, "WO-1-1", 40)],
-                        now=T0, received_at=T0)
+    out = apply_reports(
+        live, [P("L1", 1, T0, "WO-1-1", 50), P("L1", 1, T0, "WO-1-1", 40)], now=T0, received_at=T0
+    )
     assert live.get("work_order", "WO-1-1")["good"] == 50
     assert not [c for c in out.changes if c.entity == "work_order" and "good" in c.new]
 
@@ -85,8 +138,11 @@ def test_state_down_with_reason_and_order_goes_at_risk(live):
     _seed(live, promised="2026-12-01")
     apply_reports(live, [S("L1", 1, T0, "down", "jam on feeder")], now=T0, received_at=T0)
     line = live.get("line", "L1")
-    assert (line["state"], line["reason"], line["since"]) == ("down", "jam on feeder",
-                                                              "2026-12-01T08:00:00Z")
+    assert (line["state"], line["reason"], line["since"]) == (
+        "down",
+        "jam on feeder",
+        "2026-12-01T08:00:00Z",
+    )
     # Twenty hours later nothing was made: SO-2 cannot finish on the 1st any more.
     later = T0 + timedelta(hours=20)
     apply_reports(live, [S("L1", 2, later, "down", "jam on feeder")], now=later, received_at=later)
@@ -105,9 +161,17 @@ def test_completion_marks_done(live):
 
 def test_gap_unknown_line_and_unknown_work_order(live):
     _seed(live)
-    out = apply_reports(live, [S("L1", 1, T0, "running"), S("L1", 5, T0, "idle"),
-                               S("L9", 1, T0, "running"), P("L1", 6, T0, "WO-X", 1)],
-                        now=T0, received_at=T0)
+    out = apply_reports(
+        live,
+        [
+            S("L1", 1, T0, "running"),
+            S("L1", 5, T0, "idle"),
+            S("L9", 1, T0, "running"),
+            P("L1", 6, T0, "WO-X", 1),
+        ],
+        now=T0,
+        received_at=T0,
+    )
     assert [(g.line, g.expected, g.got) for g in out.gaps] == [("L1", 2, 5)]
     assert sorted(r.reason for r in out.refused) == ["unknown_line", "unknown_work_order"]
 

@@ -1,0 +1,147 @@
+"""Replan, promises, rebuild from SQL, alert rules and CRM feedback, on SQLite + real Redis."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import select
+
+from models.alerts import list_alerts
+from models.clock import Clock
+from models.db import transaction
+from models.events import parse_crm_event
+from models.feedback import sync_feedback
+from models.live import Update
+from models.loop import Loop, LoopConfig, request_replan, summarize_triggers
+from models.orders import apply_crm_event
+from models.records import Order, OutboxEvent, PlanRevision
+from models.replan import build_problem, replan, sync_live
+from models.watch import evaluate_alerts, mark_stale_lines
+from tests.factories import order_event
+
+NOW = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)
+
+
+def _order(sessions, order_id, version=1, lines=None, days=5, webhook=None, **kw):
+    body = order_event(order_id, version, lines, (NOW + timedelta(days=days)).date(), **kw)
+    with transaction(sessions) as s:
+        apply_crm_event(
+            s,
+            event=parse_crm_event(body),
+            source="canonical",
+            webhook_id=webhook or f"{order_id}-{version}",
+            raw="{}",
+            actor="crm",
+        )
+
+
+def test_replan_assigns_promises_and_records_a_revision(sessions, live):
+    _order(sessions, "SO-1", lines=[("P1", 200)])
+    _order(sessions, "SO-2", lines=[("P2", 100)])
+    outcome = replan(sessions, live, now=NOW, trigger="test")
+    assert outcome.jobs == 2 and set(outcome.promised) == {"SO-1", "SO-2"}
+    with sessions() as s:
+        rev = s.scalar(select(PlanRevision))
+        assert rev.trigger == "test" and rev.diff["added"] == ["WO-1-1", "WO-2-1"]
+        # P2 only on L1 at 50/h: 2 h; P1 goes to L2 at 50/h or L1 after it.
+        assert s.get(Order, "SO-2").promised_date == NOW.date()
+    assert live.get("line", "L1")["queue"]
+    assert live.get("order", "SO-1")["eta"]
+    # A second plan keeps the promise of an unchanged order and diffs against the first.
+    again = replan(sessions, live, now=NOW + timedelta(minutes=1), trigger="again")
+    assert again.promised == {}
+
+
+def test_changed_order_gets_a_new_promise(sessions, live):
+    _order(sessions, "SO-1", lines=[("P1", 100)])
+    replan(sessions, live, now=NOW, trigger="t")
+    _order(sessions, "SO-1", version=2, lines=[("P1", 3000)])
+    outcome = replan(sessions, live, now=NOW, trigger="t2")
+    assert "SO-1" in outcome.promised
+    assert outcome.promised["SO-1"] > NOW.date().isoformat()
+
+
+def test_running_work_is_pinned_to_its_line(sessions, live):
+    _order(sessions, "SO-1", lines=[("P1", 100)])
+    replan(sessions, live, now=NOW, trigger="t")
+    live.apply([Update("work_order", "WO-1-1", {"status": "running", "line": "L2", "good": 40})])
+    with sessions() as s:
+        problem, _ = build_problem(s, live, NOW)
+    [job] = problem.jobs
+    assert (job.pinned_line, job.qty) == ("L2", 60.0)
+
+
+def test_rebuild_restores_live_state_from_sql(sessions, live):
+    _order(sessions, "SO-1", lines=[("P1", 100)])
+    replan(sessions, live, now=NOW, trigger="t")
+    before = live.get("order", "SO-1")
+    live.redis.flushdb()
+    with sessions() as s:
+        sync_live(s, live, now=NOW, rebuild=True)
+    after = live.get("order", "SO-1")
+    assert after["promised_date"] == before["promised_date"]
+    assert after["work_orders"] == ["WO-1-1"]
+    assert live.ids("line") == ["L1", "L2"]
+
+
+def test_alert_rules_open_and_resolve(sessions, live):
+    _order(sessions, "SO-1", lines=[("P1", 100)], days=0)
+    replan(sessions, live, now=NOW, trigger="t")
+    live.apply(
+        [
+            Update(
+                "line",
+                "L1",
+                {
+                    "state": "down",
+                    "reason": "jam",
+                    "since": "2026-12-01T07:00:00Z",
+                    "last_seen": "2026-12-01T08:00:00Z",
+                    "reported_state": "down",
+                },
+            )
+        ]
+    )
+    with transaction(sessions) as s:
+        evaluate_alerts(s, live, now=NOW, wall_now=NOW, down_after_s=300)
+    with sessions() as s:
+        kinds = {a.kind: a for a in list_alerts(s)}
+    assert "line_down" in kinds and "jam" in kinds["line_down"].message
+    assert {a["kind"] for a in live.all("alert")} >= {"line_down"}
+    live.apply([Update("line", "L1", {"state": "running", "reason": None})])
+    with transaction(sessions) as s:
+        evaluate_alerts(s, live, now=NOW, wall_now=NOW, down_after_s=300)
+    with sessions() as s:
+        assert "line_down" not in {a.kind for a in list_alerts(s)}
+    assert "line_down" not in {a["kind"] for a in live.all("alert")}
+
+
+def test_silent_line_becomes_unavailable(live):
+    live.apply([Update("line", "L1", {"state": "running", "last_seen": "2026-12-01T07:00:00Z"})])
+    assert mark_stale_lines(live, wall_now=NOW, stale_after_s=120) == ["L1"]
+    assert live.get("line", "L1")["state"] == "unavailable"
+
+
+def test_feedback_is_queued_once_per_real_change(sessions, live):
+    _order(sessions, "SO-1", lines=[("P1", 100)])
+    replan(sessions, live, now=NOW, trigger="t")  # queues the first promise
+    with transaction(sessions) as s:
+        assert sync_feedback(s, live) == 0  # nothing new
+    live.apply([Update("order", "SO-1", {"risk": "at_risk", "risk_reason": "x"})])
+    with transaction(sessions) as s:
+        assert sync_feedback(s, live) == 1
+    with sessions() as s:
+        rows = s.scalars(select(OutboxEvent).order_by(OutboxEvent.id)).all()
+    assert [r.payload["changed"] for r in rows][-1] == ["risk"]
+    assert rows[0].payload["promised_date"]
+
+
+def test_loop_debounces_a_burst_into_one_replan(sessions, live):
+    _order(sessions, "SO-1")
+    loop = Loop(sessions, live, Clock(), LoopConfig(replan_debounce_ms=100))
+    for i in range(5):
+        request_replan(live.redis, f"crm SO-{i}")
+    triggers = loop.take_replan_requests(wait_s=1)
+    assert len(triggers) == 5
+    assert loop.take_replan_requests(wait_s=0.1) == []
+    assert summarize_triggers(triggers).startswith("5 changes")
