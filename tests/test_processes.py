@@ -93,6 +93,7 @@ def test_serve_ingest_worker_as_separate_processes(
         order = wait_until(
             lambda: (
                 (o := httpx.get(f"{url}/api/v1/orders/SO-9001", headers=auth).json()).get("eta")
+                and o["promised_date"]
                 and o
             ),
             timeout=20,
