@@ -43,7 +43,9 @@ def factory_data() -> dict[str, Any]:
     return {
         "sites": [{"id": SITE[0], "name": SITE[1]}],
         "products": [{"sku": sku, "name": name} for sku, name in PRODUCTS.items()],
-        "lines": [{"id": i, "site": SITE[0], "name": n, "rates": r} for i, (n, r) in LINES.items()],
+        "lines": [
+            {"id": i, "site": SITE[0], "name": n, "rates": dict(r)} for i, (n, r) in LINES.items()
+        ],
         "customers": [{"id": c, "name": n, "importance": imp} for c, n, imp in CUSTOMERS],
     }
 

@@ -75,12 +75,15 @@ class Loop:
         self.relay = relay
         self.on_plan = on_plan
         self._stop = threading.Event()
+        # Set when the outbox has new rows, so feedback leaves at once, not at the next tick.
+        self._outbox_due = threading.Event()
         self._threads: list[threading.Thread] = []
 
     # -- one step of each duty (also what tests call) -------------------------------
     def replan_now(self, trigger: str) -> PlanOutcome:
         """Replan immediately."""
         outcome = replan(self.sessions, self.live, now=self.clock.now(), trigger=trigger)
+        self._outbox_due.set()
         if self.on_plan:
             self.on_plan(outcome)
         return outcome
@@ -111,15 +114,22 @@ class Loop:
                 wall_now=wall,
                 down_after_s=self.config.line_down_alert_after_s,
             )
-            sync_feedback(session, self.live)
-        if self.relay is not None:
-            self.relay.deliver_due()
+            queued = sync_feedback(session, self.live)
+        if queued:
+            self._outbox_due.set()
+
+    def relay_once(self) -> int:
+        """Deliver the outbox rows that are due; how many were delivered."""
+        return self.relay.deliver_due() if self.relay is not None else 0
 
     # -- threads ----------------------------------------------------------------------
     def start(self) -> None:
         """Run replanning and the periodic duties in background threads."""
         self._stop.clear()
-        for name, target in (("replan", self._replan_forever), ("tick", self._tick_forever)):
+        duties = [("replan", self._replan_forever), ("tick", self._tick_forever)]
+        if self.relay is not None:
+            duties.append(("relay", self._relay_forever))
+        for name, target in duties:
             t = threading.Thread(target=target, name=f"loopline-{name}", daemon=True)
             t.start()
             self._threads.append(t)
@@ -127,6 +137,7 @@ class Loop:
     def stop(self, timeout: float = 10.0) -> None:
         """Finish the current step and stop."""
         self._stop.set()
+        self._outbox_due.set()
         for t in self._threads:
             t.join(timeout)
         self._threads.clear()
@@ -142,6 +153,15 @@ class Loop:
             except Exception:  # one failed replan must not end replanning
                 log.exception("replan failed")
                 self._stop.wait(1.0)
+
+    def _relay_forever(self) -> None:
+        while not self._stop.is_set():
+            self._outbox_due.wait(TICK_S)
+            self._outbox_due.clear()
+            try:
+                self.relay_once()
+            except Exception:
+                log.exception("outbox relay failed")
 
     def _tick_forever(self) -> None:
         while not self._stop.wait(TICK_S):

@@ -105,9 +105,15 @@ def apply_reports(
         lp["last_seen"] = iso(received_at)
         if current.get("state") == "unavailable":
             lp["state"] = current.get("reported_state") or "idle"
+            if lp["state"] != "down":
+                lp["reason"] = None
         if hasattr(report, "state"):
-            if is_new:
-                _apply_state(current, lp, cast(StateReport, report))
+            # Order holds per topic only (MQTT 4.6), so a state report is judged against the
+            # last state report: a progress message overtaking it must not hide it.
+            state_seq = current.get("state_seq")
+            if state_seq is None or report.seq > state_seq:
+                lp["state_seq"] = report.seq
+                _apply_state({**current, **lp}, lp, cast(StateReport, report))
             continue
         report = cast(ProgressReport, report)
         wo = wos.get(report.work_order)

@@ -115,10 +115,12 @@ def start_stack(
         crm_secret=secret,
         api_token=API_TOKEN,
         display_token=DISPLAY_TOKEN,
-        replan_debounce_ms=50,
-        outbox_backoff_base_s=0.05,
-        outbox_backoff_max_s=0.2,
-        **overrides,
+        **{
+            "replan_debounce_ms": 50,
+            "outbox_backoff_base_s": 0.05,
+            "outbox_backoff_max_s": 0.2,
+            **overrides,
+        },
     )
     rt = build_runtime(settings, demo=False, clock=Clock(speed=speed))
     rt.live.redis.flushdb()

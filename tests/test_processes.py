@@ -67,14 +67,15 @@ def test_serve_ingest_worker_as_separate_processes(
     }
     factory = tmp_path / "factory.json"
     factory.write_text(json.dumps(factory_data()))
-    subprocess.run(
+    imported = subprocess.run(
         LOOPLINE + ["import-factory", str(factory)],
         env=env,
         cwd=ROOT,
-        check=True,
         capture_output=True,
+        text=True,
         timeout=60,
     )
+    assert imported.returncode == 0, imported.stdout + imported.stderr
     procs = [
         _spawn(["serve", "--host", "127.0.0.1", "--port", str(port)], env, tmp_path / "serve.log"),
         _spawn(["ingest"], env, tmp_path / "ingest.log"),

@@ -181,3 +181,11 @@ def test_older_state_is_ignored(live):
     apply_reports(live, [S("L1", 5, T0, "down", "jam")], now=T0, received_at=T0)
     apply_reports(live, [S("L1", 4, T0, "running")], now=T0, received_at=T0)
     assert live.get("line", "L1")["state"] == "down"
+
+
+def test_state_report_overtaken_by_progress_still_counts(live):
+    _seed(live)
+    apply_reports(live, [P("L1", 2, T0, "WO-1-1", 5)], now=T0, received_at=T0)
+    apply_reports(live, [S("L1", 1, T0, "down", "jam")], now=T0, received_at=T0)
+    line = live.get("line", "L1")
+    assert (line["state"], line["reason"], line["seq"]) == ("down", "jam", 2)
