@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from datetime import datetime, tzinfo
 from pathlib import Path
@@ -37,7 +38,7 @@ def create_dash(
     """
     app = dash.Dash(
         __name__,
-        server=server,
+        server=server,  # type: ignore[arg-type]  # Dash 4.4's hint predates backends
         backend="fastapi",
         use_pages=True,
         pages_folder="",
@@ -46,7 +47,7 @@ def create_dash(
         title="Loopline",
         # A live page's stream callback never returns; without this the tab title
         # would read "Updating..." forever.
-        update_title=None,
+        update_title=None,  # type: ignore[arg-type]  # None is documented
         # The renderer closes an idle websocket after 5 min by default, and does not
         # reconnect after that close: a quiet night would freeze the wall.
         websocket_inactivity_timeout=0,
@@ -67,11 +68,12 @@ def create_dash(
 
 
 class _SetupDashFirst:
-    """Finish Dash's setup before the first request, whatever its path.
+    """Run Dash's first-request setup before the first request, whatever its path.
 
-    Dash 4.4's FastAPI backend runs its one-time setup (which lists the assets, so the
-    page links our stylesheet) only on the first ``/_dash-*`` request. A kiosk whose
-    first request after a restart is ``/wall`` would get an unstyled page.
+    Dash 4.4's FastAPI backend runs its one-time setup (listing the assets, so the page
+    links our stylesheet; registering the pages router and its title script) only on the
+    first ``/_dash-*`` request. A kiosk whose first request after a restart is ``/wall``
+    would otherwise get an unstyled page and a renderer TypeError.
     """
 
     def __init__(self, app: ASGIApp, dash_app: dash.Dash) -> None:
@@ -82,5 +84,11 @@ class _SetupDashFirst:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if not self.done and scope["type"] == "http":
             self.done = True
-            self.dash_app._setup_server()  # noqa: SLF001 - see the class docstring
+            # Private, but the same hooks Dash itself runs on its first /_dash- request;
+            # each one runs once (they check their own "first request" flag).
+            hooks = self.dash_app.backend._before_request_funcs  # type: ignore[attr-defined]
+            for setup in list(hooks):
+                result = setup()
+                if inspect.isawaitable(result):
+                    await result
         await self.app(scope, receive, send)

@@ -94,9 +94,11 @@ MESSAGES: dict[str, dict[str, str]] = {
     "board.gantt": {"en": "Plan by line", "zh-CN": "各产线计划"},
     "board.empty": {"en": "No open orders", "zh-CN": "暂无未完成订单"},
     "board.count": {"en": "{n} orders", "zh-CN": "共 {n} 个订单"},
+    "board.count.one": {"en": "1 order", "zh-CN": "共 1 个订单"},
     "orders.search": {"en": "Order id or customer", "zh-CN": "订单号或客户名称"},
     "orders.none": {"en": "No matching orders", "zh-CN": "没有匹配的订单"},
     "orders.count": {"en": "{n} orders", "zh-CN": "共 {n} 个订单"},
+    "orders.count.one": {"en": "1 order", "zh-CN": "共 1 个订单"},
     "orders.more": {
         "en": "Showing the first {n}; refine the search to see others",
         "zh-CN": "仅显示前 {n} 个，请细化搜索条件",
@@ -145,6 +147,13 @@ def t(key: str, lang: str, **values: Any) -> str:
         return key
     text = entry.get(lang) or entry[DEFAULT_LANG]
     return text.format(**values) if values else text
+
+
+def t_count(key: str, lang: str, n: int) -> str:
+    """A label with a count, using ``<key>.one`` for exactly one where there is one."""
+    if n == 1 and f"{key}.one" in MESSAGES:
+        return t(f"{key}.one", lang)
+    return t(key, lang, n=n)
 
 
 def label(prefix: str, value: str | None, lang: str) -> str:

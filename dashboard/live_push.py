@@ -1,7 +1,8 @@
 """Live push for the screens: one long-running websocket callback per open page.
 
-Each live page renders fully from the live state (its layout function) and stores a
-snapshot of what it rendered, with a random token, in a ``dcc.Store``. That store is the
+Each live page renders fully from the live state (its layout function) and stores what
+it rendered (``shown``), its query parameters (``params``) and a random ``token`` in a
+``dcc.Store``. That store is the
 Input of a websocket callback which never returns: it follows the change channel and
 sends only what changed with ``set_props``. Around that loop:
 
@@ -11,7 +12,7 @@ sends only what changed with ``set_props``. Around that loop:
   drops messages) and a wall screen runs for weeks.
 * **Heartbeat and watchdog.** The stream sets its Output's ``title`` every
   ``HEARTBEAT_S``. A client-side callback (a browser timer, no server round trip) marks the
-  page stale when beats stop and restarts the stream with a new token and no snapshot,
+  page stale when beats stop and restarts the stream with a new token and ``shown: null``,
   which makes the stream re-render everything: this is how a page recovers from a server
   restart, since Dash restarts only *persistent* websocket callbacks on reconnect and
   those do not work under Dash Pages.
@@ -128,6 +129,30 @@ def push_singles(old: Singles | None, new: Singles) -> int:
     return sent
 
 
+def push_list(
+    container_id: str,
+    *,
+    key: str,
+    old_order: list[str] | None,
+    order: list[str],
+    old_views: Views | None,
+    views: Views,
+    render: Callable[[], Any],
+    container_props: dict[str, Any] | None = None,
+) -> None:
+    """Send a list of repeated items: the changed parts only, or all of it when items moved.
+
+    After replacing a container's children, Dash 4.4's renderer does not redraw a child
+    that has the same id at the same place as before (it is memoised by path), even when
+    its props changed; so every part is pushed once more, by id, after the new children.
+    """
+    if old_views is not None and order == old_order:
+        push_views(key, old_views, views)
+        return
+    set_props(container_id, {"children": render(), **(container_props or {})})
+    push_views(key, None, views)
+
+
 class PageStream(Protocol):
     """One page's live behaviour, driven by :func:`run_stream`."""
 
@@ -217,7 +242,7 @@ async def run_stream(
                 beat()
             if now_s - last_alive >= ALIVE_CHECK_S:
                 if not await _still_shown(ws, start_id, token):
-                    log.info("stream %s ends: token %s is gone", start_id, token)
+                    log.debug("stream %s ends: token %s is gone", start_id, token)
                     break
                 last_alive = loop.time()
     finally:
@@ -258,7 +283,7 @@ function(_n, beat, start) {{
     let restart = nu;
     if (stale && now - s.restarted > {RESTART_EVERY_MS}) {{
         const token = Math.random().toString(16).slice(2) + now.toString(16);
-        restart = Object.assign({{}}, start, {{token: token, views: null, singles: null}});
+        restart = {{token: token, params: start.params, shown: null}};
         all[token] = {{beat: beat, at: s.at, restarted: now}};
     }}
     return [banner, restart];
@@ -287,8 +312,12 @@ def register_live_page(
     async def _stream(start: dict[str, Any] | None) -> str:
         if not isinstance(start, dict) or not start.get("token"):
             raise PreventUpdate
-        log.info("stream %s starts: token %s, full=%s", start_id, start["token"],
-                 start.get("views") is None)
+        log.debug(
+            "stream %s starts: token %s, full=%s",
+            start_id,
+            start["token"],
+            start.get("shown") is None,
+        )
         await run_stream(
             make_page(start),
             screens=screens,

@@ -16,6 +16,9 @@ from models.live import Change, LiveState, Update
 
 # Weight of the newest observation in the smoothed rate (exponential moving average).
 RATE_SMOOTHING = 0.3
+# A sequence number this far below the last one is a restarted counter, not a late message
+# (messages on different topics may overtake each other, but never by this many).
+SEQ_RESTART_WINDOW = 100
 
 
 class ProgressReport(Protocol):
@@ -73,6 +76,12 @@ class ShopfloorOutcome:
     changes: list[Change] = field(default_factory=list)
     refused: list[Refused] = field(default_factory=list)
     gaps: list[Gap] = field(default_factory=list)
+    resets: list[str] = field(default_factory=list)
+
+
+def restarted(last_seq: int, seq: int) -> bool:
+    """Whether ``seq`` means the line's sensor started counting again (a reboot)."""
+    return last_seq - seq > SEQ_RESTART_WINDOW
 
 
 def apply_reports(
@@ -97,6 +106,12 @@ def apply_reports(
         lp = pending.setdefault(("line", report.line), {})
         current = {**line, **lp}
         last_seq = current.get("seq")
+        if last_seq is not None and restarted(last_seq, report.seq):
+            # The sensor restarted its counter: start over rather than ignore it forever.
+            out.resets.append(report.line)
+            last_seq = None
+            lp["state_seq"] = None
+            current["state_seq"] = None
         if last_seq is not None and report.seq > last_seq + 1:
             out.gaps.append(Gap(report.line, last_seq + 1, report.seq))
         is_new = last_seq is None or report.seq > last_seq

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import json
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +26,13 @@ from tests.factories import seed_small_factory
 
 API_TOKEN = "test-admin-token"
 DISPLAY_TOKEN = "test-display-token"
+
+
+def run_async(coro: Any) -> Any:
+    """Run a coroutine to completion in a thread of its own (the browser tests' Playwright
+    keeps an event loop running in the main thread)."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
 
 
 def free_port() -> int:
@@ -117,6 +127,8 @@ def start_stack(
         display_token=DISPLAY_TOKEN,
         **{
             "replan_debounce_ms": 50,
+            # Persistent MQTT sessions outlive a test: each stack gets its own.
+            "mqtt_client_id": f"loopline-test-{uuid.uuid4().hex[:8]}",
             "outbox_backoff_base_s": 0.05,
             "outbox_backoff_max_s": 0.2,
             **overrides,

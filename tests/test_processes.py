@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import paho.mqtt.client as mqtt
 import pytest
+import redis
 
 from loopline.seed import factory_data
 from loopline.settings import new_webhook_secret
@@ -64,7 +65,9 @@ def test_serve_ingest_worker_as_separate_processes(
         "LOOPLINE_CRM_URL": crm.url,
         "LOOPLINE_API_TOKEN": "proc-token",
         "LOOPLINE_REPLAN_DEBOUNCE_MS": "100",
+        "LOOPLINE_MQTT_CLIENT_ID": f"proc-test-{os.getpid()}-{port}",
     }
+    redis.Redis.from_url(redis_server).flushdb()  # the session's Redis, shared with other tests
     factory = tmp_path / "factory.json"
     factory.write_text(json.dumps(factory_data()))
     imported = subprocess.run(

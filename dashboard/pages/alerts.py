@@ -22,8 +22,8 @@ from dashboard.live_push import (
     Singles,
     Views,
     new_token,
+    push_list,
     push_singles,
-    push_views,
     register_live_page,
 )
 from models.live import Change, LiveState
@@ -137,11 +137,8 @@ def layout(
     singles = count_singles(alerts, lang)
     start = {
         "token": new_token(),
-        "lang": lang,
-        "role": role,
-        "order": order,
-        "views": views,
-        "singles": singles,
+        "params": {"lang": lang, "role": role},
+        "shown": {"order": order, "views": views, "singles": singles},
     }
     return live_frame(
         root_id=ids.ALERTS_ROOT,
@@ -187,11 +184,12 @@ class AlertsStream:
 
     def __init__(self, screens: Screens, start: dict[str, Any]) -> None:
         self.screens = screens
-        self.lang = normalize_lang(start.get("lang"), screens.default_lang)
-        self.role = start.get("role")
-        self.order: list[str] | None = start.get("order")
-        self.views: Views | None = start.get("views")
-        self.singles: Singles | None = start.get("singles")
+        params, shown = start.get("params") or {}, start.get("shown") or {}
+        self.lang = normalize_lang(params.get("lang"), screens.default_lang)
+        self.role = params.get("role")
+        self.order: list[str] | None = shown.get("order")
+        self.views: Views | None = shown.get("views")
+        self.singles: Singles | None = shown.get("singles")
         self.alerts: dict[str, dict[str, Any]] = {}
         self.minute = ""
 
@@ -233,10 +231,15 @@ class AlertsStream:
         self.minute = now.strftime("%Y%m%d%H%M")
         order = alert_order(self.alerts)
         views = alert_views(self.alerts, order, lang=self.lang, now=now)
-        if self.views is None or order != self.order:
-            dash.set_props(ids.ALERTS_LIST, {"children": render_alerts(order, views, self.lang)})
-        else:
-            push_views(KEY, self.views, views)
+        push_list(
+            ids.ALERTS_LIST,
+            key=KEY,
+            old_order=self.order,
+            order=order,
+            old_views=self.views,
+            views=views,
+            render=lambda: render_alerts(order, views, self.lang),
+        )
         self.order, self.views = order, views
         singles = count_singles(self.alerts, self.lang)
         push_singles(self.singles, singles)

@@ -28,14 +28,15 @@ from dashboard.i18n import (
     parse_date,
     parse_time,
     t,
+    t_count,
 )
 from dashboard.live_push import (
     Screens,
     Singles,
     Views,
     new_token,
+    push_list,
     push_singles,
-    push_views,
     register_live_page,
 )
 from models.live import Change, LiveState
@@ -48,7 +49,7 @@ GANTT_FIELDS = frozenset({"line", "planned_start", "planned_end", "status", "qty
 GANTT_MIN_INTERVAL_S = 1.0
 GANTT_REDRAW_S = 300.0  # the "now" marker moves; redraw it every few minutes
 GANTT_KEEP_DONE_H = 12  # finished work orders stay on the chart this long
-GRAPH_CONFIG = {"displaylogo": False, "modeBarButtonsToRemove": ["select2d", "lasso2d"]}
+GRAPH_CONFIG: Any = {"displaylogo": False, "modeBarButtonsToRemove": ["select2d", "lasso2d"]}
 
 
 # -- reading ---------------------------------------------------------------------------
@@ -136,7 +137,7 @@ def gantt_work_orders(work_orders: list[dict[str, Any]], now: datetime) -> list[
 
 def count_singles(n: int, lang: str) -> Singles:
     """The count beside the table title."""
-    return {ids.BOARD_COUNT: {"children": t("board.count", lang, n=n)}}
+    return {ids.BOARD_COUNT: {"children": t_count("board.count", lang, n)}}
 
 
 # -- rendering ---------------------------------------------------------------------------
@@ -194,11 +195,13 @@ def layout(screens: Screens, lang: str | None = None, **_query: Any) -> html.Div
     singles = count_singles(len(order_ids), lang)
     start = {
         "token": new_token(),
-        "lang": lang,
-        "order": order_ids,
-        "views": views,
-        "singles": singles,
-        "gantt": gantt_signature(wos),
+        "params": {"lang": lang},
+        "shown": {
+            "order": order_ids,
+            "views": views,
+            "singles": singles,
+            "gantt": gantt_signature(wos),
+        },
     }
     head = [
         html.Th(t(f"col.{c}", lang))
@@ -266,15 +269,16 @@ class BoardStream:
 
     def __init__(self, screens: Screens, start: dict[str, Any]) -> None:
         self.screens = screens
-        self.lang = normalize_lang(start.get("lang"), screens.default_lang)
-        self.order_ids: list[str] | None = start.get("order")
-        self.views: Views | None = start.get("views")
-        self.singles: Singles | None = start.get("singles")
-        self.gantt_sig: str | None = start.get("gantt") if self.views is not None else None
+        params, shown = start.get("params") or {}, start.get("shown") or {}
+        self.lang = normalize_lang(params.get("lang"), screens.default_lang)
+        self.order_ids: list[str] | None = shown.get("order")
+        self.views: Views | None = shown.get("views")
+        self.singles: Singles | None = shown.get("singles")
+        self.gantt_sig: str | None = shown.get("gantt")
         self.orders: dict[str, dict[str, Any]] = {}
         self.gantt_dirty = True  # the first resync checks the plan against the snapshot
         self.gantt_built = 0.0
-        self.gantt_checked = time.monotonic()
+        self.minute = ""
 
     def wants(self, change: Change) -> bool:
         """Order changes, new plans, and work orders that move on the chart."""
@@ -317,7 +321,12 @@ class BoardStream:
         await self.maybe_rebuild_gantt()
 
     async def on_tick(self, now: datetime) -> None:
-        """Rebuild a chart held back by the throttle; move the 'now' marker now and then."""
+        """Rebuild a chart held back by the throttle; move the 'now' marker now and then.
+
+        Rows are recomputed once a minute: "tomorrow 06:10" becomes "06:10" at midnight.
+        """
+        if now.strftime("%Y%m%d%H%M") != self.minute:
+            self.redraw_rows(now)
         if time.monotonic() - self.gantt_built >= GANTT_REDRAW_S:
             self.gantt_dirty = True
             self.gantt_sig = None
@@ -325,12 +334,18 @@ class BoardStream:
 
     def redraw_rows(self, now: datetime) -> None:
         """Send the rows that changed, or the whole body when rows moved."""
+        self.minute = now.strftime("%Y%m%d%H%M")
         order_ids = board_order(self.orders)
         views = board_views(self.orders, order_ids, lang=self.lang, screens=self.screens, now=now)
-        if self.views is None or order_ids != self.order_ids:
-            dash.set_props(ids.BOARD_ROWS, {"children": render_rows(order_ids, views, self.lang)})
-        else:
-            push_views(KEY, self.views, views)
+        push_list(
+            ids.BOARD_ROWS,
+            key=KEY,
+            old_order=self.order_ids,
+            order=order_ids,
+            old_views=self.views,
+            views=views,
+            render=lambda: render_rows(order_ids, views, self.lang),
+        )
         self.order_ids, self.views = order_ids, views
         singles = count_singles(len(order_ids), self.lang)
         push_singles(self.singles, singles)

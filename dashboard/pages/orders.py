@@ -16,7 +16,7 @@ from dash import Input, Output, State, dcc, html
 
 from dashboard import ids
 from dashboard.components import nav_bar
-from dashboard.i18n import fmt_date, fmt_eta, fmt_pct, label, normalize_lang, t
+from dashboard.i18n import fmt_date, fmt_eta, fmt_pct, label, normalize_lang, t, t_count
 from dashboard.live_push import Screens
 from models.live import LiveState
 
@@ -106,7 +106,7 @@ def render_results(
                 ],
             )
         )
-    summary = t("orders.count", lang, n=len(found))
+    summary = t_count("orders.count", lang, len(found))
     if len(found) > MAX_RESULTS:
         summary = f"{summary} · {t('orders.more', lang, n=MAX_RESULTS)}"
     return [

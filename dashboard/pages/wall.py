@@ -36,6 +36,7 @@ from dashboard.live_push import (
     Singles,
     Views,
     new_token,
+    push_list,
     push_singles,
     push_views,
     register_live_page,
@@ -287,12 +288,8 @@ def layout(
     summary = summary_views(lines, lang)
     start = {
         "token": new_token(),
-        "lang": lang,
-        "site": site,
-        "order": order,
-        "views": views,
-        "singles": singles,
-        "summary": summary,
+        "params": {"lang": lang, "site": site},
+        "shown": {"order": order, "views": views, "singles": singles, "summary": summary},
     }
     return live_frame(
         root_id=ids.WALL_ROOT,
@@ -345,12 +342,13 @@ class WallStream:
 
     def __init__(self, screens: Screens, start: dict[str, Any]) -> None:
         self.screens = screens
-        self.lang = normalize_lang(start.get("lang"), screens.default_lang)
-        self.site = start.get("site")
-        self.order: list[str] | None = start.get("order")
-        self.views: Views | None = start.get("views")
-        self.singles: Singles | None = start.get("singles")
-        self.summary: Views | None = start.get("summary")
+        params, shown = start.get("params") or {}, start.get("shown") or {}
+        self.lang = normalize_lang(params.get("lang"), screens.default_lang)
+        self.site = params.get("site")
+        self.order: list[str] | None = shown.get("order")
+        self.views: Views | None = shown.get("views")
+        self.singles: Singles | None = shown.get("singles")
+        self.summary: Views | None = shown.get("summary")
         self.lines: dict[str, dict[str, Any]] = {}
         self.wos: dict[str, dict[str, Any]] = {}
         self.minute = ""
@@ -409,20 +407,16 @@ class WallStream:
         lines = [self.lines[k] for k in sorted(self.lines)]
         order = [str(ln["id"]) for ln in lines]
         views = wall_views(lines, self.wos, lang=self.lang, screens=self.screens, now=now)
-        import logging
-        logging.getLogger("loopline.dashboard").info(
-            "redraw full=%s L1=%r", self.views is None or order != self.order,
-            views.get("L1", {}).get(ids.TILE_REASON))
-        if self.views is None or order != self.order:
-            dash.set_props(
-                ids.WALL_GRID,
-                {
-                    "children": render_tiles(order, views, self.lang),
-                    "className": grid_class(len(order)),
-                },
-            )
-        else:
-            push_views(KEY, self.views, views)
+        push_list(
+            ids.WALL_GRID,
+            key=KEY,
+            old_order=self.order,
+            order=order,
+            old_views=self.views,
+            views=views,
+            render=lambda: render_tiles(order, views, self.lang),
+            container_props={"className": grid_class(len(order))},
+        )
         self.order, self.views = order, views
         singles = header_singles(lines, self.site, lang=self.lang, screens=self.screens, now=now)
         push_singles(self.singles, singles)

@@ -14,7 +14,7 @@ from models.db import transaction
 from models.records import DeadLetter
 from models.watch import mirror_alerts
 from tests.factories import order_event
-from tests.stack import API_TOKEN, DISPLAY_TOKEN, wait_until
+from tests.stack import API_TOKEN, DISPLAY_TOKEN, run_async, wait_until
 
 
 def test_api_needs_a_bearer_token(api_stack):
@@ -144,7 +144,7 @@ def test_stream_sends_live_changes(api_stack):
                 if change["id"] == "SO-7200":
                     return change
 
-    change = asyncio.run(scenario())
+    change = run_async(scenario())
     assert change["entity"] == "order"
 
     async def refused():
@@ -156,4 +156,4 @@ def test_stream_sends_live_changes(api_stack):
         except websockets.InvalidStatus as exc:
             return exc.response.status_code
 
-    assert asyncio.run(refused()) in (4401, 403)
+    assert run_async(refused()) in (4401, 403)

@@ -7,6 +7,7 @@ import asyncio
 import redis.asyncio as aredis
 
 from models.live import STREAM, Change, Update, follow
+from tests.stack import run_async
 
 
 def test_unchanged_value_only_touches_quiet_fields(live):
@@ -48,5 +49,5 @@ def test_follow_receives_published_changes(live, redis_server):
         await client.aclose()
         return received
 
-    [change] = asyncio.run(scenario())
+    [change] = run_async(scenario())
     assert (change.entity, change.id, change.new) == ("line", "L9", {"state": "idle"})

@@ -189,3 +189,12 @@ def test_state_report_overtaken_by_progress_still_counts(live):
     apply_reports(live, [S("L1", 1, T0, "down", "jam")], now=T0, received_at=T0)
     line = live.get("line", "L1")
     assert (line["state"], line["reason"], line["seq"]) == ("down", "jam", 2)
+
+
+def test_restarted_sensor_counter_is_accepted(live):
+    _seed(live)
+    apply_reports(live, [S("L1", 5000, T0, "running")], now=T0, received_at=T0)
+    out = apply_reports(live, [S("L1", 1, T0, "down", "power cut")], now=T0, received_at=T0)
+    assert out.resets == ["L1"]
+    line = live.get("line", "L1")
+    assert (line["state"], line["reason"], line["seq"]) == ("down", "power cut", 1)

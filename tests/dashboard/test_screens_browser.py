@@ -1,0 +1,192 @@
+"""The screens in a real browser: they render from the live state and follow it by push."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from dashboard import ids
+from dashboard.i18n import fmt_eta
+from models.live import Change, Update, index_key, key
+
+pytestmark = pytest.mark.browser
+
+PUSH_TIMEOUT_MS = 5_000
+LOAD_TIMEOUT_MS = 15_000
+
+
+def sel(kind: str, key: str, entity_id: str) -> str:
+    """The CSS selector of a dict-id component (Dash writes the id as sorted JSON)."""
+    dom_id = json.dumps(ids.part(kind, key, entity_id), sort_keys=True, separators=(",", ":"))
+    return f"[id='{dom_id}']"
+
+
+def open_page(page, url: str, ready: str) -> None:  # type: ignore[no-untyped-def]
+    # A live page never reaches network idle: wait for the load event, then the content.
+    page.goto(url, wait_until="load")
+    page.wait_for_selector(ready, timeout=LOAD_TIMEOUT_MS)
+
+
+def wait_beat(page, heartbeat_id: str) -> None:  # type: ignore[no-untyped-def]
+    page.wait_for_function(
+        "id => { const e = document.getElementById(id); return e && e.title; }",
+        arg=heartbeat_id,
+        timeout=LOAD_TIMEOUT_MS,
+    )
+
+
+def test_wall_shows_a_line_going_down_without_reload(live_server, page, artifacts_dir: Path):
+    open_page(page, f"{live_server.url}/wall", sel(ids.TILE, "line", "L2"))
+    wait_beat(page, ids.WALL_HEARTBEAT)
+    assert page.locator(sel(ids.TILE_NAME, "line", "L1")).inner_text() == "Line 1 · Press"
+    assert "tile--running" in page.locator(sel(ids.TILE, "line", "L2")).get_attribute("class")
+    page.evaluate("window.__marker = 'same page'")
+
+    live_server.live.apply(
+        [
+            Update(
+                "line",
+                "L2",
+                {
+                    "state": "down",
+                    "reason": "jam on feeder",
+                    "since": datetime.now(UTC).isoformat(),
+                },
+            )
+        ]
+    )
+
+    reason = page.locator(sel(ids.TILE_REASON, "line", "L2"))
+    reason.filter(has_text="jam on feeder").wait_for(timeout=PUSH_TIMEOUT_MS)
+    tile = page.locator(sel(ids.TILE, "line", "L2"))
+    page.wait_for_function(
+        "s => document.querySelector(s).className.includes('tile--down')",
+        arg=sel(ids.TILE, "line", "L2"),
+        timeout=PUSH_TIMEOUT_MS,
+    )
+    assert page.locator(sel(ids.TILE_STATE, "line", "L2")).inner_text().lower() == "down"
+    assert page.evaluate("window.__marker") == "same page"  # pushed, not reloaded
+    assert page.console_errors == []
+
+    # Progress on the current work order moves the bar and the count.
+    live_server.live.apply([Update("work_order", "WO-1001-1", {"good": 1900, "progress": 0.95})])
+    page.locator(sel(ids.TILE_PCT, "line", "L1")).filter(has_text="95 %").wait_for(
+        timeout=PUSH_TIMEOUT_MS
+    )
+    page.wait_for_timeout(700)  # let the bar's width transition settle for the screenshot
+    assert tile.is_visible()
+    page.screenshot(path=str(artifacts_dir / "wall.png"))
+
+
+def test_wall_in_chinese(live_server, page, artifacts_dir: Path):
+    open_page(page, f"{live_server.url}/wall?lang=zh-CN", sel(ids.TILE, "line", "L1"))
+    assert page.locator(sel(ids.TILE_STATE, "line", "L1")).inner_text() == "运行中"
+    assert page.locator(sel(ids.TILE_STATE, "line", "L4")).inner_text() == "无数据"
+    assert page.locator("#wall-root").get_attribute("lang") == "zh-CN"
+    page.screenshot(path=str(artifacts_dir / "wall-zh-CN.png"))
+
+
+def test_alerts_panel_adds_and_removes_live(live_server, page, artifacts_dir: Path):
+    open_page(page, f"{live_server.url}/alerts", sel(ids.ALERT, "alert", "A-1"))
+    wait_beat(page, ids.ALERTS_HEARTBEAT)
+    opened = (datetime.now(UTC) - timedelta(minutes=3)).isoformat()
+    live_server.live.apply(
+        [
+            Update(
+                "alert",
+                "A-9",
+                {
+                    "kind": "line_down",
+                    "severity": "critical",
+                    "message": "Line 2 down: jam on feeder",
+                    "entity": "line",
+                    "entity_id": "L2",
+                    "status": "open",
+                    "opened_at": opened,
+                    "role": "supervisor",
+                },
+            )
+        ]
+    )
+    item = page.locator(sel(ids.ALERT_MESSAGE, "alert", "A-9"))
+    item.filter(has_text="Line 2 down: jam on feeder").wait_for(timeout=PUSH_TIMEOUT_MS)
+    # The critical alert goes to the top.
+    first = page.locator("#alerts-list > li").first
+    assert "alert--critical" in first.get_attribute("class")
+    page.screenshot(path=str(artifacts_dir / "alerts.png"))
+    assert page.console_errors == []
+
+    live_server.live.remove("alert", ["A-9"])
+    item.wait_for(state="detached", timeout=PUSH_TIMEOUT_MS)
+
+
+def test_board_follows_an_order_eta(live_server, page, artifacts_dir: Path):
+    open_page(page, f"{live_server.url}/board", sel(ids.ROW, "order", "SO-1002"))
+    wait_beat(page, ids.BOARD_HEARTBEAT)
+    page.wait_for_selector("#board-gantt .main-svg", timeout=LOAD_TIMEOUT_MS)
+    rows = page.locator("#board-rows > tr")
+    assert rows.first.get_attribute("id") and "SO-1003" in rows.first.get_attribute("id")
+
+    new_eta = (datetime.now(UTC) + timedelta(days=4)).replace(
+        hour=6, minute=10, second=0, microsecond=0
+    )
+    expected = fmt_eta(new_eta.isoformat(), "en", tz=None, now=datetime.now(UTC))
+    live_server.live.apply([Update("order", "SO-2001", {"eta": new_eta.isoformat()})])
+    eta = page.locator(sel(ids.ROW_ETA, "order", "SO-2001"))
+    eta.filter(has_text=expected).wait_for(timeout=PUSH_TIMEOUT_MS)
+
+    # A risk change re-sorts: SO-2011 becomes late and moves up.
+    live_server.live.apply(
+        [Update("order", "SO-2011", {"risk": "late", "risk_reason": "material short"})]
+    )
+    page.locator(sel(ids.ROW_REASON, "order", "SO-2011")).filter(
+        has_text="material short"
+    ).wait_for(timeout=PUSH_TIMEOUT_MS)
+    order = [r.get_attribute("id") for r in rows.all()]
+    assert order.index(next(i for i in order if "SO-2011" in i)) < 2
+
+    # A new plan is published: the work order is written without a change of its own,
+    # then the plan is announced; the Gantt is rebuilt from the work orders.
+    start = datetime.now(UTC) + timedelta(hours=3)
+    write_silently(
+        live_server.live,
+        "work_order",
+        "WO-NEW-1",
+        {
+            "id": "WO-NEW-1",
+            "order_id": "SO-2011",
+            "line": "L4",
+            "sku": "GEAR-H",
+            "qty": 300,
+            "status": "planned",
+            "planned_start": start.isoformat(),
+            "planned_end": (start + timedelta(hours=4)).isoformat(),
+        },
+    )
+    live_server.live.announce(Change("plan", "plan-2", {}, {"published_at": start.isoformat()}))
+    page.locator("#board-gantt text", has_text="WO-NEW-1").wait_for(timeout=PUSH_TIMEOUT_MS)
+    page.wait_for_timeout(300)
+    page.screenshot(path=str(artifacts_dir / "board.png"))
+
+
+def write_silently(live, entity: str, entity_id: str, fields: dict) -> None:  # type: ignore[no-untyped-def]
+    """Store an entity without publishing a change (as a plan publish step may)."""
+    live.redis.hset(key(entity, entity_id), mapping={k: json.dumps(v) for k, v in fields.items()})
+    live.redis.sadd(index_key(entity), entity_id)
+
+
+def test_orders_lookup_searches_by_customer(live_server, page, artifacts_dir: Path):
+    open_page(page, f"{live_server.url}/orders?lang=zh-CN", "#orders-search")
+    page.fill("#orders-search", "globex")
+    page.locator("#orders-results tbody tr").filter(has_text="SO-1002").wait_for(
+        timeout=PUSH_TIMEOUT_MS
+    )
+    page.wait_for_function(
+        "() => document.querySelectorAll('#orders-results tbody tr').length === 1",
+        timeout=PUSH_TIMEOUT_MS,
+    )
+    assert "有风险" in page.locator("#orders-results").inner_text()
+    page.screenshot(path=str(artifacts_dir / "orders-zh-CN.png"))
