@@ -34,7 +34,11 @@ def create_app(ctx: ApiContext, *, with_dashboard: bool = True) -> FastAPI:
         from dashboard.app import create_dash
 
         create_dash(
-            app, live=ctx.live, new_async_redis=ctx.new_async_redis, default_lang=ctx.default_lang
+            app,
+            live=ctx.live,
+            new_async_redis=ctx.new_async_redis,
+            default_lang=ctx.default_lang,
+            now=ctx.clock.now,  # the demo's clock may run fast: screens show its time
         )
     app.add_middleware(PageAuthMiddleware, tokens=app.state.tokens)
     return app

@@ -27,6 +27,7 @@ def open_alert(
     message: str,
     role: str = "production",
     details: dict[str, Any] | None = None,
+    at: datetime | None = None,
 ) -> Alert:
     """Open an alert for a condition, or return the one already active for the same key."""
     existing = active_alert(session, key=key)
@@ -43,6 +44,7 @@ def open_alert(
         message=message,
         role=role,
         details=details or {},
+        opened_at=at or utcnow(),
     )
     session.add(alert)
     session.flush()

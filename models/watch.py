@@ -97,7 +97,7 @@ def evaluate_alerts(
             or alert.severity == "info"
             and wall_now - alert.opened_at > INFO_TTL
         ):
-            resolve_alert(session, key=alert.key, now=wall_now)
+            resolve_alert(session, key=alert.key, now=now)
     for c in holding.values():
         open_alert(
             session,
@@ -108,6 +108,7 @@ def evaluate_alerts(
             severity=c.severity,
             message=c.message,
             role=c.role,
+            at=now,
         )
     session.flush()
     mirror_alerts(session, live)

@@ -104,6 +104,7 @@ def tile_view(
     rate = line.get("rate_uph")
     nominal = line.get("nominal_uph")
     next_wo = _next_wo(line)
+    eta_text = fmt_eta(eta_value, lang, tz=screens.tz, now=now)
     return {
         ids.TILE: {"className": f"tile tile--{state}"},
         ids.TILE_NAME: {"children": str(line.get("name") or line.get("id"))},
@@ -121,7 +122,11 @@ def tile_view(
         ids.TILE_NOMINAL: {
             "children": t("wall.of_nominal", lang, n=fmt_int(nominal)) if nominal else ""
         },
-        ids.TILE_ETA: {"children": fmt_eta(eta_value, lang, tz=screens.tz, now=now)},
+        ids.TILE_ETA: {
+            "children": eta_text,
+            # "tomorrow 01:05" or "3 Dec 06:10" must not run into the rate beside it.
+            "className": "metric-value metric-value--long" if len(eta_text) > 5 else "metric-value",
+        },
         ids.TILE_NEXT: {"children": t("wall.next", lang, wo=next_wo) if next_wo else ""},
     }
 
@@ -238,7 +243,7 @@ def render_tile(line_id: str, views: Views, lang: str) -> html.Div:
                         className="metric metric--right",
                         children=[
                             html.Div(t("wall.eta", lang), className="metric-label"),
-                            html.Div(**p(ids.TILE_ETA), className="metric-value"),
+                            html.Div(**p(ids.TILE_ETA)),
                             html.Div(**p(ids.TILE_NEXT), className="metric-sub"),
                         ],
                     ),
