@@ -22,8 +22,9 @@ pytestmark = pytest.mark.browser
 
 @pytest.fixture
 def stack(postgres_url, redis_server, mqtt_broker):
-    s = start_stack(database_url=postgres_url, redis_url=redis_server, mqtt_url=mqtt_broker.url,
-                    crm_url=None)
+    s = start_stack(
+        database_url=postgres_url, redis_url=redis_server, mqtt_url=mqtt_broker.url, crm_url=None
+    )
     yield s
     s.stop()
 
@@ -37,33 +38,48 @@ def _publish(broker, topic: str, body: dict) -> None:
     client.disconnect()
 
 
-def test_down_reason_over_mqtt_reaches_the_wall_live(stack, mqtt_broker, page,
-                                                     artifacts_dir: Path):
+def test_down_reason_over_mqtt_reaches_the_wall_live(stack, mqtt_broker, page, artifacts_dir: Path):
     requested = (datetime.now(UTC) + timedelta(days=2)).date()
-    assert stack.send_crm(order_event("SO-4242", 1, [("P1", 400)], requested), "w-1").status_code \
+    assert (
+        stack.send_crm(order_event("SO-4242", 1, [("P1", 400)], requested), "w-1").status_code
         == 202
+    )
     order = wait_until(lambda: (o := stack.get("/api/v1/orders/SO-4242").json())["eta"] and o)
     line = order["work_orders"][0]["line"]
     now = datetime.now(UTC)
-    _publish(mqtt_broker, f"loopline/v1/s1/{line}/state",
-             {"seq": 1, "ts": now.isoformat(), "state": "running"})
-    _publish(mqtt_broker, f"loopline/v1/s1/{line}/progress",
-             {"seq": 2, "ts": now.isoformat(), "work_order": "WO-4242-1", "good": 120,
-              "scrap": 2})
+    _publish(
+        mqtt_broker,
+        f"loopline/v1/s1/{line}/state",
+        {"seq": 1, "ts": now.isoformat(), "state": "running"},
+    )
+    _publish(
+        mqtt_broker,
+        f"loopline/v1/s1/{line}/progress",
+        {"seq": 2, "ts": now.isoformat(), "work_order": "WO-4242-1", "good": 120, "scrap": 2},
+    )
 
     # A kiosk signs in once with the display token in the URL.
     open_page(page, f"{stack.url}/wall?token={DISPLAY_TOKEN}", sel(ids.TILE, "line", line))
     wait_beat(page, ids.WALL_HEARTBEAT)
     tile = page.locator(sel(ids.TILE, "line", line))
-    page.wait_for_function("s => document.querySelector(s).innerText.includes('WO-4242-1')",
-                           arg=sel(ids.TILE, "line", line), timeout=5000)
+    page.wait_for_function(
+        "s => document.querySelector(s).innerText.includes('WO-4242-1')",
+        arg=sel(ids.TILE, "line", line),
+        timeout=5000,
+    )
     page.evaluate("window.__marker = 'same page'")
 
     reason = "jam on feeder"
-    _publish(mqtt_broker, f"loopline/v1/s1/{line}/state",
-             {"seq": 3, "ts": datetime.now(UTC).isoformat(), "state": "down", "reason": reason})
-    page.wait_for_function("([s, r]) => document.querySelector(s).innerText.includes(r)",
-                           arg=[sel(ids.TILE, "line", line), reason], timeout=5000)
+    _publish(
+        mqtt_broker,
+        f"loopline/v1/s1/{line}/state",
+        {"seq": 3, "ts": datetime.now(UTC).isoformat(), "state": "down", "reason": reason},
+    )
+    page.wait_for_function(
+        "([s, r]) => document.querySelector(s).innerText.includes(r)",
+        arg=[sel(ids.TILE, "line", line), reason],
+        timeout=5000,
+    )
     assert "tile--down" in tile.get_attribute("class")
     assert page.evaluate("window.__marker") == "same page"  # no reload happened
     page.screenshot(path=str(artifacts_dir / "wall-live-mqtt.png"))
@@ -71,6 +87,9 @@ def test_down_reason_over_mqtt_reaches_the_wall_live(stack, mqtt_broker, page,
     page.goto(f"{stack.url}/board", wait_until="load")
     page.wait_for_function("() => document.body.innerText.includes('SO-4242')", timeout=15000)
     # The Gantt shows the order's work order on its line.
-    page.wait_for_function("() => [...document.querySelectorAll('.js-plotly-plot text')]"
-                           ".some(t => t.textContent.includes('WO-4242-1'))", timeout=15000)
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('.js-plotly-plot text')]"
+        ".some(t => t.textContent.includes('WO-4242-1'))",
+        timeout=15000,
+    )
     page.screenshot(path=str(artifacts_dir / "board-live.png"))
