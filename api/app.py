@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, FastAPI
-from fastapi.responses import RedirectResponse
+from fastapi.responses import JSONResponse, RedirectResponse
 
 from api.auth import PageAuthMiddleware, Tokens
 from api.context import ApiContext
@@ -24,6 +24,14 @@ def create_app(ctx: ApiContext, *, with_dashboard: bool = True) -> FastAPI:
     api = APIRouter(prefix=API_PREFIX)
     for module in (health, crm, orders, factory, alerts, stream):
         api.include_router(module.router)
+
+    @api.api_route(
+        "/{rest:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False
+    )
+    def unknown(rest: str) -> JSONResponse:
+        # Without this, the screens' catch-all page route would answer /api/v1/typo with HTML.
+        return JSONResponse({"detail": f"no such endpoint: /api/v1/{rest}"}, status_code=404)
+
     app.include_router(api)
 
     @app.get("/", include_in_schema=False)

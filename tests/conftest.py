@@ -7,9 +7,11 @@ session. Their logs are copied to the artifacts dir (``LOOPLINE_TEST_ARTIFACTS``
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 import redis
@@ -22,9 +24,12 @@ from tests.servers import (
     MosquittoServer,
     PostgresServer,
     RedisServer,
+    Server,
     ensure_installed,
     unique_db_name,
 )
+
+S = TypeVar("S", bound=Server)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -42,43 +47,37 @@ def artifacts_dir() -> Path:
     return root
 
 
-@pytest.fixture(scope="session")
-def redis_server(artifacts_dir: Path) -> Iterator[str]:
-    """A real redis-server keeping nothing on disk; yields ``redis://127.0.0.1:PORT/0``."""
-    server = RedisServer()
+@contextlib.contextmanager
+def _running(server: S, artifacts_dir: Path) -> Iterator[S]:
+    """Start a server for the session; stop it and keep its log as an artifact."""
     try:
         server.start()
-        yield server.url
+        yield server
     finally:
         server.stop()
         server.save_log(artifacts_dir / "servers")
         server.close()
+
+
+@pytest.fixture(scope="session")
+def redis_server(artifacts_dir: Path) -> Iterator[str]:
+    """A real redis-server keeping nothing on disk; yields ``redis://127.0.0.1:PORT/0``."""
+    with _running(RedisServer(), artifacts_dir) as server:
+        yield server.url
 
 
 @pytest.fixture(scope="session")
 def mqtt_broker(artifacts_dir: Path) -> Iterator[MosquittoServer]:
     """A real Mosquitto (anonymous, no persistence, deep queues); has host, port, url."""
-    server = MosquittoServer()
-    try:
-        server.start()
+    with _running(MosquittoServer(), artifacts_dir) as server:
         yield server
-    finally:
-        server.stop()
-        server.save_log(artifacts_dir / "servers")
-        server.close()
 
 
 @pytest.fixture(scope="session")
 def postgres_cluster(artifacts_dir: Path) -> Iterator[PostgresServer]:
     """The session's PostgreSQL server object (``url``, ``create_database``, ``restart``)."""
-    server = PostgresServer()
-    try:
-        server.start()
+    with _running(PostgresServer(), artifacts_dir) as server:
         yield server
-    finally:
-        server.stop()
-        server.save_log(artifacts_dir / "servers")
-        server.close()
 
 
 @pytest.fixture(scope="session")

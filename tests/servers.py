@@ -193,7 +193,7 @@ def _world_traversable(path: Path) -> bool:
     return all(os.stat(p).st_mode & 0o001 for p in (path, *path.parents))
 
 
-class _Server:
+class Server:
     """A foreground server process in a temp dir, with its log; start, stop, restart."""
 
     name = "server"
@@ -304,7 +304,7 @@ class _Server:
 # --- Redis -------------------------------------------------------------------------------
 
 
-class RedisServer(_Server):
+class RedisServer(Server):
     """``redis-server`` keeping nothing on disk; ``url`` is ``redis://127.0.0.1:PORT/0``."""
 
     name = "redis"
@@ -359,7 +359,7 @@ MOSQUITTO_DEFAULTS: dict[str, str] = {
 }
 
 
-class MosquittoServer(_Server):
+class MosquittoServer(Server):
     """Mosquitto from a generated config; ``host``, ``port`` and ``url`` (``mqtt://...``).
 
     ``options`` overrides or adds config lines, e.g. ``{"max_inflight_messages": "1000"}``.
@@ -416,7 +416,7 @@ def _ensure_os_user(name: str) -> None:
         )  # fmt: skip
 
 
-class PostgresServer(_Server):
+class PostgresServer(Server):
     """A throwaway PostgreSQL cluster: trust auth, fsync off, socket in its temp dir.
 
     ``url`` is the base URL ``postgresql+psycopg://postgres@127.0.0.1:PORT/postgres``;

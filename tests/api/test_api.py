@@ -24,6 +24,11 @@ def test_api_needs_a_bearer_token(api_stack):
     assert httpx.get(f"{api_stack.url}/api/v1/healthz").json()["status"] == "ok"
 
 
+def test_unknown_api_path_is_a_json_404(api_stack):
+    resp = api_stack.get("/api/v1/nope")
+    assert resp.status_code == 404 and "nope" in resp.json()["detail"]
+
+
 def test_display_token_reads_but_cannot_ack(api_stack):
     display = {"Authorization": f"Bearer {DISPLAY_TOKEN}"}
     assert httpx.get(f"{api_stack.url}/api/v1/lines", headers=display).status_code == 200
