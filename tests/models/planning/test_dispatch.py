@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import random
-import time
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,7 +18,9 @@ from models.planning.dispatch import ATC_K, dispatch_atc
 from tests.models.planning.invariants import assert_valid
 
 SCENARIOS = Path(__file__).parent / "scenarios"
-ORLIB = Path("/work/shared/benchmarks/orlib-wt")
+DATA = Path(__file__).parent / "data"
+# The full reference set lies beside the repository (../shared), where CI puts it.
+ORLIB = Path(__file__).resolve().parents[4] / "shared" / "benchmarks" / "orlib-wt"
 START = datetime(2026, 12, 1, tzinfo=UTC)
 
 
@@ -175,9 +176,9 @@ def test_pinned_work_runs_back_to_back_in_pinned_order() -> None:
 # --- OR-Library single-machine weighted tardiness (Beasley; Crauwels, Potts & Van Wassenhove)
 
 
-def _wt40() -> tuple[list[int], list[int]]:
-    numbers = [int(x) for x in (ORLIB / "wt40.txt").read_text().split()]
-    optima = [int(x) for x in (ORLIB / "wtopt40.txt").read_text().split()]
+def _wt40(folder: Path = DATA, suffix: str = "_first10") -> tuple[list[int], list[int]]:
+    numbers = [int(x) for x in (folder / f"wt40{suffix}.txt").read_text().split()]
+    optima = [int(x) for x in (folder / f"wtopt40{suffix}.txt").read_text().split()]
     return numbers, optima
 
 
@@ -195,10 +196,9 @@ def _wt_problem(numbers: list[int], index: int, n: int = 40) -> Problem:
     )
 
 
-needs_orlib = pytest.mark.skipif(not ORLIB.exists(), reason="OR-Library copy not present")
+needs_orlib = pytest.mark.skipif(not ORLIB.exists(), reason="no ../shared/benchmarks copy")
 
 
-@needs_orlib
 def test_orlib_wt40_first_instance_within_20_percent() -> None:
     numbers, optima = _wt40()
     problem = _wt_problem(numbers, 0)
@@ -211,9 +211,16 @@ def test_orlib_wt40_first_instance_within_20_percent() -> None:
     assert dispatch_atc(problem, k=ATC_K).total_weighted_tardiness_h == pytest.approx(1154)
 
 
+def test_orlib_wt40_first_ten_never_beat_the_optimum() -> None:
+    numbers, optima = _wt40()
+    for index, best in enumerate(optima):
+        found = solve(_wt_problem(numbers, index)).total_weighted_tardiness_h
+        assert best - 1e-6 <= found <= 1.5 * best + 1
+
+
 @needs_orlib
 def test_orlib_wt40_mean_gap() -> None:
-    numbers, optima = _wt40()
+    numbers, optima = _wt40(ORLIB, "")
     gaps = []
     for index, best in enumerate(optima):
         problem = _wt_problem(numbers, index)
@@ -255,12 +262,8 @@ def _big(n_jobs: int, n_lines: int, n_products: int, share: float, seed: int = 7
 
 
 @pytest.mark.parametrize("share", [0.3, 1.0])
-def test_ten_thousand_jobs_on_fifty_lines_is_fast(share: float) -> None:
+def test_ten_thousand_jobs_on_fifty_lines_is_valid(share: float) -> None:
+    # Speed is the planner bench's business (bench/), never a timed unit test; measured
+    # on the dev box: about 0.4 s (share 0.3) and 0.7 s (every line makes everything).
     problem = _big(10_000, 50, 20, share)
-    started = time.perf_counter()
-    schedule = solve(problem)
-    elapsed = time.perf_counter() - started
-    assert_valid(problem, schedule)
-    # About 0.4 s (share 0.3) and 0.7 s (every line makes everything) on the dev box;
-    # the bound leaves room for a slow CI machine.
-    assert elapsed < 2.0, elapsed
+    assert_valid(problem, solve(problem))
