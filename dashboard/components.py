@@ -45,12 +45,8 @@ def nav_bar(active: str, lang: str) -> html.Nav:
 
 
 def live_frame(
+    live_ids: ids.LiveIds,
     *,
-    root_id: str,
-    start_id: str,
-    heartbeat_id: str,
-    watchdog_id: str,
-    stale_id: str,
     start: dict[str, Any],
     lang: str,
     class_name: str,
@@ -58,14 +54,14 @@ def live_frame(
 ) -> html.Div:
     """A live page: its snapshot Store, heartbeat, watchdog timer, stale banner and body."""
     return html.Div(
-        id=root_id,
+        id=live_ids.root,
         lang=lang,
         className=f"{class_name} lang-{lang}",
         children=[
-            dcc.Store(id=start_id, data=start),
-            html.Div(id=heartbeat_id, title="", hidden=True),
-            dcc.Interval(id=watchdog_id, interval=WATCHDOG_INTERVAL_MS),
-            html.Div(t("wall.stale", lang), id=stale_id, className="stale-banner"),
+            dcc.Store(id=live_ids.start, data=start),
+            html.Div(id=live_ids.heartbeat, title="", hidden=True),
+            dcc.Interval(id=live_ids.watchdog, interval=WATCHDOG_INTERVAL_MS),
+            html.Div(t("wall.stale", lang), id=live_ids.stale, className="stale-banner"),
             *children,
         ],
     )

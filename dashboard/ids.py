@@ -7,20 +7,46 @@ an item per alert) have dict ids ``{"type": <part>, <key>: <entity id>}`` built 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 # -- shared ------------------------------------------------------------------------
 NAV = "nav"
 
+
+@dataclass(frozen=True)
+class LiveIds:
+    """The ids every live page has: its root, the snapshot Store it was rendered from, the
+    stream's heartbeat Output, the watchdog Interval and the stale banner."""
+
+    root: str
+    start: str
+    heartbeat: str
+    watchdog: str
+    stale: str
+
+    @classmethod
+    def of(cls, page: str) -> LiveIds:
+        """The ids of the live page ``page``: ``wall-root``, ``wall-start`` and so on."""
+        return cls(
+            *(f"{page}-{part}" for part in ("root", "start", "heartbeat", "watchdog", "stale"))
+        )
+
+
+WALL = LiveIds.of("wall")
+BOARD = LiveIds.of("board")
+ALERTS = LiveIds.of("alerts")
+
 # -- /wall ---------------------------------------------------------------------------
-WALL_ROOT = "wall-root"
-WALL_START = "wall-start"  # dcc.Store: the snapshot the page was rendered from
-WALL_HEARTBEAT = "wall-heartbeat"  # the stream's Output; its title beats while live
-WALL_WATCHDOG = "wall-watchdog"  # dcc.Interval driving the client-side staleness check
+WALL_ROOT = WALL.root
+WALL_START = WALL.start  # dcc.Store: the snapshot the page was rendered from
+WALL_HEARTBEAT = WALL.heartbeat  # the stream's Output; its title beats while live
+WALL_WATCHDOG = WALL.watchdog  # dcc.Interval driving the client-side staleness check
 WALL_GRID = "wall-grid"
 WALL_SITE = "wall-site"
 WALL_CLOCK = "wall-clock"
 WALL_DATE = "wall-date"
 WALL_SUMMARY = "wall-summary"
-WALL_STALE = "wall-stale"
+WALL_STALE = WALL.stale
 
 TILE = "tile"
 TILE_NAME = "tile-name"
@@ -37,14 +63,14 @@ TILE_ETA = "tile-eta"
 TILE_NEXT = "tile-next"
 
 # -- /board --------------------------------------------------------------------------
-BOARD_ROOT = "board-root"
-BOARD_START = "board-start"
-BOARD_HEARTBEAT = "board-heartbeat"
-BOARD_WATCHDOG = "board-watchdog"
+BOARD_ROOT = BOARD.root
+BOARD_START = BOARD.start
+BOARD_HEARTBEAT = BOARD.heartbeat
+BOARD_WATCHDOG = BOARD.watchdog
 BOARD_ROWS = "board-rows"
 BOARD_COUNT = "board-count"
 BOARD_GANTT = "board-gantt"
-BOARD_STALE = "board-stale"
+BOARD_STALE = BOARD.stale
 
 ROW = "order-row"
 ROW_PRIORITY = "order-priority"
@@ -58,13 +84,13 @@ ROW_RISK = "order-risk"
 ROW_REASON = "order-reason"
 
 # -- /alerts -------------------------------------------------------------------------
-ALERTS_ROOT = "alerts-root"
-ALERTS_START = "alerts-start"
-ALERTS_HEARTBEAT = "alerts-heartbeat"
-ALERTS_WATCHDOG = "alerts-watchdog"
+ALERTS_ROOT = ALERTS.root
+ALERTS_START = ALERTS.start
+ALERTS_HEARTBEAT = ALERTS.heartbeat
+ALERTS_WATCHDOG = ALERTS.watchdog
 ALERTS_LIST = "alerts-list"
 ALERTS_COUNT = "alerts-count"
-ALERTS_STALE = "alerts-stale"
+ALERTS_STALE = ALERTS.stale
 
 ALERT = "alert"
 ALERT_SEVERITY = "alert-severity"

@@ -37,7 +37,7 @@ import redis.asyncio as aredis
 from dash import Input, Output, State, ctx, set_props
 from dash.exceptions import PreventUpdate
 
-from dashboard.ids import part
+from dashboard.ids import LiveIds, part
 from models.live import Change, LiveState, follow
 
 log = logging.getLogger("loopline.dashboard")
@@ -295,13 +295,12 @@ def register_live_page(
     app: Any,
     *,
     screens: Screens,
-    start_id: str,
-    heartbeat_id: str,
-    watchdog_id: str,
-    stale_id: str,
+    live_ids: LiveIds,
     make_page: Callable[[dict[str, Any]], PageStream],
 ) -> None:
     """Wire a page's stream (websocket callback) and its client-side watchdog."""
+    start_id, heartbeat_id = live_ids.start, live_ids.heartbeat
+    watchdog_id, stale_id = live_ids.watchdog, live_ids.stale
 
     @app.callback(
         Output(heartbeat_id, "title"),

@@ -141,11 +141,7 @@ def layout(
         "shown": {"order": order, "views": views, "singles": singles},
     }
     return live_frame(
-        root_id=ids.ALERTS_ROOT,
-        start_id=ids.ALERTS_START,
-        heartbeat_id=ids.ALERTS_HEARTBEAT,
-        watchdog_id=ids.ALERTS_WATCHDOG,
-        stale_id=ids.ALERTS_STALE,
+        ids.ALERTS,
         start=start,
         lang=lang,
         class_name="page page--desk",
@@ -258,9 +254,6 @@ def register(app: dash.Dash, screens: Screens) -> None:
     register_live_page(
         app,
         screens=screens,
-        start_id=ids.ALERTS_START,
-        heartbeat_id=ids.ALERTS_HEARTBEAT,
-        watchdog_id=ids.ALERTS_WATCHDOG,
-        stale_id=ids.ALERTS_STALE,
+        live_ids=ids.ALERTS,
         make_page=lambda start: AlertsStream(screens, start),
     )

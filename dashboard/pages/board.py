@@ -208,11 +208,7 @@ def layout(screens: Screens, lang: str | None = None, **_query: Any) -> html.Div
         for c in ("order", "customer", "requested", "promised", "eta", "progress", "risk")
     ]
     return live_frame(
-        root_id=ids.BOARD_ROOT,
-        start_id=ids.BOARD_START,
-        heartbeat_id=ids.BOARD_HEARTBEAT,
-        watchdog_id=ids.BOARD_WATCHDOG,
-        stale_id=ids.BOARD_STALE,
+        ids.BOARD,
         start=start,
         lang=lang,
         class_name="page page--desk",
@@ -382,9 +378,6 @@ def register(app: dash.Dash, screens: Screens) -> None:
     register_live_page(
         app,
         screens=screens,
-        start_id=ids.BOARD_START,
-        heartbeat_id=ids.BOARD_HEARTBEAT,
-        watchdog_id=ids.BOARD_WATCHDOG,
-        stale_id=ids.BOARD_STALE,
+        live_ids=ids.BOARD,
         make_page=lambda start: BoardStream(screens, start),
     )

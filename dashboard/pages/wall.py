@@ -297,11 +297,7 @@ def layout(
         "shown": {"order": order, "views": views, "singles": singles, "summary": summary},
     }
     return live_frame(
-        root_id=ids.WALL_ROOT,
-        start_id=ids.WALL_START,
-        heartbeat_id=ids.WALL_HEARTBEAT,
-        watchdog_id=ids.WALL_WATCHDOG,
-        stale_id=ids.WALL_STALE,
+        ids.WALL,
         start=start,
         lang=lang,
         class_name="page page--wall",
@@ -439,9 +435,6 @@ def register(app: dash.Dash, screens: Screens) -> None:
     register_live_page(
         app,
         screens=screens,
-        start_id=ids.WALL_START,
-        heartbeat_id=ids.WALL_HEARTBEAT,
-        watchdog_id=ids.WALL_WATCHDOG,
-        stale_id=ids.WALL_STALE,
+        live_ids=ids.WALL,
         make_page=lambda start: WallStream(screens, start),
     )
