@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from models.audit import history
 from models.estimate import iso
 from models.live import LiveState
-from models.records import Line, Order, PlanRevision
+from models.records import AuditEntry, Customer, Line, Order, PlanRevision
 
 
 def order_view(
@@ -62,11 +62,12 @@ def order_view(
     }
 
 
+def _entry(h: AuditEntry) -> dict[str, Any]:
+    return {"at": iso(h.at), "actor": h.actor, "action": h.action, "details": h.details}
+
+
 def _history(session: Session, order_id: str, limit: int) -> list[dict[str, Any]]:
-    return [
-        {"at": iso(h.at), "actor": h.actor, "action": h.action, "details": h.details}
-        for h in history(session, entity="order", entity_id=order_id, limit=limit)
-    ]
+    return [_entry(h) for h in history(session, entity="order", entity_id=order_id, limit=limit)]
 
 
 def get_order(session: Session, live: LiveState, *, order_id: str) -> dict[str, Any] | None:
@@ -90,25 +91,43 @@ def list_orders(
     limit: int = 500,
     history_limit: int = 20,
 ) -> list[dict[str, Any]]:
-    """Orders, newest id last, filtered by status or customer id/name substring."""
+    """Orders by id, filtered by status or by a customer id or name substring."""
     q = select(Order).order_by(Order.id).limit(limit)
     if status:
         q = q.where(Order.status == status)
-    orders = list(session.scalars(q))
     if customer:
-        needle = customer.lower()
-        orders = [
-            o
-            for o in orders
-            if needle in o.customer_id.lower() or needle in o.customer.name.lower()
-        ]
+        needle = f"%{customer.lower()}%"
+        q = q.join(Customer).where(
+            or_(func.lower(Customer.id).like(needle), func.lower(Customer.name).like(needle))
+        )
+    orders = list(session.scalars(q))
     live_orders = live.get_many("order", [o.id for o in orders])
     wo_ids = [w.id for o in orders for w in o.work_orders]
     live_wos = dict(zip(wo_ids, live.get_many("work_order", wo_ids), strict=True))
+    histories = _histories(session, [o.id for o in orders], history_limit)
     return [
-        order_view(o, lv, live_wos, _history(session, o.id, history_limit))
+        order_view(o, lv, live_wos, histories.get(o.id, []))
         for o, lv in zip(orders, live_orders, strict=True)
     ]
+
+
+def _histories(
+    session: Session, order_ids: list[str], limit: int
+) -> dict[str, list[dict[str, Any]]]:
+    """The newest ``limit`` history entries of many orders in one query, oldest first."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    if not order_ids:
+        return out
+    rows = session.scalars(
+        select(AuditEntry)
+        .where(AuditEntry.entity == "order", AuditEntry.entity_id.in_(order_ids))
+        .order_by(AuditEntry.id.desc())
+    )
+    for h in rows:
+        entries = out.setdefault(h.entity_id, [])
+        if len(entries) < limit:
+            entries.append(_entry(h))
+    return {k: list(reversed(v)) for k, v in out.items()}
 
 
 def list_lines(session: Session, live: LiveState) -> list[dict[str, Any]]:
