@@ -107,7 +107,12 @@ def test_order_view_and_404(api_stack):
         "planned_start",
         "planned_end",
     }
-    assert any(o["id"] == "SO-7100" for o in api_stack.get("/api/v1/orders").json())
+    listed = api_stack.get("/api/v1/orders").json()
+    assert [o["history"] for o in listed if o["id"] == "SO-7100"] == [order["history"]]
+    assert [o["id"] for o in api_stack.get("/api/v1/orders?customer=acm").json()] == [
+        o["id"] for o in listed
+    ]
+    assert api_stack.get("/api/v1/orders?customer=nobody").json() == []
     assert api_stack.get("/api/v1/orders/NOPE").status_code == 404
     lines = api_stack.get("/api/v1/lines").json()
     assert {ln["id"] for ln in lines} == {"L1", "L2"}
