@@ -7,6 +7,7 @@ language's conventions (``1 Dec`` / ``12月1日``).
 
 from __future__ import annotations
 
+import string
 from datetime import date, datetime, timedelta, tzinfo
 from typing import Any
 
@@ -119,6 +120,46 @@ MESSAGES: dict[str, dict[str, str]] = {
     "time.d_h": {"en": "{d} d {h} h", "zh-CN": "{d} 天 {h} 小时"},
     "time.tomorrow": {"en": "tomorrow", "zh-CN": "明天"},
     "time.yesterday": {"en": "yesterday", "zh-CN": "昨天"},
+    # alert texts and delivery-risk causes, worded from their structured details
+    "alert_text.line_down": {
+        "en": "Line {line} down for {minutes} min: {reason}",
+        "zh-CN": "产线 {line} 已停机 {minutes} 分钟：{reason}",
+    },
+    "alert_text.line_unavailable": {
+        "en": "Line {line} stopped reporting",
+        "zh-CN": "产线 {line} 已停止上报数据",
+    },
+    "alert_text.order_at_risk": {
+        "en": "Order {order} ({customer}) at risk: ETA {eta} after promise {promised}: {cause}",
+        "zh-CN": "订单 {order}（{customer}）有延期风险："
+        "预计 {eta} 完成，晚于承诺的 {promised}：{cause}",
+    },
+    "alert_text.mqtt_gap": {
+        "en": "Line {line}: messages {expected}–{last} never arrived",
+        "zh-CN": "产线 {line}：第 {expected}–{last} 条消息未到达",
+    },
+    "alert_text.mqtt_disconnected": {
+        "en": "Shop-floor feed disconnected from the broker: {reason}",
+        "zh-CN": "车间数据与消息服务器断开：{reason}",
+    },
+    "alert_text.crm_unreachable": {
+        "en": "The CRM at {url} does not accept updates: {dead_events} undelivered",
+        "zh-CN": "CRM（{url}）无法接收更新：{dead_events} 条未送达",
+    },
+    "cause.line_down": {
+        "en": "line {line} is down ({reason})",
+        "zh-CN": "产线 {line} 停机（{reason}）",
+    },
+    "cause.line_silent": {"en": "line {line} stopped reporting", "zh-CN": "产线 {line} 无数据上报"},
+    "cause.line_slow": {
+        "en": "line {line} runs at {observed}/h, plan {planned}/h",
+        "zh-CN": "产线 {line} 实际 {observed}/小时，计划 {planned}/小时",
+    },
+    "cause.capacity": {"en": "capacity on line {line}", "zh-CN": "产线 {line} 产能不足"},
+    "risk_text": {
+        "en": "ETA {eta} after promise {promised}: {cause}",
+        "zh-CN": "预计 {eta} 完成，晚于承诺的 {promised}：{cause}",
+    },
 }
 
 _MONTHS_EN = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
@@ -270,3 +311,55 @@ def fmt_pct(fraction: float | None) -> str:
     if fraction is None:
         return NONE
     return f"{round(max(0.0, min(1.0, float(fraction))) * 100)} %"
+
+
+def cause_text(cause: dict[str, Any] | None, lang: str) -> str | None:
+    """Why an order runs late, in ``lang``; None when the cause is unknown or malformed."""
+    key = f"cause.{(cause or {}).get('code')}"
+    if not cause or key not in MESSAGES or not _fields(MESSAGES[key][DEFAULT_LANG]) <= cause.keys():
+        return None
+    try:
+        return t(f"cause.{cause['code']}", lang, **{k: v for k, v in cause.items() if k != "code"})
+    except (KeyError, IndexError):
+        return None
+
+
+def risk_text(order: dict[str, Any], lang: str) -> str:
+    """An order's delivery-risk reason in ``lang`` (the stored English text as a fallback)."""
+    cause = cause_text(order.get("risk_cause"), lang)
+    fallback = str(order.get("risk_reason") or "")
+    if cause is None or not order.get("eta") or not order.get("promised_date"):
+        return fallback
+    eta = parse_time(order["eta"])
+    return t(
+        "risk_text",
+        lang,
+        eta=f"{eta:%Y-%m-%d %H:%M}" if eta else order["eta"],
+        promised=order["promised_date"],
+        cause=cause,
+    )
+
+
+def alert_text(alert: dict[str, Any], lang: str) -> str:
+    """An alert's message in ``lang``, worded from its details (its stored text otherwise)."""
+    fallback = str(alert.get("message") or alert.get("kind") or "")
+    key = f"alert_text.{alert.get('kind')}"
+    details = dict(alert.get("details") or {})
+    if key not in MESSAGES or not _fields(MESSAGES[key][DEFAULT_LANG]) <= details.keys():
+        return fallback  # an older alert, or another kind: its stored text is all there is
+    if "cause" in details:
+        details["cause"] = cause_text(details["cause"], lang)
+        if details["cause"] is None:
+            return fallback
+    if details.get("eta"):
+        eta = parse_time(details["eta"])
+        details["eta"] = f"{eta:%Y-%m-%d %H:%M}" if eta else details["eta"]
+    try:
+        return t(key, lang, **details)
+    except (KeyError, IndexError):
+        return fallback
+
+
+def _fields(template: str) -> set[str]:
+    """The placeholders a message template needs."""
+    return {name for _, name, _, _ in string.Formatter().parse(template) if name}

@@ -72,7 +72,7 @@ class ShopfloorHandler:
                         role="it",
                         message=f"Line {gap.line}: messages {gap.expected}–{gap.got - 1} "
                         f"never arrived",
-                        details={"expected": gap.expected, "got": gap.got},
+                        details={"line": gap.line, "expected": gap.expected, "last": gap.got - 1},
                     )
                 if gaps:
                     session.flush()
@@ -95,6 +95,7 @@ class ShopfloorHandler:
                     severity="critical",
                     role="it",
                     message=f"Shop-floor feed disconnected from the broker: {reason}",
+                    details={"reason": reason},
                 )
             session.flush()
             mirror_alerts(session, self.live)

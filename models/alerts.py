@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -34,6 +34,8 @@ def open_alert(
     if existing is not None:
         if existing.message != message:
             existing.message = message
+        if details is not None and existing.details != details:
+            existing.details = details
         return existing
     alert = Alert(
         key=key,
@@ -126,3 +128,5 @@ class Condition:
     severity: str
     message: str
     role: str = "production"
+    # The message's parts, so a screen can word it in its own language.
+    details: dict[str, Any] = field(default_factory=dict)

@@ -75,7 +75,13 @@ def order_summary(
     """An order's live fields: status, progress, ETA, risk and the reason for it."""
     active = [w for w in wos if w.get("status") != "cancelled"]
     if order.get("status") == "cancelled" or not active:
-        return {"progress": 0.0, "eta": None, "risk": "on_track", "risk_reason": None}
+        return {
+            "progress": 0.0,
+            "eta": None,
+            "risk": "on_track",
+            "risk_reason": None,
+            "risk_cause": None,
+        }
     qty = sum(float(w["qty"]) for w in active)
     good = sum(min(float(w.get("good") or 0), float(w["qty"])) for w in active)
     progress = round(good / qty, 4) if qty else 0.0
@@ -86,6 +92,7 @@ def order_summary(
             "eta": order.get("eta"),
             "risk": "done",
             "risk_reason": None,
+            "risk_cause": None,
         }
     pending = [(etas[w["id"]], w) for w in active if w["id"] in etas]
     status = "in_progress" if good > 0 else order.get("status", "open")
@@ -96,34 +103,51 @@ def order_summary(
             "eta": None,
             "risk": "on_track",
             "risk_reason": None,
+            "risk_cause": None,
         }
     eta, last = max(pending, key=lambda p: p[0])
     promised = order.get("promised_date")
-    risk, reason = "on_track", None
+    risk, reason, cause = "on_track", None, None
     if promised and eta > end_of_day(promised):
         risk = "at_risk"
-        reason = f"ETA {eta:%Y-%m-%d %H:%M} after promise {promised}: " + _cause(last, lines)
+        why, cause = _cause(last, lines)
+        reason = f"ETA {eta:%Y-%m-%d %H:%M} after promise {promised}: {why}"
     return {
         "status": status,
         "progress": progress,
         "eta": iso(eta),
         "risk": risk,
         "risk_reason": reason,
+        "risk_cause": cause,
     }
 
 
-def _cause(wo: Mapping[str, Any], lines: Mapping[str, Mapping[str, Any]]) -> str:
+def _cause(
+    wo: Mapping[str, Any], lines: Mapping[str, Mapping[str, Any]]
+) -> tuple[str, dict[str, Any]]:
+    """Why a work order runs late: the text, and the same as ``{"code", ...}`` for screens
+    that word it in their own language."""
     line_id = wo.get("line")
     line = lines.get(line_id or "") or {}
     if line.get("state") == "down":
-        return f"line {line_id} is down ({line.get('reason') or 'no reason given'})"
+        reason = line.get("reason") or "no reason given"
+        return f"line {line_id} is down ({reason})", {
+            "code": "line_down",
+            "line": line_id,
+            "reason": reason,
+        }
     if line.get("state") == "unavailable":
-        return f"line {line_id} stopped reporting"
+        return f"line {line_id} stopped reporting", {"code": "line_silent", "line": line_id}
     planned = planned_rate(wo)
     observed = wo.get("rate_uph")
     if planned and observed and observed < SLOW_SHARE * planned:
-        return f"line {line_id} runs at {observed:.0f}/h, plan {planned:.0f}/h"
-    return f"capacity on line {line_id}"
+        return f"line {line_id} runs at {observed:.0f}/h, plan {planned:.0f}/h", {
+            "code": "line_slow",
+            "line": line_id,
+            "observed": round(observed),
+            "planned": round(planned),
+        }
+    return f"capacity on line {line_id}", {"code": "capacity", "line": line_id}
 
 
 def estimate(

@@ -44,6 +44,8 @@ def conditions(live: LiveState, *, now: datetime, down_after_s: float) -> list[C
         if state == "down" and since is not None:
             down_s = (now - since).total_seconds()
             if down_s >= down_after_s:
+                reason = line.get("reason") or "no reason given"
+                minutes = round(down_s / 60)
                 out.append(
                     Condition(
                         key=f"line_down:{line_id}",
@@ -51,8 +53,8 @@ def conditions(live: LiveState, *, now: datetime, down_after_s: float) -> list[C
                         entity="line",
                         entity_id=line_id,
                         severity="critical",
-                        message=f"Line {line_id} down for {down_s / 60:.0f} min: "
-                        f"{line.get('reason') or 'no reason given'}",
+                        message=f"Line {line_id} down for {minutes} min: {reason}",
+                        details={"line": line_id, "minutes": minutes, "reason": reason},
                     )
                 )
         elif state == "unavailable" and line.get("reported_state") is not None:
@@ -65,6 +67,7 @@ def conditions(live: LiveState, *, now: datetime, down_after_s: float) -> list[C
                     severity="warning",
                     message=f"Line {line_id} stopped reporting",
                     role="it",
+                    details={"line": line_id},
                 )
             )
     for order in live.all("order"):
@@ -79,6 +82,13 @@ def conditions(live: LiveState, *, now: datetime, down_after_s: float) -> list[C
                     role="sales",
                     message=f"Order {order['id']} ({order.get('customer')}) at risk: "
                     f"{order.get('risk_reason') or ''}".strip(),
+                    details={
+                        "order": order["id"],
+                        "customer": order.get("customer"),
+                        "eta": order.get("eta"),
+                        "promised": order.get("promised_date"),
+                        "cause": order.get("risk_cause"),
+                    },
                 )
             )
     return out
@@ -109,6 +119,7 @@ def evaluate_alerts(
             message=c.message,
             role=c.role,
             at=now,
+            details=c.details,
         )
     session.flush()
     mirror_alerts(session, live)

@@ -16,7 +16,7 @@ from dash import html
 
 from dashboard import ids
 from dashboard.components import live_frame, nav_bar
-from dashboard.i18n import fmt_age, label, normalize_lang, t
+from dashboard.i18n import alert_text, fmt_age, label, normalize_lang, t
 from dashboard.live_push import (
     Screens,
     Singles,
@@ -70,7 +70,7 @@ def alert_view(alert: dict[str, Any], *, lang: str, now: datetime) -> dict[str, 
     return {
         ids.ALERT: {"className": f"alert alert--{severity} alert--{status}"},
         ids.ALERT_SEVERITY: {"children": label("severity", severity, lang)},
-        ids.ALERT_MESSAGE: {"children": str(alert.get("message") or alert.get("kind") or "")},
+        ids.ALERT_MESSAGE: {"children": alert_text(alert, lang)},
         ids.ALERT_ENTITY: {"children": entity_text},
         ids.ALERT_AGE: {"children": fmt_age(alert.get("opened_at"), lang, now=now)},
         ids.ALERT_STATUS: {"children": label("alert", status, lang)},

@@ -27,6 +27,7 @@ from dashboard.i18n import (
     normalize_lang,
     parse_date,
     parse_time,
+    risk_text,
     t,
     t_count,
 )
@@ -107,7 +108,7 @@ def row_view(
         ids.ROW_BAR: {"style": {"width": f"{max(0.0, min(progress, 1.0)) * 100:.1f}%"}},
         ids.ROW_PCT: {"children": fmt_pct(progress)},
         ids.ROW_RISK: {"children": label("risk", risk, lang), "className": f"badge badge--{risk}"},
-        ids.ROW_REASON: {"children": str(order.get("risk_reason") or "")},
+        ids.ROW_REASON: {"children": risk_text(order, lang)},
     }
 
 

@@ -16,7 +16,7 @@ from dash import Input, Output, State, dcc, html
 
 from dashboard import ids
 from dashboard.components import nav_bar
-from dashboard.i18n import fmt_date, fmt_eta, fmt_pct, label, normalize_lang, t, t_count
+from dashboard.i18n import fmt_date, fmt_eta, fmt_pct, label, normalize_lang, risk_text, t, t_count
 from dashboard.live_push import Screens
 from models.live import LiveState
 
@@ -100,7 +100,7 @@ def render_results(
                     html.Td(
                         [
                             html.Span(label("risk", risk, lang), className=f"badge badge--{risk}"),
-                            html.Div(str(o.get("risk_reason") or ""), className="risk-reason"),
+                            html.Div(risk_text(o, lang), className="risk-reason"),
                         ]
                     ),
                 ],

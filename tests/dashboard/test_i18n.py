@@ -113,3 +113,43 @@ def test_durations_dates_and_percentages():
 def test_parse_time_needs_an_offset():
     assert parse_time("2026-11-28T08:00:00Z") == datetime(2026, 11, 28, 8, tzinfo=UTC)
     assert parse_time("2026-11-28T08:00:00") is None
+
+
+def test_alert_and_risk_texts_are_worded_from_details():
+    from dashboard.i18n import alert_text, risk_text
+
+    down = {
+        "kind": "line_down",
+        "message": "Line L2 down for 12 min: jam",
+        "details": {"line": "L2", "minutes": 12, "reason": "jam"},
+    }
+    assert alert_text(down, "en") == "Line L2 down for 12 min: jam"
+    assert alert_text(down, "zh-CN") == "产线 L2 已停机 12 分钟：jam"
+    order = {
+        "kind": "order_at_risk",
+        "message": "stored",
+        "details": {
+            "order": "SO-1",
+            "customer": "Acme",
+            "eta": "2026-12-02T08:00:00Z",
+            "promised": "2026-12-01",
+            "cause": {"code": "line_down", "line": "L2", "reason": "jam"},
+        },
+    }
+    assert alert_text(order, "zh-CN") == (
+        "订单 SO-1（Acme）有延期风险：预计 2026-12-02 08:00 完成，晚于承诺的 2026-12-01："
+        "产线 L2 停机（jam）"
+    )
+    # Unknown kinds and malformed details fall back to the stored text.
+    assert alert_text({"kind": "new_kind", "message": "as stored"}, "zh-CN") == "as stored"
+    assert alert_text({"kind": "line_down", "message": "m", "details": {}}, "zh-CN") == "m"
+    live_order = {
+        "eta": "2026-12-02T08:00:00Z",
+        "promised_date": "2026-12-01",
+        "risk_reason": "english",
+        "risk_cause": {"code": "capacity", "line": "L3"},
+    }
+    assert risk_text(live_order, "zh-CN") == (
+        "预计 2026-12-02 08:00 完成，晚于承诺的 2026-12-01：产线 L3 产能不足"
+    )
+    assert risk_text({"risk_reason": "english"}, "zh-CN") == "english"
