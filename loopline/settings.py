@@ -13,8 +13,6 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 log = logging.getLogger("loopline.settings")
 
-DEMO_MQTT_PORT = 1883
-
 
 class Settings(BaseSettings):
     """Every setting Loopline reads; unset URLs mean the embedded default where one exists."""

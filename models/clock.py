@@ -19,10 +19,6 @@ class Clock:
         elapsed = time.time() - self._real0
         return self._sim0 + timedelta(seconds=elapsed * self.speed)
 
-    def real_seconds(self, sim_seconds: float) -> float:
-        """How many wall-clock seconds a span of simulated seconds takes."""
-        return sim_seconds / self.speed
-
 
 def utcnow() -> datetime:
     """Wall-clock UTC now (for records such as received_at that are never simulated)."""

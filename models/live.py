@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
@@ -22,7 +22,7 @@ CHANNEL = "ll:changes"
 STREAM = "ll:stream"
 STREAM_MAXLEN = 10_000
 QUIET_FIELDS = frozenset({"last_seen"})
-ENTITIES = ("line", "work_order", "order", "alert", "kpi")
+ENTITIES = ("line", "work_order", "order", "alert")
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,6 @@ class Change:
     old: dict[str, Any]
     new: dict[str, Any]
     removed: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
         """The change as the JSON that goes on the wire."""

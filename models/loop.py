@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -66,14 +65,12 @@ class Loop:
         clock: Clock,
         config: LoopConfig,
         relay: Relay | None = None,
-        on_plan: Callable[[PlanOutcome], None] | None = None,
     ) -> None:
         self.sessions = sessions
         self.live = live
         self.clock = clock
         self.config = config
         self.relay = relay
-        self.on_plan = on_plan
         self._stop = threading.Event()
         # Set when the outbox has new rows, so feedback leaves at once, not at the next tick.
         self._outbox_due = threading.Event()
@@ -84,8 +81,6 @@ class Loop:
         """Replan immediately."""
         outcome = replan(self.sessions, self.live, now=self.clock.now(), trigger=trigger)
         self._outbox_due.set()
-        if self.on_plan:
-            self.on_plan(outcome)
         return outcome
 
     def take_replan_requests(self, wait_s: float) -> list[str]:
