@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import redis
+from redis.exceptions import LockError
+from redis.lock import Lock
 from sqlalchemy.orm import Session, sessionmaker
 
 from models.clock import Clock, utcnow
@@ -26,12 +28,23 @@ from models.watch import evaluate_alerts, mark_stale_lines
 log = logging.getLogger("loopline.loop")
 
 REPLAN_QUEUE = "ll:replan:requests"
+# One worker at a time plans or sweeps (alerts, feedback): N workers never race on SQL.
+DUTY_LOCK = "ll:lock:loop"
+DUTY_LOCK_TTL_S = 120.0
+REPLAN_WAIT_S = 60.0
 TICK_S = 1.0
 
 
 def request_replan(client: redis.Redis, trigger: str) -> None:
     """Ask a worker to replan soon; bursts of requests become one replan."""
     client.rpush(REPLAN_QUEUE, trigger)
+
+
+def _release(lock: Lock) -> None:
+    try:
+        lock.release()
+    except LockError:  # it expired while we worked: someone else may hold it now
+        log.warning("duty lock expired before release")
 
 
 def summarize_triggers(triggers: list[str]) -> str:
@@ -78,8 +91,9 @@ class Loop:
 
     # -- one step of each duty (also what tests call) -------------------------------
     def replan_now(self, trigger: str) -> PlanOutcome:
-        """Replan immediately."""
-        outcome = replan(self.sessions, self.live, now=self.clock.now(), trigger=trigger)
+        """Replan now (after any other worker's current duty)."""
+        with self._duty_lock(blocking_timeout=REPLAN_WAIT_S):
+            outcome = replan(self.sessions, self.live, now=self.clock.now(), trigger=trigger)
         self._outbox_due.set()
         return outcome
 
@@ -96,22 +110,37 @@ class Loop:
             triggers.append(str(more))
         return triggers
 
-    def tick(self) -> None:
-        """ETAs drift while lines stand still; alerts and CRM feedback follow live state."""
-        now, wall = self.clock.now(), utcnow()
-        mark_stale_lines(self.live, wall_now=wall, stale_after_s=self.config.stale_after_s)
-        self.live.apply(estimate(self.live, now))
-        with transaction(self.sessions) as session:
-            evaluate_alerts(
-                session,
-                self.live,
-                now=now,
-                wall_now=wall,
-                down_after_s=self.config.line_down_alert_after_s,
-            )
-            queued = sync_feedback(session, self.live)
+    def tick(self) -> bool:
+        """ETAs drift while lines stand still; alerts and CRM feedback follow live state.
+
+        Skipped (False) while another worker, or this one's replan, holds the duty lock.
+        """
+        lock = self._duty_lock(blocking_timeout=None)
+        if not lock.acquire(blocking=False):
+            return False
+        try:
+            now, wall = self.clock.now(), utcnow()
+            mark_stale_lines(self.live, wall_now=wall, stale_after_s=self.config.stale_after_s)
+            self.live.apply(estimate(self.live, now))
+            with transaction(self.sessions) as session:
+                evaluate_alerts(
+                    session,
+                    self.live,
+                    now=now,
+                    wall_now=wall,
+                    down_after_s=self.config.line_down_alert_after_s,
+                )
+                queued = sync_feedback(session, self.live)
+        finally:
+            _release(lock)
         if queued:
             self._outbox_due.set()
+        return True
+
+    def _duty_lock(self, blocking_timeout: float | None) -> Lock:
+        return self.live.redis.lock(
+            DUTY_LOCK, timeout=DUTY_LOCK_TTL_S, blocking_timeout=blocking_timeout
+        )
 
     def relay_once(self) -> int:
         """Deliver the outbox rows that are due; how many were delivered."""

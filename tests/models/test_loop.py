@@ -12,7 +12,7 @@ from models.db import transaction
 from models.events import parse_crm_event
 from models.feedback import sync_feedback
 from models.live import Update
-from models.loop import Loop, LoopConfig, request_replan, summarize_triggers
+from models.loop import DUTY_LOCK, Loop, LoopConfig, request_replan, summarize_triggers
 from models.orders import apply_crm_event
 from models.records import Order, OutboxEvent, PlanRevision
 from models.replan import build_problem, replan, sync_live
@@ -145,3 +145,14 @@ def test_loop_debounces_a_burst_into_one_replan(sessions, live):
     assert len(triggers) == 5
     assert loop.take_replan_requests(wait_s=0.1) == []
     assert summarize_triggers(triggers).startswith("5 changes")
+
+
+def test_only_one_worker_at_a_time_does_the_duties(sessions, live):
+    _order(sessions, "SO-1")
+    first = Loop(sessions, live, Clock(), LoopConfig())
+    second = Loop(sessions, live, Clock(), LoopConfig())
+    held = live.redis.lock(DUTY_LOCK, timeout=30)
+    assert held.acquire(blocking=False)
+    assert second.tick() is False  # another worker is busy: skip, never race
+    held.release()
+    assert first.tick() is True and second.tick() is True
