@@ -123,3 +123,15 @@ def test_work_order_ids_follow_design_naming(db):
         )
     with sessions() as s:
         assert s.scalars(select(WorkOrder.id)).all() == ["WO-77-1"]
+
+
+def test_migrations_match_the_models(db):
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from models.records import Base
+
+    engine, _ = db
+    with engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    assert diff == [], "models changed without a migration: run alembic revision --autogenerate"
