@@ -43,7 +43,7 @@ from models.live import Change, LiveState, follow
 log = logging.getLogger("loopline.dashboard")
 
 TICK_S = 1.0  # how often the loop wakes without changes (clock, ages, shutdown check)
-BATCH_S = 0.2  # changes arriving within this window are drawn together
+BATCH_S = 0.05  # changes arriving within this window are drawn together (one ingest batch)
 HEARTBEAT_S = 10.0
 ALIVE_CHECK_S = 30.0
 ALIVE_TIMEOUT_S = 10.0
