@@ -162,9 +162,17 @@ class Loop:
         """Finish the current step and stop."""
         self._stop.set()
         self._outbox_due.set()
+        started = bool(self._threads)
         for t in self._threads:
             t.join(timeout)
         self._threads.clear()
+        if started:
+            # A last sweep checkpoints live progress into SQL and queues its feedback
+            # (the outbox keeps it for the next start: no waiting on a slow CRM here).
+            try:
+                self.tick()
+            except Exception:
+                log.exception("final sweep failed")
         if self.relay is not None:
             self.relay.close()
 

@@ -19,6 +19,7 @@ import redis
 from loopline.seed import factory_data
 from loopline.settings import new_webhook_secret
 from loopline.simulators.crm import CrmFeedbackServer
+from models.live import LiveState
 from tests.factories import order_event
 from tests.stack import free_port, post_signed, wait_until
 
@@ -137,6 +138,18 @@ def test_serve_ingest_worker_as_separate_processes(
         crm.stop()
     logs = {p.name: p.read_text() for p in tmp_path.glob("*.log")}
     assert codes == [0, 0, 0], logs
+
+    # Redis lost: `loopline rebuild-state` restores the live state from SQL.
+    client = redis.Redis.from_url(redis_server, decode_responses=True)
+    client.flushdb()
+    rebuilt = subprocess.run(
+        LOOPLINE + ["rebuild-state"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    live = LiveState(client)
+    assert live.get("order", "SO-9001")["promised_date"] == order["promised_date"]
+    assert live.get("work_order", "WO-9001-1")["good"] == 42  # the worker's checkpoint
+    assert len(live.ids("line")) == 5
 
 
 def _ok(url: str) -> bool:
