@@ -9,7 +9,7 @@ from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
-from api.auth import Principal, Tokens
+from api.auth import COOKIE, Principal, Tokens
 from api.context import ApiContext
 from models.live import LiveState
 
@@ -33,8 +33,15 @@ def get_principal(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
+    """The caller: a bearer token, or a signed-in browser of our own screens.
+
+    A browser counts only with the ``X-Requested-By`` header, which a page of another site
+    cannot send without a CORS preflight we never grant (so its cookie cannot be misused).
+    """
     tokens: Tokens = request.app.state.tokens
     principal = tokens.principal(credentials.credentials if credentials else None)
+    if principal is None and request.headers.get("x-requested-by") == "loopline":
+        principal = tokens.from_cookie(request.cookies.get(COOKIE))
     if principal is None:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,

@@ -62,6 +62,7 @@ MESSAGES: dict[str, dict[str, str]] = {
     "entity.system": {"en": "System", "zh-CN": "系统"},
     "alerts.count": {"en": "{n} open", "zh-CN": "{n} 条未处理"},
     "alerts.empty": {"en": "No open alerts", "zh-CN": "暂无告警"},
+    "alerts.ack": {"en": "Acknowledge", "zh-CN": "确认"},
     "alerts.opened": {"en": "open for {age}", "zh-CN": "已持续 {age}"},
     # wall
     "wall.rate": {"en": "Rate", "zh-CN": "速率"},

@@ -90,6 +90,7 @@ ALERTS_HEARTBEAT = ALERTS.heartbeat
 ALERTS_WATCHDOG = ALERTS.watchdog
 ALERTS_LIST = "alerts-list"
 ALERTS_COUNT = "alerts-count"
+ALERTS_ACK_RESULT = "alerts-ack-result"  # dcc.Store: what the last acknowledge answered
 ALERTS_STALE = ALERTS.stale
 
 ALERT = "alert"
@@ -98,6 +99,7 @@ ALERT_MESSAGE = "alert-message"
 ALERT_AGE = "alert-age"
 ALERT_ENTITY = "alert-entity"
 ALERT_STATUS = "alert-status"
+ALERT_ACK = "alert-ack"  # button: acknowledge through the API
 
 # -- /orders -------------------------------------------------------------------------
 ORDERS_ROOT = "orders-root"

@@ -12,7 +12,7 @@ from functools import partial
 from typing import Any
 
 import dash
-from dash import html
+from dash import ALL, Input, Output, dcc, html
 
 from dashboard import ids
 from dashboard.components import live_frame, nav_bar
@@ -74,6 +74,9 @@ def alert_view(alert: dict[str, Any], *, lang: str, now: datetime) -> dict[str, 
         ids.ALERT_ENTITY: {"children": entity_text},
         ids.ALERT_AGE: {"children": fmt_age(alert.get("opened_at"), lang, now=now)},
         ids.ALERT_STATUS: {"children": label("alert", status, lang)},
+        ids.ALERT_ACK: {
+            "className": "alert-ack" if status == "open" else "alert-ack alert-ack--done"
+        },
     }
 
 
@@ -90,7 +93,7 @@ def count_singles(alerts: dict[str, dict[str, Any]], lang: str) -> Singles:
     return {ids.ALERTS_COUNT: {"children": t("alerts.count", lang, n=n)}}
 
 
-def render_alert(alert_id: str, views: Views) -> html.Li:
+def render_alert(alert_id: str, views: Views, lang: str) -> html.Li:
     """One alert item, with the props of its view."""
 
     def p(kind: str, **extra: Any) -> dict[str, Any]:
@@ -113,7 +116,13 @@ def render_alert(alert_id: str, views: Views) -> html.Li:
                 ],
                 className="alert-body",
             ),
-            html.Span(**p(ids.ALERT_AGE, className="alert-age")),
+            html.Div(
+                [
+                    html.Span(**p(ids.ALERT_AGE, className="alert-age")),
+                    html.Button(t("alerts.ack", lang), **p(ids.ALERT_ACK), n_clicks=0),
+                ],
+                className="alert-side",
+            ),
         ],
     )
 
@@ -122,7 +131,7 @@ def render_alerts(order: list[str], views: Views, lang: str) -> list[html.Li]:
     """The list's children."""
     if not order:
         return [html.Li(t("alerts.empty", lang), className="alerts-empty")]
-    return [render_alert(i, views) for i in order]
+    return [render_alert(i, views, lang) for i in order]
 
 
 def layout(
@@ -168,6 +177,7 @@ def layout(
                             id=ids.ALERTS_LIST,
                             className="alerts",
                         ),
+                        dcc.Store(id=ids.ALERTS_ACK_RESULT),
                     ],
                 ),
             ),
@@ -257,3 +267,23 @@ def register(app: dash.Dash, screens: Screens) -> None:
         live_ids=ids.ALERTS,
         make_page=lambda start: AlertsStream(screens, start),
     )
+    # Acknowledging goes through the API like any other client (the signed-in browser's
+    # cookie plus a header no other site can send); the change comes back by the stream.
+    app.clientside_callback(
+        ACK_JS,
+        Output(ids.ALERTS_ACK_RESULT, "data"),
+        Input(ids.part(ids.ALERT_ACK, KEY, ALL), "n_clicks"),
+        prevent_initial_call=True,
+    )
+
+
+ACK_JS = """
+async function (clicks) {
+    const trig = dash_clientside.callback_context.triggered_id;
+    if (!trig || !clicks.some(n => n)) { return dash_clientside.no_update; }
+    const resp = await fetch(`/api/v1/alerts/${encodeURIComponent(trig.alert)}/ack`, {
+        method: "POST", credentials: "same-origin",
+        headers: {"X-Requested-By": "loopline"}});
+    return {alert: trig.alert, status: resp.status};
+}
+"""

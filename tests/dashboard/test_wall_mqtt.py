@@ -93,3 +93,51 @@ def test_down_reason_over_mqtt_reaches_the_wall_live(stack, mqtt_broker, page, a
         timeout=15000,
     )
     page.screenshot(path=str(artifacts_dir / "board-live.png"))
+
+
+def test_acknowledge_on_the_alert_panel_goes_through_the_api(stack, page, browser):
+    from models.alerts import open_alert
+    from models.db import transaction
+    from models.watch import mirror_alerts
+    from tests.stack import API_TOKEN
+
+    rt = stack.runtime
+    with transaction(rt.sessions) as s:
+        # A kind no rule closes by itself (rules resolve conditions that stop holding).
+        alert = open_alert(
+            s,
+            key="mqtt_disconnected",
+            kind="mqtt_disconnected",
+            entity="ingest",
+            entity_id="mqtt",
+            severity="critical",
+            message="feed down",
+            details={"reason": "broker unreachable"},
+        )
+        s.flush()
+        mirror_alerts(s, rt.live)
+        alert_id = str(alert.id)
+    button = sel(ids.ALERT_ACK, "alert", alert_id)
+
+    # A wall screen's read-only sign-in cannot acknowledge.
+    open_page(page, f"{stack.url}/alerts?token={DISPLAY_TOKEN}", button)
+    page.click(button)
+    page.wait_for_timeout(1000)
+    assert stack.get("/api/v1/alerts").json()[0]["status"] == "open"
+
+    manager = browser.new_context(viewport={"width": 1920, "height": 1080}).new_page()
+    open_page(manager, f"{stack.url}/alerts?token={API_TOKEN}", button)
+    assert "Shop-floor feed disconnected from the broker: broker unreachable" in (
+        manager.inner_text("body")
+    )
+    manager.click(button)
+    wait_until(lambda: stack.get("/api/v1/alerts").json()[0]["status"] == "acked")
+    [acked] = stack.get("/api/v1/alerts").json()
+    assert acked["acked_by"] == "admin"
+    # The change comes back by push: the item greys out and loses its button.
+    manager.wait_for_function(
+        "s => !document.querySelector(s) || document.querySelector(s).offsetParent === null",
+        arg=button,
+        timeout=5000,
+    )
+    manager.context.close()
