@@ -8,6 +8,7 @@ an item per alert) have dict ids ``{"type": <part>, <key>: <entity id>}`` built 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 # -- shared ------------------------------------------------------------------------
 NAV = "nav"
@@ -108,6 +109,7 @@ ORDERS_SEARCH = "orders-search"
 ORDERS_RESULTS = "orders-results"
 
 
-def part(kind: str, key: str, entity_id: str) -> dict[str, str]:
-    """The dict id of one repeated part, e.g. ``part(TILE_STATE, "line", "L1")``."""
+def part(kind: str, key: str, entity_id: Any) -> dict[str, Any]:
+    """The dict id of one repeated part, e.g. ``part(TILE_STATE, "line", "L1")``; a wildcard
+    (``ALL``, ``MATCH``) in place of the id addresses every such part in a callback."""
     return {"type": kind, key: entity_id}
