@@ -65,3 +65,13 @@ def live_frame(
             *children,
         ],
     )
+
+
+def panel_head(
+    title: str, count_id: str | None = None, count: dict[str, Any] | None = None
+) -> html.Div:
+    """A panel's title, with a live count beside it when ``count_id`` is given."""
+    children: list[Any] = [html.H2(title)]
+    if count_id is not None:
+        children.append(html.Span(id=count_id, className="panel-count", **(count or {})))
+    return html.Div(children, className="panel-head")

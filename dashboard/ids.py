@@ -38,16 +38,11 @@ BOARD = LiveIds.of("board")
 ALERTS = LiveIds.of("alerts")
 
 # -- /wall ---------------------------------------------------------------------------
-WALL_ROOT = WALL.root
-WALL_START = WALL.start  # dcc.Store: the snapshot the page was rendered from
-WALL_HEARTBEAT = WALL.heartbeat  # the stream's Output; its title beats while live
-WALL_WATCHDOG = WALL.watchdog  # dcc.Interval driving the client-side staleness check
 WALL_GRID = "wall-grid"
 WALL_SITE = "wall-site"
 WALL_CLOCK = "wall-clock"
 WALL_DATE = "wall-date"
 WALL_SUMMARY = "wall-summary"
-WALL_STALE = WALL.stale
 
 TILE = "tile"
 TILE_NAME = "tile-name"
@@ -64,14 +59,9 @@ TILE_ETA = "tile-eta"
 TILE_NEXT = "tile-next"
 
 # -- /board --------------------------------------------------------------------------
-BOARD_ROOT = BOARD.root
-BOARD_START = BOARD.start
-BOARD_HEARTBEAT = BOARD.heartbeat
-BOARD_WATCHDOG = BOARD.watchdog
 BOARD_ROWS = "board-rows"
 BOARD_COUNT = "board-count"
 BOARD_GANTT = "board-gantt"
-BOARD_STALE = BOARD.stale
 
 ROW = "order-row"
 ROW_PRIORITY = "order-priority"
@@ -85,14 +75,9 @@ ROW_RISK = "order-risk"
 ROW_REASON = "order-reason"
 
 # -- /alerts -------------------------------------------------------------------------
-ALERTS_ROOT = ALERTS.root
-ALERTS_START = ALERTS.start
-ALERTS_HEARTBEAT = ALERTS.heartbeat
-ALERTS_WATCHDOG = ALERTS.watchdog
 ALERTS_LIST = "alerts-list"
 ALERTS_COUNT = "alerts-count"
 ALERTS_ACK_RESULT = "alerts-ack-result"  # dcc.Store: what the last acknowledge answered
-ALERTS_STALE = ALERTS.stale
 
 ALERT = "alert"
 ALERT_SEVERITY = "alert-severity"

@@ -15,7 +15,7 @@ import dash
 from dash import ALL, Input, Output, dcc, html
 
 from dashboard import ids
-from dashboard.components import live_frame, nav_bar
+from dashboard.components import live_frame, nav_bar, panel_head
 from dashboard.i18n import alert_text, fmt_age, label, normalize_lang, t
 from dashboard.live_push import (
     Screens,
@@ -161,16 +161,8 @@ def layout(
                 children=html.Section(
                     className="panel",
                     children=[
-                        html.Div(
-                            [
-                                html.H2(t("page.alerts", lang)),
-                                html.Span(
-                                    id=ids.ALERTS_COUNT,
-                                    className="panel-count",
-                                    **singles[ids.ALERTS_COUNT],
-                                ),
-                            ],
-                            className="panel-head",
+                        panel_head(
+                            t("page.alerts", lang), ids.ALERTS_COUNT, singles[ids.ALERTS_COUNT]
                         ),
                         html.Ul(
                             render_alerts(order, views, lang),

@@ -17,7 +17,7 @@ import dash
 from dash import dcc, html
 
 from dashboard import ids
-from dashboard.components import live_frame, nav_bar
+from dashboard.components import live_frame, nav_bar, panel_head
 from dashboard.figures import gantt_figure, gantt_signature
 from dashboard.i18n import (
     fmt_date,
@@ -221,16 +221,8 @@ def layout(screens: Screens, lang: str | None = None, **_query: Any) -> html.Div
                     html.Section(
                         className="panel",
                         children=[
-                            html.Div(
-                                [
-                                    html.H2(t("board.orders", lang)),
-                                    html.Span(
-                                        id=ids.BOARD_COUNT,
-                                        className="panel-count",
-                                        **singles[ids.BOARD_COUNT],
-                                    ),
-                                ],
-                                className="panel-head",
+                            panel_head(
+                                t("board.orders", lang), ids.BOARD_COUNT, singles[ids.BOARD_COUNT]
                             ),
                             html.Table(
                                 [
@@ -246,7 +238,7 @@ def layout(screens: Screens, lang: str | None = None, **_query: Any) -> html.Div
                     html.Section(
                         className="panel",
                         children=[
-                            html.Div(html.H2(t("board.gantt", lang)), className="panel-head"),
+                            panel_head(t("board.gantt", lang)),
                             dcc.Graph(
                                 id=ids.BOARD_GANTT,
                                 figure=gantt_figure(wos, lines, lang, now=now, tz=screens.tz),

@@ -15,7 +15,7 @@ import dash
 from dash import Input, Output, State, dcc, html
 
 from dashboard import ids
-from dashboard.components import nav_bar
+from dashboard.components import nav_bar, panel_head
 from dashboard.i18n import fmt_date, fmt_eta, fmt_pct, label, normalize_lang, risk_text, t, t_count
 from dashboard.live_push import Screens
 from models.live import LiveState
@@ -140,7 +140,7 @@ def layout(
                 children=html.Section(
                     className="panel",
                     children=[
-                        html.Div(html.H2(t("page.orders", lang)), className="panel-head"),
+                        panel_head(t("page.orders", lang)),
                         dcc.Input(
                             id=ids.ORDERS_SEARCH,
                             type="search",

@@ -40,7 +40,7 @@ def wait_beat(page, heartbeat_id: str) -> None:  # type: ignore[no-untyped-def]
 
 def test_wall_shows_a_line_going_down_without_reload(live_server, page, artifacts_dir: Path):
     open_page(page, f"{live_server.url}/wall", sel(ids.TILE, "line", "L2"))
-    wait_beat(page, ids.WALL_HEARTBEAT)
+    wait_beat(page, ids.WALL.heartbeat)
     assert page.locator(sel(ids.TILE_NAME, "line", "L1")).inner_text() == "Line 1 · Press"
     assert "tile--running" in page.locator(sel(ids.TILE, "line", "L2")).get_attribute("class")
     page.evaluate("window.__marker = 'same page'")
@@ -91,7 +91,7 @@ def test_wall_in_chinese(live_server, page, artifacts_dir: Path):
 
 def test_alerts_panel_adds_and_removes_live(live_server, page, artifacts_dir: Path):
     open_page(page, f"{live_server.url}/alerts", sel(ids.ALERT, "alert", "A-1"))
-    wait_beat(page, ids.ALERTS_HEARTBEAT)
+    wait_beat(page, ids.ALERTS.heartbeat)
     opened = (datetime.now(UTC) - timedelta(minutes=3)).isoformat()
     live_server.live.apply(
         [
@@ -125,7 +125,7 @@ def test_alerts_panel_adds_and_removes_live(live_server, page, artifacts_dir: Pa
 
 def test_board_follows_an_order_eta(live_server, page, artifacts_dir: Path):
     open_page(page, f"{live_server.url}/board", sel(ids.ROW, "order", "SO-1002"))
-    wait_beat(page, ids.BOARD_HEARTBEAT)
+    wait_beat(page, ids.BOARD.heartbeat)
     page.wait_for_selector("#board-gantt .main-svg", timeout=LOAD_TIMEOUT_MS)
     rows = page.locator("#board-rows > tr")
     assert rows.first.get_attribute("id") and "SO-1003" in rows.first.get_attribute("id")

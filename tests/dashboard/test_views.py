@@ -181,18 +181,18 @@ def test_diffs_carry_only_changed_props():
 
 def test_layouts_render_from_the_live_state_and_ignore_other_query_params(screens):
     page = wall.layout(screens, lang="zh-CN", token="kiosk-token")
-    start = find(page, ids.WALL_START).data
+    start = find(page, ids.WALL.start).data
     assert start["params"]["lang"] == "zh-CN" and start["token"]
     assert start["shown"]["order"] == ["L1", "L2", "L3", "L4"]
     assert start["shown"]["views"]["L3"][ids.TILE_STATE]["children"] == "换型"
     assert find(page, ids.part(ids.TILE_REASON, "line", "L3")).children == "GEAR-A → GEAR-B"
 
     board_page = board.layout(screens, lang="en")
-    assert find(board_page, ids.BOARD_START).data["shown"]["order"][0] == "SO-1003"
+    assert find(board_page, ids.BOARD.start).data["shown"]["order"][0] == "SO-1003"
     assert find(board_page, ids.BOARD_GANTT).figure.layout.uirevision == "gantt"
 
     alerts_page = alerts.layout(screens, role="supervisor")
-    assert find(alerts_page, ids.ALERTS_START).data["shown"]["order"] == ["A-1", "A-2"]
+    assert find(alerts_page, ids.ALERTS.start).data["shown"]["order"] == ["A-1", "A-2"]
 
     orders_page = orders.layout(screens, q="initech")
     assert "SO-1003" in str(find(orders_page, ids.ORDERS_RESULTS).children)
@@ -202,7 +202,7 @@ def test_a_site_filter_keeps_other_sites_off_the_wall(screens):
     screens.live.apply(
         [Update("line", "X1", {"name": "Other", "site": "plant-2", "state": "running"})]
     )
-    assert find(wall.layout(screens), ids.WALL_START).data["shown"]["order"][-1] == "X1"
-    only = find(wall.layout(screens, site="plant-2"), ids.WALL_START).data
+    assert find(wall.layout(screens), ids.WALL.start).data["shown"]["order"][-1] == "X1"
+    only = find(wall.layout(screens, site="plant-2"), ids.WALL.start).data
     assert only["shown"]["order"] == ["X1"]
     assert only["shown"]["singles"][ids.WALL_SITE]["children"] == "plant-2"

@@ -60,7 +60,7 @@ def test_down_reason_over_mqtt_reaches_the_wall_live(stack, mqtt_broker, page, a
 
     # A kiosk signs in once with the display token in the URL.
     open_page(page, f"{stack.url}/wall?token={DISPLAY_TOKEN}", sel(ids.TILE, "line", line))
-    wait_beat(page, ids.WALL_HEARTBEAT)
+    wait_beat(page, ids.WALL.heartbeat)
     tile = page.locator(sel(ids.TILE, "line", line))
     page.wait_for_function(
         "s => document.querySelector(s).innerText.includes('WO-4242-1')",
