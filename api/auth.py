@@ -43,7 +43,7 @@ class Principal:
 class Tokens:
     """Checks tokens and signs the session cookie with a key derived from the API token."""
 
-    def __init__(self, api_token: str, display_token: str) -> None:
+    def __init__(self, api_token: str, display_token: str | None) -> None:
         self._api = api_token
         self._display = display_token
         self._key = hashlib.sha256(b"loopline-cookie:" + api_token.encode()).digest()
@@ -54,7 +54,7 @@ class Tokens:
             return None
         if hmac.compare_digest(token, self._api):
             return Principal("admin", "admin")
-        if hmac.compare_digest(token, self._display):
+        if self._display and hmac.compare_digest(token, self._display):
             return Principal("display", "display")
         return None
 

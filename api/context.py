@@ -19,7 +19,7 @@ class ApiContext:
     new_async_redis: Callable[[], aredis.Redis]
     clock: Clock
     api_token: str
-    display_token: str
+    display_token: str | None
     crm_secret: str
     max_body_bytes: int
     site: str

@@ -51,7 +51,7 @@ class Resolved:
     crm_secret: str
     crm_url: str | None  # None: the built-in CRM simulator (demo only)
     api_token: str
-    display_token: str
+    display_token: str | None  # None: no read-only sign-in (wall screens use the API token)
     choices: tuple[str, ...]
 
 
@@ -102,10 +102,11 @@ def resolve(settings: Settings, *, demo: bool) -> Resolved:
         choices.append("API token: generated for this demo run")
     else:
         raise SystemExit("LOOPLINE_API_TOKEN is required outside the demo")
+    # Outside the demo a generated token would differ per process: no token, no kiosk role.
     display = (
         settings.display_token.get_secret_value()
         if settings.display_token
-        else "display-" + secrets.token_urlsafe(16)
+        else ("display-" + secrets.token_urlsafe(16) if demo else None)
     )
     return Resolved(
         database_url=db,

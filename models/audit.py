@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import select
@@ -27,12 +28,20 @@ def record(
     return entry
 
 
-def history(session: Session, *, entity: str, entity_id: str, limit: int = 100) -> list[AuditEntry]:
-    """The newest audit entries of one entity, oldest first."""
+def history(
+    session: Session, *, entity: str, entity_ids: Sequence[str], limit: int = 100
+) -> dict[str, list[AuditEntry]]:
+    """The newest ``limit`` entries of each entity, oldest first, in one query."""
+    out: dict[str, list[AuditEntry]] = {}
+    if not entity_ids:
+        return out
     rows = session.scalars(
         select(AuditEntry)
-        .where(AuditEntry.entity == entity, AuditEntry.entity_id == entity_id)
+        .where(AuditEntry.entity == entity, AuditEntry.entity_id.in_(list(entity_ids)))
         .order_by(AuditEntry.id.desc())
-        .limit(limit)
     )
-    return list(reversed(list(rows)))
+    for entry in rows:
+        kept = out.setdefault(entry.entity_id, [])
+        if len(kept) < limit:
+            kept.append(entry)
+    return {k: v[::-1] for k, v in out.items()}

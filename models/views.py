@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 from models.audit import history
 from models.estimate import iso
 from models.live import LiveState
-from models.records import AuditEntry, Customer, Line, Order, PlanRevision
+from models.records import Customer, Line, Order, PlanRevision
 
 
 def order_view(
@@ -62,12 +62,15 @@ def order_view(
     }
 
 
-def _entry(h: AuditEntry) -> dict[str, Any]:
-    return {"at": iso(h.at), "actor": h.actor, "action": h.action, "details": h.details}
-
-
-def _history(session: Session, order_id: str, limit: int) -> list[dict[str, Any]]:
-    return [_entry(h) for h in history(session, entity="order", entity_id=order_id, limit=limit)]
+def _histories(session: Session, order_ids: list[str], limit: int) -> dict[str, list[Any]]:
+    entries = history(session, entity="order", entity_ids=order_ids, limit=limit)
+    return {
+        order_id: [
+            {"at": iso(h.at), "actor": h.actor, "action": h.action, "details": h.details}
+            for h in rows
+        ]
+        for order_id, rows in entries.items()
+    }
 
 
 def get_order(session: Session, live: LiveState, *, order_id: str) -> dict[str, Any] | None:
@@ -78,7 +81,10 @@ def get_order(session: Session, live: LiveState, *, order_id: str) -> dict[str, 
     wo_ids = [w.id for w in order.work_orders]
     live_wos = dict(zip(wo_ids, live.get_many("work_order", wo_ids), strict=True))
     return order_view(
-        order, live.get("order", order_id), live_wos, _history(session, order_id, 200)
+        order,
+        live.get("order", order_id),
+        live_wos,
+        _histories(session, [order_id], 200).get(order_id, []),
     )
 
 
@@ -109,25 +115,6 @@ def list_orders(
         order_view(o, lv, live_wos, histories.get(o.id, []))
         for o, lv in zip(orders, live_orders, strict=True)
     ]
-
-
-def _histories(
-    session: Session, order_ids: list[str], limit: int
-) -> dict[str, list[dict[str, Any]]]:
-    """The newest ``limit`` history entries of many orders in one query, oldest first."""
-    out: dict[str, list[dict[str, Any]]] = {}
-    if not order_ids:
-        return out
-    rows = session.scalars(
-        select(AuditEntry)
-        .where(AuditEntry.entity == "order", AuditEntry.entity_id.in_(order_ids))
-        .order_by(AuditEntry.id.desc())
-    )
-    for h in rows:
-        entries = out.setdefault(h.entity_id, [])
-        if len(entries) < limit:
-            entries.append(_entry(h))
-    return {k: list(reversed(v)) for k, v in out.items()}
 
 
 def list_lines(session: Session, live: LiveState) -> list[dict[str, Any]]:

@@ -42,7 +42,8 @@ def test_older_version_is_recorded_but_not_applied(sessions):
         order = s.get(Order, "SO-1001")
         assert order.version == 5 and order.lines[0].qty == 300
         assert s.scalar(select(InboxEvent.outcome).where(InboxEvent.webhook_id == "w2")) == "stale"
-        actions = [h.action for h in history(s, entity="order", entity_id="SO-1001")]
+        [entries] = history(s, entity="order", entity_ids=["SO-1001"]).values()
+        actions = [h.action for h in entries]
         assert actions == ["order.created", "order.stale_ignored"]
 
 
