@@ -8,8 +8,9 @@ import random
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from functools import partial
 
 import httpx
 import uvicorn
@@ -58,11 +59,11 @@ class Demo:
     mqtt_url: str
     crm_feedback_url: str
     stop_event: threading.Event = field(default_factory=threading.Event)
-    _stoppers: list[Any] = field(default_factory=list)
+    stoppers: list[Callable[[], object]] = field(default_factory=list)
 
     def stop(self) -> None:
         self.stop_event.set()
-        for stopper in reversed(self._stoppers):
+        for stopper in reversed(self.stoppers):
             try:
                 stopper()
             except Exception:  # keep stopping the rest
@@ -94,7 +95,7 @@ def start_demo(
     with transaction(rt.sessions) as session:
         seed_factory(session)
     demo = Demo(rt, url=f"http://{host}:{port}", mqtt_url="", crm_feedback_url="")
-    stoppers = demo._stoppers
+    stoppers = demo.stoppers
 
     # MQTT: the embedded broker unless a real one is configured.
     if rt.resolved.mqtt_url:
@@ -162,7 +163,7 @@ def start_demo(
                 target=target, args=(demo.stop_event,), name=f"sim-{name}", daemon=True
             )
             t.start()
-            stoppers.append(lambda t=t: t.join(5))
+            stoppers.append(partial(t.join, 5))
         stoppers.append(publisher.stop)
     return demo
 

@@ -23,7 +23,7 @@ from models.estimate import end_of_day, estimate, iso
 from models.feedback import sync_feedback
 from models.live import Change, LiveState, Update
 from models.orders import OPEN_STATUSES
-from models.planning import Job, Line, Problem, solve
+from models.planning import Job, Line, Problem, Schedule, solve
 from models.records import Line as LineRecord
 from models.records import Order, PlanRevision, WorkOrder
 
@@ -132,7 +132,7 @@ def replan(
 def _publish_sql(
     session: Session,
     problem: Problem,
-    schedule: Any,
+    schedule: Schedule,
     wos: dict[str, WorkOrder],
     trigger: str,
     solve_ms: float,
