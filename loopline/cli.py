@@ -122,9 +122,21 @@ def worker(verbose: bool = False) -> None:
 @app.command()
 def plan(
     input: Annotated[Path, typer.Option("--input", "-i", help="Problem JSON (DESIGN.md)")],
-    time_limit: Annotated[float | None, typer.Option("--time-limit")] = None,
+    time_limit: Annotated[
+        float | None, typer.Option("--time-limit", help="Seconds of search (default: by size)")
+    ] = None,
+    rounds: Annotated[
+        int | None,
+        typer.Option("--rounds", help="Rounds of search instead of a time limit (repeatable)"),
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
 ) -> None:
-    """Solve a planning problem file and print the schedule as JSON."""
+    """Solve a planning problem file and print the schedule as JSON.
+
+    The file is the contract's format plus optional ``calendars``, ``changeovers`` and
+    ``materials``; the output has the assignments, ``total_weighted_tardiness_h``, the
+    late and at-risk jobs with their reasons, and purchase requests.
+    """
     from models.planning import ProblemError, plan_json
 
     try:
@@ -133,7 +145,7 @@ def plan(
         console.print(f"[red]cannot read {input}: {exc}[/]")
         raise typer.Exit(2) from exc
     try:
-        result = plan_json(data, time_limit=time_limit)
+        result = plan_json(data, time_limit=time_limit, max_rounds=rounds, seed=seed)
     except ProblemError as exc:
         console.print(f"[red]invalid problem:[/] {exc}")
         raise typer.Exit(2) from exc
@@ -170,11 +182,11 @@ def import_factory_cmd(
     file: Annotated[
         Path,
         typer.Argument(
-            help="Factory master data (JSON): sites, products, lines with rates, customers"
+            help="Factory master data (JSON): sites, products, lines, customers, materials"
         ),
     ],
 ) -> None:
-    """Create or update sites, products, lines with their rates, and customers."""
+    """Create or update sites, products, lines (rates, calendars), customers, materials."""
     _logging(False)
     from ingest.factory_file import FactoryFileError, import_factory, parse_factory
     from loopline.runtime import open_database
@@ -190,9 +202,14 @@ def import_factory_cmd(
         console.print(f"[red]invalid factory file:[/] {exc}")
         raise typer.Exit(2) from exc
     engine = open_database(Settings())
-    with transaction(make_sessions(engine)) as session:
-        counts = import_factory(session, factory, actor="cli")
-    engine.dispose()
+    try:
+        with transaction(make_sessions(engine)) as session:
+            counts = import_factory(session, factory, actor="cli")
+    except FactoryFileError as exc:  # names the database does not know either
+        console.print(f"[red]invalid factory file:[/] {exc}")
+        raise typer.Exit(2) from exc
+    finally:
+        engine.dispose()
     console.print(f"imported {counts}")
 
 

@@ -179,7 +179,13 @@ def test_plan_command_prints_a_schedule(tmp_path):
     )
     result = json.loads(out.stdout)
     assert result["assignments"] == [
-        {"job": "J1", "line": "L1", "start": "2026-12-01T00:00:00Z", "end": "2026-12-01T02:00:00Z"}
+        {
+            "job": "J1",
+            "line": "L1",
+            "start": "2026-12-01T00:00:00Z",
+            "end": "2026-12-01T02:00:00Z",
+            "changeover_h": 0.0,
+        }
     ]
     assert result["total_weighted_tardiness_h"] == 0.0
     problem["jobs"][0]["qty"] = -1
@@ -192,6 +198,24 @@ def test_plan_command_prints_a_schedule(tmp_path):
         timeout=60,
     )
     assert bad.returncode == 2 and "jobs[0].qty" in bad.stderr
+
+
+def test_plan_command_explains_a_material_shortage():
+    scenarios = ROOT / "tests" / "models" / "planning" / "scenarios"
+    out = subprocess.run(
+        LOOPLINE
+        + ["plan", "--input", str(scenarios / "material_shortage.problem.json"), "--rounds", "200"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+        timeout=120,
+    )
+    result = json.loads(out.stdout)
+    assert result == json.loads((scenarios / "material_shortage.expected.json").read_text())
+    assert result["total_weighted_tardiness_h"] > 0
+    assert {lj["cause"]["kind"] for lj in result["late_jobs"]} == {"material"}
+    assert result["purchase_requests"][0]["material"] == "STEEL"
 
 
 @pytest.mark.timeout(120)

@@ -1,12 +1,24 @@
-"""The planner: a pure pipeline from a problem (plain dataclasses) to a schedule."""
+"""The planner: a pure pipeline from a problem (plain dataclasses) to a schedule.
 
-from models.planning.dispatch import solve
+``solve`` (``solver.py``) is planner v1: calendars, changeovers, materials, pinned and
+frozen work, iterated local search in a numba kernel (``optimize.py``, ``kernel.py``),
+explanations (``explain.py``). ``quote`` answers "when could this order be done".
+``dispatch.py`` keeps v0 (ATC dispatch) as a baseline for comparisons.
+"""
+
+from models.planning.materials import PurchaseRequest
 from models.planning.problem import (
+    Calendar,
+    Closure,
     Issue,
     Job,
     Line,
+    Material,
+    Materials,
     Problem,
     ProblemError,
+    PurchaseOrder,
+    WeeklyWindow,
     check_problem,
     parse_problem,
 )
@@ -21,16 +33,24 @@ from models.planning.schedule import (
     to_json,
     weighted_tardiness,
 )
+from models.planning.solver import solve
 
 __all__ = [
     "Assignment",
+    "Calendar",
+    "Closure",
     "Issue",
     "Job",
     "LateJob",
     "Line",
+    "Material",
+    "Materials",
     "Problem",
     "ProblemError",
+    "PurchaseOrder",
+    "PurchaseRequest",
     "Schedule",
+    "WeeklyWindow",
     "build_schedule",
     "check_problem",
     "parse_problem",

@@ -1,8 +1,11 @@
 """The planning problem: lines, jobs and a start time, as plain frozen dataclasses.
 
-``parse_problem`` turns the JSON form (DESIGN.md, "Planner problem") into a ``Problem``;
-``check_problem`` checks the rules that span fields. Both raise ``ProblemError`` naming
-every failing field path, e.g. ``jobs[3].qty: must be > 0``.
+Optional parts extend the contract's format without breaking it: working ``calendars``
+(weekly shifts, breaks, holidays, closures), sequence-dependent ``changeovers`` per line,
+and ``materials`` (stock, bills of material, open purchase orders). ``parse_problem``
+turns the JSON form (DESIGN.md, "Planner problem") into a ``Problem``; ``check_problem``
+checks the rules that span fields. Both raise ``ProblemError`` naming every failing field
+path, e.g. ``jobs[3].qty: must be > 0`` or ``materials.bom.P9: unknown product``.
 """
 
 from __future__ import annotations
@@ -11,11 +14,12 @@ import json
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Annotated, Any
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 from pydantic_core import PydanticCustomError
 
 # Longest plan the planner accepts, in hours (about 114 years): past this, timestamps
@@ -29,12 +33,81 @@ _RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
+DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+PRIORITIES = ("normal", "high", "rush")
+
+
+@dataclass(frozen=True)
+class WeeklyWindow:
+    """A time of day on some weekdays (0 = Monday); an ``end`` not after ``start`` runs
+    past midnight into the next day."""
+
+    days: frozenset[int]
+    start: time
+    end: time
+
+
+@dataclass(frozen=True)
+class Closure:
+    """A one-off stretch of time when a line does not work (maintenance, a shutdown)."""
+
+    start: datetime
+    end: datetime
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Calendar:
+    """When a line works, in its local time zone: weekly shifts minus breaks, holidays and
+    closures. No shifts means around the clock."""
+
+    id: str
+    timezone: str = "UTC"
+    shifts: tuple[WeeklyWindow, ...] = ()
+    breaks: tuple[WeeklyWindow, ...] = ()
+    holidays: tuple[date, ...] = ()
+    closures: tuple[Closure, ...] = ()
+
+
 @dataclass(frozen=True)
 class Line:
     """A production line and its rate (units per hour) for each product it can make."""
 
     id: str
     rates: Mapping[str, float]
+    calendar: str | None = None  # a key of ``Problem.calendars``; None: always working
+    down_until: datetime | None = None  # a line that is down takes no work before this
+    down_reason: str = ""
+    setup: str | None = None  # the product the line is set up for at the start
+
+
+@dataclass(frozen=True)
+class Material:
+    """A material on hand, and how long its supplier takes to deliver more."""
+
+    id: str
+    on_hand: float = 0.0
+    lead_time_days: float = 0.0
+    unit: str = ""
+
+
+@dataclass(frozen=True)
+class PurchaseOrder:
+    """Material already ordered, arriving at a known time."""
+
+    id: str
+    material: str
+    qty: float
+    arrives: datetime
+
+
+@dataclass(frozen=True)
+class Materials:
+    """Stock, bills of material (product -> material -> quantity per unit) and open orders."""
+
+    items: Mapping[str, Material]
+    bom: Mapping[str, Mapping[str, float]]
+    purchase_orders: tuple[PurchaseOrder, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -49,15 +122,37 @@ class Job:
     release: datetime | None = None  # None: available from the problem's start
     pinned_line: str | None = None
     pinned_start: datetime | None = None  # pinned work starts no earlier than this
+    priority: str = "normal"  # normal | high | rush: explains who took whose place
+    deadline: datetime | None = None  # a promise the planner must keep once it is met
+    planned_line: str | None = None  # where the previous plan had it (frozen window,
+    planned_start: datetime | None = None  # and the start of an incremental replan)
+    order: str | None = None  # the customer order this job belongs to, for explanations
 
 
 @dataclass(frozen=True)
 class Problem:
-    """Everything the planner needs: when planning starts, the lines and the jobs."""
+    """Everything the planner needs: when planning starts, the lines and the jobs, and
+    optionally calendars, changeovers (line -> from product -> to product -> hours; line
+    ``"*"`` is the default for every line) and materials."""
 
     start: datetime
     lines: tuple[Line, ...]
     jobs: tuple[Job, ...]
+    calendars: Mapping[str, Calendar] = field(default_factory=dict)
+    changeovers: Mapping[str, Mapping[str, Mapping[str, float]]] = field(default_factory=dict)
+    materials: Materials | None = None
+    frozen_h: float = 0.0  # planned work starting within this many hours stays put
+    risk_buffer_h: float = 4.0  # a job ending closer than this to its due date is at risk
+
+    def changeover_h(self, line: str, before: str, after: str) -> float:
+        """Hours to change ``line`` over from product ``before`` to ``after``."""
+        if before == after:
+            return 0.0
+        for key in (line, "*"):
+            table = self.changeovers.get(key)
+            if table is not None and before in table and after in table[before]:
+                return table[before][after]
+        return 0.0
 
     def release_of(self, job: Job) -> datetime:
         """When the job may start at the earliest (its release, never before the start)."""
@@ -117,12 +212,45 @@ Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 
 
+def _clock(value: Any) -> time:
+    """``HH:MM`` (or ``HH:MM:SS``) as a time of day; ``24:00`` means the end of the day."""
+    if isinstance(value, time):
+        return value
+    if isinstance(value, str) and re.match(r"^\d{2}:\d{2}(:\d{2})?$", value):
+        if value in ("24:00", "24:00:00"):
+            return time(0, 0)
+        try:
+            return time.fromisoformat(value)
+        except ValueError:
+            pass
+    raise PydanticCustomError(
+        "clock", "must be a time of day HH:MM, got {value}", {"value": _cut(value)}
+    )
+
+
+def _day(value: Any) -> int:
+    if isinstance(value, str) and value.lower()[:3] in DAY_NAMES:
+        return DAY_NAMES.index(value.lower()[:3])
+    raise PydanticCustomError(
+        "day",
+        "must be one of mon, tue, wed, thu, fri, sat, sun, got {value}",
+        {"value": _cut(value)},
+    )
+
+
+Clock = Annotated[time, BeforeValidator(_clock)]
+Day = Annotated[int, BeforeValidator(_day)]
+
+
 class _LineIn(BaseModel):
-    # Unknown keys are allowed: calendars and changeovers will extend the format.
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow")  # unknown keys are ignored, for later versions
 
     id: Id
     rates: dict[str, Positive]
+    calendar: Id | None = None
+    down_until: Timestamp | None = None
+    down_reason: str = ""
+    setup: Id | None = None
 
 
 class _JobIn(BaseModel):
@@ -136,6 +264,73 @@ class _JobIn(BaseModel):
     release: Timestamp | None = None
     pinned_line: Id | None = None
     pinned_start: Timestamp | None = None
+    priority: Literal["normal", "high", "rush"] = "normal"
+    deadline: Timestamp | None = None
+    planned_line: Id | None = None
+    planned_start: Timestamp | None = None
+    order: Id | None = None
+
+
+class _WindowIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    days: list[Day] = Field(min_length=1)
+    start: Clock
+    end: Clock
+
+
+class _ClosureIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    start: Timestamp
+    end: Timestamp
+    reason: str = ""
+
+
+class _CalendarIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    timezone: str = "UTC"
+    shifts: list[_WindowIn] = []
+    breaks: list[_WindowIn] = []
+    holidays: list[date] = []
+    closures: list[_ClosureIn] = []
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise PydanticCustomError(
+                "timezone", "unknown time zone {value}", {"value": _cut(value)}
+            ) from None
+        return value
+
+
+class _MaterialIn(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    on_hand: NonNegative = 0.0
+    lead_time_days: NonNegative = 0.0
+    unit: str = ""
+
+
+class _PurchaseOrderIn(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    id: Id
+    material: Id
+    qty: Positive
+    arrives: Timestamp
+
+
+class _MaterialsIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    items: dict[str, _MaterialIn] = {}
+    bom: dict[str, dict[str, Positive]] = {}
+    purchase_orders: list[_PurchaseOrderIn] = []
 
 
 class _ProblemIn(BaseModel):
@@ -144,6 +339,15 @@ class _ProblemIn(BaseModel):
     start: Timestamp
     lines: list[_LineIn]
     jobs: list[_JobIn]
+    calendars: dict[str, _CalendarIn] = {}
+    changeovers: dict[str, dict[str, dict[str, NonNegative]]] = {}
+    materials: _MaterialsIn | None = None
+    frozen_h: NonNegative = 0.0
+    risk_buffer_h: NonNegative = 4.0
+
+
+def _window(w: _WindowIn) -> WeeklyWindow:
+    return WeeklyWindow(days=frozenset(w.days), start=w.start, end=w.end)
 
 
 def parse_problem(data: Any) -> Problem:
@@ -152,9 +356,32 @@ def parse_problem(data: Any) -> Problem:
         raw = _ProblemIn.model_validate(data)
     except ValidationError as exc:
         raise ProblemError([_issue(e) for e in exc.errors()]) from None
+    materials = None
+    if raw.materials is not None:
+        materials = Materials(
+            items={
+                name: Material(name, m.on_hand, m.lead_time_days, m.unit)
+                for name, m in raw.materials.items.items()
+            },
+            bom={product: dict(parts) for product, parts in raw.materials.bom.items()},
+            purchase_orders=tuple(
+                PurchaseOrder(po.id, po.material, po.qty, po.arrives)
+                for po in raw.materials.purchase_orders
+            ),
+        )
     problem = Problem(
         start=raw.start,
-        lines=tuple(Line(id=ln.id, rates=dict(ln.rates)) for ln in raw.lines),
+        lines=tuple(
+            Line(
+                id=ln.id,
+                rates=dict(ln.rates),
+                calendar=ln.calendar,
+                down_until=ln.down_until,
+                down_reason=ln.down_reason,
+                setup=ln.setup,
+            )
+            for ln in raw.lines
+        ),
         jobs=tuple(
             Job(
                 id=j.id,
@@ -165,9 +392,32 @@ def parse_problem(data: Any) -> Problem:
                 release=j.release,
                 pinned_line=j.pinned_line,
                 pinned_start=j.pinned_start,
+                priority=j.priority,
+                deadline=j.deadline,
+                planned_line=j.planned_line,
+                planned_start=j.planned_start,
+                order=j.order,
             )
             for j in raw.jobs
         ),
+        calendars={
+            name: Calendar(
+                id=name,
+                timezone=c.timezone,
+                shifts=tuple(_window(w) for w in c.shifts),
+                breaks=tuple(_window(w) for w in c.breaks),
+                holidays=tuple(c.holidays),
+                closures=tuple(Closure(x.start, x.end, x.reason) for x in c.closures),
+            )
+            for name, c in raw.calendars.items()
+        },
+        changeovers={
+            line: {before: dict(to) for before, to in table.items()}
+            for line, table in raw.changeovers.items()
+        },
+        materials=materials,
+        frozen_h=raw.frozen_h,
+        risk_buffer_h=raw.risk_buffer_h,
     )
     check_problem(problem)
     return problem
@@ -238,8 +488,117 @@ def check_problem(problem: Problem) -> None:
                 issues.append(Issue(f"{at}.{name}", f"more than {MAX_HORIZON_H:.0f} h after start"))
     if total_h > MAX_HORIZON_H:
         issues.append(Issue("jobs", f"need over {MAX_HORIZON_H:.0f} h of work in total"))
+    products = set(slowest) | {job.product for job in problem.jobs}
+    issues += _check_lines(problem, products)
+    issues += _check_jobs_extra(problem, lines)
+    issues += _check_calendars(problem)
+    issues += _check_changeovers(problem, lines, products)
+    issues += _check_materials(problem, products)
+    if not (math.isfinite(problem.frozen_h) and problem.frozen_h >= 0):
+        issues.append(Issue("frozen_h", "must be >= 0"))
     if issues:
         raise ProblemError(issues)
+
+
+def _check_lines(problem: Problem, products: set[str]) -> list[Issue]:
+    issues = []
+    for i, line in enumerate(problem.lines):
+        at = f"lines[{i}]"
+        if line.calendar is not None and line.calendar not in problem.calendars:
+            issues.append(Issue(f"{at}.calendar", f"unknown calendar {line.calendar!r}"))
+        if line.down_until is not None and not _aware(line.down_until):
+            issues.append(Issue(f"{at}.down_until", "must be timezone-aware"))
+        if line.setup is not None and line.setup not in products:
+            issues.append(Issue(f"{at}.setup", f"unknown product {line.setup!r}"))
+    return issues
+
+
+def _check_jobs_extra(problem: Problem, lines: Mapping[str, Line]) -> list[Issue]:
+    issues = []
+    for i, job in enumerate(problem.jobs):
+        at = f"jobs[{i}]"
+        if job.priority not in PRIORITIES:
+            issues.append(Issue(f"{at}.priority", f"must be one of {', '.join(PRIORITIES)}"))
+        for name in ("deadline", "planned_start"):
+            value = getattr(job, name)
+            if value is not None and not _aware(value):
+                issues.append(Issue(f"{at}.{name}", "must be timezone-aware"))
+        if job.planned_line is not None and job.planned_line not in lines:
+            issues.append(Issue(f"{at}.planned_line", f"unknown line {job.planned_line!r}"))
+        if job.planned_start is not None and job.planned_line is None:
+            issues.append(Issue(f"{at}.planned_start", "needs planned_line"))
+    return issues
+
+
+def _check_calendars(problem: Problem) -> list[Issue]:
+    issues = []
+    for name, cal in problem.calendars.items():
+        at = f"calendars{_key(name)}"
+        try:
+            ZoneInfo(cal.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            issues.append(Issue(f"{at}.timezone", f"unknown time zone {cal.timezone!r}"))
+        for k, shift in enumerate(cal.shifts):
+            if not shift.days or not shift.days <= set(range(7)):
+                issues.append(Issue(f"{at}.shifts[{k}].days", "must name weekdays"))
+        for k, closure in enumerate(cal.closures):
+            if not (_aware(closure.start) and _aware(closure.end)):
+                issues.append(Issue(f"{at}.closures[{k}]", "must be timezone-aware"))
+            elif closure.end <= closure.start:
+                issues.append(Issue(f"{at}.closures[{k}].end", "must be after start"))
+    return issues
+
+
+def _check_changeovers(
+    problem: Problem, lines: Mapping[str, Line], products: set[str]
+) -> list[Issue]:
+    issues = []
+    for line, table in problem.changeovers.items():
+        at = f"changeovers{_key(line)}"
+        if line != "*" and line not in lines:
+            issues.append(Issue(at, f"unknown line {line!r}"))
+        for before, row in table.items():
+            if before not in products:
+                issues.append(Issue(f"{at}{_key(before)}", f"unknown product {before!r}"))
+            for after, hours in row.items():
+                if after not in products:
+                    issues.append(
+                        Issue(f"{at}{_key(before)}{_key(after)}", f"unknown product {after!r}")
+                    )
+                elif not (math.isfinite(hours) and hours >= 0):
+                    issues.append(Issue(f"{at}{_key(before)}{_key(after)}", "must be >= 0"))
+    return issues
+
+
+def _check_materials(problem: Problem, products: set[str]) -> list[Issue]:
+    materials = problem.materials
+    if materials is None:
+        return []
+    issues = []
+    for name, item in materials.items.items():
+        at = f"materials.items{_key(name)}"
+        if not (math.isfinite(item.on_hand) and item.on_hand >= 0):
+            issues.append(Issue(f"{at}.on_hand", "must be >= 0"))
+        if not (math.isfinite(item.lead_time_days) and item.lead_time_days >= 0):
+            issues.append(Issue(f"{at}.lead_time_days", "must be >= 0"))
+    for product, parts in materials.bom.items():
+        at = f"materials.bom{_key(product)}"
+        if product not in products:
+            issues.append(Issue(at, f"unknown product {product!r}"))
+        for material, per_unit in parts.items():
+            if material not in materials.items:
+                issues.append(Issue(f"{at}{_key(material)}", f"unknown material {material!r}"))
+            elif not (math.isfinite(per_unit) and per_unit > 0):
+                issues.append(Issue(f"{at}{_key(material)}", "must be > 0"))
+    for k, po in enumerate(materials.purchase_orders):
+        at = f"materials.purchase_orders[{k}]"
+        if po.material not in materials.items:
+            issues.append(Issue(f"{at}.material", f"unknown material {po.material!r}"))
+        if not (math.isfinite(po.qty) and po.qty > 0):
+            issues.append(Issue(f"{at}.qty", "must be > 0"))
+        if not _aware(po.arrives):
+            issues.append(Issue(f"{at}.arrives", "must be timezone-aware"))
+    return issues
 
 
 def _aware(value: datetime) -> bool:
@@ -258,6 +617,9 @@ def _issue(error: Any) -> Issue:
         "greater_than_equal": f"must be >= {ctx.get('ge')}",
         "finite_number": "must be a finite number",
         "string_too_short": "must not be empty",
+        "too_short": "must not be empty",
+        "literal_error": f"must be one of {ctx.get('expected')}",
+        "extra_forbidden": "unknown field",
     }
     return Issue(path or "(root)", messages.get(kind, error["msg"]))
 
@@ -270,3 +632,28 @@ def _key(name: str) -> str:
 def _cut(value: Any, limit: int = 40) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def parse_calendar(name: str, data: Any) -> Calendar:
+    """A stored calendar definition (the JSON form of ``calendars`` entries) as a
+    ``Calendar`` called ``name``; raises ``ProblemError`` naming the failing fields."""
+    try:
+        raw = _CalendarIn.model_validate(data)
+    except ValidationError as exc:
+        raise ProblemError([_issue(e) for e in exc.errors()]) from None
+    calendar = Calendar(
+        id=name,
+        timezone=raw.timezone,
+        shifts=tuple(_window(w) for w in raw.shifts),
+        breaks=tuple(_window(w) for w in raw.breaks),
+        holidays=tuple(raw.holidays),
+        closures=tuple(Closure(x.start, x.end, x.reason) for x in raw.closures),
+    )
+    issues = [
+        Issue(f"closures[{k}].end", "must be after start")
+        for k, x in enumerate(calendar.closures)
+        if x.end <= x.start
+    ]
+    if issues:
+        raise ProblemError(issues)
+    return calendar

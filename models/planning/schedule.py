@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from models.planning.materials import PurchaseRequest
 from models.planning.problem import Job, Problem, parse_problem
 
 # Float hours turned into microsecond datetimes can overshoot a due date by a hair;
@@ -20,19 +21,29 @@ class Assignment:
 
     job: str
     line: str
-    start: datetime
+    start: datetime  # the changeover (if any) starts here, then the run
     end: datetime
+    setup_h: float = 0.0
 
 
 @dataclass(frozen=True)
 class LateJob:
-    """A job planned to finish after its due date, by how much and why."""
+    """A job planned to finish after its due date (or too close to it), and why.
+
+    ``cause`` is the machine-readable reason: ``{"kind": "capacity", "line": "L2"}``,
+    ``{"kind": "material", "material": "STEEL", "until": "<rfc3339>"}``,
+    ``{"kind": "line_down", "line": "L3", "until": ..., "reason": "jam"}``,
+    ``{"kind": "rush", "job": "WO-7-1", "order": "SO-7", "line": "L1"}`` or
+    ``{"kind": "lead_time"}``; ``reason`` words it for people.
+    """
 
     job: str
     tardiness_h: float
     weight: float
     reason: str  # human text, e.g. "capacity on line L2"
     line: str = ""
+    cause: Mapping[str, Any] = field(default_factory=dict)
+    slack_h: float = 0.0  # for jobs at risk: hours left before the due date
 
 
 @dataclass(frozen=True)
@@ -42,6 +53,9 @@ class Schedule:
     assignments: tuple[Assignment, ...]
     total_weighted_tardiness_h: float
     late_jobs: tuple[LateJob, ...]
+    at_risk: tuple[LateJob, ...] = ()
+    purchase_requests: tuple[PurchaseRequest, ...] = ()
+    solver: str = "dispatch-v0"
 
     @property
     def makespan_end(self) -> datetime | None:
@@ -81,7 +95,12 @@ def build_schedule(problem: Problem, assignments: Iterable[Assignment]) -> Sched
             else:
                 rate = fastest[job.product]
             reason = _why_late(problem, job, a.line, rate)
-            late.append(LateJob(a.job, late_h, job.weight, reason, a.line))
+            cause = (
+                {"kind": "lead_time"}
+                if reason.startswith("lead time")
+                else {"kind": "capacity", "line": a.line}
+            )
+            late.append(LateJob(a.job, late_h, job.weight, reason, a.line, cause))
     late.sort(key=lambda lj: (-lj.weight * lj.tardiness_h, lj.job))
     return Schedule(
         assignments=placed,
@@ -106,32 +125,55 @@ def rfc3339(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
+def _late_json(lj: LateJob) -> dict[str, Any]:
+    return {
+        "job": lj.job,
+        "line": lj.line,
+        "tardiness_h": round(lj.tardiness_h, 6),
+        "weight": lj.weight,
+        "reason": lj.reason,
+        "cause": dict(lj.cause),
+    }
+
+
 def to_json(schedule: Schedule) -> dict[str, Any]:
     """The schedule in its JSON form (DESIGN.md, "Planner problem")."""
     end = schedule.makespan_end
     return {
         "assignments": [
-            {"job": a.job, "line": a.line, "start": rfc3339(a.start), "end": rfc3339(a.end)}
+            {
+                "job": a.job,
+                "line": a.line,
+                "start": rfc3339(a.start),
+                "end": rfc3339(a.end),
+                "changeover_h": round(a.setup_h, 6),
+            }
             for a in schedule.assignments
         ],
         "total_weighted_tardiness_h": float(schedule.total_weighted_tardiness_h),
-        "late_jobs": [
+        "late_jobs": [_late_json(lj) for lj in schedule.late_jobs],
+        "at_risk": [{**_late_json(lj), "slack_h": round(lj.slack_h, 6)} for lj in schedule.at_risk],
+        "purchase_requests": [
             {
-                "job": lj.job,
-                "line": lj.line,
-                "tardiness_h": lj.tardiness_h,
-                "weight": lj.weight,
-                "reason": lj.reason,
+                "material": pr.material,
+                "qty": pr.qty,
+                "needed_by": rfc3339(pr.needed_by),
+                "arrives_if_ordered_now": rfc3339(pr.arrives),
+                "jobs": list(pr.jobs),
             }
-            for lj in schedule.late_jobs
+            for pr in schedule.purchase_requests
         ],
         "makespan_end": rfc3339(end) if end is not None else None,
+        "solver": schedule.solver,
     }
 
 
-def plan_json(data: Any, *, time_limit: float | None = None) -> dict[str, Any]:
+def plan_json(
+    data: Any, *, time_limit: float | None = None, max_rounds: int | None = None, seed: int = 0
+) -> dict[str, Any]:
     """Parse a problem document, solve it and return the schedule's JSON form."""
     # Imported here because the solver builds on this module's types.
-    from models.planning.dispatch import solve
+    from models.planning.solver import solve
 
-    return to_json(solve(parse_problem(data), time_limit=time_limit))
+    problem = parse_problem(data)
+    return to_json(solve(problem, time_limit=time_limit, max_rounds=max_rounds, seed=seed))

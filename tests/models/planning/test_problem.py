@@ -105,7 +105,7 @@ def test_timestamps_become_aware_utc(text: str, expected: datetime) -> None:
 
 def test_unknown_keys_are_allowed() -> None:
     data = base()
-    data["calendars"] = {"L1": [{"from": "2026-12-01T00:00:00Z", "to": "2026-12-02T00:00:00Z"}]}
+    data["shop"] = {"L1": [{"from": "2026-12-01T00:00:00Z", "to": "2026-12-02T00:00:00Z"}]}
     data["lines"][0]["changeover_h"] = 0.5
     data["jobs"][0]["materials"] = [{"sku": "STEEL", "qty": 4}]
     assert len(parse_problem(data).jobs) == 4
@@ -181,6 +181,84 @@ BAD = [
     (_set(("lines",), "L1"), "lines"),
     (_set(("jobs",), {"J0": {}}), "jobs"),
 ]
+
+
+def rich() -> dict[str, Any]:
+    """The small problem with calendars, changeovers and materials, all valid."""
+    data = base()
+    data["calendars"] = {
+        "day": {
+            "timezone": "Europe/Berlin",
+            "shifts": [
+                {"days": ["mon", "tue", "wed", "thu", "fri"], "start": "06:00", "end": "22:00"}
+            ],
+            "breaks": [{"days": ["mon"], "start": "12:00", "end": "12:30"}],
+            "holidays": ["2026-12-25"],
+            "closures": [{"start": "2026-12-02T00:00:00Z", "end": "2026-12-02T04:00:00Z"}],
+        }
+    }
+    data["lines"][0]["calendar"] = "day"
+    data["changeovers"] = {"L2": {"P1": {"P2": 0.5}}, "*": {"P2": {"P1": 1.0}}}
+    data["materials"] = {
+        "items": {"STEEL": {"on_hand": 100, "lead_time_days": 5}},
+        "bom": {"P1": {"STEEL": 2}},
+        "purchase_orders": [
+            {"id": "PO-1", "material": "STEEL", "qty": 50, "arrives": "2026-12-03T00:00:00Z"}
+        ],
+    }
+    return data
+
+
+def test_parses_calendars_changeovers_and_materials() -> None:
+    problem = parse_problem(rich())
+    assert problem.lines[0].calendar == "day"
+    assert problem.calendars["day"].holidays[0].isoformat() == "2026-12-25"
+    assert problem.changeover_h("L2", "P1", "P2") == 0.5
+    assert problem.changeover_h("L1", "P2", "P1") == 1.0  # the "*" default
+    assert problem.changeover_h("L1", "P1", "P2") == 0.0
+    assert problem.materials is not None
+    assert problem.materials.bom == {"P1": {"STEEL": 2.0}}
+
+
+BAD_RICH = [
+    (_set(("materials", "bom", "P9"), {"STEEL": 1}), "materials.bom.P9: unknown product 'P9'"),
+    (_set(("materials", "bom", "P1", "GLUE"), 1), "materials.bom.P1.GLUE: unknown material"),
+    (_set(("materials", "bom", "P1", "STEEL"), -2), "materials.bom.P1.STEEL: must be > 0"),
+    (_set(("materials", "items", "STEEL", "on_hand"), -1), "materials.items.STEEL.on_hand"),
+    (
+        _set(("materials", "purchase_orders", 0, "material"), "GLUE"),
+        "materials.purchase_orders[0].material: unknown material 'GLUE'",
+    ),
+    (_set(("lines", 0, "calendar"), "night"), "lines[0].calendar: unknown calendar 'night'"),
+    (_set(("calendars", "day", "timezone"), "Mars/Olympus"), "calendars.day.timezone"),
+    (_set(("calendars", "day", "shifts", 0, "start"), "6am"), "calendars.day.shifts[0].start"),
+    (
+        _set(("calendars", "day", "shifts", 0, "days"), ["monday", "xmas"]),
+        "calendars.day.shifts[0].days[1]",
+    ),
+    (_set(("calendars", "day", "holidays"), ["25.12."]), "calendars.day.holidays[0]"),
+    (
+        _set(("calendars", "day", "closures", 0, "end"), "2026-12-01T00:00:00Z"),
+        "calendars.day.closures[0].end: must be after start",
+    ),
+    (_set(("changeovers", "L7"), {}), "changeovers.L7: unknown line 'L7'"),
+    (_set(("changeovers", "L2", "P1", "P2"), -1), "changeovers.L2.P1.P2"),
+    (_set(("changeovers", "L2", "P1", "P8"), 1), "changeovers.L2.P1.P8: unknown product"),
+    (_set(("jobs", 0, "priority"), "asap"), "jobs[0].priority"),
+    (_set(("jobs", 0, "planned_line"), "L9"), "jobs[0].planned_line: unknown line 'L9'"),
+    (_set(("frozen_h",), -2), "frozen_h"),
+]
+
+
+@pytest.mark.parametrize(("change", "expected"), BAD_RICH)
+def test_bad_extended_input_names_the_field(change: Any, expected: str) -> None:
+    data = rich()
+    change(data)
+    with pytest.raises(ProblemError) as caught:
+        parse_problem(data)
+    assert expected in str(caught.value)
+    path = expected.split(":")[0]
+    assert path in [issue.path for issue in caught.value.errors]
 
 
 @pytest.mark.parametrize(("change", "expected"), BAD)

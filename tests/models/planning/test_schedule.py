@@ -38,7 +38,7 @@ def test_rfc3339_is_utc_with_z() -> None:
     assert rfc3339(START + timedelta(milliseconds=5)) == "2026-12-01T00:00:00.005000Z"
 
 
-def test_to_json_has_exactly_the_contract_keys() -> None:
+def test_to_json_has_the_contract_keys_and_the_v1_extensions() -> None:
     problem = _problem()
     assignments = [
         Assignment("a", "L1", START, START + timedelta(hours=2)),
@@ -52,12 +52,14 @@ def test_to_json_has_exactly_the_contract_keys() -> None:
                 "line": "L1",
                 "start": "2026-12-01T00:00:00Z",
                 "end": "2026-12-01T02:00:00Z",
+                "changeover_h": 0.0,
             },
             {
                 "job": "b",
                 "line": "L2",
                 "start": "2026-12-01T00:00:00Z",
                 "end": "2026-12-01T02:00:00Z",
+                "changeover_h": 0.0,
             },
         ],
         "total_weighted_tardiness_h": 2.0,
@@ -68,9 +70,13 @@ def test_to_json_has_exactly_the_contract_keys() -> None:
                 "tardiness_h": 1.0,
                 "weight": 2,
                 "reason": "lead time: cannot finish by due even on an idle line",
+                "cause": {"kind": "lead_time"},
             },
         ],
+        "at_risk": [],
+        "purchase_requests": [],
         "makespan_end": "2026-12-01T02:00:00Z",
+        "solver": "dispatch-v0",
     }
 
 
@@ -108,7 +114,10 @@ def test_an_empty_problem_gives_an_empty_schedule() -> None:
         "assignments": [],
         "total_weighted_tardiness_h": 0.0,
         "late_jobs": [],
+        "at_risk": [],
+        "purchase_requests": [],
         "makespan_end": None,
+        "solver": "ils-v1",
     }
 
 
@@ -129,7 +138,13 @@ def test_plan_json_accepts_a_time_limit() -> None:
     }
     doc = plan_json(data, time_limit=5)
     assert doc["assignments"] == [
-        {"job": "J1", "line": "L1", "start": "2026-12-01T00:00:00Z", "end": "2026-12-01T02:00:00Z"}
+        {
+            "job": "J1",
+            "line": "L1",
+            "start": "2026-12-01T00:00:00Z",
+            "end": "2026-12-01T02:00:00Z",
+            "changeover_h": 0.0,
+        }
     ]
     assert doc["total_weighted_tardiness_h"] == 0.0
     assert doc["makespan_end"] == "2026-12-01T02:00:00Z"

@@ -1,0 +1,187 @@
+"""How the planner scales: full replan, incremental replan, quotes, memory, cost by size.
+
+Each factory is random but seeded: lines on one of two calendars (24/7, or two shifts
+Mon-Fri), changeovers between product families, materials with a BOM per product,
+stock, open purchase orders and one material that runs short. The baseline every ratio is
+stated against is dispatch alone on the same model in the same run: the best of the
+constructive rules (ATC with several look-aheads, EDD, WSPT), no search. Planner v0 is not
+used as the baseline because it ignores calendars, changeovers and materials, so its
+tardiness is that of an easier problem.
+
+    .venv/bin/python bench/planner_scale.py            # the full table (about a minute)
+    .venv/bin/python bench/planner_scale.py --sizes 1000,2000
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import random
+import statistics
+import sys
+import time
+import tracemalloc
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from datetime import time as clock
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from models.planning import (  # noqa: E402
+    Calendar,
+    Job,
+    Line,
+    Material,
+    Materials,
+    Problem,
+    PurchaseOrder,
+    WeeklyWindow,
+    solve,
+)
+from models.planning.optimize import warm_up  # noqa: E402
+from models.planning.quote import QuoteRequest, quote, with_plan  # noqa: E402
+
+START = datetime(2026, 12, 1, tzinfo=UTC)
+TWO_SHIFTS = Calendar(
+    "two-shifts",
+    timezone="Europe/Berlin",
+    shifts=(WeeklyWindow(frozenset(range(5)), clock(6), clock(22)),),
+    breaks=(WeeklyWindow(frozenset(range(5)), clock(12), clock(12, 30)),),
+)
+TARGETS = {"full_10k_s": 2.0, "incremental_2k_ms": 200.0, "quote_ms": 100.0}
+
+
+def factory(n_jobs: int, n_lines: int = 50, n_products: int = 40, seed: int = 7) -> Problem:
+    """A seeded random factory with ``n_jobs`` open jobs on ``n_lines`` lines."""
+    rnd = random.Random(seed)
+    products = [f"P{i:02d}" for i in range(n_products)]
+    lines = []
+    for i in range(n_lines):
+        made = rnd.sample(products, k=max(1, n_products // 5))
+        lines.append(
+            Line(
+                f"L{i:02d}",
+                {p: rnd.uniform(40, 120) for p in made},
+                calendar="two-shifts" if i % 3 == 0 else None,
+            )
+        )
+    makeable = sorted({p for ln in lines for p in ln.rates})
+    family = {p: int(p[1:]) % 4 for p in makeable}
+    changeovers = {
+        "*": {a: {b: 0.25 if family[a] == family[b] else 1.0 for b in makeable} for a in makeable}
+    }
+    per_line_h = n_jobs * 3.0 / n_lines  # about 3 h of work per job
+    jobs = tuple(
+        Job(
+            id=f"WO-{j:05d}",
+            product=rnd.choice(makeable),
+            qty=float(rnd.randint(100, 400)),
+            due=START + timedelta(hours=rnd.uniform(8, per_line_h * 1.6)),
+            weight=float(rnd.choice([1, 1, 1, 3, 10])),
+            priority=rnd.choice(["normal"] * 8 + ["high", "rush"]),
+            release=START + timedelta(hours=rnd.uniform(0, per_line_h / 3))
+            if rnd.random() < 0.2
+            else None,
+            order=f"SO-{j // 2:05d}",
+        )
+        for j in range(n_jobs)
+    )
+    materials = Materials(
+        items={
+            "STEEL": Material("STEEL", on_hand=n_jobs * 300.0, lead_time_days=7),
+            "RESIN": Material("RESIN", on_hand=n_jobs * 20.0, lead_time_days=10),
+        },
+        bom={
+            p: {"STEEL": 1.0} if family[p] < 3 else {"STEEL": 1.0, "RESIN": 0.5} for p in makeable
+        },
+        purchase_orders=(PurchaseOrder("PO-1", "RESIN", n_jobs * 20.0, START + timedelta(days=3)),),
+    )
+    return Problem(
+        start=START,
+        lines=tuple(lines),
+        jobs=jobs,
+        calendars={"two-shifts": TWO_SHIFTS},
+        changeovers=changeovers,
+        materials=materials,
+        frozen_h=1.0,
+    )
+
+
+def _timed(fn, *args, **kwargs):  # type: ignore[no-untyped-def]
+    gc.collect()
+    started = time.perf_counter()
+    result = fn(*args, **kwargs)
+    return result, time.perf_counter() - started
+
+
+def _change_one(problem: Problem, rnd: random.Random) -> Problem:
+    """One order changed in the CRM: a job's quantity grows by half."""
+    jobs = list(problem.jobs)
+    k = rnd.randrange(len(jobs))
+    jobs[k] = replace(jobs[k], qty=jobs[k].qty * 1.5, planned_line=None, planned_start=None)
+    return replace(problem, jobs=tuple(jobs))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="1000,2000,5000,10000")
+    parser.add_argument("--lines", type=int, default=50)
+    parser.add_argument("--repeat", type=int, default=5, help="incremental and quote samples")
+    args = parser.parse_args(argv)
+    sizes = [int(s) for s in args.sizes.split(",")]
+
+    started = time.perf_counter()
+    warm_up()
+    print(f"JIT warm-up (excluded below): {time.perf_counter() - started:.2f} s")
+    print(
+        f"\n{'jobs':>6} {'lines':>5} | {'ATC s':>8} {'ATC WT h':>11} | "
+        f"{'full s':>7} {'WT h':>11} {'vs ATC':>6} | {'incr ms':>8} {'quote ms':>8}"
+    )
+    results = {}
+    for n in sizes:
+        problem = factory(n, args.lines)
+        base, base_s = _timed(solve, problem, max_rounds=0)
+        full, full_s = _timed(solve, problem)
+        planned = with_plan(problem, full)
+        rnd = random.Random(n)
+        incr = []
+        quotes = []
+        for _ in range(args.repeat):
+            changed = _change_one(planned, rnd)
+            _, seconds = _timed(solve, changed)
+            incr.append(seconds * 1000)
+            sku = rnd.choice(sorted({j.product for j in problem.jobs}))
+            request = QuoteRequest(sku, 300.0, START + timedelta(days=5), 1.0)
+            _, seconds = _timed(quote, planned, request)
+            quotes.append(seconds * 1000)
+        ratio = full.total_weighted_tardiness_h / max(base.total_weighted_tardiness_h, 1e-9)
+        results[n] = (full_s, statistics.median(incr), statistics.median(quotes))
+        print(
+            f"{n:>6} {args.lines:>5} | {base_s:>8.2f} {base.total_weighted_tardiness_h:>11.0f} | "
+            f"{full_s:>7.2f} {full.total_weighted_tardiness_h:>11.0f} {ratio:>6.2f} | "
+            f"{statistics.median(incr):>8.0f} {statistics.median(quotes):>8.0f}"
+        )
+    print("(WT h: total weighted tardiness in hours; incr/quote: median of --repeat runs)")
+
+    if 10_000 in sizes:
+        problem = factory(10_000, args.lines)
+        gc.collect()
+        tracemalloc.start()
+        solve(problem)
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        print(f"\npeak memory, full replan of 10,000 jobs (tracemalloc): {peak / 2**20:.0f} MiB")
+        full_s = results[10_000][0]
+        print(f"full replan 10k jobs / {args.lines} lines: {full_s:.2f} s (target <= 2 s)")
+    if 2_000 in sizes:
+        _, incr_ms, quote_ms = results[2_000]
+        print(f"incremental replan 2k jobs: {incr_ms:.0f} ms (target <= 200 ms)")
+        print(f"quote on 2k jobs: {quote_ms:.0f} ms (target <= 100 ms)")
+    if 10_000 in sizes:
+        print(f"quote on 10k jobs: {results[10_000][2]:.0f} ms")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,152 @@
+"""Promise quotes: when could a new order be done, and what would it cost others.
+
+Two answers for one request:
+- ``earliest``: the order added to the current plan without moving any committed work:
+  it goes to the end of the line where it finishes first (its material is netted after
+  everything already planned, so no one else's material moves either);
+- ``prioritized``: the order placed first on a line, right after running and frozen
+  work, on the line where it finishes first (ties: the fewest hours of others' slip);
+  ``slips`` lists every job that would then end later, and by how much.
+
+The current plan is read from the jobs' ``planned_line``/``planned_start``; a problem
+without any plan is solved first. Accepting the ``earliest`` answer (the job added with
+that placement and a deadline at its end) is kept by every later replan, because the
+planner never lets a met deadline slip.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+
+import numpy as np
+
+from models.planning.optimize import Solution, decode
+from models.planning.problem import Issue, Job, Problem, ProblemError
+from models.planning.schedule import Schedule
+from models.planning.solver import PlanModel, solve
+
+QUOTE_JOB = "__quote__"
+# Jobs that end later by less than this are not reported as slipping (hours).
+SLIP_EPSILON_H = 1e-6
+
+
+@dataclass(frozen=True)
+class QuoteRequest:
+    """The order asked about: product, quantity, wanted-by time, weight and priority."""
+
+    product: str
+    qty: float
+    due: datetime
+    weight: float = 1.0
+    priority: str = "normal"
+
+
+@dataclass(frozen=True)
+class Slip:
+    """A job that would end later, from when to when."""
+
+    job: str
+    old_end: datetime
+    new_end: datetime
+    slip_h: float
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where and when the quoted order would run."""
+
+    line: str
+    start: datetime
+    end: datetime
+
+
+@dataclass(frozen=True)
+class Quote:
+    """The earliest placement that moves nobody, and the prioritized one with its slips."""
+
+    earliest: Placement
+    prioritized: Placement
+    slips: tuple[Slip, ...]
+
+
+def with_plan(problem: Problem, schedule: Schedule) -> Problem:
+    """The problem with every job's ``planned_line``/``planned_start`` from ``schedule``."""
+    placed = {a.job: a for a in schedule.assignments}
+    jobs = tuple(
+        replace(job, planned_line=placed[job.id].line, planned_start=placed[job.id].start)
+        if job.id in placed and job.pinned_line is None
+        else job
+        for job in problem.jobs
+    )
+    return replace(problem, jobs=jobs)
+
+
+def quote(problem: Problem, request: QuoteRequest, *, time_limit: float = 0.05) -> Quote:
+    """Quote ``request`` against the plan in ``problem`` (solved first if it has none)."""
+    if not any(p in ln.rates for ln in problem.lines for p in (request.product,)):
+        raise ProblemError([Issue("sku", f"no line can make product {request.product!r}")])
+    if not (math.isfinite(request.qty) and request.qty > 0):
+        raise ProblemError([Issue("qty", "must be > 0")])
+    if problem.jobs and not any(j.planned_line or j.pinned_line for j in problem.jobs):
+        problem = with_plan(problem, solve(problem, time_limit=time_limit))
+    job = Job(
+        id=QUOTE_JOB,
+        product=request.product,
+        qty=request.qty,
+        due=max(request.due, problem.start),
+        weight=request.weight,
+        priority=request.priority,
+    )
+    model = PlanModel(replace(problem, jobs=(*problem.jobs, job)))
+    me = next(j for j, free in enumerate(model.free) if free.id == QUOTE_JOB)
+    start = model.initial()
+    if start is None:  # the quoted job is the only one to plan
+        line_of = np.zeros(len(model.free), dtype=np.int32)
+        line_of[me] = int(np.argmin(model.arrays.proc[me]))
+        start = (line_of, np.arange(len(model.free), dtype=np.int32))
+    base_line_of, base_order = start
+    base = decode(model.arrays, base_line_of, base_order)
+    earliest = _placement(model, int(base.line_of[me]), base.start[me], base.end[me])
+
+    others = base_order[base_order != me]
+    best: tuple[float, float, int, Solution] | None = None
+    for li in np.flatnonzero(np.isfinite(model.arrays.proc[me])):
+        line_of = base_line_of.copy()
+        line_of[me] = li
+        order = np.concatenate(([me], others)).astype(np.int32)
+        trial = decode(model.arrays, line_of, order)
+        shifted = trial.end - base.end
+        shifted[me] = 0.0
+        slip_total = float(np.sum(np.maximum(shifted, 0.0)))
+        key = (float(trial.end[me]), slip_total, int(li), trial)
+        if best is None or key[:3] < best[:3]:
+            best = key
+    assert best is not None
+    trial = best[3]
+    slips = []
+    for j in np.flatnonzero(trial.end - base.end > SLIP_EPSILON_H):
+        if j == me:
+            continue
+        slips.append(
+            Slip(
+                job=model.free[j].id,
+                old_end=model.origin + timedelta(hours=float(base.end[j])),
+                new_end=model.origin + timedelta(hours=float(trial.end[j])),
+                slip_h=float(trial.end[j] - base.end[j]),
+            )
+        )
+    slips.sort(key=lambda s: (-s.slip_h, s.job))
+    prioritized = _placement(model, best[2], trial.start[me], trial.end[me])
+    if prioritized.end > earliest.end:  # going first never helps more than the free slot
+        prioritized, slips = earliest, []
+    return Quote(earliest=earliest, prioritized=prioritized, slips=tuple(slips))
+
+
+def _placement(model: PlanModel, line: int, start: float, end: float) -> Placement:
+    return Placement(
+        line=model.lines[line].id,
+        start=model.origin + timedelta(hours=float(start)),
+        end=model.origin + timedelta(hours=float(end)),
+    )

@@ -1,0 +1,383 @@
+"""The planner: a problem in, a schedule that keeps promises out.
+
+The pipeline: check the problem; place pinned work (running, or inside the frozen
+window) where it is; net materials to get each job's material date and the purchase
+requests; turn calendars into working windows; hand the rest as arrays to the
+optimisation kernel (``optimize``: construction, then iterated local search within a time
+limit, starting from the previous plan when there is one); explain every late or at-risk
+job. ``solve`` keeps the signature of planner v0, so every caller got the new planner.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import numpy as np
+
+from models.planning.calendar import Timeline, weekly_hours, working_windows
+from models.planning.explain import explain
+from models.planning.materials import MaterialPlan, net_materials
+from models.planning.optimize import Arrays, Solution, decode, optimize
+from models.planning.problem import Issue, Job, Problem, ProblemError, check_problem
+from models.planning.schedule import Assignment, Schedule, tardiness_h
+
+SOLVER_NAME = "ils-v1"
+# Calendars are laid out this far past the last date anything in the problem names, plus
+# all the work there is at the slowest calendar's pace (the plan cannot run longer).
+HORIZON_MARGIN = timedelta(days=30)
+MAX_CALENDAR_SPAN = timedelta(days=3660)
+# Default search time: a full plan gets up to a second (10k jobs in <= 2 s all told), a
+# replan from the previous plan a tenth of that (2k jobs in <= 200 ms all told).
+FULL_TIME_S = 1.0
+# Among plans equally late, prefer the one that finishes work earlier (which batches
+# changeovers and leaves slack): 1,000 weighted job-hours sooner are worth one weighted
+# hour of tardiness, so the tie-breaker never trades real lateness for it.
+FLOW_TIE_BREAK = 1e-4
+INCREMENTAL_TIME_S = 0.08
+
+
+def default_time_limit(jobs: int, *, incremental: bool = False) -> float:
+    """Seconds of search when the caller sets none: small plans need very little, and a
+    replan that starts from the previous plan (after one order changed) only repairs it.
+    """
+    if incremental:
+        return INCREMENTAL_TIME_S
+    return min(FULL_TIME_S, 0.05 + jobs * 1e-4)
+
+
+def solve(
+    problem: Problem,
+    *,
+    time_limit: float | None = None,
+    max_rounds: int | None = None,
+    seed: int = 0,
+) -> Schedule:
+    """A schedule for every job: finite capacity on working time, changeovers, material
+    dates, pinned and frozen work kept, promises met once met; late jobs explained.
+
+    ``max_rounds`` alone (``time_limit=None``) gives the same answer on every machine.
+    """
+    check_problem(problem)
+    model = PlanModel(problem)
+    solution = None
+    if model.free:
+        initial = model.initial()
+        if max_rounds is None and time_limit is None:
+            time_limit = default_time_limit(len(model.free), incremental=initial is not None)
+        solution = optimize(
+            model.arrays,
+            time_limit=time_limit,
+            max_rounds=max_rounds,
+            seed=seed,
+            initial=initial,
+        )
+    return model.schedule(solution)
+
+
+def _h(moment: datetime, origin: datetime) -> float:
+    return (moment - origin).total_seconds() / 3600
+
+
+@dataclass(frozen=True)
+class Placed:
+    """A pinned job's placement, in hours from the plan's start."""
+
+    job: Job
+    line: int
+    start: float
+    end: float
+    setup_h: float
+
+
+class PlanModel:
+    """The problem compiled for the kernel: indices, windows, pinned work, materials."""
+
+    def __init__(self, problem: Problem) -> None:
+        self.problem = problem
+        self.origin = origin = problem.start
+        self.lines = problem.lines
+        self.line_index = {ln.id: i for i, ln in enumerate(self.lines)}
+        products = sorted(
+            {p for ln in self.lines for p in ln.rates} | {j.product for j in problem.jobs}
+        )
+        self.product_index = {p: i for i, p in enumerate(products)}
+        self.fastest = {
+            p: max(ln.rates[p] for ln in self.lines if p in ln.rates)
+            for p in products
+            if any(p in ln.rates for ln in self.lines)
+        }
+        frozen_until = origin + timedelta(hours=problem.frozen_h)
+        pinned: list[Job] = []
+        free: list[Job] = []
+        for job in problem.jobs:
+            if job.pinned_line is not None or (
+                problem.frozen_h > 0
+                and job.planned_line in self.line_index
+                and job.planned_start is not None
+                and job.planned_start < frozen_until
+                and job.product in self.lines[self.line_index[job.planned_line]].rates
+            ):
+                pinned.append(job)
+            else:
+                free.append(job)
+        self.free = free
+        self.materials: MaterialPlan = net_materials(
+            problem, self.fastest, skip=frozenset(j.id for j in pinned if j.pinned_line)
+        )
+        self.timelines = self._timelines()
+        self.pinned, free_at, last_product = self._place_pinned(pinned)
+        self.arrays = self._arrays(free_at, last_product)
+
+    # --- compiling ----------------------------------------------------------------------
+
+    def _horizon(self) -> datetime:
+        p = self.problem
+        stamps = [p.start]
+        for job in p.jobs:
+            stamps += [job.due] + [
+                t for t in (job.release, job.planned_start, job.pinned_start) if t
+            ]
+        stamps += [ln.down_until for ln in p.lines if ln.down_until]
+        stamps += [w.until for w in self.materials.waits.values()]
+        # No plan runs longer than every job one after another on its slowest line.
+        slowest = {
+            product: min(ln.rates[product] for ln in p.lines if product in ln.rates)
+            for product in self.fastest
+        }
+        work_h = sum(job.qty / slowest[job.product] for job in p.jobs)
+        max_setup = max(
+            (h for table in p.changeovers.values() for row in table.values() for h in row.values()),
+            default=0.0,
+        )
+        work_h += max_setup * len(p.jobs)
+        pace = 1.0
+        for cal in p.calendars.values():
+            weekly = weekly_hours(cal)
+            if weekly <= 0:
+                raise ProblemError(
+                    [Issue(f"calendars.{cal.id}.shifts", "leave no working time in a week")]
+                )
+            pace = max(pace, 168.0 / weekly)
+        span = timedelta(hours=work_h * pace) + HORIZON_MARGIN
+        return min(max(stamps) + span, p.start + MAX_CALENDAR_SPAN)
+
+    def _timelines(self) -> list[Timeline]:
+        until = self._horizon()
+        self.windows: list[tuple[tuple[float, float], ...]] = []
+        for ln in self.lines:
+            if ln.calendar is None:
+                self.windows.append(())
+            else:
+                cal = self.problem.calendars[ln.calendar]
+                self.windows.append(working_windows(cal, self.origin, until))
+        return [Timeline(w) for w in self.windows]
+
+    def _place_pinned(self, pinned: list[Job]) -> tuple[list[Placed], list[float], list[int]]:
+        p, origin = self.problem, self.origin
+        free_at = [
+            max(0.0, _h(ln.down_until, origin)) if ln.down_until else 0.0 for ln in self.lines
+        ]
+        last = [self.product_index[ln.setup] if ln.setup else -1 for ln in self.lines]
+        placed: list[Placed] = []
+
+        def anchor(job: Job) -> float:
+            at = job.pinned_start if job.pinned_line is not None else job.planned_start
+            return max(0.0, _h(at, origin)) if at else 0.0
+
+        running = [j for j in pinned if j.pinned_line is not None]
+        frozen = [j for j in pinned if j.pinned_line is None]
+        # Running work first on its line (it is set up already), then frozen work.
+        for group in (running, frozen):
+            for job in sorted(group, key=lambda j: (anchor(j), j.id)):
+                li = self.line_index[job.pinned_line or job.planned_line or ""]
+                line = self.lines[li]
+                product = self.product_index[job.product]
+                setup = 0.0
+                if job.pinned_line is None and last[li] >= 0 and last[li] != product:
+                    setup = p.changeover_h(line.id, self._product(last[li]), job.product)
+                t = max(free_at[li], anchor(job), self._ready_h(job))
+                start, end = self.timelines[li].finish(t, setup + job.qty / line.rates[job.product])
+                placed.append(Placed(job, li, start, end, setup))
+                free_at[li], last[li] = end, product
+        return placed, free_at, last
+
+    def _product(self, index: int) -> str:
+        return next(p for p, i in self.product_index.items() if i == index)
+
+    def _ready_h(self, job: Job) -> float:
+        ready = self.problem.release_of(job)
+        wait = self.materials.ready(job.id)
+        if wait is not None and wait > ready:
+            ready = wait
+        return max(0.0, _h(ready, self.origin))
+
+    def _arrays(self, free_at: list[float], last_product: list[int]) -> Arrays:
+        p, origin, jobs = self.problem, self.origin, self.free
+        n, n_lines, n_products = len(jobs), len(self.lines), len(self.product_index)
+        rates = np.zeros((n_lines, max(1, n_products)))
+        for li, ln in enumerate(self.lines):
+            for name, rate in ln.rates.items():
+                rates[li, self.product_index[name]] = rate
+        product = np.array([self.product_index[j.product] for j in jobs], dtype=np.int32)
+        qty = np.array([j.qty for j in jobs], dtype=np.float64)
+        job_rates = rates[:, product].T if n else np.zeros((0, n_lines))
+        with np.errstate(divide="ignore"):
+            proc = np.where(
+                job_rates > 0, qty[:, None] / np.where(job_rates > 0, job_rates, 1.0), np.inf
+            )
+        setup = np.zeros((n_lines, n_products, n_products))
+        for key in ["*"] + [ln.id for ln in self.lines]:  # line tables override "*"
+            table = p.changeovers.get(key)
+            if not table:
+                continue
+            targets = range(n_lines) if key == "*" else [self.line_index[key]]
+            for before, row in table.items():
+                for after, hours in row.items():
+                    if before != after:
+                        a, b = self.product_index[before], self.product_index[after]
+                        for li in targets:
+                            setup[li, a, b] = hours
+        ptr = np.zeros(n_lines + 1, dtype=np.int64)
+        for li, w in enumerate(self.windows):
+            ptr[li + 1] = ptr[li] + len(w)
+        flat = [pair for w in self.windows for pair in w]
+        return Arrays(
+            proc=proc,
+            ready=np.array([self._ready_h(j) for j in jobs], dtype=np.float64),
+            due=np.array([_h(j.due, origin) for j in jobs], dtype=np.float64),
+            weight=np.array([j.weight for j in jobs], dtype=np.float64),
+            deadline=np.array(
+                [_h(j.deadline, origin) if j.deadline else np.inf for j in jobs], dtype=np.float64
+            ),
+            product=product,
+            setup=setup,
+            cal_ptr=ptr,
+            cal_open=np.array([a for a, _ in flat], dtype=np.float64),
+            cal_close=np.array([b for _, b in flat], dtype=np.float64),
+            free_at=np.array(free_at, dtype=np.float64),
+            last_product=np.array(last_product, dtype=np.int32),
+            flow=FLOW_TIE_BREAK * np.array([j.weight for j in jobs], dtype=np.float64),
+        )
+
+    # --- the previous plan as a start ---------------------------------------------------
+
+    def initial(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """The previous plan (jobs on their planned lines, in planned order) with new jobs
+        appended where they end soonest; None when nothing was planned before."""
+        jobs = self.free
+        planned = [
+            j
+            for j, job in enumerate(jobs)
+            if job.planned_line in self.line_index
+            and math.isfinite(self.arrays.proc[j, self.line_index[job.planned_line]])
+        ]
+        if not planned:
+            return None
+        line_of = np.full(len(jobs), -1, dtype=np.int32)
+        origin = self.origin
+        for j in planned:
+            line_of[j] = self.line_index[jobs[j].planned_line or ""]
+
+        def when(j: int) -> tuple[float, str]:
+            start = jobs[j].planned_start
+            return (_h(start, origin) if start else math.inf, jobs[j].id)
+
+        order = sorted(planned, key=when)
+        if len(order) == len(jobs):
+            return line_of, np.array(order, dtype=np.int32)
+        # New jobs go, by due date, to the end of the line where they finish first.
+        ends = list(self.arrays.free_at)
+        lasts = list(self.arrays.last_product)
+        partial = self._decode_partial(line_of, order)
+        for j in order:
+            li = int(line_of[j])
+            if partial[j] > ends[li]:
+                ends[li] = partial[j]
+                lasts[li] = int(self.arrays.product[j])
+        new = sorted(
+            (j for j in range(len(jobs)) if line_of[j] < 0), key=lambda j: (jobs[j].due, jobs[j].id)
+        )
+        for j in new:
+            best: tuple[float, int] | None = None
+            for li in range(len(self.lines)):
+                p_h = self.arrays.proc[j, li]
+                if not math.isfinite(p_h):
+                    continue
+                prev = lasts[li]
+                setup = self.arrays.setup[li, prev, self.arrays.product[j]] if prev >= 0 else 0.0
+                t = max(ends[li], self.arrays.ready[j])
+                _, end = self.timelines[li].finish(t, setup + p_h)
+                if best is None or end < best[0]:
+                    best = (end, li)
+            assert best is not None
+            line_of[j] = best[1]
+            ends[best[1]], lasts[best[1]] = best[0], int(self.arrays.product[j])
+            order.append(j)
+        return line_of, np.array(order, dtype=np.int32)
+
+    def _decode_partial(self, line_of: np.ndarray, order: list[int]) -> dict[int, float]:
+        """End times of the planned jobs alone (new jobs not yet placed)."""
+        if not order:
+            return {}
+        sub = np.array(order, dtype=np.int32)
+        arrays = self.arrays
+        small = Arrays(
+            proc=arrays.proc[sub],
+            ready=arrays.ready[sub],
+            due=arrays.due[sub],
+            weight=arrays.weight[sub],
+            deadline=arrays.deadline[sub],
+            product=arrays.product[sub],
+            setup=arrays.setup,
+            cal_ptr=arrays.cal_ptr,
+            cal_open=arrays.cal_open,
+            cal_close=arrays.cal_close,
+            free_at=arrays.free_at,
+            last_product=arrays.last_product,
+        )
+        result = decode(small, line_of[sub], np.arange(len(order), dtype=np.int32))
+        return {j: float(result.end[k]) for k, j in enumerate(order)}
+
+    # --- the answer ---------------------------------------------------------------------
+
+    def schedule(self, solution: Solution | None) -> Schedule:
+        """The kernel's solution (and the pinned work) as a ``Schedule`` with reasons."""
+        origin = self.origin
+        placed = list(self.pinned)
+        if solution is not None:
+            for j, job in enumerate(self.free):
+                placed.append(
+                    Placed(
+                        job,
+                        int(solution.line_of[j]),
+                        float(solution.start[j]),
+                        float(solution.end[j]),
+                        float(solution.setup_h[j]),
+                    )
+                )
+        assignments = []
+        for pl in placed:
+            assignments.append(
+                Assignment(
+                    job=pl.job.id,
+                    line=self.lines[pl.line].id,
+                    start=origin + timedelta(hours=pl.start),
+                    end=origin + timedelta(hours=pl.end),
+                    setup_h=pl.setup_h,
+                )
+            )
+        order = {ln.id: i for i, ln in enumerate(self.lines)}
+        assignments.sort(key=lambda a: (a.start, order[a.line], a.job))
+        jobs = {j.id: j for j in self.problem.jobs}
+        total = sum(jobs[a.job].weight * tardiness_h(jobs[a.job], a.end) for a in assignments)
+        late, at_risk = explain(self, assignments)
+        return Schedule(
+            assignments=tuple(assignments),
+            total_weighted_tardiness_h=total,
+            late_jobs=late,
+            at_risk=at_risk,
+            purchase_requests=self.materials.purchase_requests,
+            solver=SOLVER_NAME,
+        )
