@@ -7,7 +7,7 @@ from fastapi.responses import JSONResponse, RedirectResponse
 
 from api.auth import PageAuthMiddleware, Tokens
 from api.context import ApiContext
-from api.routes import alerts, crm, factory, health, orders, stream
+from api.routes import alerts, changes, crm, factory, health, orders, purchasing, quotes, stream
 
 API_PREFIX = "/api/v1"
 
@@ -20,9 +20,15 @@ def create_app(ctx: ApiContext, *, with_dashboard: bool = True) -> FastAPI:
         description="The live link between a factory's CRM and its production lines.",
     )
     app.state.context = ctx
-    app.state.tokens = Tokens(ctx.api_token, ctx.display_token)
+    app.state.tokens = Tokens(
+        ctx.api_token,
+        ctx.display_token,
+        manager_token=ctx.manager_token,
+        purchasing_token=ctx.purchasing_token,
+        sales_token=ctx.sales_token,
+    )
     api = APIRouter(prefix=API_PREFIX)
-    for module in (health, crm, orders, factory, alerts, stream):
+    for module in (health, crm, orders, factory, alerts, changes, quotes, purchasing, stream):
         api.include_router(module.router)
 
     @api.api_route(

@@ -1,8 +1,10 @@
 """Who is calling: bearer tokens for the API, a signed cookie for browsers and kiosks.
 
 Roles: ``admin`` (the API token) may change things; ``display`` (the display token, for
-wall screens) may only read. A page opened with ``?token=<token>`` signs that browser in
-once: the token is traded for a cookie and removed from the URL.
+wall screens) may only read; ``production_manager``, ``purchasing`` and ``sales`` (optional
+tokens) read everything and may do what each route allows them (``api.deps.require_roles``).
+A page opened with ``?token=<token>`` signs that browser in once: the token is traded for
+a cookie and removed from the URL.
 """
 
 from __future__ import annotations
@@ -30,10 +32,18 @@ PUBLIC_PREFIXES = (
 )
 
 
+ADMIN = "admin"
+DISPLAY = "display"
+PRODUCTION_MANAGER = "production_manager"
+PURCHASING = "purchasing"
+SALES = "sales"
+ROLES = (ADMIN, DISPLAY, PRODUCTION_MANAGER, PURCHASING, SALES)
+
+
 @dataclass(frozen=True)
 class Principal:
     name: str
-    role: str  # admin | display
+    role: str  # one of ROLES
 
     @property
     def can_write(self) -> bool:
@@ -43,19 +53,35 @@ class Principal:
 class Tokens:
     """Checks tokens and signs the session cookie with a key derived from the API token."""
 
-    def __init__(self, api_token: str, display_token: str | None) -> None:
-        self._api = api_token
-        self._display = display_token
+    def __init__(
+        self,
+        api_token: str,
+        display_token: str | None,
+        *,
+        manager_token: str | None = None,
+        purchasing_token: str | None = None,
+        sales_token: str | None = None,
+    ) -> None:
+        self._by_role = [
+            (role, token)
+            for role, token in (
+                (ADMIN, api_token),
+                (DISPLAY, display_token),
+                (PRODUCTION_MANAGER, manager_token),
+                (PURCHASING, purchasing_token),
+                (SALES, sales_token),
+            )
+            if token
+        ]
         self._key = hashlib.sha256(b"loopline-cookie:" + api_token.encode()).digest()
 
     def principal(self, token: str | None) -> Principal | None:
         """The caller a bearer token stands for, or None."""
         if not token:
             return None
-        if hmac.compare_digest(token, self._api):
-            return Principal("admin", "admin")
-        if self._display and hmac.compare_digest(token, self._display):
-            return Principal("display", "display")
+        for role, known in self._by_role:
+            if hmac.compare_digest(token.encode(), known.encode()):
+                return Principal(role, role)
         return None
 
     def cookie_for(self, principal: Principal) -> str:
@@ -67,7 +93,7 @@ class Tokens:
             return None
         role, sig = value.split(".", 1)
         good = hmac.new(self._key, role.encode(), hashlib.sha256).hexdigest()
-        if role in ("admin", "display") and hmac.compare_digest(sig, good):
+        if role in ROLES and hmac.compare_digest(sig, good):
             return Principal(role, role)
         return None
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import redis.asyncio as aredis
 from sqlalchemy.orm import Session, sessionmaker
 
+from models.approvals import ApprovalPolicy
 from models.clock import Clock
 from models.live import LiveState
 
@@ -24,3 +25,7 @@ class ApiContext:
     max_body_bytes: int
     site: str
     default_lang: str = "en"
+    manager_token: str | None = None
+    purchasing_token: str | None = None
+    sales_token: str | None = None
+    approval_policy: ApprovalPolicy = ApprovalPolicy()

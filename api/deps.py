@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
-from api.auth import COOKIE, Principal, Tokens
+from api.auth import ADMIN, COOKIE, ROLES, Principal, Tokens
 from api.context import ApiContext
 from models.live import LiveState
 
@@ -55,6 +55,25 @@ def get_writer(principal: Annotated[Principal, Depends(get_principal)]) -> Princ
     if not principal.can_write:
         raise HTTPException(status.HTTP_403_FORBIDDEN, detail="this token is read-only")
     return principal
+
+
+def require_roles(*roles: str) -> Callable[[Principal], Principal]:
+    """A dependency letting in callers with one of ``roles`` (admin always), else 403."""
+    unknown = set(roles) - set(ROLES)
+    if unknown:
+        raise ValueError(f"unknown roles {sorted(unknown)}")
+    allowed = frozenset(roles) | {ADMIN}
+
+    def dependency(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+        if principal.role not in allowed:
+            raise HTTPException(
+                status.HTTP_403_FORBIDDEN,
+                detail=f"role '{principal.role}' may not do this; allowed: "
+                + ", ".join(sorted(allowed)),
+            )
+        return principal
+
+    return dependency
 
 
 ContextDep = Annotated[ApiContext, Depends(get_context)]

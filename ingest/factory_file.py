@@ -1,27 +1,61 @@
-"""File import of factory master data: sites, products, lines with rates, customers.
+"""File import of factory master data: sites, products, lines, customers and materials.
 
 The format (JSON)::
 
     {"sites": [{"id": "plant-1", "name": "Suzhou"}],
      "products": [{"sku": "GEAR-A", "name": "Spur gear"}],
-     "lines": [{"id": "L1", "site": "plant-1", "name": "Gear cell", "rates": {"GEAR-A": 120}}],
-     "customers": [{"id": "C-1", "name": "Acme", "importance": 2}]}
+     "lines": [{"id": "L1", "site": "plant-1", "name": "Gear cell", "rates": {"GEAR-A": 120},
+                "calendar": {"timezone": "Asia/Shanghai",
+                             "shifts": [{"days": ["mon", "tue"], "start": "06:00",
+                                         "end": "22:00"}],
+                             "breaks": [{"days": ["mon", "tue"], "start": "12:00",
+                                         "end": "12:30"}],
+                             "holidays": ["2026-12-25"],
+                             "closures": [{"start": "2026-12-02T08:00:00Z",
+                                           "end": "2026-12-02T12:00:00Z",
+                                           "reason": "maintenance"}]},
+                "changeovers": {"GEAR-A": {"GEAR-B": 0.5}}}],
+     "customers": [{"id": "C-1", "name": "Acme", "importance": 2}],
+     "materials": {"items": {"STEEL": {"name": "Steel bar", "unit": "kg",
+                                       "on_hand": 900, "lead_time_days": 7}},
+                   "bom": {"GEAR-A": {"STEEL": 0.4}},
+                   "purchase_orders": [{"id": "PO-1", "material": "STEEL", "qty": 500,
+                                        "arrives": "2026-12-03T08:00:00Z"}]}}
 
-Importing is an upsert: existing rows are updated, rates of a listed line are replaced.
+Every part is optional. A line's ``calendar`` has the form of the planner's ``calendars``
+entries (no calendar: the line works around the clock); ``changeovers`` are hours per
+product pair. ``materials`` has the form of the planner's ``materials``.
+
+Importing is an upsert: existing rows are updated; rates of a listed line are replaced, and
+so are its calendar and changeovers when the file gives them; a product listed in ``bom``
+gets exactly the BOM lines the file gives.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from models.audit import record
 from models.events import format_path
-from models.records import Customer, Line, LineRate, Product, Site
+from models.planning.problem import ProblemError, Timestamp, parse_calendar
+from models.records import (
+    BomLine,
+    Customer,
+    Line,
+    LineRate,
+    Material,
+    Product,
+    PurchaseOrder,
+    Site,
+)
 
 Id = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]+$", min_length=1, max_length=64)]
+NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 
 
 class _In(BaseModel):
@@ -43,6 +77,9 @@ class LineIn(_In):
     site: Id
     name: str
     rates: dict[Id, Annotated[float, Field(gt=0)]]
+    # Checked with the planner's own calendar parser (``parse_factory``).
+    calendar: dict[str, Any] | None = None
+    changeovers: dict[Id, dict[Id, NonNegative]] | None = None
 
 
 class CustomerIn(_In):
@@ -51,11 +88,33 @@ class CustomerIn(_In):
     importance: int = Field(default=1, ge=1, le=10)
 
 
+class MaterialIn(_In):
+    name: str = ""
+    unit: str = Field(default="", max_length=20)
+    on_hand: NonNegative = 0.0
+    lead_time_days: NonNegative = 0.0
+
+
+class PurchaseOrderIn(_In):
+    id: Id
+    material: Id
+    qty: Positive
+    arrives: Timestamp  # RFC 3339; no offset means UTC
+    status: Literal["open", "received"] = "open"
+
+
+class MaterialsIn(_In):
+    items: dict[Id, MaterialIn] = {}
+    bom: dict[Id, dict[Id, Positive]] = {}
+    purchase_orders: list[PurchaseOrderIn] = []
+
+
 class FactoryFile(_In):
     sites: list[SiteIn] = []
     products: list[ProductIn] = []
     lines: list[LineIn] = []
     customers: list[CustomerIn] = []
+    materials: MaterialsIn | None = None
 
 
 class FactoryFileError(ValueError):
@@ -66,32 +125,109 @@ class FactoryFileError(ValueError):
         self.errors = errors
 
 
+def _error(field: str, message: str) -> dict[str, str]:
+    return {"field": field, "message": message}
+
+
 def parse_factory(data: Any) -> FactoryFile:
-    """Validate a decoded factory file, naming failing fields like ``lines[0].rates.X``."""
+    """Validate a decoded factory file, naming failing fields like ``lines[0].rates.X``.
+
+    References are checked against the file's own lists when it has them; ``import_factory``
+    checks the rest against the database.
+    """
     try:
         factory = FactoryFile.model_validate(data)
     except ValidationError as exc:
         raise FactoryFileError(
-            [{"field": format_path(list(e["loc"])), "message": e["msg"]} for e in exc.errors()]
+            [_error(format_path(list(e["loc"])), e["msg"]) for e in exc.errors()]
         ) from exc
     skus = {p.sku for p in factory.products}
     sites = {s.id for s in factory.sites}
     errors = []
     for i, line in enumerate(factory.lines):
-        if sites and line.site not in sites:
-            errors.append({"field": f"lines[{i}].site", "message": f"unknown site '{line.site}'"})
-        for sku in line.rates:
-            if skus and sku not in skus:
-                errors.append(
-                    {"field": f"lines[{i}].rates.{sku}", "message": f"unknown product '{sku}'"}
-                )
+        errors += _line_references(i, line, skus, sites)
+        if line.calendar is not None:
+            try:
+                parse_calendar(line.id, line.calendar)
+            except ProblemError as exc:
+                errors += [
+                    _error(
+                        f"lines[{i}].calendar.{issue.path}".removesuffix(".(root)"), issue.message
+                    )
+                    for issue in exc.errors
+                ]
+    if factory.materials is not None:
+        errors += _check_materials(factory.materials, skus, known_materials=None)
     if errors:
-        raise FactoryFileError(errors)
+        raise FactoryFileError(_unique(errors))
     return factory
 
 
+def _check_materials(
+    materials: MaterialsIn, skus: set[str], *, known_materials: set[str] | None
+) -> list[dict[str, str]]:
+    """Unknown products in the BOM and unknown materials. Empty ``skus`` skips products;
+    ``known_materials`` None checks materials only when the file lists some."""
+    names = set(materials.items) | (known_materials or set())
+    check = known_materials is not None or bool(materials.items)
+    errors = []
+    for sku, parts in materials.bom.items():
+        if skus and sku not in skus:
+            errors.append(_error(f"materials.bom.{sku}", f"unknown product '{sku}'"))
+        for material in parts:
+            if check and material not in names:
+                errors.append(
+                    _error(f"materials.bom.{sku}.{material}", f"unknown material '{material}'")
+                )
+    for k, po in enumerate(materials.purchase_orders):
+        if check and po.material not in names:
+            errors.append(
+                _error(
+                    f"materials.purchase_orders[{k}].material",
+                    f"unknown material '{po.material}'",
+                )
+            )
+    return errors
+
+
+def _line_references(i: int, line: LineIn, skus: set[str], sites: set[str]) -> list[dict[str, str]]:
+    """A line's unknown site and products (an empty set of names skips that check)."""
+    errors = []
+    if sites and line.site not in sites:
+        errors.append(_error(f"lines[{i}].site", f"unknown site '{line.site}'"))
+    if not skus:
+        return errors
+    for sku in line.rates:
+        if sku not in skus:
+            errors.append(_error(f"lines[{i}].rates.{sku}", f"unknown product '{sku}'"))
+    for before, row in (line.changeovers or {}).items():
+        if before not in skus:
+            errors.append(_error(f"lines[{i}].changeovers.{before}", f"unknown product '{before}'"))
+        for after in row:
+            if after not in skus:
+                errors.append(
+                    _error(f"lines[{i}].changeovers.{before}.{after}", f"unknown product '{after}'")
+                )
+    return errors
+
+
+def _unique(errors: list[dict[str, str]]) -> list[dict[str, str]]:
+    seen: set[tuple[str, str]] = set()
+    out = []
+    for e in errors:
+        if (e["field"], e["message"]) not in seen:
+            seen.add((e["field"], e["message"]))
+            out.append(e)
+    return out
+
+
 def import_factory(session: Session, factory: FactoryFile, *, actor: str) -> dict[str, int]:
-    """Upsert the file's rows in the caller's transaction; counts per kind."""
+    """Upsert the file's rows in the caller's transaction; counts per kind.
+
+    Raises ``FactoryFileError`` for references that neither the file nor the database know
+    (the caller's transaction then rolls back).
+    """
+    _check_against_database(session, factory)
     for s in factory.sites:
         _upsert(session, Site, s.id, name=s.name)
     for p in factory.products:
@@ -100,7 +236,12 @@ def import_factory(session: Session, factory: FactoryFile, *, actor: str) -> dic
         _upsert(session, Customer, c.id, name=c.name, importance=c.importance)
     session.flush()
     for ln in factory.lines:
-        line = _upsert(session, Line, ln.id, site_id=ln.site, name=ln.name)
+        fields: dict[str, Any] = {"site_id": ln.site, "name": ln.name}
+        if ln.calendar is not None:
+            fields["calendar"] = ln.calendar
+        if ln.changeovers is not None:
+            fields["changeovers"] = {b: dict(row) for b, row in ln.changeovers.items()}
+        line = _upsert(session, Line, ln.id, **fields)
         line.rates = [LineRate(sku=sku, units_per_hour=uph) for sku, uph in ln.rates.items()]
     counts = {
         "sites": len(factory.sites),
@@ -108,6 +249,8 @@ def import_factory(session: Session, factory: FactoryFile, *, actor: str) -> dic
         "lines": len(factory.lines),
         "customers": len(factory.customers),
     }
+    if factory.materials is not None:
+        counts.update(_import_materials(session, factory.materials))
     record(
         session,
         actor=actor,
@@ -117,6 +260,57 @@ def import_factory(session: Session, factory: FactoryFile, *, actor: str) -> dic
         details=counts,
     )
     return counts
+
+
+def _import_materials(session: Session, materials: MaterialsIn) -> dict[str, int]:
+    for material_id, m in materials.items.items():
+        _upsert(
+            session,
+            Material,
+            material_id,
+            name=m.name or material_id,
+            unit=m.unit,
+            on_hand=m.on_hand,
+            lead_time_days=m.lead_time_days,
+        )
+    session.flush()
+    for sku, parts in materials.bom.items():
+        for old in session.scalars(select(BomLine).where(BomLine.sku == sku)):
+            session.delete(old)
+        session.flush()
+        session.add_all(
+            BomLine(sku=sku, material_id=material, qty_per_unit=qty)
+            for material, qty in parts.items()
+        )
+    for po in materials.purchase_orders:
+        _upsert(
+            session,
+            PurchaseOrder,
+            po.id,
+            material_id=po.material,
+            qty=po.qty,
+            arrives_at=po.arrives,
+            status=po.status,
+        )
+    session.flush()
+    return {
+        "materials": len(materials.items),
+        "boms": len(materials.bom),
+        "purchase_orders": len(materials.purchase_orders),
+    }
+
+
+def _check_against_database(session: Session, factory: FactoryFile) -> None:
+    skus = {p.sku for p in factory.products} | set(session.scalars(select(Product.sku)))
+    sites = {s.id for s in factory.sites} | set(session.scalars(select(Site.id)))
+    errors = []
+    for i, line in enumerate(factory.lines):
+        errors += _line_references(i, line, skus, sites)
+    if factory.materials is not None:
+        known = set(session.scalars(select(Material.id)))
+        errors += _check_materials(factory.materials, skus, known_materials=known)
+    if errors:
+        raise FactoryFileError(_unique(errors))
 
 
 def _upsert(session: Session, model: Any, key: str, **fields: Any) -> Any:

@@ -134,8 +134,6 @@ def start_demo(
     _wait_http(f"{demo.url}/api/v1/healthz")
 
     loop = build_loop(rt, crm_url=demo.crm_feedback_url)
-    loop.start()
-    stoppers.append(loop.stop)
     consumer = build_consumer(rt, demo.mqtt_url)
     consumer.start()
     stoppers.append(consumer.stop)
@@ -153,7 +151,11 @@ def start_demo(
     today = rt.clock.now().date()
     for event in crm.initial_orders(orders, [(c, n) for c, n, _ in CUSTOMERS], today):
         crm.send(event)
+    # The worker starts after the initial backlog is in: no promise exists while it loads, so
+    # none of it waits for approval (models/approvals.py); later CRM changes may.
     loop.replan_now("demo start")
+    loop.start()
+    stoppers.append(loop.stop)
     if simulate:
         publisher = LinePublisher(demo.mqtt_url, client_id="loopline-demo-lines")
         publisher.start()
@@ -195,6 +197,10 @@ def print_banner(demo: Demo, console: Console) -> None:
     console.print(f"  {'API docs':<13} {demo.url}/docs")
     console.print(f"\n  API token      {token}")
     console.print(f"  Display token  {rt.resolved.display_token}  (read-only, for wall screens)")
+    if rt.resolved.manager_token:
+        console.print(
+            f"  Manager token  {rt.resolved.manager_token}  (production manager: approves changes)"
+        )
     console.print(f"  CRM secret     {rt.resolved.crm_secret}")
     console.print(f"  MQTT broker    {demo.mqtt_url}")
     console.print(f"  CRM feedback   {demo.crm_feedback_url}")

@@ -14,6 +14,7 @@ from api.context import ApiContext
 from ingest.mqtt.consumer import MqttConsumer
 from ingest.shopfloor import ShopfloorHandler
 from loopline.settings import Resolved, Settings, resolve
+from models.approvals import ApprovalPolicy
 from models.clock import Clock
 from models.db import make_engine, make_sessions, migrate
 from models.live import LiveState
@@ -81,6 +82,13 @@ def api_context(rt: Runtime) -> ApiContext:
         max_body_bytes=rt.settings.max_body_bytes,
         site=rt.settings.site,
         default_lang=rt.settings.lang,
+        manager_token=rt.resolved.manager_token,
+        purchasing_token=rt.resolved.purchasing_token,
+        sales_token=rt.resolved.sales_token,
+        approval_policy=ApprovalPolicy(
+            max_slip_h=rt.resolved.auto_approve_max_slip_h,
+            priorities=frozenset(rt.resolved.auto_approve_priorities),
+        ),
     )
 
 
@@ -108,6 +116,8 @@ def build_loop(rt: Runtime, crm_url: str | None = None) -> Loop:
         replan_debounce_ms=rt.settings.replan_debounce_ms,
         line_down_alert_after_s=rt.settings.line_down_alert_after_s,
         stale_after_s=rt.settings.stale_after_s,
+        frozen_window_h=rt.settings.frozen_window_h,
+        line_down_assume_h=rt.settings.line_down_assume_h,
     )
     return Loop(rt.sessions, rt.live, rt.clock, config, relay=relay)
 

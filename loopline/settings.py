@@ -7,11 +7,16 @@ import logging
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
+from typing import get_args
 
-from pydantic import SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from models.events import Priority
+
 log = logging.getLogger("loopline.settings")
+
+PRIORITIES: tuple[str, ...] = get_args(Priority)
 
 
 class Settings(BaseSettings):
@@ -26,6 +31,14 @@ class Settings(BaseSettings):
     crm_url: str | None = None
     api_token: SecretStr | None = None
     display_token: SecretStr | None = None
+    # Optional role tokens (api/auth.py): production_manager approves changes.
+    manager_token: SecretStr | None = None
+    purchasing_token: SecretStr | None = None
+    sales_token: SecretStr | None = None
+    # Rush and change approval (models/approvals.py): a CRM change that would break another
+    # order's promise waits for a production manager unless one of these rules lets it in.
+    auto_approve_max_slip_h: float = Field(default=0.0, ge=0.0)  # 0: no slip is let in
+    auto_approve_priorities: str = ""  # comma list, e.g. "rush"
 
     data_dir: Path = Path("var")
     site: str = "plant-1"
@@ -39,6 +52,18 @@ class Settings(BaseSettings):
     outbox_backoff_base_s: float = 1.0
     outbox_backoff_max_s: float = 300.0
     mqtt_client_id: str = "loopline-ingest"
+    # Planning (models/replan.py): planned work starting within this many hours stays put,
+    # and a line reported down is assumed back this many hours from each replan.
+    frozen_window_h: float = Field(default=1.0, ge=0.0)
+    line_down_assume_h: float = Field(default=1.0, ge=0.0)
+
+    @field_validator("auto_approve_priorities")
+    @classmethod
+    def _known_priorities(cls, value: str) -> str:
+        unknown = set(split_list(value)) - set(PRIORITIES)
+        if unknown:
+            raise ValueError(f"unknown priorities {sorted(unknown)}; use {', '.join(PRIORITIES)}")
+        return value
 
 
 @dataclass(frozen=True)
@@ -53,6 +78,16 @@ class Resolved:
     api_token: str
     display_token: str | None  # None: no read-only sign-in (wall screens use the API token)
     choices: tuple[str, ...]
+    manager_token: str | None = None
+    purchasing_token: str | None = None
+    sales_token: str | None = None
+    auto_approve_max_slip_h: float = 0.0
+    auto_approve_priorities: tuple[str, ...] = ()
+
+
+def split_list(value: str) -> tuple[str, ...]:
+    """``"rush, high"`` -> ``("rush", "high")``."""
+    return tuple(part.strip() for part in value.split(",") if part.strip())
 
 
 def new_webhook_secret() -> str:
@@ -108,6 +143,17 @@ def resolve(settings: Settings, *, demo: bool) -> Resolved:
         if settings.display_token
         else ("display-" + secrets.token_urlsafe(16) if demo else None)
     )
+    manager = (
+        settings.manager_token.get_secret_value()
+        if settings.manager_token
+        else ("manager-" + secrets.token_urlsafe(16) if demo else None)
+    )
+    priorities = split_list(settings.auto_approve_priorities)
+    if settings.auto_approve_max_slip_h > 0 or priorities:
+        choices.append(
+            f"auto-approve: slips up to {settings.auto_approve_max_slip_h:g} h"
+            f", priorities {', '.join(priorities) or 'none'}"
+        )
     return Resolved(
         database_url=db,
         redis_url=settings.redis_url,
@@ -117,6 +163,13 @@ def resolve(settings: Settings, *, demo: bool) -> Resolved:
         api_token=api_token,
         display_token=display,
         choices=tuple(choices),
+        manager_token=manager,
+        purchasing_token=(
+            settings.purchasing_token.get_secret_value() if settings.purchasing_token else None
+        ),
+        sales_token=settings.sales_token.get_secret_value() if settings.sales_token else None,
+        auto_approve_max_slip_h=settings.auto_approve_max_slip_h,
+        auto_approve_priorities=priorities,
     )
 
 

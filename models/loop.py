@@ -66,6 +66,8 @@ class LoopConfig:
     replan_debounce_ms: int = 300
     line_down_alert_after_s: float = 300.0
     stale_after_s: float = 120.0
+    frozen_window_h: float = 1.0
+    line_down_assume_h: float = 1.0
 
 
 class Loop:
@@ -93,7 +95,14 @@ class Loop:
     def replan_now(self, trigger: str) -> PlanOutcome:
         """Replan now (after any other worker's current duty)."""
         with self._duty_lock(blocking_timeout=REPLAN_WAIT_S):
-            outcome = replan(self.sessions, self.live, now=self.clock.now(), trigger=trigger)
+            outcome = replan(
+                self.sessions,
+                self.live,
+                now=self.clock.now(),
+                trigger=trigger,
+                frozen_h=self.config.frozen_window_h,
+                line_down_assume_h=self.config.line_down_assume_h,
+            )
         self._outbox_due.set()
         return outcome
 

@@ -65,6 +65,10 @@ class Line(Base):
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     site_id: Mapped[str] = mapped_column(ForeignKey("site.id"))
     name: Mapped[str] = mapped_column(String(200))
+    # The working calendar (the planner's ``calendars`` entry form); None: around the clock.
+    calendar: Mapped[dict[str, Any] | None] = mapped_column(nullable=True)
+    # Changeover hours, ``{from_sku: {to_sku: hours}}``; None: no changeover time.
+    changeovers: Mapped[dict[str, Any] | None] = mapped_column(nullable=True)
     rates: Mapped[list[LineRate]] = relationship(
         back_populates="line", cascade="all, delete-orphan", lazy="selectin"
     )
@@ -78,6 +82,55 @@ class LineRate(Base):
     sku: Mapped[str] = mapped_column(ForeignKey("product.sku"), primary_key=True)
     units_per_hour: Mapped[float] = mapped_column(Float)
     line: Mapped[Line] = relationship(back_populates="rates")
+
+
+class Material(Base):
+    """A material products are made of: stock on hand and the supplier's lead time."""
+
+    __tablename__ = "material"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    unit: Mapped[str] = mapped_column(String(20), default="")
+    on_hand: Mapped[float] = mapped_column(Float, default=0.0)
+    lead_time_days: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+class BomLine(Base):
+    """How much of one material one unit of a product takes."""
+
+    __tablename__ = "bom_line"
+    sku: Mapped[str] = mapped_column(ForeignKey("product.sku"), primary_key=True)
+    material_id: Mapped[str] = mapped_column(ForeignKey("material.id"), primary_key=True)
+    qty_per_unit: Mapped[float] = mapped_column(Float)
+
+
+class PurchaseOrder(Base):
+    """Material ordered from a supplier, arriving at ``arrives_at``."""
+
+    __tablename__ = "purchase_order"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    material_id: Mapped[str] = mapped_column(ForeignKey("material.id"), index=True)
+    qty: Mapped[float] = mapped_column(Float)
+    arrives_at: Mapped[datetime]
+    status: Mapped[str] = mapped_column(String(20), default="open")  # open | received
+
+
+class PurchaseRequest(Base):
+    """Material the plan is short of, for purchasing to buy; a new plan supersedes it."""
+
+    __tablename__ = "purchase_request"
+    __table_args__ = (Index("ix_purchase_request_status", "status", "material_id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    material_id: Mapped[str] = mapped_column(ForeignKey("material.id"))
+    qty: Mapped[float] = mapped_column(Float)
+    needed_by: Mapped[datetime]
+    arrives_if_ordered_now: Mapped[datetime]
+    jobs: Mapped[list[Any]] = mapped_column(default=list)  # work order ids waiting for it
+    plan_revision_id: Mapped[int | None] = mapped_column(
+        ForeignKey("plan_revision.id"), nullable=True
+    )
+    status: Mapped[str] = mapped_column(String(20), default="open")  # open | superseded
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class Customer(Base):
@@ -226,6 +279,28 @@ class AuditEntry(Base):
     entity: Mapped[str] = mapped_column(String(40))
     entity_id: Mapped[str] = mapped_column(String(80), index=True)
     details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class PendingChange(Base):
+    """A CRM order change that would break another order's promise, parked for approval."""
+
+    __tablename__ = "pending_change"
+    __table_args__ = (Index("ix_pending_change_status", "status", "created_at"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    order_id: Mapped[str] = mapped_column(String(64), index=True)
+    order_version: Mapped[int] = mapped_column(Integer)
+    source: Mapped[str] = mapped_column(String(40))
+    webhook_id: Mapped[str] = mapped_column(String(200))
+    # The canonical event as stored, enough to apply it again on approval.
+    event: Mapped[dict[str, Any]]
+    # [{order_id, promised_date, planned_end_before, planned_end_after, slip_h}]
+    impact: Mapped[list[Any]] = mapped_column(default=list)
+    # pending | approved | rejected | auto_approved | superseded
+    status: Mapped[str] = mapped_column(String(20), default="pending")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    decided_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    decided_by: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    note: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class DeadLetter(Base):

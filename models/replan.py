@@ -23,9 +23,23 @@ from models.estimate import end_of_day, estimate, iso
 from models.feedback import sync_feedback
 from models.live import Change, LiveState, Update
 from models.orders import OPEN_STATUSES
-from models.planning import Job, Line, Problem, Schedule, solve
+from models.planning import (
+    Calendar,
+    Job,
+    Line,
+    Material,
+    Materials,
+    Problem,
+    ProblemError,
+    PurchaseOrder,
+    Schedule,
+    solve,
+)
+from models.planning.problem import PRIORITIES, parse_calendar
+from models.records import BomLine, Order, PlanRevision, PurchaseRequest, WorkOrder
 from models.records import Line as LineRecord
-from models.records import Order, PlanRevision, WorkOrder
+from models.records import Material as MaterialRecord
+from models.records import PurchaseOrder as PurchaseOrderRecord
 
 log = logging.getLogger("loopline.replan")
 
@@ -34,6 +48,12 @@ PLANNABLE = ("planned", "running")
 # A job whose planned end moved by less than this is not reported as moved: time passing
 # alone shifts every replan a little.
 MOVE_EPSILON_H = 0.25
+# Planned work starting within this many hours stays put (LOOPLINE_FROZEN_WINDOW_H).
+DEFAULT_FROZEN_H = 1.0
+# A line reported down is assumed back this many hours from now (LOOPLINE_LINE_DOWN_ASSUME_H):
+# nobody knows when a jam is cleared, and each replan pushes the guess on.
+DEFAULT_LINE_DOWN_ASSUME_H = 1.0
+SOLVER_FALLBACK = "planner-v1"
 
 
 @dataclass(frozen=True)
@@ -48,13 +68,17 @@ class PlanOutcome:
 
 
 def build_problem(
-    session: Session, live: LiveState, now: datetime
+    session: Session,
+    live: LiveState,
+    now: datetime,
+    *,
+    frozen_h: float = DEFAULT_FROZEN_H,
+    line_down_assume_h: float = DEFAULT_LINE_DOWN_ASSUME_H,
 ) -> tuple[Problem, dict[str, WorkOrder]]:
-    """The planning problem for all open work, with running work pinned to its line."""
+    """The planning problem for all open work: lines with their calendars, changeovers,
+    live state (down, set up for) and materials; jobs with their promises and the previous
+    plan; running work pinned to its line."""
     lines = list(session.scalars(select(LineRecord).order_by(LineRecord.id)))
-    plan_lines = tuple(
-        Line(id=ln.id, rates={r.sku: r.units_per_hour for r in ln.rates}) for ln in lines
-    )
     makeable = {r.sku for ln in lines for r in ln.rates}
     rates_of = {ln.id: {r.sku for r in ln.rates} for ln in lines}
     rows = session.execute(
@@ -66,6 +90,7 @@ def build_problem(
     live_wos = live.get_many("work_order", [wo.id for wo, _ in rows])
     jobs: list[Job] = []
     by_id: dict[str, WorkOrder] = {}
+    running_sku: dict[str, str] = {}  # line -> the product running on it
     for (wo, order), lv in zip(rows, live_wos, strict=True):
         good = max(wo.good, int((lv or {}).get("good") or 0))
         remaining = wo.qty - good
@@ -76,8 +101,13 @@ def build_problem(
         running_on = (lv or {}).get("line") if (lv or {}).get("status") == "running" else None
         # Running work stays where it runs, if that line can still make it (rates change).
         running = running_on if running_on and wo.sku in rates_of.get(running_on, {}) else None
+        if running:
+            running_sku[running] = wo.sku
         due_day: date = order.promised_date or order.requested_date
         weight = PRIORITY_WEIGHT.get(order.priority, 1.0) * max(1, order.customer.importance)
+        promised = order.promised_date is not None and order.promise_version == order.version
+        # The previous plan, where its line can still make the product.
+        planned = wo.line_id is not None and wo.sku in rates_of.get(wo.line_id, set())
         jobs.append(
             Job(
                 id=wo.id,
@@ -88,18 +118,138 @@ def build_problem(
                 release=now,
                 pinned_line=running,
                 pinned_start=now if running else None,
+                priority=order.priority if order.priority in PRIORITIES else "normal",
+                deadline=end_of_day(order.promised_date)
+                if promised and order.promised_date
+                else None,
+                planned_line=wo.line_id if planned else None,
+                planned_start=wo.planned_start if planned else None,
+                order=order.id,
             )
         )
         by_id[wo.id] = wo
-    return Problem(start=now, lines=plan_lines, jobs=tuple(jobs)), by_id
+    plan_lines, calendars = _plan_lines(
+        session, live, lines, running_sku, now=now, line_down_assume_h=line_down_assume_h
+    )
+    problem = Problem(
+        start=now,
+        lines=plan_lines,
+        jobs=tuple(jobs),
+        calendars=calendars,
+        changeovers=_changeovers(lines, makeable),
+        materials=_materials(session, makeable),
+        frozen_h=frozen_h,
+    )
+    return problem, by_id
+
+
+def _plan_lines(
+    session: Session,
+    live: LiveState,
+    lines: list[LineRecord],
+    running_sku: dict[str, str],
+    *,
+    now: datetime,
+    line_down_assume_h: float,
+) -> tuple[tuple[Line, ...], dict[str, Calendar]]:
+    """The planner's lines (calendar, down, set up for) and their calendars by line id."""
+    states = live.get_many("line", [ln.id for ln in lines])
+    # Each line is set up for what it runs, else for what it made last.
+    last_wos = [str(st["work_order"]) for st in states if st and st.get("work_order")]
+    sku_of = {
+        wo_id: str(lv["sku"])
+        for wo_id, lv in zip(last_wos, live.get_many("work_order", last_wos), strict=True)
+        if lv and lv.get("sku")
+    }
+    if missing := set(last_wos) - set(sku_of):  # finished work leaves the live state
+        sku_of.update(
+            (wo_id, sku)
+            for wo_id, sku in session.execute(
+                select(WorkOrder.id, WorkOrder.sku).where(WorkOrder.id.in_(missing))
+            )
+        )
+    calendars: dict[str, Calendar] = {}
+    plan_lines = []
+    for ln, state in zip(lines, states, strict=True):
+        state = state or {}
+        if ln.calendar is not None:
+            try:
+                calendars[ln.id] = parse_calendar(ln.id, ln.calendar)
+            except ProblemError as exc:  # stored before a check existed: plan around the clock
+                log.warning("line %s: calendar ignored: %s", ln.id, exc)
+        down = state.get("state") == "down"
+        setup = running_sku.get(ln.id) or sku_of.get(str(state.get("work_order")))
+        rates = {r.sku: r.units_per_hour for r in ln.rates}
+        plan_lines.append(
+            Line(
+                id=ln.id,
+                rates=rates,
+                calendar=ln.id if ln.id in calendars else None,
+                down_until=now + timedelta(hours=line_down_assume_h) if down else None,
+                down_reason=str(state.get("reason") or "down") if down else "",
+                setup=setup if setup in rates else None,
+            )
+        )
+    return tuple(plan_lines), calendars
+
+
+def _changeovers(
+    lines: list[LineRecord], makeable: set[str]
+) -> dict[str, dict[str, dict[str, float]]]:
+    """Each line's changeover matrix, limited to products some line makes."""
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for ln in lines:
+        table = {
+            before: {after: float(h) for after, h in (row or {}).items() if after in makeable}
+            for before, row in (ln.changeovers or {}).items()
+            if before in makeable
+        }
+        table = {before: row for before, row in table.items() if row}
+        if table:
+            out[ln.id] = table
+    return out
+
+
+def _materials(session: Session, makeable: set[str]) -> Materials | None:
+    """Stock, BOMs of the products some line makes and open purchase orders (None: no BOM)."""
+    bom: dict[str, dict[str, float]] = defaultdict(dict)
+    for line in session.scalars(select(BomLine).where(BomLine.sku.in_(makeable))):
+        bom[line.sku][line.material_id] = line.qty_per_unit
+    if not bom:
+        return None
+    items = {
+        m.id: Material(m.id, m.on_hand, m.lead_time_days, m.unit)
+        for m in session.scalars(select(MaterialRecord).order_by(MaterialRecord.id))
+    }
+    orders = session.scalars(
+        select(PurchaseOrderRecord)
+        .where(PurchaseOrderRecord.status == "open")
+        .order_by(PurchaseOrderRecord.arrives_at, PurchaseOrderRecord.id)
+    )
+    return Materials(
+        items=items,
+        bom=dict(bom),
+        purchase_orders=tuple(
+            PurchaseOrder(po.id, po.material_id, po.qty, po.arrives_at) for po in orders
+        ),
+    )
 
 
 def replan(
-    sessions: sessionmaker[Session], live: LiveState, *, now: datetime, trigger: str
+    sessions: sessionmaker[Session],
+    live: LiveState,
+    *,
+    now: datetime,
+    trigger: str,
+    frozen_h: float = DEFAULT_FROZEN_H,
+    line_down_assume_h: float = DEFAULT_LINE_DOWN_ASSUME_H,
 ) -> PlanOutcome:
-    """Plan all open work now, store the revision and promises, and update live state."""
+    """Plan all open work now, store the revision, promises and purchase requests, and
+    update live state."""
     with transaction(sessions) as session:
-        problem, wos = build_problem(session, live, now)
+        problem, wos = build_problem(
+            session, live, now, frozen_h=frozen_h, line_down_assume_h=line_down_assume_h
+        )
         started = time.perf_counter()
         schedule = solve(problem)
         solve_ms = (time.perf_counter() - started) * 1000
@@ -154,30 +304,38 @@ def _publish_sql(
             "start": iso(a.start),
             "end": iso(a.end),
         }
+        setup_h = float(getattr(a, "setup_h", 0.0) or 0.0)
+        if setup_h:
+            row["changeover_h"] = round(setup_h, 3)
         assignments.append(row)
         order_end[wo.order_id] = max(order_end.get(wo.order_id, a.end), a.end)
         old = before.get(a.job)
         if old is not None:
-            shift_h = a.end - datetime.fromisoformat(old["end"].replace("Z", "+00:00"))
-            shift = shift_h.total_seconds() / 3600
-            if old["line"] != a.line or abs(shift) >= MOVE_EPSILON_H:
+            end_shift = _hours(a.end - _parse_ts(old["end"]))
+            start_shift = _hours(a.start - _parse_ts(old["start"]))
+            if old["line"] != a.line or abs(end_shift) >= MOVE_EPSILON_H:
                 moved.append(
                     {
                         "job": a.job,
+                        "order": wo.order_id,
                         "from_line": old["line"],
                         "to_line": a.line,
-                        "end_shift_h": round(shift, 2),
+                        "start_shift_h": round(start_shift, 2),
+                        "end_shift_h": round(end_shift, 2),
                     }
                 )
     diff = {
+        "trigger": trigger,
         "moved": moved,
         "added": sorted(set(wos) - set(before)),
         "removed": sorted(set(before) - set(wos)),
+        "late": [_late_row(lj, wos) for lj in schedule.late_jobs],
+        "at_risk": [_late_row(lj, wos) for lj in getattr(schedule, "at_risk", ())],
     }
     revision = PlanRevision(
         plan_start=problem.start,
         trigger=trigger[:200],
-        solver="dispatch-v0",
+        solver=(getattr(schedule, "solver", None) or SOLVER_FALLBACK)[:40],
         jobs=len(assignments),
         total_weighted_tardiness_h=schedule.total_weighted_tardiness_h,
         solve_ms=round(solve_ms, 2),
@@ -187,6 +345,7 @@ def _publish_sql(
     session.add(revision)
     session.flush()
     promised = _promise(session, order_end, revision.id)
+    requests = _publish_purchase_requests(session, schedule, revision.id)
     record(
         session,
         actor="planner",
@@ -197,10 +356,76 @@ def _publish_sql(
             "trigger": trigger,
             "jobs": len(assignments),
             "moved": len(moved),
+            "late": len(diff["late"]),
+            "purchase_requests": requests,
             "total_weighted_tardiness_h": schedule.total_weighted_tardiness_h,
         },
     )
     return PlanOutcome(revision.id, len(assignments), solve_ms, promised, len(moved))
+
+
+def _late_row(late: Any, wos: dict[str, WorkOrder]) -> dict[str, Any]:
+    """A late (or at-risk) job for the revision's diff: which, how late, and why."""
+    wo = wos.get(late.job)
+    row = {
+        "job": late.job,
+        "order": wo.order_id if wo is not None else None,
+        "line": getattr(late, "line", ""),
+        "tardiness_h": round(late.tardiness_h, 2),
+        "reason": late.reason,
+        "cause": dict(getattr(late, "cause", None) or {}),
+    }
+    if getattr(late, "slack_h", 0.0):
+        row["slack_h"] = round(late.slack_h, 2)
+    return row
+
+
+def _publish_purchase_requests(session: Session, schedule: Schedule, revision_id: int) -> int:
+    """Replace the open purchase requests with this plan's; audit materials newly short."""
+    wanted = tuple(getattr(schedule, "purchase_requests", ()))
+    open_before = list(
+        session.scalars(select(PurchaseRequest).where(PurchaseRequest.status == "open"))
+    )
+    short_before = {pr.material_id for pr in open_before}
+    for pr in open_before:
+        pr.status = "superseded"
+    for req in wanted:
+        row = PurchaseRequest(
+            material_id=req.material,
+            qty=float(req.qty),
+            needed_by=req.needed_by,
+            arrives_if_ordered_now=req.arrives,
+            jobs=list(req.jobs),
+            plan_revision_id=revision_id,
+            status="open",
+        )
+        session.add(row)
+        if req.material not in short_before:
+            session.flush()
+            record(
+                session,
+                actor="planner",
+                action="purchase_request.raised",
+                entity="material",
+                entity_id=req.material,
+                details={
+                    "purchase_request": row.id,
+                    "qty": float(req.qty),
+                    "needed_by": iso(req.needed_by),
+                    "arrives_if_ordered_now": iso(req.arrives),
+                    "jobs": list(req.jobs),
+                    "plan_revision": revision_id,
+                },
+            )
+    return len(wanted)
+
+
+def _parse_ts(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def _hours(delta: timedelta) -> float:
+    return delta.total_seconds() / 3600
 
 
 def _promise(session: Session, order_end: dict[str, datetime], revision_id: int) -> dict[str, str]:

@@ -11,6 +11,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -113,6 +114,7 @@ def start_stack(
     crm_url: str | None,
     secret: str | None = None,
     speed: float = 1.0,
+    origin: datetime | None = None,
     **overrides: Any,
 ) -> Stack:
     """serve + ingest + worker of one process, against real PostgreSQL, Redis and MQTT."""
@@ -134,7 +136,7 @@ def start_stack(
             **overrides,
         },
     )
-    rt = build_runtime(settings, demo=False, clock=Clock(speed=speed))
+    rt = build_runtime(settings, demo=False, clock=Clock(speed=speed, origin=origin))
     rt.live.redis.flushdb()
     with transaction(rt.sessions) as session:
         seed_small_factory(session)

@@ -51,3 +51,41 @@ def test_settings_come_from_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("LOOPLINE_REPLAN_DEBOUNCE_MS", "42")
     s = Settings(data_dir=tmp_path)
     assert s.api_token.get_secret_value() == "from-env" and s.replan_debounce_ms == 42
+
+
+def test_planning_windows_come_from_the_environment(monkeypatch, tmp_path):
+    from pydantic import ValidationError
+
+    assert (Settings().frozen_window_h, Settings().line_down_assume_h) == (1.0, 1.0)
+    monkeypatch.setenv("LOOPLINE_FROZEN_WINDOW_H", "2.5")
+    monkeypatch.setenv("LOOPLINE_LINE_DOWN_ASSUME_H", "0.5")
+    s = Settings(data_dir=tmp_path)
+    assert (s.frozen_window_h, s.line_down_assume_h) == (2.5, 0.5)
+    monkeypatch.setenv("LOOPLINE_FROZEN_WINDOW_H", "-1")
+    with pytest.raises(ValidationError):
+        Settings(data_dir=tmp_path)
+
+
+def test_role_tokens_and_auto_approve_rules(tmp_path):
+    r = resolve(
+        Settings(
+            data_dir=tmp_path,
+            redis_url="redis://r:6379/0",
+            crm_secret="whsec_QUJD",
+            api_token="t",
+            manager_token="m",
+            sales_token="s",
+            auto_approve_max_slip_h=2.5,
+            auto_approve_priorities="rush, high",
+        ),
+        demo=False,
+    )
+    assert r.auto_approve_priorities == ("rush", "high") and r.auto_approve_max_slip_h == 2.5
+    tokens = Tokens("t", None, manager_token=r.manager_token, sales_token=r.sales_token)
+    assert tokens.principal("m").role == "production_manager"
+    assert tokens.principal("s").role == "sales" and tokens.principal("p") is None
+    manager = tokens.from_cookie(tokens.cookie_for(tokens.principal("m")))
+    assert manager.role == "production_manager"
+    assert resolve(Settings(data_dir=tmp_path), demo=True).manager_token
+    with pytest.raises(ValueError, match="asap"):
+        Settings(data_dir=tmp_path, auto_approve_priorities="asap")

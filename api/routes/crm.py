@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 
 from api.deps import ContextDep
 from ingest.crm.mappings import UnknownSource
 from ingest.crm.receive import BadBody, BadSignature, TooLarge, receive
+from models.approvals import Gate
 from models.loop import request_replan
 
 router = APIRouter(prefix="/crm", tags=["crm"])
@@ -31,7 +33,9 @@ async def _read_limited(request: Request, limit: int) -> tuple[bytes, int | None
 async def _handle(request: Request, ctx: ContextDep, source: str) -> JSONResponse:
     body, declared = await _read_limited(request, ctx.max_body_bytes)
     try:
-        receipt = receive(
+        # In a worker thread: applying may solve a preview plan (the approval gate).
+        receipt = await run_in_threadpool(
+            receive,
             ctx.sessions,
             source=source,
             headers=dict(request.headers),
@@ -39,6 +43,7 @@ async def _handle(request: Request, ctx: ContextDep, source: str) -> JSONRespons
             secret=ctx.crm_secret,
             max_body_bytes=ctx.max_body_bytes,
             content_length=declared,
+            gate=Gate(ctx.live, ctx.clock.now, ctx.approval_policy),
         )
     except TooLarge:
         return JSONResponse(
@@ -52,15 +57,15 @@ async def _handle(request: Request, ctx: ContextDep, source: str) -> JSONRespons
         return JSONResponse({"detail": f"unknown CRM source '{source}'"}, status_code=404)
     if receipt.outcome == "applied":
         request_replan(ctx.live.redis, f"crm {receipt.order_id} v{receipt.version}")
-    return JSONResponse(
-        {
-            "outcome": receipt.outcome,
-            "order_id": receipt.order_id,
-            "version": receipt.version,
-            "webhook_id": receipt.webhook_id,
-        },
-        status_code=202,
-    )
+    answer: dict[str, object] = {
+        "outcome": receipt.outcome,
+        "order_id": receipt.order_id,
+        "version": receipt.version,
+        "webhook_id": receipt.webhook_id,
+    }
+    if receipt.change_id is not None:  # parked for approval, or auto-approved
+        answer.update(change_id=receipt.change_id, change_status=receipt.change_status)
+    return JSONResponse(answer, status_code=202)
 
 
 @router.post("/events", status_code=202, summary="Receive a signed canonical CRM event")

@@ -25,9 +25,10 @@ from ingest.crm.mappings import (
     get_mapping,
     source_field,
 )
+from models.approvals import Gate, GateOutcome, GateResult, apply_gated
 from models.db import transaction
 from models.events import OrderCancelled, OrderUpserted, field_errors, parse_crm_event
-from models.orders import Outcome, UnknownProduct, apply_crm_event
+from models.orders import UnknownProduct, apply_crm_event
 from models.records import DeadLetter
 
 log = logging.getLogger("loopline.ingest.crm")
@@ -53,14 +54,17 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Receipt:
-    """An accepted event's fate: ``applied``, ``stale`` (recorded, ignored) or ``duplicate``."""
+    """An accepted event's fate: ``applied``, ``stale`` (recorded, ignored), ``duplicate``,
+    or ``pending_approval`` (parked as change ``change_id``: it would break a promise)."""
 
-    outcome: Outcome
+    outcome: GateOutcome
     order_id: str
     version: int
     webhook_id: str
     event_type: str = ""
     changes: dict[str, Any] = field(default_factory=dict)
+    change_id: int | None = None
+    change_status: str | None = None  # also ``auto_approved`` for an applied change
 
 
 class ReceiveError(Exception):
@@ -113,12 +117,15 @@ def receive(
     max_body_bytes: int,
     actor: str = "crm",
     content_length: int | None = None,
+    gate: Gate | None = None,
 ) -> Receipt:
     """Verify, validate and apply one CRM webhook in one transaction.
 
     Raises UnknownSource, TooLarge, BadSignature or BadBody; every rejected body except an
     unauthenticated one (BadSignature) is kept as a dead letter. A caller that stops reading
-    at the limit passes what it read as ``body`` and the declared ``content_length``.
+    at the limit passes what it read as ``body`` and the declared ``content_length``. With a
+    ``gate``, a change that would break another order's promise waits for approval
+    (models/approvals.py).
     """
     mapping = get_mapping(source)
     size = max(len(body), content_length or 0)
@@ -130,14 +137,28 @@ def receive(
     try:
         event = _parse(source, mapping, body, webhook_id)
         with transaction(sessions) as session:
-            result = apply_crm_event(
-                session,
-                event=event,
-                source=inbox_source(source),
-                webhook_id=webhook_id,
-                raw=body.decode(),
-                actor=actor,
-            )
+            if gate is not None:
+                result = apply_gated(
+                    session,
+                    gate=gate,
+                    event=event,
+                    source=inbox_source(source),
+                    webhook_id=webhook_id,
+                    raw=body.decode(),
+                    actor=actor,
+                )
+            else:
+                applied = apply_crm_event(
+                    session,
+                    event=event,
+                    source=inbox_source(source),
+                    webhook_id=webhook_id,
+                    raw=body.decode(),
+                    actor=actor,
+                )
+                result = GateResult(
+                    applied.outcome, applied.order_id, applied.version, applied.changes
+                )
     except UnknownProduct as exc:
         bad = BadBody(
             [{"field": source_field(source, exc.field), "message": f"unknown product '{exc.sku}'"}]
@@ -168,6 +189,8 @@ def receive(
         webhook_id=webhook_id,
         event_type=event.type,
         changes=result.changes,
+        change_id=result.change_id,
+        change_status=result.change_status,
     )
 
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
+from sqlalchemy import select
 
 from ingest.factory_file import FactoryFileError, import_factory, parse_factory
 from loopline.seed import factory_data
 from models.db import transaction
-from models.records import Line
+from models.records import BomLine, Line, Material, PurchaseOrder
 
 
 def test_import_is_an_upsert(sessions):
@@ -21,6 +24,60 @@ def test_import_is_an_upsert(sessions):
         assert [(r.sku, r.units_per_hour) for r in s.get(Line, "L1").rates] == [("GEAR-A", 10.0)]
 
 
+def test_import_stores_calendars_changeovers_and_materials(sessions):
+    data = factory_data()
+    with transaction(sessions) as s:
+        counts = import_factory(s, parse_factory(data), actor="t")
+    assert counts["materials"] == 5 and counts["purchase_orders"] == 2
+    with sessions() as s:
+        l1, l3 = s.get(Line, "L1"), s.get(Line, "L3")
+        assert l1.calendar["shifts"][0]["start"] == "06:00"
+        assert l1.changeovers["GEAR-A"] == {"GEAR-B": 0.75}
+        assert l3.calendar == {
+            "timezone": "Asia/Shanghai",
+            "holidays": ["2026-12-25", "2026-12-26"],
+        }
+        assert l3.changeovers is None
+        seal = s.get(Material, "SEAL-KIT-P7")
+        assert (seal.unit, seal.lead_time_days) == ("pcs", 8.0)
+        bom = {(b.sku, b.material_id): b.qty_per_unit for b in s.scalars(select(BomLine))}
+        assert bom[("PUMP-P7", "SEAL-KIT-P7")] == 1.0
+        po = s.get(PurchaseOrder, "PO-4711")
+        assert po.status == "open" and po.arrives_at.tzinfo is not None
+    # Importing again replaces a product's BOM instead of adding to it.
+    data["materials"]["bom"]["PUMP-P7"] = {"SEAL-KIT-P7": 2.0}
+    with transaction(sessions) as s:
+        import_factory(s, parse_factory(data), actor="t")
+    with sessions() as s:
+        rows = s.scalars(select(BomLine).where(BomLine.sku == "PUMP-P7")).all()
+        assert [(b.material_id, b.qty_per_unit) for b in rows] == [("SEAL-KIT-P7", 2.0)]
+
+
+def test_old_files_without_calendars_or_materials_stay_valid(sessions):
+    data = factory_data()
+    del data["materials"]
+    for line in data["lines"]:
+        line.pop("calendar")
+        line.pop("changeovers", None)
+    with transaction(sessions) as s:
+        counts = import_factory(s, parse_factory(data), actor="t")
+    assert "materials" not in counts
+    with sessions() as s:
+        assert s.get(Line, "L1").calendar is None
+
+
+def _set(path, value):
+    """A mutation setting ``data[path...] = value``."""
+
+    def mutate(data):
+        target = data
+        for key in path[:-1]:
+            target = target[key]
+        target[path[-1]] = value
+
+    return mutate
+
+
 @pytest.mark.parametrize(
     ("mutate", "field"),
     [
@@ -28,11 +85,83 @@ def test_import_is_an_upsert(sessions):
         (lambda d: d["lines"][1].update(site="nowhere"), "lines[1].site"),
         (lambda d: d["lines"][0]["rates"].update({"GEAR-A": -5}), "lines[0].rates.GEAR-A"),
         (lambda d: d["products"][0].pop("name"), "products[0].name"),
+        # calendars, checked by the planner's own parser
+        (_set(["lines", 0, "calendar", "timezone"], "Mars/Base"), "lines[0].calendar.timezone"),
+        (
+            _set(["lines", 0, "calendar", "shifts", 0, "days"], ["funday"]),
+            "lines[0].calendar.shifts[0].days[0]",
+        ),
+        (
+            _set(["lines", 0, "calendar", "shifts", 0, "start"], "25:99"),
+            "lines[0].calendar.shifts[0].start",
+        ),
+        (_set(["lines", 0, "calendar", "holidays"], ["someday"]), "lines[0].calendar.holidays[0]"),
+        (_set(["lines", 0, "calendar", "weekends"], True), "lines[0].calendar.weekends"),
+        # changeovers
+        (
+            _set(["lines", 0, "changeovers", "GEAR-A", "NOPE"], 1.0),
+            "lines[0].changeovers.GEAR-A.NOPE",
+        ),
+        (
+            _set(["lines", 0, "changeovers", "GEAR-A", "GEAR-B"], -1.0),
+            "lines[0].changeovers.GEAR-A.GEAR-B",
+        ),
+        # materials
+        (_set(["materials", "bom", "NOPE"], {"ALU-A380": 1.0}), "materials.bom.NOPE"),
+        (
+            _set(["materials", "bom", "GEAR-A", "UNOBTAINIUM"], 1.0),
+            "materials.bom.GEAR-A.UNOBTAINIUM",
+        ),
+        (
+            _set(["materials", "bom", "GEAR-A", "CUTTING-OIL"], 0),
+            "materials.bom.GEAR-A.CUTTING-OIL",
+        ),
+        (
+            _set(["materials", "items", "ALU-A380", "on_hand"], -1),
+            "materials.items.ALU-A380.on_hand",
+        ),
+        (
+            _set(["materials", "items", "ALU-A380", "lead_time_days"], -2),
+            "materials.items.ALU-A380.lead_time_days",
+        ),
+        (
+            _set(["materials", "purchase_orders", 0, "material"], "NOPE"),
+            "materials.purchase_orders[0].material",
+        ),
+        (_set(["materials", "purchase_orders", 0, "qty"], -10), "materials.purchase_orders[0].qty"),
+        (
+            _set(["materials", "purchase_orders", 0, "arrives"], "soon"),
+            "materials.purchase_orders[0].arrives",
+        ),
     ],
 )
 def test_bad_file_names_the_field(mutate, field):
-    data = factory_data()
+    data = copy.deepcopy(factory_data())
     mutate(data)
     with pytest.raises(FactoryFileError) as err:
         parse_factory(data)
-    assert field in {e["field"] for e in err.value.errors}
+    assert field in {e["field"] for e in err.value.errors}, err.value.errors
+
+
+def test_references_unknown_to_file_and_database_are_refused_on_import(sessions):
+    # A file with materials only: its BOM names a product the database does not have.
+    data = {
+        "materials": {
+            "items": {"M1": {"unit": "kg", "on_hand": 5}},
+            "bom": {"P1": {"M1": 1.0}, "P9": {"M1": 1.0}},
+        }
+    }
+    factory = parse_factory(data)  # the file alone cannot tell
+    with pytest.raises(FactoryFileError) as err, transaction(sessions) as s:
+        import_factory(s, factory, actor="t")
+    assert {e["field"] for e in err.value.errors} == {"materials.bom.P9"}
+    with sessions() as s:
+        assert s.get(Material, "M1") is None  # nothing of the bad file was kept
+    # A later file may name materials imported before.
+    with transaction(sessions) as s:
+        import_factory(s, parse_factory({"materials": {"items": {"M1": {}}}}), actor="t")
+    with transaction(sessions) as s:
+        import_factory(s, parse_factory({"materials": {"bom": {"P1": {"M1": 0.5}}}}), actor="t")
+    with pytest.raises(FactoryFileError) as err, transaction(sessions) as s:
+        import_factory(s, parse_factory({"materials": {"bom": {"P1": {"M2": 1.0}}}}), actor="t")
+    assert err.value.errors[0]["field"] == "materials.bom.P1.M2"

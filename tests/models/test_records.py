@@ -11,7 +11,19 @@ from sqlalchemy.exc import IntegrityError
 from models.db import make_engine, make_sessions, migrate, transaction
 from models.events import parse_crm_event
 from models.orders import apply_crm_event
-from models.records import Alert, InboxEvent, Order, OutboxEvent, WorkOrder
+from models.records import (
+    Alert,
+    BomLine,
+    InboxEvent,
+    Line,
+    Material,
+    Order,
+    OutboxEvent,
+    PlanRevision,
+    PurchaseOrder,
+    PurchaseRequest,
+    WorkOrder,
+)
 from tests.factories import order_event, seed_small_factory
 
 
@@ -45,6 +57,10 @@ def test_migration_creates_every_table(db):
         "alert",
         "audit_entry",
         "dead_letter",
+        "material",
+        "bom_line",
+        "purchase_order",
+        "purchase_request",
     } <= tables
 
 
@@ -135,3 +151,41 @@ def test_migrations_match_the_models(db):
     with engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
     assert diff == [], "models changed without a migration: run alembic revision --autogenerate"
+
+
+def test_materials_purchasing_and_line_calendars(db):
+    _, sessions = db
+    at = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)
+    calendar = {"timezone": "Europe/Berlin", "shifts": [], "holidays": ["2026-12-25"]}
+    with transaction(sessions) as s:
+        line = s.get(Line, "L1")
+        line.calendar, line.changeovers = calendar, {"P1": {"P2": 0.5}}
+        s.add(Material(id="M1", name="Steel", unit="kg", on_hand=12.5, lead_time_days=3))
+        s.flush()
+        s.add(BomLine(sku="P1", material_id="M1", qty_per_unit=0.25))
+        s.add(PurchaseOrder(id="PO-1", material_id="M1", qty=100, arrives_at=at))
+        rev = PlanRevision(
+            plan_start=at, trigger="t", solver="s", jobs=0, total_weighted_tardiness_h=0, solve_ms=1
+        )
+        s.add(rev)
+        s.flush()
+        s.add(
+            PurchaseRequest(
+                material_id="M1",
+                qty=40,
+                needed_by=at,
+                arrives_if_ordered_now=at,
+                jobs=["WO-1-1"],
+                plan_revision_id=rev.id,
+            )
+        )
+    with sessions() as s:
+        line = s.get(Line, "L1")
+        assert line.calendar == calendar and line.changeovers == {"P1": {"P2": 0.5}}
+        assert s.get(Line, "L2").calendar is None
+        assert s.get(PurchaseOrder, "PO-1").status == "open"
+        pr = s.scalar(select(PurchaseRequest))
+        assert (pr.status, pr.jobs, pr.needed_by) == ("open", ["WO-1-1"], at)
+    with pytest.raises(IntegrityError), transaction(sessions) as s:
+        s.add(BomLine(sku="P1", material_id="NOPE", qty_per_unit=1))
+        s.flush()

@@ -1,0 +1,100 @@
+"""Pending changes: CRM order changes that would break a promise, and their approval."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Depends, HTTPException, Query
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from api.auth import PRODUCTION_MANAGER, Principal
+from api.deps import LiveDep, PrincipalDep, SessionDep, require_roles
+from models.approvals import (
+    AlreadyDecided,
+    ChangeStatus,
+    approve,
+    change_view,
+    get_change,
+    list_changes,
+    reject,
+)
+from models.loop import request_replan
+
+router = APIRouter(prefix="/changes", tags=["changes"])
+
+DeciderDep = Annotated[Principal, Depends(require_roles(PRODUCTION_MANAGER))]
+
+
+class DecisionIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    note: str | None = Field(default=None, max_length=2000)
+
+
+DecisionBody = Annotated[DecisionIn | None, Body()]
+
+
+@router.get("", summary="Changes waiting for approval first, then decided ones, newest first")
+def changes(
+    session: SessionDep,
+    _: PrincipalDep,
+    status: ChangeStatus | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+) -> list[dict[str, Any]]:
+    return [change_view(c) for c in list_changes(session, status=status, limit=limit)]
+
+
+@router.get("/{change_id}", summary="One change with its impact")
+def change(change_id: int, session: SessionDep, _: PrincipalDep) -> dict[str, Any]:
+    found = get_change(session, change_id=change_id)
+    if found is None:
+        raise HTTPException(404, detail=f"no change {change_id}")
+    return change_view(found)
+
+
+@router.post(
+    "/{change_id}/approve",
+    summary="Apply a pending change (production manager); 409 if decided or superseded",
+    response_model=None,
+)
+def approve_change(
+    change_id: int,
+    session: SessionDep,
+    live: LiveDep,
+    who: DeciderDep,
+    body: DecisionBody = None,
+) -> dict[str, Any] | JSONResponse:
+    with session.begin():
+        try:
+            decision = approve(
+                session, change_id=change_id, actor=who.name, note=body.note if body else None
+            )
+        except AlreadyDecided as exc:
+            raise HTTPException(409, detail=str(exc)) from None
+        if decision is None:
+            raise HTTPException(404, detail=f"no change {change_id}")
+        view = change_view(decision.change)
+    if decision.outcome == "superseded":
+        detail = f"change {change_id} is superseded: {decision.change.note}"
+        return JSONResponse({"detail": detail, "change": view}, status_code=409)
+    request_replan(live.redis, f"change {change_id} approved ({view['order_id']})")
+    return view
+
+
+@router.post(
+    "/{change_id}/reject",
+    summary="Turn a pending change down (production manager); the order stays as it was",
+)
+def reject_change(
+    change_id: int, session: SessionDep, who: DeciderDep, body: DecisionBody = None
+) -> dict[str, Any]:
+    with session.begin():
+        try:
+            decision = reject(
+                session, change_id=change_id, actor=who.name, note=body.note if body else None
+            )
+        except AlreadyDecided as exc:
+            raise HTTPException(409, detail=str(exc)) from None
+        if decision is None:
+            raise HTTPException(404, detail=f"no change {change_id}")
+        return change_view(decision.change)

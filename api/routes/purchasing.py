@@ -1,0 +1,29 @@
+"""Purchasing: the purchase requests the plan raises, and material stock with its BOMs."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends
+
+from api.auth import PRODUCTION_MANAGER, PURCHASING, Principal
+from api.deps import PrincipalDep, SessionDep, require_roles
+from models.purchasing import materials_view, open_purchase_requests
+
+router = APIRouter(tags=["purchasing"])
+
+# Purchasing buys, the production manager plans around it; admin is always let in.
+BuyerDep = Annotated[Principal, Depends(require_roles(PURCHASING, PRODUCTION_MANAGER))]
+
+
+@router.get(
+    "/purchase-requests",
+    summary="Open purchase requests: material short for the plan, needed by when",
+)
+def purchase_requests(session: SessionDep, _: BuyerDep) -> list[dict[str, Any]]:
+    return open_purchase_requests(session)
+
+
+@router.get("/materials", summary="Materials: stock, on order, and the BOM per product")
+def materials(session: SessionDep, _: PrincipalDep) -> dict[str, Any]:
+    return materials_view(session)

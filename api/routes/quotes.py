@@ -1,0 +1,70 @@
+"""Quotes: the earliest date the factory can promise, and which orders would slip."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Depends
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from api.auth import PRODUCTION_MANAGER, SALES, Principal
+from api.deps import ContextDep, SessionDep, require_roles
+from models.events import Name, Priority, format_path
+from models.quotes import QuoteAsk, UnknownSku, make_quote
+
+router = APIRouter(prefix="/quotes", tags=["quotes"])
+
+QuoterDep = Annotated[Principal, Depends(require_roles(SALES, PRODUCTION_MANAGER))]
+
+
+class QuoteIn(BaseModel):
+    """``{"sku", "qty", "requested_date", "priority"}`` (DESIGN.md, REST)."""
+
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
+    sku: Name
+    qty: float = Field(gt=0, le=10_000_000)
+    requested_date: date
+    priority: Priority = "normal"
+
+
+def _unprocessable(errors: list[dict[str, str]]) -> JSONResponse:
+    return JSONResponse({"detail": errors}, status_code=422)
+
+
+@router.post(
+    "",
+    summary="Quote a possible order: earliest promise, and the orders that would slip if it "
+    "went first",
+    response_model=None,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": QuoteIn.model_json_schema()}},
+        }
+    },
+)
+def quotes(
+    ctx: ContextDep,
+    session: SessionDep,
+    who: QuoterDep,
+    payload: Annotated[Any, Body(include_in_schema=False)] = None,
+) -> dict[str, Any] | JSONResponse:
+    # Validated here rather than by FastAPI so a 422 names fields like the CRM webhook does.
+    if not isinstance(payload, dict):
+        return _unprocessable([{"field": "body", "message": "must be a JSON object"}])
+    try:
+        body = QuoteIn.model_validate(payload)
+    except ValidationError as exc:
+        return _unprocessable(
+            [{"field": format_path(list(e["loc"])), "message": e["msg"]} for e in exc.errors()]
+        )
+    ask = QuoteAsk(body.sku, body.qty, body.requested_date, body.priority)
+    try:
+        with session.begin():
+            return make_quote(session, ctx.live, ask=ask, now=ctx.clock.now(), actor=who.name)
+    except UnknownSku as exc:
+        return _unprocessable([{"field": "sku", "message": exc.reason}])
+    except ImportError:  # the planner's quote module is not installed in this build
+        return JSONResponse({"detail": "quotes are not available"}, status_code=503)

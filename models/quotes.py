@@ -1,0 +1,140 @@
+"""Quotes: when could the factory promise a new order, and whose promise would it cost.
+
+The DB side of ``models.planning.quote``: the current open work as a planning problem,
+the answer mapped back from work orders to orders and their promises, and an audit entry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from models.audit import record
+from models.estimate import end_of_day, iso
+from models.live import LiveState
+from models.records import LineRate, Order, Product, WorkOrder
+from models.replan import PRIORITY_WEIGHT, build_problem
+
+if TYPE_CHECKING:
+    from models.planning.quote import Placement
+
+QUOTE_TIME_LIMIT_S = 0.05
+
+
+class UnknownSku(ValueError):
+    """The factory does not know the product, or no line can make it."""
+
+    def __init__(self, sku: str, reason: str) -> None:
+        super().__init__(reason)
+        self.sku = sku
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class QuoteAsk:
+    """What sales asks about."""
+
+    sku: str
+    qty: float
+    requested_date: date
+    priority: str = "normal"
+
+
+def promise_day(end: datetime) -> date:
+    """The date a promise ending at ``end`` names (a partial day counts, as in replan)."""
+    return (end - timedelta(microseconds=1)).date()
+
+
+def make_quote(
+    session: Session, live: LiveState, *, ask: QuoteAsk, now: datetime, actor: str
+) -> dict[str, Any]:
+    """Quote ``ask`` against the current plan; audited as ``quote.made``.
+
+    Raises UnknownSku. The answer has ``earliest`` (moving nobody) and ``prioritized``
+    (going first, with the orders that would slip).
+    """
+    # Imported when asked: the planner's quote module is heavier than the rest of the app.
+    from models.planning.quote import QuoteRequest, quote
+
+    if session.get(Product, ask.sku) is None:
+        raise UnknownSku(ask.sku, f"unknown product '{ask.sku}'")
+    if session.scalar(select(LineRate.line_id).where(LineRate.sku == ask.sku).limit(1)) is None:
+        raise UnknownSku(ask.sku, f"no line can make '{ask.sku}'")
+    problem, _ = build_problem(session, live, now)
+    due = end_of_day(ask.requested_date)
+    answer = quote(
+        problem,
+        QuoteRequest(
+            product=ask.sku,
+            qty=float(ask.qty),
+            due=due,
+            weight=PRIORITY_WEIGHT[ask.priority],
+            priority=ask.priority,
+        ),
+        time_limit=QUOTE_TIME_LIMIT_S,
+    )
+    jobs = [s.job for s in answer.slips]
+    rows = session.execute(
+        select(WorkOrder.id, Order)
+        .join(Order, WorkOrder.order_id == Order.id)
+        .where(WorkOrder.id.in_(jobs))
+    )
+    orders: dict[str, Order] = {wo_id: order for wo_id, order in rows}
+    slips = []
+    for s in answer.slips:
+        order = orders.get(s.job)
+        promised = order.promised_date if order else None
+        slips.append(
+            {
+                "order_id": order.id if order else None,
+                "work_order": s.job,
+                "slip_h": round(s.slip_h, 2),
+                "old_end": iso(s.old_end),
+                "new_end": iso(s.new_end),
+                "promised_date": promised.isoformat() if promised else None,
+                "breaks_promise": bool(promised and s.new_end > end_of_day(promised)),
+            }
+        )
+    earliest = _placement(answer.earliest, due)
+    prioritized = _placement(answer.prioritized, due)
+    result: dict[str, Any] = {
+        "sku": ask.sku,
+        "qty": ask.qty,
+        "requested_date": ask.requested_date.isoformat(),
+        "priority": ask.priority,
+        "earliest": earliest,
+        "prioritized": {**prioritized, "slips": slips},
+    }
+    record(
+        session,
+        actor=actor,
+        action="quote.made",
+        entity="product",
+        entity_id=ask.sku,
+        details={
+            "qty": ask.qty,
+            "requested_date": result["requested_date"],
+            "priority": ask.priority,
+            "earliest": earliest["date"],
+            "prioritized": prioritized["date"],
+            "slipping_orders": sorted({s["order_id"] for s in slips if s["order_id"]}),
+            "breaks_promises": sorted(
+                {s["order_id"] for s in slips if s["breaks_promise"] and s["order_id"]}
+            ),
+        },
+    )
+    return result
+
+
+def _placement(placement: Placement, due: datetime) -> dict[str, Any]:
+    return {
+        "date": promise_day(placement.end).isoformat(),
+        "start": iso(placement.start),
+        "end": iso(placement.end),
+        "line": placement.line,
+        "meets_requested": placement.end <= due,
+    }
