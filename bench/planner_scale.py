@@ -26,6 +26,8 @@ from datetime import UTC, datetime, timedelta
 from datetime import time as clock
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from models.planning import (  # noqa: E402
@@ -41,6 +43,7 @@ from models.planning import (  # noqa: E402
 )
 from models.planning.optimize import warm_up  # noqa: E402
 from models.planning.quote import QuoteRequest, quote, with_plan  # noqa: E402
+from models.planning.solver import PlanModel  # noqa: E402
 
 START = datetime(2026, 12, 1, tzinfo=UTC)
 TWO_SHIFTS = Calendar(
@@ -108,6 +111,26 @@ def factory(n_jobs: int, n_lines: int = 50, n_products: int = 40, seed: int = 7)
     )
 
 
+def unavoidable_wt(problem: Problem) -> float:
+    """A lower bound on any plan's weighted tardiness: each job alone on its best line,
+    from when it and its material are ready and the line is free of pinned work."""
+    model = PlanModel(problem)
+    a = model.arrays
+    total = sum(pl.job.weight * max(0.0, pl.end - _due_h(pl.job, model)) for pl in model.pinned)
+    for j in range(a.n_jobs):
+        end = min(
+            model.timelines[ln].finish(max(a.ready[j], a.free_at[ln]), a.proc[j, ln])[1]
+            for ln in range(a.n_lines)
+            if np.isfinite(a.proc[j, ln])
+        )
+        total += a.weight[j] * max(0.0, end - a.due[j])
+    return float(total)
+
+
+def _due_h(job: Job, model: PlanModel) -> float:
+    return (job.due - model.origin).total_seconds() / 3600
+
+
 def _timed(fn, *args, **kwargs):  # type: ignore[no-untyped-def]
     gc.collect()
     started = time.perf_counter()
@@ -135,8 +158,9 @@ def main(argv: list[str] | None = None) -> int:
     warm_up()
     print(f"JIT warm-up (excluded below): {time.perf_counter() - started:.2f} s")
     print(
-        f"\n{'jobs':>6} {'lines':>5} | {'ATC s':>8} {'ATC WT h':>11} | "
-        f"{'full s':>7} {'WT h':>11} {'vs ATC':>6} | {'incr ms':>8} {'quote ms':>8}"
+        f"\n{'jobs':>6} {'lines':>5} | {'bound h':>9} | {'ATC s':>6} {'ATC WT h':>9} "
+        f"{'avoid.':>7} | {'full s':>6} {'WT h':>9} {'avoid.':>7} {'ratio':>6} | "
+        f"{'incr ms':>7} {'quote ms':>8}"
     )
     results = {}
     for n in sizes:
@@ -155,14 +179,21 @@ def main(argv: list[str] | None = None) -> int:
             request = QuoteRequest(sku, 300.0, START + timedelta(days=5), 1.0)
             _, seconds = _timed(quote, planned, request)
             quotes.append(seconds * 1000)
-        ratio = full.total_weighted_tardiness_h / max(base.total_weighted_tardiness_h, 1e-9)
+        bound = unavoidable_wt(problem)
+        base_wt, full_wt = base.total_weighted_tardiness_h, full.total_weighted_tardiness_h
+        # Lateness no plan can avoid is the same for every planner: compare what is left.
+        ratio = (full_wt - bound) / max(base_wt - bound, 1e-9)
         results[n] = (full_s, statistics.median(incr), statistics.median(quotes))
         print(
-            f"{n:>6} {args.lines:>5} | {base_s:>8.2f} {base.total_weighted_tardiness_h:>11.0f} | "
-            f"{full_s:>7.2f} {full.total_weighted_tardiness_h:>11.0f} {ratio:>6.2f} | "
-            f"{statistics.median(incr):>8.0f} {statistics.median(quotes):>8.0f}"
+            f"{n:>6} {args.lines:>5} | {bound:>9.0f} | {base_s:>6.2f} {base_wt:>9.0f} "
+            f"{base_wt - bound:>7.0f} | {full_s:>6.2f} {full_wt:>9.0f} {full_wt - bound:>7.0f} "
+            f"{ratio:>6.2f} | {statistics.median(incr):>7.0f} {statistics.median(quotes):>8.0f}"
         )
-    print("(WT h: total weighted tardiness in hours; incr/quote: median of --repeat runs)")
+    print(
+        "(WT h: total weighted tardiness, hours; bound: what no plan can avoid, each job alone\n"
+        " on its best line once it and its material are ready; avoid.: WT h - bound; ratio:\n"
+        " planner's avoidable WT / ATC's; incr/quote: median of --repeat runs)"
+    )
 
     if 10_000 in sizes:
         problem = factory(10_000, args.lines)

@@ -66,5 +66,3 @@ def quotes(
             return make_quote(session, ctx.live, ask=ask, now=ctx.clock.now(), actor=who.name)
     except UnknownSku as exc:
         return _unprocessable([{"field": "sku", "message": exc.reason}])
-    except ImportError:  # the planner's quote module is not installed in this build
-        return JSONResponse({"detail": "quotes are not available"}, status_code=503)
