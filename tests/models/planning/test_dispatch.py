@@ -18,7 +18,6 @@ from tests.models.planning.invariants import assert_valid
 SCENARIOS = Path(__file__).parent / "scenarios"
 DATA = Path(__file__).parent / "data"
 # The full reference set lies beside the repository (../shared), where CI puts it.
-ORLIB = Path(__file__).resolve().parents[4] / "shared" / "benchmarks" / "orlib-wt"
 START = datetime(2026, 12, 1, tzinfo=UTC)
 
 
@@ -142,9 +141,6 @@ def _wt_problem(numbers: list[int], index: int, n: int = 40) -> Problem:
     )
 
 
-needs_orlib = pytest.mark.skipif(not ORLIB.exists(), reason="no ../shared/benchmarks copy")
-
-
 def test_orlib_wt40_first_instance_within_20_percent() -> None:
     numbers, optima = _wt40()
     problem = _wt_problem(numbers, 0)
@@ -164,9 +160,8 @@ def test_orlib_wt40_first_ten_never_beat_the_optimum() -> None:
         assert best - 1e-6 <= found <= 1.5 * best + 1
 
 
-@needs_orlib
 def test_orlib_wt40_mean_gap() -> None:
-    numbers, optima = _wt40(ORLIB, "")
+    numbers, optima = _wt40(DATA, "")
     gaps = []
     for index, best in enumerate(optima):
         problem = _wt_problem(numbers, index)
