@@ -18,6 +18,7 @@ from models.clock import utcnow
 from models.live import LiveState
 from models.orders import OPEN_STATUSES
 from models.outbox import enqueue
+from models.purchasing import consume_materials
 from models.records import Order
 
 FEEDBACK_EVENT = "order.updated"
@@ -84,7 +85,9 @@ def _checkpoint(
             continue
         good, scrap = int(lw.get("good") or 0), int(lw.get("scrap") or 0)
         if good > wo.good or scrap > wo.scrap:
+            made = max(good, wo.good) + max(scrap, wo.scrap) - wo.good - wo.scrap
             wo.good, wo.scrap = max(good, wo.good), max(scrap, wo.scrap)
+            consume_materials(session, wo.sku, made)
         status = lw.get("status")
         if status in ("running", "done") and status != wo.status:
             wo.status = status

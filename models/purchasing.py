@@ -84,3 +84,19 @@ def materials_view(session: Session) -> dict[str, Any]:
         for m in session.scalars(select(Material).order_by(Material.id))
     ]
     return {"materials": materials, "bom": dict(bom)}
+
+
+def consume_materials(session: Session, sku: str, units: float) -> None:
+    """Take what ``units`` of ``sku`` used (good and scrap alike) out of stock, by its BOM.
+
+    Called as the shop floor reports progress, so stock on hand stays what is physically
+    left, and the next replan nets open work against it.
+    """
+    if units <= 0:
+        return
+    for line, material in session.execute(
+        select(BomLine, Material)
+        .join(Material, BomLine.material_id == Material.id)
+        .where(BomLine.sku == sku)
+    ):
+        material.on_hand = max(0.0, material.on_hand - line.qty_per_unit * units)

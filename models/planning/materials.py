@@ -59,7 +59,8 @@ class MaterialPlan:
 def net_materials(
     problem: Problem, fastest_rate: dict[str, float], skip: frozenset[str] = frozenset()
 ) -> MaterialPlan:
-    """Net every job's material needs; jobs in ``skip`` (running work) have theirs."""
+    """Net every job's material needs; jobs in ``skip`` (running work) have theirs and
+    are served first."""
     materials = problem.materials
     if materials is None or not materials.bom:
         return MaterialPlan({}, ())
@@ -82,6 +83,12 @@ def net_materials(
         return (0, planned, job.due, job.id) if planned else (1, job.due, job.due, job.id)
 
     used: dict[str, float] = defaultdict(float)
+    # Running work takes its material first: it is on the line already, so it never
+    # waits, but what it still needs is not free for anything else.
+    for job in problem.jobs:
+        if job.id in skip:
+            for material, per_unit in materials.bom.get(job.product, {}).items():
+                used[material] += per_unit * job.qty
     waits: dict[str, MaterialWait] = {}
     short_qty: dict[str, float] = defaultdict(float)
     short_jobs: dict[str, list[str]] = defaultdict(list)

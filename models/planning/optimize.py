@@ -19,6 +19,8 @@ import numpy as np
 
 from models.planning import kernel
 
+# A deadline counts as met when missed by less than this (hours; about 4 ms).
+DEADLINE_TOLERANCE_H = 1e-6
 # ATC look-ahead values tried by ``construct`` (slack in units of k mean run times).
 ATC_K = (0.5, 1.0, 2.0, 4.0, 8.0)
 # Above this many jobs the ATC dispatch looks at this many candidates per list per decision
@@ -437,7 +439,10 @@ def optimize(
         raise ValueError("optimize: give time_limit or max_rounds")
     built = construct(arrays)
     ref = built if initial is None else decode(arrays, initial[0], initial[1])
-    deadline = np.where(ref.end <= arrays.deadline, arrays.deadline, np.inf)
+    # Met within DEADLINE_TOLERANCE_H (datetimes carry microseconds, hours are floats):
+    # the bound is then the reference's own end, so the job can stay exactly where it is.
+    met = ref.end <= arrays.deadline + DEADLINE_TOLERANCE_H
+    deadline = np.where(met, np.maximum(arrays.deadline, ref.end), np.inf)
     start = ref
     if built.cost < ref.cost and not np.any(built.end > deadline):
         start = built

@@ -14,7 +14,7 @@ from models.feedback import sync_feedback
 from models.live import Update
 from models.loop import DUTY_LOCK, Loop, LoopConfig, request_replan, summarize_triggers
 from models.orders import apply_crm_event
-from models.records import Order, OutboxEvent, PlanRevision
+from models.records import BomLine, Material, Order, OutboxEvent, PlanRevision
 from models.replan import build_problem, replan, sync_live
 from models.watch import evaluate_alerts, mark_stale_lines
 from tests.factories import order_event
@@ -134,6 +134,27 @@ def test_feedback_is_queued_once_per_real_change(sessions, live):
         rows = s.scalars(select(OutboxEvent).order_by(OutboxEvent.id)).all()
     assert [r.payload["changed"] for r in rows][-1] == ["risk"]
     assert rows[0].payload["promised_date"]
+
+
+def test_reported_progress_takes_its_material_out_of_stock(sessions, live):
+    _order(sessions, "SO-1", lines=[("P1", 100)])
+    with transaction(sessions) as s:
+        s.add(Material(id="STEEL", name="Steel", on_hand=500.0, lead_time_days=3))
+        s.flush()
+        s.add(BomLine(sku="P1", material_id="STEEL", qty_per_unit=2.0))
+    replan(sessions, live, now=NOW, trigger="t")
+    live.apply([Update("work_order", "WO-1-1", {"good": 30, "scrap": 5, "status": "running"})])
+    with transaction(sessions) as s:
+        sync_feedback(s, live)
+    with sessions() as s:
+        assert s.get(Material, "STEEL").on_hand == 500.0 - 2.0 * 35
+    # The same report again takes nothing more; only what is new counts.
+    live.apply([Update("work_order", "WO-1-1", {"good": 40, "scrap": 5})])
+    with transaction(sessions) as s:
+        sync_feedback(s, live)
+        sync_feedback(s, live)
+    with sessions() as s:
+        assert s.get(Material, "STEEL").on_hand == 500.0 - 2.0 * 45
 
 
 def test_loop_debounces_a_burst_into_one_replan(sessions, live):

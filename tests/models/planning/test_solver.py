@@ -292,6 +292,31 @@ def test_a_met_deadline_is_kept_even_when_breaking_it_would_cost_less() -> None:
     assert ends["heavy"] == START + timedelta(hours=5)
 
 
+def test_running_work_takes_its_material_first() -> None:
+    # 100 of steel on hand; the running job still needs 80 of it, so the new job's 50 are
+    # 30 short: it waits for the purchase order, and what that does not cover is requested.
+    problem = Problem(
+        start=START,
+        lines=(Line("L1", {"P": 10.0}), Line("L2", {"P": 10.0})),
+        jobs=(
+            Job("NEW", "P", 50, due=START + timedelta(hours=6)),
+            Job("RUN", "P", 80, due=START + timedelta(hours=9), pinned_line="L1"),
+        ),
+        materials=Materials(
+            items={"STEEL": Material("STEEL", on_hand=100, lead_time_days=5)},
+            bom={"P": {"STEEL": 1.0}},
+            purchase_orders=(PurchaseOrder("PO-1", "STEEL", 10, START + timedelta(days=2)),),
+        ),
+    )
+    schedule = solve(problem, max_rounds=ROUNDS)
+    assert_valid(problem, schedule)
+    (request,) = schedule.purchase_requests
+    assert request.material == "STEEL" and request.qty == 20 and request.jobs == ("NEW",)
+    new = next(a for a in schedule.assignments if a.job == "NEW")
+    assert new.start == START + timedelta(days=5)
+    assert next(a for a in schedule.assignments if a.job == "RUN").start == START
+
+
 # --- quality on the OR-Library ----------------------------------------------------------
 
 
