@@ -99,6 +99,10 @@ def build_app(rt: Runtime) -> FastAPI:
 
 def build_loop(rt: Runtime, crm_url: str | None = None) -> Loop:
     """The worker's duties; CRM feedback is relayed when a CRM URL is known."""
+    from models.planning.optimize import warm_up
+
+    # Load the planner's compiled kernels now, not in the first replan.
+    warm_up()
     url = crm_url or rt.resolved.crm_url
     relay = (
         OutboxRelay(
