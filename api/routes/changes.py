@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.orm import Session
 
 from api.auth import PRODUCTION_MANAGER, Principal
 from api.deps import LiveDep, PrincipalDep, SessionDep, require_roles
 from models.approvals import (
     AlreadyDecided,
     ChangeStatus,
+    Decision,
     approve,
     change_view,
     get_change,
@@ -52,6 +55,26 @@ def change(change_id: int, session: SessionDep, _: PrincipalDep) -> dict[str, An
     return change_view(found)
 
 
+def _decide(
+    decide: Callable[..., Decision | None],
+    session: Session,
+    change_id: int,
+    who: Principal,
+    body: DecisionIn | None,
+) -> Decision:
+    """Run ``approve`` or ``reject`` in a transaction; 404 unknown, 409 already decided."""
+    with session.begin():
+        try:
+            decision = decide(
+                session, change_id=change_id, actor=who.name, note=body.note if body else None
+            )
+        except AlreadyDecided as exc:
+            raise HTTPException(409, detail=str(exc)) from None
+        if decision is None:
+            raise HTTPException(404, detail=f"no change {change_id}")
+        return decision
+
+
 @router.post(
     "/{change_id}/approve",
     summary="Apply a pending change (production manager); 409 if decided or superseded",
@@ -64,16 +87,8 @@ def approve_change(
     who: DeciderDep,
     body: DecisionBody = None,
 ) -> dict[str, Any] | JSONResponse:
-    with session.begin():
-        try:
-            decision = approve(
-                session, change_id=change_id, actor=who.name, note=body.note if body else None
-            )
-        except AlreadyDecided as exc:
-            raise HTTPException(409, detail=str(exc)) from None
-        if decision is None:
-            raise HTTPException(404, detail=f"no change {change_id}")
-        view = change_view(decision.change)
+    decision = _decide(approve, session, change_id, who, body)
+    view = change_view(decision.change)
     if decision.outcome == "superseded":
         detail = f"change {change_id} is superseded: {decision.change.note}"
         return JSONResponse({"detail": detail, "change": view}, status_code=409)
@@ -88,13 +103,4 @@ def approve_change(
 def reject_change(
     change_id: int, session: SessionDep, who: DeciderDep, body: DecisionBody = None
 ) -> dict[str, Any]:
-    with session.begin():
-        try:
-            decision = reject(
-                session, change_id=change_id, actor=who.name, note=body.note if body else None
-            )
-        except AlreadyDecided as exc:
-            raise HTTPException(409, detail=str(exc)) from None
-        if decision is None:
-            raise HTTPException(404, detail=f"no change {change_id}")
-        return change_view(decision.change)
+    return change_view(_decide(reject, session, change_id, who, body).change)
