@@ -11,11 +11,12 @@ import dash
 import fastapi
 import redis.asyncio as aredis
 from dash import html
+from sqlalchemy.orm import Session, sessionmaker
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from dashboard.i18n import normalize_lang
 from dashboard.live_push import Screens, utcnow
-from dashboard.pages import alerts, board, orders, wall
+from dashboard.pages import alerts, board, orders, plan, wall
 from models.live import LiveState
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -29,13 +30,18 @@ def create_dash(
     default_lang: str = "en",
     tz: tzinfo | None = None,
     now: Callable[[], datetime] = utcnow,
+    sessions: sessionmaker[Session] | None = None,
 ) -> dash.Dash:
-    """Mount the screens (/wall, /board, /orders, /alerts) on ``server``.
+    """Mount the screens (/wall, /board, /plan, /orders, /alerts) on ``server``.
 
     ``live`` is read to render each page; ``new_async_redis`` opens the connection each
     open page follows changes on. ``tz`` is the site's time zone (default: the server's),
-    ``now`` the loop's clock (the demo's may run fast).
+    ``now`` the loop's clock (the demo's may run fast). ``sessions`` reads the records
+    ``/plan`` shows (default: those of the API context on ``server.state``, if any).
     """
+    if sessions is None:
+        # The API sets its context on the app before it mounts the screens.
+        sessions = getattr(getattr(server.state, "context", None), "sessions", None)
     app = dash.Dash(
         __name__,
         server=server,  # type: ignore[arg-type]  # Dash 4.4's hint predates backends
@@ -59,8 +65,9 @@ def create_dash(
         default_lang=normalize_lang(default_lang),
         tz=tz,
         now=now,
+        sessions=sessions,
     )
-    for page in (wall, board, alerts, orders):
+    for page in (wall, board, plan, alerts, orders):
         page.register(app, screens)
     app.layout = html.Div(dash.page_container, className="app")
     server.add_middleware(_SetupDashFirst, dash_app=app)

@@ -10,7 +10,13 @@ from dashboard import ids
 from dashboard.i18n import LANGS, t
 from dashboard.live_push import WATCHDOG_INTERVAL_MS
 
-NAV_PAGES = (("board", "/board"), ("orders", "/orders"), ("alerts", "/alerts"), ("wall", "/wall"))
+NAV_PAGES = (
+    ("board", "/board"),
+    ("plan", "/plan"),
+    ("orders", "/orders"),
+    ("alerts", "/alerts"),
+    ("wall", "/wall"),
+)
 
 
 def href(path: str, lang: str) -> str:

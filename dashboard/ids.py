@@ -36,6 +36,7 @@ class LiveIds:
 WALL = LiveIds.of("wall")
 BOARD = LiveIds.of("board")
 ALERTS = LiveIds.of("alerts")
+PLAN = LiveIds.of("plan")
 
 # -- /wall ---------------------------------------------------------------------------
 WALL_GRID = "wall-grid"
@@ -86,6 +87,17 @@ ALERT_AGE = "alert-age"
 ALERT_ENTITY = "alert-entity"
 ALERT_STATUS = "alert-status"
 ALERT_ACK = "alert-ack"  # button: acknowledge through the API
+
+# -- /plan ---------------------------------------------------------------------------
+PLAN_CHANGES = "plan-changes"  # pending changes, then the ones decided lately
+PLAN_REQUESTS = "plan-requests"
+PLAN_REVISION = "plan-revision"
+PLAN_DECISION = "plan-decision"  # dcc.Store: what the last approve/reject answered
+PLAN_DECISION_MSG = "plan-decision-msg"
+
+CHANGE = "change"
+CHANGE_APPROVE = "change-approve"  # button: approve through the API
+CHANGE_REJECT = "change-reject"  # button: reject through the API
 
 # -- /orders -------------------------------------------------------------------------
 ORDERS_ROOT = "orders-root"

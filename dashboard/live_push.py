@@ -31,7 +31,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import redis.asyncio as aredis
 from dash import Input, Output, State, ctx, set_props
@@ -39,6 +39,9 @@ from dash.exceptions import PreventUpdate
 
 from dashboard.ids import LiveIds, part
 from models.live import Change, LiveState, follow
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session, sessionmaker
 
 log = logging.getLogger("loopline.dashboard")
 
@@ -75,13 +78,15 @@ def utcnow() -> datetime:
 
 @dataclass(frozen=True)
 class Screens:
-    """What every screen needs: the live state to render from and how to follow it."""
+    """What every screen needs: the live state to render from and how to follow it, and
+    the records' sessions for the screens that show the system of record (``/plan``)."""
 
     live: LiveState
     new_async_redis: Callable[[], aredis.Redis]
     default_lang: str = "en"
     tz: tzinfo | None = None  # None: the server's local time zone
     now: Callable[[], datetime] = field(default=utcnow)
+    sessions: sessionmaker[Session] | None = None  # None: no database behind these screens
 
 
 def new_token() -> str:

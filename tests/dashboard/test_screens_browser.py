@@ -190,3 +190,113 @@ def test_orders_lookup_searches_by_customer(live_server, page, artifacts_dir: Pa
     )
     assert "有风险" in page.locator("#orders-results").inner_text()
     page.screenshot(path=str(artifacts_dir / "orders-zh-CN.png"))
+
+
+# -- /plan on a whole stack (records, API and roles) ---------------------------------------
+# Last in this module on purpose: a stack mounts its own Dash app, and Dash keeps the page
+# registry in module globals, so pages rendered after it come from the stack's state.
+PLAN_MANAGER = "test-manager-token"
+PLAN_ORIGIN = datetime(2026, 12, 1, 6, 0, tzinfo=UTC)  # the scenario of tests/api/test_changes
+
+
+@pytest.fixture
+def plan_stack(postgres_url, redis_server):
+    from models.db import transaction
+    from models.records import BomLine, Material
+    from tests.stack import start_stack
+
+    s = start_stack(
+        database_url=postgres_url,
+        redis_url=redis_server,
+        mqtt_url=None,
+        crm_url=None,
+        origin=PLAN_ORIGIN,
+        manager_token=PLAN_MANAGER,
+    )
+    with transaction(s.runtime.sessions) as session:
+        # Two of M1 in each P1 and ten in stock: an order for 100 P1 is short of it.
+        session.add(Material(id="M1", name="Steel bar", unit="kg", on_hand=10, lead_time_days=4))
+        session.flush()
+        session.add(BomLine(sku="P1", material_id="M1", qty_per_unit=2.0))
+    yield s
+    s.stop()
+
+
+def seed_plan_scenario(stack) -> int:
+    """A purchase request for M1, and SO-H parked: it would push SO-V past its promise."""
+    from tests.factories import order_event
+    from tests.stack import wait_until
+
+    day1 = PLAN_ORIGIN.date()
+    short = order_event("SO-8001", 1, [("P1", 100)], day1 + timedelta(days=2))
+    assert stack.send_crm(short, "p-1").status_code == 202
+    assert stack.send_crm(order_event("SO-A", 1, [("P2", 800)], day1), "a1").status_code == 202
+    victim = order_event("SO-V", 1, [("P2", 500)], day1 + timedelta(days=2))
+    assert stack.send_crm(victim, "v1").json()["outcome"] == "applied"
+    wait_until(lambda: stack.get("/api/v1/orders/SO-V").json().get("promised_date"))
+    wait_until(lambda: stack.get("/api/v1/purchase-requests").json())
+    stack.runtime.live.apply(
+        [Update("work_order", "WO-A-1", {"status": "running", "line": "L1", "good": 0})]
+    )
+    rush = order_event("SO-H", 1, [("P2", 1500)], day1, priority="high")
+    answer = stack.send_crm(rush, "h1").json()
+    assert answer["outcome"] == "pending_approval", answer
+    return int(answer["change_id"])
+
+
+def test_plan_shows_a_pending_change_and_a_manager_approves_it(
+    plan_stack, page, browser, artifacts_dir: Path
+):
+    from tests.stack import DISPLAY_TOKEN
+
+    change_id = str(seed_plan_scenario(plan_stack))
+    card = sel(ids.CHANGE, "change", change_id)
+    approve = sel(ids.CHANGE_APPROVE, "change", change_id)
+
+    # A wall screen's read-only sign-in is refused, and the API's reason is shown.
+    open_page(page, f"{plan_stack.url}/plan?token={DISPLAY_TOKEN}", approve)
+    page.click(approve)
+    refused = page.locator(f"#{ids.PLAN_DECISION_MSG}")
+    refused.filter(has_text="Not allowed: role 'display' may not do this").wait_for(
+        timeout=PUSH_TIMEOUT_MS
+    )
+    assert "decision--refused" in refused.get_attribute("class")
+    assert page.locator(card).is_visible()  # still pending
+    page.screenshot(path=str(artifacts_dir / "plan-refused.png"))
+
+    manager = browser.new_context(viewport={"width": 1920, "height": 1080}).new_page()
+    manager.console_errors = []
+    manager.on(
+        "console", lambda m: manager.console_errors.append(m.text) if m.type == "error" else None
+    )
+    try:
+        open_page(manager, f"{plan_stack.url}/plan?token={PLAN_MANAGER}", card)
+        wait_beat(manager, ids.PLAN.heartbeat)
+        text = manager.locator(card).inner_text()
+        assert "SO-H" in text and "1,500 × P2" in text and "SO-V" in text
+        assert "Would break 1 promise" in text
+        requests = manager.locator(f"#{ids.PLAN_REQUESTS}").inner_text()
+        assert "Steel bar" in requests and "WO-8001-1" in requests and "SO-8001" in requests
+        revision = manager.locator(f"#{ids.PLAN_REVISION}").inner_text()
+        assert "Plan #" in revision
+        manager.screenshot(path=str(artifacts_dir / "plan.png"), full_page=True)
+
+        manager.click(approve)
+        manager.locator(card).wait_for(state="detached", timeout=PUSH_TIMEOUT_MS)
+        message = manager.locator(f"#{ids.PLAN_DECISION_MSG}")
+        message.filter(has_text=f"Change #{change_id} for SO-H: Approved").wait_for(
+            timeout=PUSH_TIMEOUT_MS
+        )
+        changes = manager.locator(f"#{ids.PLAN_CHANGES}")
+        changes.filter(has_text="Approved by production_manager").wait_for(timeout=PUSH_TIMEOUT_MS)
+        [decided] = plan_stack.get("/api/v1/changes?status=approved").json()
+        assert decided["id"] == int(change_id)
+        # The approval asks for a replan; the new revision arrives by push.
+        manager.locator(f"#{ids.PLAN_REVISION}").filter(
+            has_text=f"change {change_id} approved (SO-H)"
+        ).wait_for(timeout=LOAD_TIMEOUT_MS)
+        manager.wait_for_timeout(300)
+        manager.screenshot(path=str(artifacts_dir / "plan-approved.png"), full_page=True)
+        assert manager.console_errors == []
+    finally:
+        manager.context.close()

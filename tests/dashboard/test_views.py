@@ -2,16 +2,30 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+import dataclasses
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
 from dashboard import ids
 from dashboard.live_push import Screens, diff_singles, diff_views
-from dashboard.pages import alerts, board, orders, wall
-from models.live import LiveState, Update
+from dashboard.pages import alerts, board, orders, plan, wall
+from models.db import transaction
+from models.live import Change, LiveState, Update
 from models.live_store import open_live_store
+from models.purchasing import open_purchase_requests
+from models.records import (
+    Material,
+    Order,
+    OrderLine,
+    PendingChange,
+    PlanRevision,
+    PurchaseRequest,
+    WorkOrder,
+)
+from models.views import current_plan
 from tests.dashboard.seed import seed
+from tests.factories import order_event
 
 NOW = datetime(2026, 11, 28, 8, 30, tzinfo=UTC)
 
@@ -206,3 +220,318 @@ def test_a_site_filter_keeps_other_sites_off_the_wall(screens):
     only = find(wall.layout(screens, site="plant-2"), ids.WALL.start).data
     assert only["shown"]["order"] == ["X1"]
     assert only["shown"]["singles"][ids.WALL_SITE]["children"] == "plant-2"
+
+
+# -- /plan ---------------------------------------------------------------------------------
+def _iso(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def seed_plan_records(sessions) -> None:
+    """SO-H stored at v1, a pending v2 that would push SO-V past its promise; a pending new
+    order; a rejected change; a short material; one plan revision."""
+    with transaction(sessions) as s:
+        for oid, qty, requested, promised in (
+            ("SO-H", 500, date(2026, 12, 3), None),
+            ("SO-V", 400, date(2026, 12, 2), date(2026, 12, 2)),
+        ):
+            order = Order(
+                id=oid,
+                customer_id="C-1",
+                version=1,
+                status="open",
+                priority="normal",
+                requested_date=requested,
+                promised_date=promised,
+                promise_version=1 if promised else None,
+            )
+            order.lines = [OrderLine(line_no=1, sku="P2", qty=qty)]
+            order.work_orders = [WorkOrder(id=f"WO-{oid[3:]}-1", line_no=1, sku="P2", qty=qty)]
+            s.add(order)
+        s.add(Material(id="M1", name="Steel bar", unit="kg", on_hand=10, lead_time_days=4))
+        s.flush()
+        impact = [
+            {
+                "order_id": "SO-V",
+                "promised_date": "2026-12-02",
+                "planned_end_before": "2026-12-02T10:00:00Z",
+                "planned_end_after": "2026-12-03T14:00:00Z",
+                "slip_h": 14.0,
+                "delay_h": 28.0,
+            }
+        ]
+        changes = [
+            ("SO-H", 2, order_event("SO-H", 2, [("P2", 1500)], date(2026, 12, 1), "high")),
+            ("SO-N", 1, order_event("SO-N", 1, [("P1", 300)], date(2026, 12, 1))),
+            ("SO-R", 1, order_event("SO-R", 1, [("P1", 10)], date(2026, 12, 1))),
+        ]
+        for i, (oid, version, event) in enumerate(changes):
+            s.add(
+                PendingChange(
+                    order_id=oid,
+                    order_version=version,
+                    source="canonical",
+                    webhook_id=f"w-{i}",
+                    event=event,
+                    impact=impact,
+                    status="rejected" if oid == "SO-R" else "pending",
+                    created_at=NOW - timedelta(minutes=30 - i),
+                    decided_at=NOW if oid == "SO-R" else None,
+                    decided_by="production_manager" if oid == "SO-R" else None,
+                )
+            )
+        rev = PlanRevision(
+            plan_start=NOW,
+            trigger="crm SO-V v1",
+            solver="ils",
+            jobs=2,
+            total_weighted_tardiness_h=14.0,
+            solve_ms=120.0,
+            assignments=[{"job": "WO-V-1", "line": "L1"}],
+            diff={
+                "trigger": "crm SO-V v1",
+                "moved": [
+                    {
+                        "job": "WO-V-1",
+                        "order": "SO-V",
+                        "from_line": "L1",
+                        "to_line": "L1",
+                        "start_shift_h": 20.0,
+                        "end_shift_h": 20.5,
+                    }
+                ],
+                "added": ["WO-H-1"],
+                "removed": [],
+                "late": [
+                    {
+                        "job": "WO-V-1",
+                        "order": "SO-V",
+                        "line": "L1",
+                        "tardiness_h": 14.0,
+                        "reason": "rush order SO-H took its place on line L1",
+                        "cause": {"kind": "rush", "job": "WO-H-1", "order": "SO-H", "line": "L1"},
+                    }
+                ],
+                "at_risk": [
+                    {
+                        "job": "WO-H-1",
+                        "order": "SO-H",
+                        "line": "L1",
+                        "tardiness_h": 0.0,
+                        "slack_h": 1.5,
+                        "reason": "waits for material M1 until 2026-11-29T06:00:00Z",
+                        "cause": {
+                            "kind": "material",
+                            "material": "M1",
+                            "until": "2026-11-29T06:00:00Z",
+                            "short": True,
+                        },
+                    }
+                ],
+            },
+        )
+        s.add(rev)
+        s.flush()
+        s.add(
+            PurchaseRequest(
+                material_id="M1",
+                qty=170.0,
+                needed_by=NOW + timedelta(days=1),
+                arrives_if_ordered_now=NOW + timedelta(days=4),
+                jobs=["WO-V-1"],
+                plan_revision_id=rev.id,
+                status="open",
+            )
+        )
+
+
+@pytest.fixture
+def plan_screens(screens, sessions) -> Screens:
+    seed_plan_records(sessions)
+    screens.live.apply([Update("order", "SO-V", {"customer": "Acme", "status": "open"})])
+    return dataclasses.replace(screens, sessions=sessions)
+
+
+def test_the_plan_reads_what_the_api_reads(plan_screens):
+    data = plan.read_plan_page(plan_screens.sessions, plan_screens.live)
+    assert data is not None
+    pending = data["changes"]["pending"]
+    assert [c["order_id"] for c in pending] == ["SO-N", "SO-H"]  # newest first
+    assert [c["order_id"] for c in data["changes"]["decided"]] == ["SO-R"]
+    assert pending[1]["current"]["version"] == 1  # the order as stored
+    assert pending[0]["current"] is None  # a new order
+    assert pending[1]["impact"][0]["customer"] == "Acme"
+    with plan_screens.sessions() as session:
+        assert data["requests"] == open_purchase_requests(session)
+        api_plan = current_plan(session)
+        assert data["plan"] == {
+            **{k: v for k, v in api_plan.items() if k != "assignments"},
+            "jobs": len(api_plan["assignments"]),
+        }
+    assert data["requests"][0]["jobs"] == [{"job": "WO-V-1", "order": "SO-V"}]
+
+
+def test_a_change_shows_only_what_it_changes():
+    change = {
+        "event": order_event("SO-H", 2, [("P2", 1500)], date(2026, 12, 1), "high"),
+        "current": {
+            "version": 1,
+            "priority": "normal",
+            "requested_date": "2026-12-03",
+            "lines": [{"sku": "P2", "qty": 500}],
+            "customer": {"id": "C-1", "name": "Acme"},
+        },
+    }
+    assert plan.change_facts(change) == [
+        {"field": "lines", "before": "500 × P2", "after": "1,500 × P2"},
+        {"field": "requested_date", "before": "2026-12-03", "after": "2026-12-01"},
+        {"field": "priority", "before": "normal", "after": "high"},
+    ]
+    new = plan.change_facts({**change, "current": None})
+    assert [f["field"] for f in new] == ["customer", "lines", "requested_date", "priority"]
+    assert all(f["before"] is None for f in new)
+    cancelled = {"event": order_event("SO-H", 3, event_type="order.cancelled"), "current": None}
+    assert plan.change_facts(cancelled) == [{"field": "cancel", "before": None, "after": None}]
+
+
+@pytest.mark.parametrize(
+    ("result", "lang", "text", "kind"),
+    [
+        (
+            {
+                "change": "7",
+                "action": "approve",
+                "status": 200,
+                "body": {"status": "approved", "order_id": "SO-H"},
+            },
+            "en",
+            "Change #7 for SO-H: Approved",
+            "decision--ok",
+        ),
+        (
+            {
+                "change": "7",
+                "action": "approve",
+                "status": 403,
+                "body": {
+                    "detail": "role 'display' may not do this; allowed: admin, production_manager"
+                },
+            },
+            "en",
+            "Not allowed: role 'display' may not do this; allowed: admin, production_manager",
+            "decision--refused",
+        ),
+        (
+            {"change": "7", "action": "reject", "status": 403, "body": {"detail": "nope"}},
+            "zh-CN",
+            "无权操作：nope",
+            "decision--refused",
+        ),
+        (
+            {
+                "change": "7",
+                "action": "reject",
+                "status": 409,
+                "body": {"detail": "change 7 is already approved"},
+            },
+            "en",
+            "Change #7 not decided (409): change 7 is already approved",
+            "decision--refused",
+        ),
+        (
+            {"change": "7", "action": "reject", "status": 401, "body": {"detail": "x"}},
+            "en",
+            "Not signed in: open this page with ?token=<your token> once",
+            "decision--refused",
+        ),
+        (
+            {
+                "change": "7",
+                "action": "reject",
+                "status": 0,
+                "body": {"detail": "TypeError: Failed to fetch"},
+            },
+            "en",
+            "Change #7: the server did not answer (TypeError: Failed to fetch)",
+            "decision--refused",
+        ),
+    ],
+)
+def test_the_api_answer_to_a_decision_is_shown_as_it_is(result, lang, text, kind):
+    shown, class_name = plan.decision_message(result, lang)
+    assert shown == text
+    assert kind in class_name.split()
+    assert plan.decision_message(None, "en") == ("", "decision decision--none")
+
+
+def test_late_work_is_worded_from_its_cause(screens):
+    cause = {"kind": "line_down", "line": "L3", "until": "2026-11-28T10:00:00Z", "reason": "jam"}
+    assert (
+        plan.plan_cause_text(cause, "raw", "en", screens=screens, now=NOW)
+        == "line L3 down until 10:00 (jam)"
+    )
+    material = {
+        "kind": "material",
+        "material": "M1",
+        "until": "2026-11-29T06:00:00Z",
+        "short": True,
+    }
+    assert plan.plan_cause_text(material, "raw", "zh-CN", screens=screens, now=NOW) == (
+        "等待物料 M1，到 明天 06:00 · 缺料，已提出采购申请"
+    )
+    assert plan.plan_cause_text(
+        {"kind": "weird"}, "stored words", "en", screens=screens, now=NOW
+    ) == ("stored words")
+    assert plan.plan_cause_text(
+        {"kind": "capacity"}, "capacity on L9", "en", screens=screens, now=NOW
+    ) == (
+        "capacity on L9"  # a cause missing its fields keeps the planner's words
+    )
+
+
+def test_the_plan_page_shows_changes_purchases_and_the_latest_plan(plan_screens):
+    page = plan.layout(plan_screens, lang="en", token="kiosk")
+    changes = str(find(page, ids.PLAN_CHANGES).children)
+    assert "2 pending" in changes
+    assert "1,500 × P2" in changes and "500 × P2" in changes and "New order" in changes
+    assert "Would break 1 promise; 14.0 h past the promised day" in changes
+    assert "sales rep zhang.wei" in changes
+    assert "Rejected by production_manager" in changes
+    assert find(page, ids.part(ids.CHANGE_APPROVE, "change", "1")) is not None
+    assert find(page, ids.part(ids.CHANGE_REJECT, "change", "2")) is not None
+    assert find(page, ids.part(ids.CHANGE_APPROVE, "change", "3")) is None  # decided
+    requests = str(find(page, ids.PLAN_REQUESTS).children)
+    assert "Steel bar" in requests and "170 kg" in requests and "72.0 h late" in requests
+    assert "WO-V-1" in requests and "SO-V" in requests
+    revision = str(find(page, ids.PLAN_REVISION).children)
+    assert "Plan #1" in revision and "crm SO-V v1" in revision and "1 jobs" in revision
+    assert "+20.5 h" in revision and "WO-H-1" in revision
+    assert "rush order SO-H took its place on line L1" in revision
+    assert "1.5 h to spare" in revision
+    start = find(page, ids.PLAN.start).data
+    assert set(start["shown"]["sigs"]) == {ids.PLAN_CHANGES, ids.PLAN_REQUESTS, ids.PLAN_REVISION}
+    assert "计划 #1" in str(
+        find(plan.layout(plan_screens, lang="zh-CN"), ids.PLAN_REVISION).children
+    )
+
+
+def test_the_plan_page_without_a_database_says_so(screens):
+    page = plan.layout(screens, lang="en")
+    assert "has no database" in str(find(page, ids.PLAN_CHANGES).children)
+    assert find(page, ids.PLAN.start).data["shown"]["sigs"] == {}
+
+
+def test_the_plan_stream_redraws_only_the_sections_that_changed(plan_screens, monkeypatch):
+    page = plan.layout(plan_screens, lang="en")
+    stream = plan.PlanStream(plan_screens, find(page, ids.PLAN.start).data)
+    sent: list[str] = []
+    monkeypatch.setattr(plan, "set_props", lambda cid, props: sent.append(cid))
+    data = plan.read_plan_page(plan_screens.sessions, plan_screens.live)
+    stream.redraw(data, NOW)
+    assert sent == []  # nothing changed since the render
+    with transaction(plan_screens.sessions) as s:
+        s.get(PendingChange, 2).status = "approved"
+    stream.redraw(plan.read_plan_page(plan_screens.sessions, plan_screens.live), NOW)
+    assert sent == [ids.PLAN_CHANGES]
+    assert stream.wants(Change("plan", "2", {}, {"revision": 2}))
+    assert not stream.wants(Change("order", "SO-1", {}, {"eta": "x"}))
