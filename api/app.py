@@ -53,6 +53,7 @@ def create_app(ctx: ApiContext, *, with_dashboard: bool = True) -> FastAPI:
             new_async_redis=ctx.new_async_redis,
             default_lang=ctx.default_lang,
             now=ctx.clock.now,  # the demo's clock may run fast: screens show its time
+            sessions=ctx.sessions,
         )
     app.add_middleware(PageAuthMiddleware, tokens=app.state.tokens)
     return app

@@ -37,11 +37,8 @@ def create_dash(
     ``live`` is read to render each page; ``new_async_redis`` opens the connection each
     open page follows changes on. ``tz`` is the site's time zone (default: the server's),
     ``now`` the loop's clock (the demo's may run fast). ``sessions`` reads the records
-    ``/plan`` shows (default: those of the API context on ``server.state``, if any).
+    ``/plan`` shows (None: that page says it has no database).
     """
-    if sessions is None:
-        # The API sets its context on the app before it mounts the screens.
-        sessions = getattr(getattr(server.state, "context", None), "sessions", None)
     app = dash.Dash(
         __name__,
         server=server,  # type: ignore[arg-type]  # Dash 4.4's hint predates backends

@@ -27,7 +27,7 @@ from models.audit import record
 from models.clock import utcnow
 from models.estimate import end_of_day, iso
 from models.events import OrderCancelled, OrderUpserted, parse_crm_event
-from models.live import LiveState
+from models.live import Change, LiveState
 from models.orders import OPEN_STATUSES, apply_crm_event
 from models.outbox import enqueue
 from models.planning import ProblemError, solve
@@ -529,6 +529,11 @@ def notify_crm(session: Session, change: PendingChange) -> None:
         order_id=change.order_id,
         payload=change_payload(change),
     )
+
+
+def announce_change(live: LiveState, change_id: int, order_id: str, status: str) -> None:
+    """Tell open screens and stream clients (entity ``change``) after the commit."""
+    live.announce(Change("change", str(change_id), {}, {"order_id": order_id, "status": status}))
 
 
 def change_view(change: PendingChange) -> dict[str, Any]:

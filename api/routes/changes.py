@@ -16,6 +16,7 @@ from models.approvals import (
     AlreadyDecided,
     ChangeStatus,
     Decision,
+    announce_change,
     approve,
     change_view,
     get_change,
@@ -89,6 +90,7 @@ def approve_change(
 ) -> dict[str, Any] | JSONResponse:
     decision = _decide(approve, session, change_id, who, body)
     view = change_view(decision.change)
+    announce_change(live, change_id, view["order_id"], view["status"])
     if decision.outcome == "superseded":
         detail = f"change {change_id} is superseded: {decision.change.note}"
         return JSONResponse({"detail": detail, "change": view}, status_code=409)
@@ -101,6 +103,8 @@ def approve_change(
     summary="Turn a pending change down (production manager); the order stays as it was",
 )
 def reject_change(
-    change_id: int, session: SessionDep, who: DeciderDep, body: DecisionBody = None
+    change_id: int, session: SessionDep, live: LiveDep, who: DeciderDep, body: DecisionBody = None
 ) -> dict[str, Any]:
-    return change_view(_decide(reject, session, change_id, who, body).change)
+    view = change_view(_decide(reject, session, change_id, who, body).change)
+    announce_change(live, change_id, view["order_id"], view["status"])
+    return view

@@ -9,7 +9,7 @@ from starlette.concurrency import run_in_threadpool
 from api.deps import ContextDep
 from ingest.crm.mappings import UnknownSource
 from ingest.crm.receive import BadBody, BadSignature, TooLarge, receive
-from models.approvals import Gate
+from models.approvals import Gate, announce_change
 from models.loop import request_replan
 
 router = APIRouter(prefix="/crm", tags=["crm"])
@@ -65,6 +65,9 @@ async def _handle(request: Request, ctx: ContextDep, source: str) -> JSONRespons
     }
     if receipt.change_id is not None:  # parked for approval, or auto-approved
         answer.update(change_id=receipt.change_id, change_status=receipt.change_status)
+        announce_change(
+            ctx.live, receipt.change_id, receipt.order_id, receipt.change_status or "pending"
+        )
     return JSONResponse(answer, status_code=202)
 
 

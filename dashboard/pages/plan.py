@@ -3,8 +3,8 @@ material to buy, and what the latest replan moved and why.
 
 Read from the records through the same functions the REST routes call (``/changes``,
 ``/purchase-requests``, ``/plan``). Each section is redrawn when what it shows changed:
-when a plan is announced, right after a decision made on this page, and every
-``REFRESH_S`` (a change parked for approval is not announced on the live channel).
+when a plan or a change (parked, decided) is announced on the live channel, right after
+a decision made on this page, and every ``REFRESH_S`` as a safety net.
 Approve and Reject go through the API with the signed-in browser's cookie, like the alert
 panel's Acknowledge, so the API's roles decide and its refusal is shown as it is.
 """
@@ -51,7 +51,7 @@ PATH = "/plan"
 KEY = "change"
 DECIDED_SHOWN = 5  # decided changes listed under the pending ones
 MAX_ROWS = 30  # rows per table before "and N more"
-REFRESH_S = 15.0  # re-read the records this often even when nothing was announced
+REFRESH_S = 60.0  # re-read the records this often even when nothing was announced
 MIN_REDRAW_S = 1.0  # a burst of announcements is read once
 WANTED = frozenset({"plan", "change", "purchase_request"})
 SECTIONS = (ids.PLAN_CHANGES, ids.PLAN_REQUESTS, ids.PLAN_REVISION)
@@ -761,7 +761,7 @@ class PlanStream:
         self.read_at = 0.0  # time.monotonic() of the last read
 
     def wants(self, change: Change) -> bool:
-        """A new plan (with its purchase requests), and changes if they are ever announced."""
+        """A new plan (with its purchase requests), or a change parked or decided."""
         return change.entity in WANTED
 
     async def resync(self) -> None:
@@ -775,7 +775,7 @@ class PlanStream:
         await self.maybe_refresh()
 
     async def on_tick(self, now: datetime) -> None:
-        """Read again every ``REFRESH_S``: a parked change is not announced."""
+        """Read again every ``REFRESH_S``, in case an announcement was missed."""
         if time.monotonic() - self.read_at >= REFRESH_S:
             self.dirty = True
         await self.maybe_refresh()

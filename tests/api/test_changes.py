@@ -11,7 +11,7 @@ import pytest
 
 from loopline.settings import new_webhook_secret
 from loopline.simulators.crm import CrmFeedbackServer
-from models.live import Update
+from models.live import STREAM, Change, Update
 from tests.factories import order_event
 from tests.stack import API_TOKEN, DISPLAY_TOKEN, start_stack, wait_until
 
@@ -75,6 +75,16 @@ def crm_got(crm, event_type: str, change_id: int) -> dict:
     )
     assert delivery.verified
     return delivery.json()["data"]
+
+
+def announced_changes(stack) -> list[tuple[str, str]]:
+    """(change id, status) of each ``change`` announced on the live stream, in order."""
+    entries = stack.runtime.live.redis.xrange(STREAM)
+    changes = [
+        Change.from_json(fields[b"change"] if b"change" in fields else fields["change"])
+        for _, fields in entries
+    ]
+    return [(c.id, c.new["status"]) for c in changes if c.entity == "change"]
 
 
 def test_roles(stack):
@@ -157,6 +167,7 @@ def test_a_change_that_breaks_a_promise_waits_for_a_manager(stack, crm):
     assert stack.get(f"/api/v1/changes/{change_id}").json() == listed
     told = crm_got(crm, "change.pending", change_id)
     assert told["status"] == "pending" and told["order_id"] == "SO-H" and told["impact"]
+    assert announced_changes(stack) == [(str(change_id), "pending")]
 
     approved = httpx.post(
         f"{stack.url}/api/v1/changes/{change_id}/approve",
@@ -190,6 +201,8 @@ def test_a_change_that_breaks_a_promise_waits_for_a_manager(stack, crm):
     }
     again = httpx.post(f"{stack.url}/api/v1/changes/{change_id}/reject", headers=bearer(MANAGER))
     assert again.status_code == 409 and "approved" in again.json()["detail"]
+    # Screens and stream clients heard of the change when it was parked and when decided.
+    assert announced_changes(stack) == [(str(change_id), "pending"), (str(change_id), "approved")]
 
 
 def test_reject_keeps_the_order_and_a_newer_version_supersedes(stack, crm):
