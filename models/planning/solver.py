@@ -11,7 +11,7 @@ job. ``solve`` keeps the signature of planner v0, so every caller got the new pl
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 import numpy as np
@@ -31,9 +31,9 @@ MAX_CALENDAR_SPAN = timedelta(days=3660)
 # Default search time: a full plan gets up to a second (10k jobs in <= 2 s all told), a
 # replan from the previous plan a tenth of that (2k jobs in <= 200 ms all told).
 FULL_TIME_S = 1.0
-# Among plans equally late, prefer the one that finishes work earlier (which batches
-# changeovers and leaves slack): 1,000 weighted job-hours sooner are worth one weighted
-# hour of tardiness, so the tie-breaker never trades real lateness for it.
+# Among plans equally late, a fresh plan prefers the one that finishes work earlier (which
+# batches changeovers and leaves slack): 1,000 weighted job-hours sooner are worth one
+# weighted hour of tardiness, so the tie-breaker never trades real lateness for it.
 FLOW_TIE_BREAK = 1e-4
 INCREMENTAL_TIME_S = 0.08
 
@@ -66,8 +66,13 @@ def solve(
         initial = model.initial()
         if max_rounds is None and time_limit is None:
             time_limit = default_time_limit(len(model.free), incremental=initial is not None)
+        arrays = model.arrays
+        if initial is not None:
+            # A replan repairs the previous plan: only lateness is worth moving work for,
+            # never the tie-breaker, or every replan would shuffle the floor's queue.
+            arrays = replace(arrays, flow=None)
         solution = optimize(
-            model.arrays,
+            arrays,
             time_limit=time_limit,
             max_rounds=max_rounds,
             seed=seed,

@@ -219,6 +219,26 @@ def test_same_rounds_and_seed_same_plan(problem: Problem, seed: int) -> None:
     assert solve(problem, max_rounds=10, seed=seed) == solve(problem, max_rounds=10, seed=seed)
 
 
+def test_a_replan_with_nothing_late_moves_nothing() -> None:
+    # A fresh plan batches colours to save changeovers (the tie-breaker); a replan from a
+    # plan where nothing is late keeps the floor's queue as it is, costly changeovers
+    # and all: only lateness is worth reshuffling work people already prepared for.
+    data = json.loads((SCENARIOS / "changeover_heavy.problem.json").read_text())
+    for k, job in enumerate(data["jobs"]):  # the naive plan: J1..J6 in a row, 10.5 h of changeovers
+        job["planned_line"] = "L1"
+        job["planned_start"] = f"2026-12-01T{k:02d}:00:00Z"
+    planned = parse_problem(data)
+    again = solve(planned, max_rounds=ROUNDS)
+    assert [a.job for a in again.assignments] == ["J1", "J2", "J3", "J4", "J5", "J6"]
+    assert sum(a.setup_h for a in again.assignments) == 10.5
+    assert again.total_weighted_tardiness_h == 0
+    fresh = solve(
+        parse_problem(json.loads((SCENARIOS / "changeover_heavy.problem.json").read_text())),
+        max_rounds=ROUNDS,
+    )
+    assert sum(a.setup_h for a in fresh.assignments) == 1.0
+
+
 @PROPERTY
 @given(problems(), st.sampled_from(PRODUCTS), st.floats(1, 200), st.floats(0, 96))
 def test_an_accepted_quote_is_met(problem: Problem, sku: str, qty: float, due_h: float) -> None:
