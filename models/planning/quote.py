@@ -2,8 +2,9 @@
 
 Two answers for one request:
 - ``earliest``: the order added to the current plan without moving any committed work:
-  it goes to the end of the line where it finishes first (its material is netted after
-  everything already planned, so no one else's material moves either);
+  into an idle gap where it fits without making anyone end later, or else to the end of
+  the line where it finishes first (its material is netted after everything already
+  planned, so no one else's material moves either);
 - ``prioritized``: the order placed first on a line, right after running and frozen
   work, on the line where it finishes first (ties: the fewest hours of others' slip);
   ``slips`` lists every job that would then end later, and by how much.
@@ -30,6 +31,8 @@ from models.planning.solver import PlanModel, solve
 QUOTE_JOB = "__quote__"
 # Jobs that end later by less than this are not reported as slipping (hours).
 SLIP_EPSILON_H = 1e-6
+# Idle gaps tried for the earliest placement, soonest first (each costs one decode).
+GAP_TRIES = 8
 
 
 @dataclass(frozen=True)
@@ -108,7 +111,8 @@ def quote(problem: Problem, request: QuoteRequest, *, time_limit: float = 0.05) 
         start = (line_of, np.arange(len(model.free), dtype=np.int32))
     base_line_of, base_order = start
     base = decode(model.arrays, base_line_of, base_order)
-    earliest = _placement(model, int(base.line_of[me]), base.start[me], base.end[me])
+    line, begin, end = _earliest_gap(model, base, me)
+    earliest = _placement(model, line, begin, end)
 
     others = base_order[base_order != me]
     best: tuple[float, float, int, Solution] | None = None
@@ -142,6 +146,37 @@ def quote(problem: Problem, request: QuoteRequest, *, time_limit: float = 0.05) 
     if prioritized.end > earliest.end:  # going first never helps more than the free slot
         prioritized, slips = earliest, []
     return Quote(earliest=earliest, prioritized=prioritized, slips=tuple(slips))
+
+
+def _earliest_gap(model: PlanModel, base: Solution, me: int) -> tuple[int, float, float]:
+    """(line, start, end) of the quoted job placed without making anyone end later: at
+    the end of a line (``base`` has it at the end of the line where it ends first), or in
+    an idle gap of a line (waiting for a release, for material, for a line to come back)
+    where it fits. Gaps are tried soonest first, at most ``GAP_TRIES`` of them.
+    """
+    a = model.arrays
+    best = (int(base.line_of[me]), float(base.start[me]), float(base.end[me]))
+    others = base.order[base.order != me]
+    candidates: list[tuple[float, int, int]] = []  # (earliest possible end, line, before)
+    for li in np.flatnonzero(np.isfinite(a.proc[me])):
+        seq = others[base.line_of[others] == li]
+        prev_end = float(a.free_at[li])
+        for j in seq:
+            begin = max(prev_end, float(a.ready[me]))
+            if float(base.start[j]) - begin >= a.proc[me, li] and begin + a.proc[me, li] < best[2]:
+                candidates.append((begin + float(a.proc[me, li]), int(li), int(j)))
+            prev_end = float(base.end[j])
+    for _, li, before in sorted(candidates)[:GAP_TRIES]:
+        at = int(np.flatnonzero(others == before)[0])
+        order = np.concatenate((others[:at], [me], others[at:])).astype(np.int32)
+        line_of = base.line_of.copy()
+        line_of[me] = li
+        trial = decode(a, line_of, order)
+        later = trial.end - base.end > SLIP_EPSILON_H
+        later[me] = False
+        if not later.any() and trial.end[me] < best[2]:
+            best = (li, float(trial.start[me]), float(trial.end[me]))
+    return best
 
 
 def _placement(model: PlanModel, line: int, start: float, end: float) -> Placement:

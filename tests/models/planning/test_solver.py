@@ -280,6 +280,24 @@ def test_a_quote_names_who_slips() -> None:
     ]
 
 
+def test_the_earliest_quote_uses_an_idle_gap_that_delays_nobody() -> None:
+    # L1 idles until 10:00 waiting for B's release; 2 h of work fits before it, 12 h do
+    # not (B would end later), so those go after B.
+    line = Line("L1", {"P": 1.0})
+    booked = Job("B", "P", 3, due=START + timedelta(hours=14), release=START + timedelta(hours=10))
+    planned = with_plan(
+        Problem(START, (line,), (booked,)),
+        solve(Problem(START, (line,), (booked,)), max_rounds=ROUNDS),
+    )
+    small = quote(planned, QuoteRequest("P", 2, START + timedelta(hours=4)))
+    assert (small.earliest.start, small.earliest.end) == (START, START + timedelta(hours=2))
+    assert small.slips == () and small.prioritized == small.earliest
+    big = quote(planned, QuoteRequest("P", 12, START + timedelta(hours=4)))
+    assert big.earliest.end == START + timedelta(hours=25)  # after B, which ends at 13:00
+    assert big.prioritized.end == START + timedelta(hours=12)
+    assert [(s.job, s.slip_h) for s in big.slips] == [("B", 2.0)]
+
+
 def test_a_met_deadline_is_kept_even_when_breaking_it_would_cost_less() -> None:
     line = Line("L1", {"P": 1.0})
     promised = Job(
