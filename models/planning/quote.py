@@ -166,16 +166,16 @@ def _earliest_gap(model: PlanModel, base: Solution, me: int) -> tuple[int, float
             if float(base.start[j]) - begin >= a.proc[me, li] and begin + a.proc[me, li] < best[2]:
                 candidates.append((begin + float(a.proc[me, li]), int(li), int(j)))
             prev_end = float(base.end[j])
-    for _, li, before in sorted(candidates)[:GAP_TRIES]:
+    for _, gap_line, before in sorted(candidates)[:GAP_TRIES]:
         at = int(np.flatnonzero(others == before)[0])
         order = np.concatenate((others[:at], [me], others[at:])).astype(np.int32)
         line_of = base.line_of.copy()
-        line_of[me] = li
+        line_of[me] = gap_line
         trial = decode(a, line_of, order)
         later = trial.end - base.end > SLIP_EPSILON_H
         later[me] = False
         if not later.any() and trial.end[me] < best[2]:
-            best = (li, float(trial.start[me]), float(trial.end[me]))
+            best = (gap_line, float(trial.start[me]), float(trial.end[me]))
     return best
 
 
