@@ -48,6 +48,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("loopline.dashboard.plan")
 
 PATH = "/plan"
+APPROVALS_PATH = "/approvals"  # the contract's name for it (DESIGN.md, Screens)
 KEY = "change"
 DECIDED_SHOWN = 5  # decided changes listed under the pending ones
 MAX_ROWS = 30  # rows per table before "and N more"
@@ -814,6 +815,14 @@ def register(app: dash.Dash, screens: Screens) -> None:
         path=PATH,
         title="Loopline · Plan",
         name="plan",
+        layout=partial(layout, screens),
+    )
+    # DESIGN.md names the screen for deciding on changes /approvals: the same page.
+    dash.register_page(
+        f"{__name__}.approvals",
+        path=APPROVALS_PATH,
+        title="Loopline · Approvals",
+        name="approvals",
         layout=partial(layout, screens),
     )
     register_live_page(

@@ -270,7 +270,7 @@ def test_plan_shows_a_pending_change_and_a_manager_approves_it(
         "console", lambda m: manager.console_errors.append(m.text) if m.type == "error" else None
     )
     try:
-        open_page(manager, f"{plan_stack.url}/plan?token={PLAN_MANAGER}", card)
+        open_page(manager, f"{plan_stack.url}/approvals?token={PLAN_MANAGER}", card)
         wait_beat(manager, ids.PLAN.heartbeat)
         text = manager.locator(card).inner_text()
         assert "SO-H" in text and "1,500 × P2" in text and "SO-V" in text
