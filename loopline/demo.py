@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from functools import partial
 
 import httpx
@@ -192,6 +193,7 @@ def print_banner(demo: Demo, console: Console) -> None:
         ("Orders board", "/board"),
         ("Alerts", "/alerts"),
         ("Sales lookup", "/orders"),
+        ("Approvals", "/approvals"),
     ):
         console.print(f"  {name:<13} {demo.url}{path}?token={token}")
     console.print(f"  {'API docs':<13} {demo.url}/docs")
@@ -206,6 +208,13 @@ def print_banner(demo: Demo, console: Console) -> None:
     console.print(f"  CRM feedback   {demo.crm_feedback_url}")
     console.print(f"  Clock speed    x{rt.clock.speed:g}\n")
     console.print("  Try:  curl -H 'Authorization: Bearer " + token + f"' {demo.url}/api/v1/lines")
+    sku = next(iter(PRODUCTS))
+    console.print(
+        "        curl -H 'Authorization: Bearer " + token + "' -H 'Content-Type: application/json'"
+        f' -d \'{{"sku": "{sku}", "qty": 300, "requested_date": '
+        f'"{(rt.clock.now() + timedelta(days=5)).date()}", "priority": "rush"}}\''
+        f" {demo.url}/api/v1/quotes"
+    )
     host, port = demo.mqtt_url.removeprefix("mqtt://").split("@")[-1].split(":")
     console.print(
         f"        mosquitto_pub -h {host} -p {port} -q 1 -t loopline/v1/{SITE[0]}/L2/state"

@@ -4,15 +4,16 @@ Each product's bill of material is netted against stock on hand and open purchas
 (each arriving at its date), job by job in the order work is committed: running and
 planned work first (by planned start), then new work by due date. A job takes material
 when the supply that has arrived by then covers everything allocated before it plus its
-own need. What no supply covers is short: the job waits for a purchase placed now, which
-arrives after the material's lead time, and the shortage becomes a purchase request
-stating the date it is needed by (the latest start that still meets the first short
-job's due date).
+own need. What no supply covers, or only one arriving later than a purchase placed now
+would (after the material's lead time), is short: the job waits for that purchase, and
+the shortage becomes a purchase request stating the date it is needed by (the latest
+start that still meets the first short job's due date). So a job never waits longer for
+its material when it is netted earlier: what a quote promises stays true once accepted.
 """
 
 from __future__ import annotations
 
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -100,21 +101,25 @@ def net_materials(
         for material, per_unit in parts.items():
             need = per_unit * job.qty
             used[material] += need
+            times = supply_times.get(material, [])
             cum = supply_cum.get(material, [])
             k = bisect_left(cum, used[material] - SHORT_EPSILON)
-            if k < len(cum):
-                arrive = supply_times[material][k]
+            arrive = times[k] if k < len(cum) else None
+            item = materials.items[material]
+            buy = start + timedelta(days=item.lead_time_days)
+            if arrive is not None and arrive <= buy:
                 if arrive > start:
                     _keep_latest(waits, job.id, MaterialWait(material, arrive, short=False))
                 continue
-            # Short: what is not covered by any open supply must be bought now.
-            covered = cum[-1] if cum else 0.0
-            missing = min(need, used[material] - covered)
+            # Short: what has not arrived by the time a purchase placed now would (no open
+            # supply covers it, or only one arriving later than that) is bought now, and
+            # leaves the open supply to the jobs after this one.
+            by_then = bisect_right(times, buy)
+            missing = min(need, used[material] - (cum[by_then - 1] if by_then else 0.0))
+            used[material] -= missing
             short_qty[material] += missing
             short_jobs[material].append(job.id)
-            item = materials.items[material]
-            arrive = start + timedelta(days=item.lead_time_days)
-            _keep_latest(waits, job.id, MaterialWait(material, arrive, short=True))
+            _keep_latest(waits, job.id, MaterialWait(material, buy, short=True))
             latest_start = job.due - timedelta(hours=job.qty / fastest_rate[job.product])
             need_by = max(start, latest_start)
             short_need_by[material] = min(short_need_by.get(material, need_by), need_by)

@@ -152,10 +152,15 @@ def _earliest_gap(model: PlanModel, base: Solution, me: int) -> tuple[int, float
     """(line, start, end) of the quoted job placed without making anyone end later: at
     the end of a line (``base`` has it at the end of the line where it ends first), or in
     an idle gap of a line (waiting for a release, for material, for a line to come back)
-    where it fits. Gaps are tried soonest first, at most ``GAP_TRIES`` of them.
+    where it fits, if its material is in stock for everyone. Gaps are tried soonest first,
+    at most ``GAP_TRIES`` of them.
     """
     a = model.arrays
     best = (int(base.line_of[me]), float(base.start[me]), float(base.end[me]))
+    if QUOTE_JOB in model.materials.waits:
+        # Its material comes only after everyone planned has theirs; run earlier, it would
+        # be netted earlier too and take material promised to someone else.
+        return best
     others = base.order[base.order != me]
     candidates: list[tuple[float, int, int]] = []  # (earliest possible end, line, before)
     for li in np.flatnonzero(np.isfinite(a.proc[me])):

@@ -355,6 +355,26 @@ def test_running_work_takes_its_material_first() -> None:
     assert next(a for a in schedule.assignments if a.job == "RUN").start == START
 
 
+def test_buying_now_beats_waiting_for_a_late_purchase_order() -> None:
+    # The open PO lands in 10 days, a purchase placed now in 2: the job waits 2 days and
+    # the request buys its need, leaving the PO to later work.
+    problem = Problem(
+        start=START,
+        lines=(Line("L1", {"P": 10.0}),),
+        jobs=(Job("J", "P", 50, due=START + timedelta(days=1)),),
+        materials=Materials(
+            items={"STEEL": Material("STEEL", on_hand=0, lead_time_days=2)},
+            bom={"P": {"STEEL": 1.0}},
+            purchase_orders=(PurchaseOrder("PO-1", "STEEL", 80, START + timedelta(days=10)),),
+        ),
+    )
+    schedule = solve(problem, max_rounds=ROUNDS)
+    assert_valid(problem, schedule)
+    (request,) = schedule.purchase_requests
+    assert request.qty == 50 and request.arrives == START + timedelta(days=2)
+    assert schedule.assignments[0].start == START + timedelta(days=2)
+
+
 # --- quality on the OR-Library ----------------------------------------------------------
 
 
