@@ -551,7 +551,7 @@ def _moved_table(moved: list[dict[str, Any]], lang: str) -> Any:
             html.Tr(
                 [
                     html.Td(html.Span(str(m["job"]), className="job-id")),
-                    html.Td(str(m.get("order") or NONE)),
+                    html.Td(str(m.get("order") or NONE), className="cell-id"),
                     html.Td(lines),
                     html.Td(fmt_h(m.get("start_shift_h"), signed=True), className="cell-num"),
                     html.Td(
@@ -602,7 +602,7 @@ def _late_table(diff: dict[str, Any], lang: str, *, screens: Screens, now: datet
                 children=[
                     html.Td(html.Span(t(f"plan.{kind}", lang), className=f"badge badge--{kind}")),
                     html.Td(html.Span(str(r["job"]), className="job-id")),
-                    html.Td(str(r.get("order") or NONE)),
+                    html.Td(str(r.get("order") or NONE), className="cell-id"),
                     html.Td(str(r.get("line") or NONE)),
                     html.Td(hours, className="cell-num"),
                     html.Td(
