@@ -15,6 +15,7 @@ from typing import TypeVar
 
 import pytest
 import redis
+from hypothesis import settings
 from sqlalchemy.orm import Session, sessionmaker
 
 from models.db import make_engine, make_sessions, migrate, transaction
@@ -28,6 +29,11 @@ from tests.servers import (
     ensure_installed,
     unique_db_name,
 )
+
+# CI replays the same examples every run (a red CI must mean a real change); locally every
+# run explores new ones. `.ci/run` sets HYPOTHESIS_PROFILE=ci.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 S = TypeVar("S", bound=Server)
 
