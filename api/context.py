@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from models.approvals import ApprovalPolicy
 from models.clock import Clock
 from models.live import LiveState
+from models.replan import PlanWindow
 
 
 @dataclass(frozen=True)
@@ -29,3 +30,4 @@ class ApiContext:
     purchasing_token: str | None = None
     sales_token: str | None = None
     approval_policy: ApprovalPolicy = ApprovalPolicy()
+    plan_window: PlanWindow = PlanWindow()

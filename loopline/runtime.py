@@ -21,6 +21,7 @@ from models.live import LiveState
 from models.live_store import LiveStore, open_live_store
 from models.loop import Loop, LoopConfig
 from models.outbox import OutboxRelay
+from models.replan import PlanWindow
 
 log = logging.getLogger("loopline")
 
@@ -88,6 +89,10 @@ def api_context(rt: Runtime) -> ApiContext:
         approval_policy=ApprovalPolicy(
             max_slip_h=rt.resolved.auto_approve_max_slip_h,
             priorities=frozenset(rt.resolved.auto_approve_priorities),
+        ),
+        plan_window=PlanWindow(
+            frozen_h=rt.settings.frozen_window_h,
+            line_down_assume_h=rt.settings.line_down_assume_h,
         ),
     )
 

@@ -32,7 +32,7 @@ from models.orders import OPEN_STATUSES, apply_crm_event
 from models.outbox import enqueue
 from models.planning import ProblemError, solve
 from models.records import InboxEvent, Order, PendingChange
-from models.replan import build_problem
+from models.replan import PlanWindow, build_problem
 
 log = logging.getLogger("loopline.approvals")
 
@@ -77,6 +77,7 @@ class Gate:
     live: LiveState
     now: Callable[[], datetime]
     policy: ApprovalPolicy = field(default_factory=ApprovalPolicy)
+    window: PlanWindow = field(default_factory=PlanWindow)
 
 
 @dataclass(frozen=True)
@@ -152,7 +153,7 @@ def apply_gated(
         after: dict[str, datetime] | None = None
         if result.outcome == "applied":
             session.flush()
-            after = _preview(session, gate.live, now, order_id, version)
+            after = _preview(session, gate, now, order_id, version)
     except BaseException:
         if savepoint.is_active:
             savepoint.rollback()
@@ -168,7 +169,7 @@ def apply_gated(
     # inside apply_crm_event) in the identity map, and applying again would collide.
     session.expunge_all()
     assert after is not None
-    before = _preview(session, gate.live, now, order_id, version) or {}
+    before = _preview(session, gate, now, order_id, version) or {}
     impact = impact_of(session, order_id=order_id, before=before, after=after)
     rule = gate.policy.rule_for(priority=event.order.priority, impact=impact) if impact else None
     if impact and rule is None:
@@ -202,11 +203,11 @@ def apply_gated(
 
 
 def _preview(
-    session: Session, live: LiveState, now: datetime, order_id: str, version: int
+    session: Session, gate: Gate, now: datetime, order_id: str, version: int
 ) -> dict[str, datetime] | None:
     """``planned_ends``, or None (logged) when the planner refuses the problem."""
     try:
-        return planned_ends(session, live, now)
+        return planned_ends(session, gate.live, now, gate.window)
     except ProblemError:  # the replan will say why; the gate must not stop the CRM
         log.exception("no preview for %s v%s: applied without the approval gate", order_id, version)
         return None
@@ -228,14 +229,23 @@ def _others_promised(session: Session, order_id: str) -> bool:
     )
 
 
-def planned_ends(session: Session, live: LiveState, now: datetime) -> dict[str, datetime]:
+def planned_ends(
+    session: Session, live: LiveState, now: datetime, window: PlanWindow | None = None
+) -> dict[str, datetime]:
     """When each open order would finish if the plan were redone now, promises aside.
 
     Why aside: the planner keeps every promise it can (``Job.deadline``), so a change asked
     for at a higher priority would never show whom it displaces; here due dates and
     weights decide, and approving a change releases the promises it breaks.
     """
-    problem, wos = build_problem(session, live, now)
+    window = window or PlanWindow()
+    problem, wos = build_problem(
+        session,
+        live,
+        now,
+        frozen_h=window.frozen_h,
+        line_down_assume_h=window.line_down_assume_h,
+    )
     problem = replace(problem, jobs=tuple(replace(j, deadline=None) for j in problem.jobs))
     schedule = solve(problem, time_limit=PREVIEW_TIME_LIMIT_S)
     ends: dict[str, datetime] = {}

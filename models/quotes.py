@@ -17,7 +17,7 @@ from models.audit import record
 from models.estimate import end_of_day, iso
 from models.live import LiveState
 from models.records import LineRate, Order, Product, WorkOrder
-from models.replan import PRIORITY_WEIGHT, build_problem
+from models.replan import PRIORITY_WEIGHT, PlanWindow, build_problem
 
 if TYPE_CHECKING:
     from models.planning.quote import Placement
@@ -50,7 +50,13 @@ def promise_day(end: datetime) -> date:
 
 
 def make_quote(
-    session: Session, live: LiveState, *, ask: QuoteAsk, now: datetime, actor: str
+    session: Session,
+    live: LiveState,
+    *,
+    ask: QuoteAsk,
+    now: datetime,
+    actor: str,
+    window: PlanWindow | None = None,
 ) -> dict[str, Any]:
     """Quote ``ask`` against the current plan; audited as ``quote.made``.
 
@@ -64,7 +70,14 @@ def make_quote(
         raise UnknownSku(ask.sku, f"unknown product '{ask.sku}'")
     if session.scalar(select(LineRate.line_id).where(LineRate.sku == ask.sku).limit(1)) is None:
         raise UnknownSku(ask.sku, f"no line can make '{ask.sku}'")
-    problem, _ = build_problem(session, live, now)
+    window = window or PlanWindow()
+    problem, _ = build_problem(
+        session,
+        live,
+        now,
+        frozen_h=window.frozen_h,
+        line_down_assume_h=window.line_down_assume_h,
+    )
     due = end_of_day(ask.requested_date)
     answer = quote(
         problem,

@@ -53,6 +53,18 @@ DEFAULT_FROZEN_H = 1.0
 # A line reported down is assumed back this many hours from now (LOOPLINE_LINE_DOWN_ASSUME_H):
 # nobody knows when a jam is cleared, and each replan pushes the guess on.
 DEFAULT_LINE_DOWN_ASSUME_H = 1.0
+
+
+@dataclass(frozen=True)
+class PlanWindow:
+    """How the problem is cut from the present: the frozen window and how long a line
+    that is down is assumed to stay down (``LOOPLINE_FROZEN_WINDOW_H``,
+    ``LOOPLINE_LINE_DOWN_ASSUME_H``), the same for replans, previews and quotes."""
+
+    frozen_h: float = DEFAULT_FROZEN_H
+    line_down_assume_h: float = DEFAULT_LINE_DOWN_ASSUME_H
+
+
 SOLVER_FALLBACK = "planner-v1"
 
 

@@ -43,7 +43,7 @@ async def _handle(request: Request, ctx: ContextDep, source: str) -> JSONRespons
             secret=ctx.crm_secret,
             max_body_bytes=ctx.max_body_bytes,
             content_length=declared,
-            gate=Gate(ctx.live, ctx.clock.now, ctx.approval_policy),
+            gate=Gate(ctx.live, ctx.clock.now, ctx.approval_policy, ctx.plan_window),
         )
     except TooLarge:
         return JSONResponse(

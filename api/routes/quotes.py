@@ -63,6 +63,13 @@ def quotes(
     ask = QuoteAsk(body.sku, body.qty, body.requested_date, body.priority)
     try:
         with session.begin():
-            return make_quote(session, ctx.live, ask=ask, now=ctx.clock.now(), actor=who.name)
+            return make_quote(
+                session,
+                ctx.live,
+                ask=ask,
+                now=ctx.clock.now(),
+                actor=who.name,
+                window=ctx.plan_window,
+            )
     except UnknownSku as exc:
         return _unprocessable([{"field": "sku", "message": exc.reason}])

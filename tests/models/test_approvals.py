@@ -21,7 +21,7 @@ from models.events import parse_crm_event
 from models.live import Update
 from models.orders import apply_crm_event
 from models.records import InboxEvent, Order, OutboxEvent, PendingChange
-from models.replan import replan
+from models.replan import PlanWindow, replan
 from tests.factories import order_event
 
 # A Tuesday morning: L1 is the only line for P2 (50/h), so P2 orders queue on it.
@@ -32,11 +32,11 @@ BIG, SMALL = 1500, 900
 POLICY = ApprovalPolicy(max_slip_h=5.0, priorities=frozenset({"rush"}))
 
 
-def _send(sessions, live, body, webhook_id, policy=POLICY):
+def _send(sessions, live, body, webhook_id, policy=POLICY, window=None):
     with transaction(sessions) as s:
         return apply_gated(
             s,
-            gate=Gate(live, lambda: NOW, policy),
+            gate=Gate(live, lambda: NOW, policy, window or PlanWindow()),
             event=parse_crm_event(body),
             source="crm:canonical",
             webhook_id=webhook_id,
@@ -91,6 +91,14 @@ def test_a_change_that_slips_nobody_is_applied(sessions, live, victim):
     with sessions() as s:
         assert s.get(Order, "SO-N") is not None
         assert s.scalar(select(PendingChange.id)) is None
+
+
+def test_the_preview_keeps_the_configured_frozen_window(sessions, live, victim):
+    # SO-V starts at 22:00, 16 h from now: inside a 24 h frozen window nothing can go
+    # before it, so the change breaks no promise and is applied.
+    body = order_event("SO-H", 1, [("P2", BIG)], DAY1, priority="high")
+    result = _send(sessions, live, body, "h1", window=PlanWindow(frozen_h=24.0))
+    assert result.outcome == "applied" and result.change_id is None
 
 
 def test_a_change_that_breaks_a_promise_waits_with_its_impact(sessions, live, victim):
