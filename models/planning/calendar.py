@@ -20,17 +20,14 @@ from models.planning.problem import Calendar, WeeklyWindow
 Window = tuple[float, float]
 
 
+@lru_cache(maxsize=256)
 def working_windows(calendar: Calendar, origin: datetime, until: datetime) -> tuple[Window, ...]:
     """The calendar's working time between ``origin`` and ``until``, in hours from origin.
 
     Without shifts the line works around the clock, apart from breaks, holidays and
     closures. The last window ends at ``until``; callers pick ``until`` far enough out.
+    Cached: every line on the same calendar, and every replan from the same start, share it.
     """
-    return _windows(calendar, origin, until)
-
-
-@lru_cache(maxsize=256)
-def _windows(calendar: Calendar, origin: datetime, until: datetime) -> tuple[Window, ...]:
     zone = ZoneInfo(calendar.timezone)
     first = origin.astimezone(zone).date() - timedelta(days=1)
     last = until.astimezone(zone).date() + timedelta(days=1)
@@ -109,7 +106,7 @@ def weekly_hours(calendar: Calendar) -> float:
         return 168.0
     origin = datetime(2001, 1, 1, tzinfo=ZoneInfo("UTC"))  # a Monday, no DST in UTC
     plain = Calendar(id=calendar.id, shifts=calendar.shifts, breaks=calendar.breaks)
-    return sum(b - a for a, b in _windows(plain, origin, origin + timedelta(days=7)))
+    return sum(b - a for a, b in working_windows(plain, origin, origin + timedelta(days=7)))
 
 
 class Timeline:

@@ -209,23 +209,14 @@ def construct(arrays: Arrays) -> Solution:
     orders = [np.argsort(key, kind="stable") for key in (a.due, tight_due, a.due - pmin, -ratio)]
     if np.any(np.isfinite(a.deadline)):  # promised jobs first, by deadline, then by due date
         orders.append(np.lexsort((a.due, a.deadline)))
+    # What every rule needs to time a job on a line: products, changeovers, calendars,
+    # each line's state, eligibility.
+    lines = (
+        a.product, a.setup, a.cal_ptr, a.cal_open, a.cal_close, a.free_at, a.last_product,
+        el_ptr, el_line,
+    )  # fmt: skip
     for prio in orders:
-        candidates.append(
-            kernel.construct_list(
-                prio,
-                a.proc,
-                a.ready,
-                a.product,
-                a.setup,
-                a.cal_ptr,
-                a.cal_open,
-                a.cal_close,
-                a.free_at,
-                a.last_product,
-                el_ptr,
-                el_line,
-            )  # fmt: skip
-        )
+        candidates.append(kernel.construct_list(prio, a.proc, a.ready, *lines))
     pool, ks = (n, ATC_K) if n <= ATC_EXACT_UP_TO else (ATC_POOL, ATC_K_LARGE)
     dues = [(k, a.due) for k in ks]
     if np.any(np.isfinite(a.deadline)):
@@ -233,25 +224,8 @@ def construct(arrays: Arrays) -> Solution:
     for k, duekey in dues:
         candidates.append(
             kernel.construct_atc(
-                k,
-                pbar,
-                pool,
-                duekey,
-                by_due,
-                by_ratio,
-                a.proc,
-                a.ready,
-                a.weight,
-                a.product,
-                a.setup,
-                a.cal_ptr,
-                a.cal_open,
-                a.cal_close,
-                a.free_at,
-                a.last_product,
-                el_ptr,
-                el_line,
-            )  # fmt: skip
+                k, pbar, pool, duekey, by_due, by_ratio, a.proc, a.ready, a.weight, *lines
+            )
         )
     best: Solution | None = None
     best_key: tuple[int, float] = (0, 0.0)

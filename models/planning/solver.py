@@ -21,7 +21,7 @@ from models.planning.explain import explain
 from models.planning.materials import MaterialPlan, net_materials
 from models.planning.optimize import Arrays, Solution, decode, optimize
 from models.planning.problem import Issue, Job, Problem, ProblemError, check_problem
-from models.planning.schedule import Assignment, Schedule, tardiness_h
+from models.planning.schedule import Assignment, Schedule, weighted_tardiness
 
 SOLVER_NAME = "ils-v1"
 # Calendars are laid out this far past the last date anything in the problem names, plus
@@ -107,6 +107,7 @@ class PlanModel:
         products = sorted(
             {p for ln in self.lines for p in ln.rates} | {j.product for j in problem.jobs}
         )
+        self.products = products
         self.product_index = {p: i for i, p in enumerate(products)}
         self.fastest = {
             p: max(ln.rates[p] for ln in self.lines if p in ln.rates)
@@ -201,15 +202,12 @@ class PlanModel:
                 product = self.product_index[job.product]
                 setup = 0.0
                 if job.pinned_line is None and last[li] >= 0 and last[li] != product:
-                    setup = p.changeover_h(line.id, self._product(last[li]), job.product)
+                    setup = p.changeover_h(line.id, self.products[last[li]], job.product)
                 t = max(free_at[li], anchor(job), self._ready_h(job))
                 start, end = self.timelines[li].finish(t, setup + job.qty / line.rates[job.product])
                 placed.append(Placed(job, li, start, end, setup))
                 free_at[li], last[li] = end, product
         return placed, free_at, last
-
-    def _product(self, index: int) -> str:
-        return next(p for p, i in self.product_index.items() if i == index)
 
     def _ready_h(self, job: Job) -> float:
         ready = self.problem.release_of(job)
@@ -328,19 +326,15 @@ class PlanModel:
             return {}
         sub = np.array(order, dtype=np.int32)
         arrays = self.arrays
-        small = Arrays(
+        small = replace(
+            arrays,
             proc=arrays.proc[sub],
             ready=arrays.ready[sub],
             due=arrays.due[sub],
             weight=arrays.weight[sub],
             deadline=arrays.deadline[sub],
             product=arrays.product[sub],
-            setup=arrays.setup,
-            cal_ptr=arrays.cal_ptr,
-            cal_open=arrays.cal_open,
-            cal_close=arrays.cal_close,
-            free_at=arrays.free_at,
-            last_product=arrays.last_product,
+            flow=None,
         )
         result = decode(small, line_of[sub], np.arange(len(order), dtype=np.int32))
         return {j: float(result.end[k]) for k, j in enumerate(order)}
@@ -375,8 +369,7 @@ class PlanModel:
             )
         order = {ln.id: i for i, ln in enumerate(self.lines)}
         assignments.sort(key=lambda a: (a.start, order[a.line], a.job))
-        jobs = {j.id: j for j in self.problem.jobs}
-        total = sum(jobs[a.job].weight * tardiness_h(jobs[a.job], a.end) for a in assignments)
+        total = weighted_tardiness(self.problem, assignments)
         late, at_risk = explain(self, assignments)
         return Schedule(
             assignments=tuple(assignments),
