@@ -90,10 +90,14 @@ def api_context(rt: Runtime) -> ApiContext:
             max_slip_h=rt.resolved.auto_approve_max_slip_h,
             priorities=frozenset(rt.resolved.auto_approve_priorities),
         ),
-        plan_window=PlanWindow(
-            frozen_h=rt.settings.frozen_window_h,
-            line_down_assume_h=rt.settings.line_down_assume_h,
-        ),
+        plan_window=plan_window(rt),
+    )
+
+
+def plan_window(rt: Runtime) -> PlanWindow:
+    """How replans, previews and quotes cut the problem (the same settings for all)."""
+    return PlanWindow(
+        frozen_h=rt.settings.frozen_window_h, line_down_assume_h=rt.settings.line_down_assume_h
     )
 
 
@@ -125,8 +129,7 @@ def build_loop(rt: Runtime, crm_url: str | None = None) -> Loop:
         replan_debounce_ms=rt.settings.replan_debounce_ms,
         line_down_alert_after_s=rt.settings.line_down_alert_after_s,
         stale_after_s=rt.settings.stale_after_s,
-        frozen_window_h=rt.settings.frozen_window_h,
-        line_down_assume_h=rt.settings.line_down_assume_h,
+        window=plan_window(rt),
     )
     return Loop(rt.sessions, rt.live, rt.clock, config, relay=relay)
 

@@ -238,14 +238,7 @@ def planned_ends(
     for at a higher priority would never show whom it displaces; here due dates and
     weights decide, and approving a change releases the promises it breaks.
     """
-    window = window or PlanWindow()
-    problem, wos = build_problem(
-        session,
-        live,
-        now,
-        frozen_h=window.frozen_h,
-        line_down_assume_h=window.line_down_assume_h,
-    )
+    problem, wos = build_problem(session, live, now, window)
     problem = replace(problem, jobs=tuple(replace(j, deadline=None) for j in problem.jobs))
     schedule = solve(problem, time_limit=PREVIEW_TIME_LIMIT_S)
     ends: dict[str, datetime] = {}

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import redis
@@ -22,7 +22,7 @@ from models.db import transaction
 from models.estimate import estimate
 from models.feedback import sync_feedback
 from models.live import LiveState
-from models.replan import PlanOutcome, replan
+from models.replan import PlanOutcome, PlanWindow, replan
 from models.watch import evaluate_alerts, mark_stale_lines
 
 log = logging.getLogger("loopline.loop")
@@ -66,8 +66,7 @@ class LoopConfig:
     replan_debounce_ms: int = 300
     line_down_alert_after_s: float = 300.0
     stale_after_s: float = 120.0
-    frozen_window_h: float = 1.0
-    line_down_assume_h: float = 1.0
+    window: PlanWindow = field(default_factory=PlanWindow)
 
 
 class Loop:
@@ -100,8 +99,7 @@ class Loop:
                 self.live,
                 now=self.clock.now(),
                 trigger=trigger,
-                frozen_h=self.config.frozen_window_h,
-                line_down_assume_h=self.config.line_down_assume_h,
+                window=self.config.window,
             )
         self._outbox_due.set()
         return outcome

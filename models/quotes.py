@@ -70,14 +70,7 @@ def make_quote(
         raise UnknownSku(ask.sku, f"unknown product '{ask.sku}'")
     if session.scalar(select(LineRate.line_id).where(LineRate.sku == ask.sku).limit(1)) is None:
         raise UnknownSku(ask.sku, f"no line can make '{ask.sku}'")
-    window = window or PlanWindow()
-    problem, _ = build_problem(
-        session,
-        live,
-        now,
-        frozen_h=window.frozen_h,
-        line_down_assume_h=window.line_down_assume_h,
-    )
+    problem, _ = build_problem(session, live, now, window)
     due = end_of_day(ask.requested_date)
     answer = quote(
         problem,

@@ -83,13 +83,12 @@ def build_problem(
     session: Session,
     live: LiveState,
     now: datetime,
-    *,
-    frozen_h: float = DEFAULT_FROZEN_H,
-    line_down_assume_h: float = DEFAULT_LINE_DOWN_ASSUME_H,
+    window: PlanWindow | None = None,
 ) -> tuple[Problem, dict[str, WorkOrder]]:
     """The planning problem for all open work: lines with their calendars, changeovers,
     live state (down, set up for) and materials; jobs with their promises and the previous
     plan; running work pinned to its line."""
+    window = window or PlanWindow()
     lines = list(session.scalars(select(LineRecord).order_by(LineRecord.id)))
     makeable = {r.sku for ln in lines for r in ln.rates}
     rates_of = {ln.id: {r.sku for r in ln.rates} for ln in lines}
@@ -141,7 +140,7 @@ def build_problem(
         )
         by_id[wo.id] = wo
     plan_lines, calendars = _plan_lines(
-        session, live, lines, running_sku, now=now, line_down_assume_h=line_down_assume_h
+        session, live, lines, running_sku, now=now, line_down_assume_h=window.line_down_assume_h
     )
     problem = Problem(
         start=now,
@@ -150,7 +149,7 @@ def build_problem(
         calendars=calendars,
         changeovers=_changeovers(lines, makeable),
         materials=_materials(session, makeable),
-        frozen_h=frozen_h,
+        frozen_h=window.frozen_h,
     )
     return problem, by_id
 
@@ -253,15 +252,12 @@ def replan(
     *,
     now: datetime,
     trigger: str,
-    frozen_h: float = DEFAULT_FROZEN_H,
-    line_down_assume_h: float = DEFAULT_LINE_DOWN_ASSUME_H,
+    window: PlanWindow | None = None,
 ) -> PlanOutcome:
     """Plan all open work now, store the revision, promises and purchase requests, and
     update live state."""
     with transaction(sessions) as session:
-        problem, wos = build_problem(
-            session, live, now, frozen_h=frozen_h, line_down_assume_h=line_down_assume_h
-        )
+        problem, wos = build_problem(session, live, now, window)
         started = time.perf_counter()
         schedule = solve(problem)
         solve_ms = (time.perf_counter() - started) * 1000

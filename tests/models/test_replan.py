@@ -23,7 +23,7 @@ from models.records import (
     PurchaseRequest,
     WorkOrder,
 )
-from models.replan import build_problem, replan
+from models.replan import PlanWindow, build_problem, replan
 from tests.factories import order_event
 
 NOW = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)  # a Tuesday
@@ -68,7 +68,7 @@ def test_build_problem_maps_calendars_changeovers_materials_and_frozen(sessions,
         line.changeovers = {"P1": {"P2": 0.5, "P9": 1.0}, "P9": {"P1": 1.0}}
     _materials(sessions, on_hand=100.0)
     with sessions() as s:
-        problem, _ = build_problem(s, live, NOW, frozen_h=2.5)
+        problem, _ = build_problem(s, live, NOW, PlanWindow(frozen_h=2.5))
     lines = {ln.id: ln for ln in problem.lines}
     assert lines["L1"].calendar == "L1" and lines["L2"].calendar is None
     calendar = problem.calendars["L1"]
@@ -105,7 +105,7 @@ def test_down_line_is_assumed_back_later_and_setup_is_what_runs(sessions, live):
         ]
     )
     with sessions() as s:
-        problem, _ = build_problem(s, live, NOW, line_down_assume_h=0.5)
+        problem, _ = build_problem(s, live, NOW, PlanWindow(line_down_assume_h=0.5))
     lines = {ln.id: ln for ln in problem.lines}
     assert lines["L2"].down_until == NOW + timedelta(hours=0.5)
     assert lines["L2"].down_reason == "jam"
@@ -159,7 +159,7 @@ def test_replan_raises_purchase_requests_and_supersedes_them(sessions, live):
 def test_revision_diff_names_the_trigger_what_moved_and_what_is_late(sessions, live):
     _order(sessions, "SO-1", lines=[("P2", 100)])  # P2 only on L1, 2 h
     _order(sessions, "SO-3", lines=[("P2", 2000)], days=0)  # 40 h of work due today
-    first = replan(sessions, live, now=NOW, trigger="crm SO-1 v1", frozen_h=0.0)
+    first = replan(sessions, live, now=NOW, trigger="crm SO-1 v1", window=PlanWindow(frozen_h=0.0))
     with sessions() as s:
         diff = s.get(PlanRevision, first.revision_id).diff
     assert diff["trigger"] == "crm SO-1 v1"
@@ -170,7 +170,11 @@ def test_revision_diff_names_the_trigger_what_moved_and_what_is_late(sessions, l
 
     live.apply([Update("line", "L1", {"state": "down", "reason": "jam"})])
     second = replan(
-        sessions, live, now=NOW, trigger="line L1 down", frozen_h=0.0, line_down_assume_h=3.0
+        sessions,
+        live,
+        now=NOW,
+        trigger="line L1 down",
+        window=PlanWindow(frozen_h=0.0, line_down_assume_h=3.0),
     )
     with sessions() as s:
         rev = s.get(PlanRevision, second.revision_id)
