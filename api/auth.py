@@ -45,10 +45,6 @@ class Principal:
     name: str
     role: str  # one of ROLES
 
-    @property
-    def can_write(self) -> bool:
-        return self.role == "admin"
-
 
 class Tokens:
     """Checks tokens and signs the session cookie with a key derived from the API token."""

@@ -51,12 +51,6 @@ def get_principal(
     return principal
 
 
-def get_writer(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
-    if not principal.can_write:
-        raise HTTPException(status.HTTP_403_FORBIDDEN, detail="this token is read-only")
-    return principal
-
-
 def require_roles(*roles: str) -> Callable[[Principal], Principal]:
     """A dependency letting in callers with one of ``roles`` (admin always), else 403."""
     unknown = set(roles) - set(ROLES)
@@ -80,4 +74,4 @@ ContextDep = Annotated[ApiContext, Depends(get_context)]
 SessionDep = Annotated[Session, Depends(get_session)]
 LiveDep = Annotated[LiveState, Depends(get_live)]
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
-WriterDep = Annotated[Principal, Depends(get_writer)]
+WriterDep = Annotated[Principal, Depends(require_roles())]  # admin only

@@ -37,13 +37,6 @@ from models.replan import PlanWindow, build_problem
 log = logging.getLogger("loopline.approvals")
 
 ChangeStatus = Literal["pending", "approved", "rejected", "auto_approved", "superseded"]
-CHANGE_STATUSES: tuple[ChangeStatus, ...] = (
-    "pending",
-    "approved",
-    "rejected",
-    "auto_approved",
-    "superseded",
-)
 GateOutcome = Literal["applied", "stale", "duplicate", "pending_approval"]
 PREVIEW_TIME_LIMIT_S = 0.3
 # An order whose planned end moved by less than this (hours) was not moved by the change:
@@ -118,7 +111,7 @@ class Decision:
 def apply_gated(
     session: Session,
     *,
-    gate: Gate,
+    gate: Gate | None,
     event: OrderUpserted | OrderCancelled,
     source: str,
     webhook_id: str,
@@ -127,7 +120,8 @@ def apply_gated(
 ) -> GateResult:
     """Apply a verified CRM event unless it would break another order's promise.
 
-    Runs inside the caller's transaction (whose loaded objects it may expunge). A change
+    Without a gate the event is simply applied. Runs inside the caller's transaction
+    (whose loaded objects it may expunge). A change
     that slips nobody, a cancellation, a duplicate and a stale version go through as
     ``apply_crm_event`` decides; the common case costs one preview solve, a change that
     slips someone a second one (the plan without it: only what the change moves counts).
@@ -142,7 +136,7 @@ def apply_gated(
             supersede_older(session, order_id=order_id, version=version, actor=actor)
         return GateResult(result.outcome, order_id, version, result.changes)
 
-    if isinstance(event, OrderCancelled) or not _others_promised(session, order_id):
+    if gate is None or isinstance(event, OrderCancelled) or not _others_promised(session, order_id):
         return apply()
     now = gate.now()
     savepoint = session.begin_nested()

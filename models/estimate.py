@@ -35,6 +35,12 @@ def end_of_day(day: date | str) -> datetime:
     return datetime.combine(d + timedelta(days=1), time(0), tzinfo=UTC)
 
 
+def promise_day(end: datetime) -> date:
+    """The date a promise must name for work ending at ``end`` (a partial day counts): the
+    inverse of ``end_of_day``."""
+    return (end.astimezone(UTC) - timedelta(microseconds=1)).date()
+
+
 def planned_rate(wo: Mapping[str, Any]) -> float | None:
     """Units per hour the plan assumed for a work order."""
     start, end = parse_ts(wo.get("planned_start")), parse_ts(wo.get("planned_end"))

@@ -7,6 +7,7 @@ change), so a line's minute-by-minute progress does not flood the CRM.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from datetime import timedelta
 from typing import Any
 
@@ -52,9 +53,10 @@ def sync_feedback(session: Session, live: LiveState) -> int:
     wo_ids = [w.id for o in orders for w in o.work_orders]
     live_wos = dict(zip(wo_ids, live.get_many("work_order", wo_ids), strict=True))
     queued = 0
+    made: dict[str, float] = defaultdict(float)  # units made since the last sweep, per sku
     for order in orders:
         lv = live_orders.get(order.id)
-        _checkpoint(session, order, lv, live_wos)
+        _checkpoint(session, order, lv, live_wos, made)
         now_state = reportable(order, lv)
         if {k: order.reported.get(k) for k in now_state} == now_state:
             continue
@@ -70,6 +72,7 @@ def sync_feedback(session: Session, live: LiveState) -> int:
         enqueue(session, event_type=FEEDBACK_EVENT, order_id=order.id, payload=payload)
         order.reported = {**order.reported, **now_state}
         queued += 1
+    consume_materials(session, made)
     return queued
 
 
@@ -78,6 +81,7 @@ def _checkpoint(
     order: Order,
     lv: dict[str, Any] | None,
     live_wos: dict[str, dict[str, Any] | None],
+    made: dict[str, float],
 ) -> None:
     for wo in order.work_orders:
         lw = live_wos.get(wo.id)
@@ -85,9 +89,8 @@ def _checkpoint(
             continue
         good, scrap = int(lw.get("good") or 0), int(lw.get("scrap") or 0)
         if good > wo.good or scrap > wo.scrap:
-            made = max(good, wo.good) + max(scrap, wo.scrap) - wo.good - wo.scrap
+            made[wo.sku] += max(good, wo.good) + max(scrap, wo.scrap) - wo.good - wo.scrap
             wo.good, wo.scrap = max(good, wo.good), max(scrap, wo.scrap)
-            consume_materials(session, wo.sku, made)
         status = lw.get("status")
         if status in ("running", "done") and status != wo.status:
             wo.status = status

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import select
@@ -86,17 +87,18 @@ def materials_view(session: Session) -> dict[str, Any]:
     return {"materials": materials, "bom": dict(bom)}
 
 
-def consume_materials(session: Session, sku: str, units: float) -> None:
-    """Take what ``units`` of ``sku`` used (good and scrap alike) out of stock, by its BOM.
+def consume_materials(session: Session, made: Mapping[str, float]) -> None:
+    """Take what was made (units per sku, good and scrap alike) out of stock, by the BOMs.
 
     Called as the shop floor reports progress, so stock on hand stays what is physically
-    left, and the next replan nets open work against it.
+    left, and the next replan nets open work against it. One query for all skus.
     """
-    if units <= 0:
+    made = {sku: units for sku, units in made.items() if units > 0}
+    if not made:
         return
     for line, material in session.execute(
         select(BomLine, Material)
         .join(Material, BomLine.material_id == Material.id)
-        .where(BomLine.sku == sku)
+        .where(BomLine.sku.in_(made))
     ):
-        material.on_hand = max(0.0, material.on_hand - line.qty_per_unit * units)
+        material.on_hand = max(0.0, material.on_hand - line.qty_per_unit * made[line.sku])

@@ -7,14 +7,14 @@ the answer mapped back from work orders to orders and their promises, and an aud
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from models.audit import record
-from models.estimate import end_of_day, iso
+from models.estimate import end_of_day, iso, promise_day
 from models.live import LiveState
 from models.records import LineRate, Order, Product, WorkOrder
 from models.replan import PRIORITY_WEIGHT, PlanWindow, build_problem
@@ -42,11 +42,6 @@ class QuoteAsk:
     qty: float
     requested_date: date
     priority: str = "normal"
-
-
-def promise_day(end: datetime) -> date:
-    """The date a promise ending at ``end`` names (a partial day counts, as in replan)."""
-    return (end - timedelta(microseconds=1)).date()
 
 
 def make_quote(

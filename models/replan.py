@@ -19,13 +19,14 @@ from sqlalchemy.orm import Session, sessionmaker
 from models.alerts import alert_view, list_alerts
 from models.audit import record
 from models.db import transaction
-from models.estimate import end_of_day, estimate, iso
+from models.estimate import end_of_day, estimate, iso, parse_ts, promise_day
 from models.feedback import sync_feedback
 from models.live import Change, LiveState, Update
 from models.orders import OPEN_STATUSES
 from models.planning import (
     Calendar,
     Job,
+    LateJob,
     Line,
     Material,
     Materials,
@@ -63,9 +64,6 @@ class PlanWindow:
 
     frozen_h: float = DEFAULT_FROZEN_H
     line_down_assume_h: float = DEFAULT_LINE_DOWN_ASSUME_H
-
-
-SOLVER_FALLBACK = "planner-v1"
 
 
 @dataclass(frozen=True)
@@ -312,15 +310,14 @@ def _publish_sql(
             "start": iso(a.start),
             "end": iso(a.end),
         }
-        setup_h = float(getattr(a, "setup_h", 0.0) or 0.0)
-        if setup_h:
-            row["changeover_h"] = round(setup_h, 3)
+        if a.setup_h:
+            row["changeover_h"] = round(a.setup_h, 3)
         assignments.append(row)
         order_end[wo.order_id] = max(order_end.get(wo.order_id, a.end), a.end)
         old = before.get(a.job)
         if old is not None:
-            end_shift = _hours(a.end - _parse_ts(old["end"]))
-            start_shift = _hours(a.start - _parse_ts(old["start"]))
+            end_shift = _hours(a.end - _ts(old["end"]))
+            start_shift = _hours(a.start - _ts(old["start"]))
             if old["line"] != a.line or abs(end_shift) >= MOVE_EPSILON_H:
                 moved.append(
                     {
@@ -338,12 +335,12 @@ def _publish_sql(
         "added": sorted(set(wos) - set(before)),
         "removed": sorted(set(before) - set(wos)),
         "late": [_late_row(lj, wos) for lj in schedule.late_jobs],
-        "at_risk": [_late_row(lj, wos) for lj in getattr(schedule, "at_risk", ())],
+        "at_risk": [_late_row(lj, wos) for lj in schedule.at_risk],
     }
     revision = PlanRevision(
         plan_start=problem.start,
         trigger=trigger[:200],
-        solver=(getattr(schedule, "solver", None) or SOLVER_FALLBACK)[:40],
+        solver=schedule.solver[:40],
         jobs=len(assignments),
         total_weighted_tardiness_h=schedule.total_weighted_tardiness_h,
         solve_ms=round(solve_ms, 2),
@@ -372,25 +369,25 @@ def _publish_sql(
     return PlanOutcome(revision.id, len(assignments), solve_ms, promised, len(moved))
 
 
-def _late_row(late: Any, wos: dict[str, WorkOrder]) -> dict[str, Any]:
+def _late_row(late: LateJob, wos: dict[str, WorkOrder]) -> dict[str, Any]:
     """A late (or at-risk) job for the revision's diff: which, how late, and why."""
     wo = wos.get(late.job)
     row = {
         "job": late.job,
         "order": wo.order_id if wo is not None else None,
-        "line": getattr(late, "line", ""),
+        "line": late.line,
         "tardiness_h": round(late.tardiness_h, 2),
         "reason": late.reason,
-        "cause": dict(getattr(late, "cause", None) or {}),
+        "cause": dict(late.cause),
     }
-    if getattr(late, "slack_h", 0.0):
+    if late.slack_h:
         row["slack_h"] = round(late.slack_h, 2)
     return row
 
 
 def _publish_purchase_requests(session: Session, schedule: Schedule, revision_id: int) -> int:
     """Replace the open purchase requests with this plan's; audit materials newly short."""
-    wanted = tuple(getattr(schedule, "purchase_requests", ()))
+    wanted = schedule.purchase_requests
     open_before = list(
         session.scalars(select(PurchaseRequest).where(PurchaseRequest.status == "open"))
     )
@@ -428,8 +425,11 @@ def _publish_purchase_requests(session: Session, schedule: Schedule, revision_id
     return len(wanted)
 
 
-def _parse_ts(value: str) -> datetime:
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+def _ts(value: str) -> datetime:
+    """A stored plan's timestamp (always present there)."""
+    moment = parse_ts(value)
+    assert moment is not None
+    return moment
 
 
 def _hours(delta: timedelta) -> float:
@@ -445,9 +445,8 @@ def _promise(session: Session, order_end: dict[str, datetime], revision_id: int)
     for order in orders:
         if order.promised_date is not None and order.promise_version == order.version:
             continue
-        # The promise is the day the last unit is planned to finish (a partial day counts).
-        end = order_end[order.id] - timedelta(microseconds=1)
-        new = end.date()
+        # The promise is the day the last unit is planned to finish.
+        new = promise_day(order_end[order.id])
         old = order.promised_date
         order.promised_date, order.promise_version = new, order.version
         promised[order.id] = new.isoformat()

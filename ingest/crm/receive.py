@@ -25,10 +25,10 @@ from ingest.crm.mappings import (
     get_mapping,
     source_field,
 )
-from models.approvals import Gate, GateOutcome, GateResult, apply_gated
+from models.approvals import Gate, GateOutcome, apply_gated
 from models.db import transaction
 from models.events import OrderCancelled, OrderUpserted, field_errors, parse_crm_event
-from models.orders import UnknownProduct, apply_crm_event
+from models.orders import UnknownProduct
 from models.records import DeadLetter
 
 log = logging.getLogger("loopline.ingest.crm")
@@ -137,28 +137,15 @@ def receive(
     try:
         event = _parse(source, mapping, body, webhook_id)
         with transaction(sessions) as session:
-            if gate is not None:
-                result = apply_gated(
-                    session,
-                    gate=gate,
-                    event=event,
-                    source=inbox_source(source),
-                    webhook_id=webhook_id,
-                    raw=body.decode(),
-                    actor=actor,
-                )
-            else:
-                applied = apply_crm_event(
-                    session,
-                    event=event,
-                    source=inbox_source(source),
-                    webhook_id=webhook_id,
-                    raw=body.decode(),
-                    actor=actor,
-                )
-                result = GateResult(
-                    applied.outcome, applied.order_id, applied.version, applied.changes
-                )
+            result = apply_gated(
+                session,
+                gate=gate,
+                event=event,
+                source=inbox_source(source),
+                webhook_id=webhook_id,
+                raw=body.decode(),
+                actor=actor,
+            )
     except UnknownProduct as exc:
         bad = BadBody(
             [{"field": source_field(source, exc.field), "message": f"unknown product '{exc.sku}'"}]
