@@ -3,8 +3,8 @@ material to buy, and what the latest replan moved and why.
 
 Read from the records through the same functions the REST routes call (``/changes``,
 ``/purchase-requests``, ``/plan``). Each section is redrawn when what it shows changed:
-when a plan or a change (parked, decided) is announced on the live channel, right after
-a decision made on this page, and every ``REFRESH_S`` as a safety net.
+when a plan or a change (parked, or decided here or elsewhere) is announced on the live
+channel, and at the stream's regular resync as a safety net.
 Approve and Reject go through the API with the signed-in browser's cookie, like the alert
 panel's Acknowledge, so the API's roles decide and its refusal is shown as it is.
 """
@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import dash
 from dash import ALL, Input, Output, State, dcc, html, set_props
+from sqlalchemy import select
 
 from dashboard import ids
 from dashboard.components import live_frame, nav_bar, panel_head
@@ -40,7 +41,8 @@ from dashboard.live_push import Screens, new_token, register_live_page
 from models.approvals import change_view, list_changes
 from models.live import Change, LiveState
 from models.purchasing import open_purchase_requests
-from models.views import current_plan, get_order
+from models.records import Order
+from models.views import current_plan, order_view
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
@@ -52,9 +54,8 @@ APPROVALS_PATH = "/approvals"  # the contract's name for it (DESIGN.md, Screens)
 KEY = "change"
 DECIDED_SHOWN = 5  # decided changes listed under the pending ones
 MAX_ROWS = 30  # rows per table before "and N more"
-REFRESH_S = 60.0  # re-read the records this often even when nothing was announced
 MIN_REDRAW_S = 1.0  # a burst of announcements is read once
-WANTED = frozenset({"plan", "change", "purchase_request"})
+WANTED = frozenset({"plan", "change"})  # purchase requests come with each plan
 SECTIONS = (ids.PLAN_CHANGES, ids.PLAN_REQUESTS, ids.PLAN_REVISION)
 DECISION_STATUS = {"approve": "approved", "reject": "rejected"}
 
@@ -62,13 +63,20 @@ Data = dict[str, Any]
 
 
 # -- reading ---------------------------------------------------------------------------
-def _stored_order(session: Session, live: LiveState, order_id: str) -> dict[str, Any] | None:
-    """What a change would change: the order as it is stored now (None: a new order)."""
-    order = get_order(session, live, order_id=order_id)
-    if order is None:
-        return None
-    keep = ("version", "priority", "requested_date", "lines", "customer", "promised_date")
-    return {k: order.get(k) for k in keep}
+STORED_FIELDS = ("version", "priority", "requested_date", "lines", "customer", "promised_date")
+
+
+def _stored_orders(session: Session, order_ids: Sequence[str]) -> dict[str, Data]:
+    """What changes would change: the orders as stored now, in one query (a new order is
+    missing)."""
+    if not order_ids:
+        return {}
+    orders = session.scalars(select(Order).where(Order.id.in_(order_ids)))
+    return {
+        o.id: {k: view.get(k) for k in STORED_FIELDS}
+        for o in orders
+        for view in (order_view(o, None, {}, []),)
+    }
 
 
 def read_plan_page(sessions: sessionmaker[Session] | None, live: LiveState) -> Data | None:
@@ -81,10 +89,7 @@ def read_plan_page(sessions: sessionmaker[Session] | None, live: LiveState) -> D
         changes = [change_view(c) for c in list_changes(session)]
         pending = [c for c in changes if c["status"] == "pending"]
         decided = [c for c in changes if c["status"] != "pending"][:DECIDED_SHOWN]
-        stored = {
-            order_id: _stored_order(session, live, order_id)
-            for order_id in dict.fromkeys(c["order_id"] for c in pending)
-        }
+        stored = _stored_orders(session, list(dict.fromkeys(c["order_id"] for c in pending)))
         requests = open_purchase_requests(session)
         plan = current_plan(session)
         current_assignments = (plan or {}).get("assignments") or []
@@ -94,7 +99,7 @@ def read_plan_page(sessions: sessionmaker[Session] | None, live: LiveState) -> D
         for order_id, found in zip(hit, live.get_many("order", hit), strict=True)
     }
     for c in pending:
-        c["current"] = stored[c["order_id"]]
+        c["current"] = stored.get(c["order_id"])
         c["impact"] = [{**i, "customer": customer.get(i["order_id"])} for i in c["impact"] or []]
     if plan is not None:
         # The assignments are the Gantt's business (and long); here only their number.
@@ -776,9 +781,8 @@ class PlanStream:
         await self.maybe_refresh()
 
     async def on_tick(self, now: datetime) -> None:
-        """Read again every ``REFRESH_S``, in case an announcement was missed."""
-        if time.monotonic() - self.read_at >= REFRESH_S:
-            self.dirty = True
+        """Read now if an announcement was held back by ``MIN_REDRAW_S`` (the stream's
+        regular resync reads afresh anyway, in case one was missed)."""
         await self.maybe_refresh()
 
     async def maybe_refresh(self) -> None:
@@ -849,20 +853,11 @@ def register(app: dash.Dash, screens: Screens) -> None:
         State(ids.PLAN.start, "data"),
         prevent_initial_call=True,
     )
-    async def _decided(result: dict[str, Any] | None, start: dict[str, Any] | None) -> Any:
-        # Say what the API answered, and redraw the changes at once: the decided one
-        # leaves the pending list without waiting for the stream's next read.
+    def _decided(result: dict[str, Any] | None, start: dict[str, Any] | None) -> Any:
+        # Say what the API answered; the API announces the decision, so the stream redraws
+        # the changes (the decided one leaves the pending list) within a moment.
         lang = normalize_lang(((start or {}).get("params") or {}).get("lang"), screens.default_lang)
-        text, class_name = decision_message(result, lang)
-        if result and 200 <= int(result.get("status") or 0) < 500:
-            data = await asyncio.to_thread(read_plan_page, screens.sessions, screens.live)
-            if data is not None:
-                now = screens.now()
-                set_props(
-                    ids.PLAN_CHANGES,
-                    {"children": render_changes(data["changes"], lang, screens=screens, now=now)},
-                )
-        return text, class_name
+        return decision_message(result, lang)
 
 
 DECIDE_JS = """
