@@ -125,15 +125,26 @@ def any_db_url(request, tmp_path) -> str:
     return request.getfixturevalue("postgres_url")
 
 
-@pytest.fixture
-def sessions(sqlite_url) -> Iterator[sessionmaker[Session]]:
-    engine = make_engine(sqlite_url)
+def _seeded_sessions(url: str) -> Iterator[sessionmaker[Session]]:
+    engine = make_engine(url)
     migrate(engine)
     factory = make_sessions(engine)
     with transaction(factory) as session:
         seed_small_factory(session)
     yield factory
     engine.dispose()
+
+
+@pytest.fixture
+def sessions(sqlite_url) -> Iterator[sessionmaker[Session]]:
+    """A migrated, seeded SQLite database."""
+    yield from _seeded_sessions(sqlite_url)
+
+
+@pytest.fixture
+def any_sessions(any_db_url) -> Iterator[sessionmaker[Session]]:
+    """The same, once on SQLite and once on PostgreSQL (override ``sessions`` with it)."""
+    yield from _seeded_sessions(any_db_url)
 
 
 @pytest.fixture

@@ -32,6 +32,12 @@ BIG, SMALL = 1500, 900
 POLICY = ApprovalPolicy(max_slip_h=5.0, priorities=frozenset({"rush"}))
 
 
+@pytest.fixture
+def sessions(any_sessions):
+    """These tests run on SQLite and on PostgreSQL."""
+    return any_sessions
+
+
 def _send(sessions, live, body, webhook_id, policy=POLICY, window=None):
     with transaction(sessions) as s:
         return apply_gated(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from sqlalchemy import select
 
 from models.alerts import list_alerts
@@ -20,6 +21,12 @@ from models.watch import evaluate_alerts, mark_stale_lines
 from tests.factories import order_event
 
 NOW = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def sessions(any_sessions):
+    """These tests run on SQLite and on PostgreSQL."""
+    return any_sessions
 
 
 def _order(sessions, order_id, version=1, lines=None, days=5, webhook=None, **kw):

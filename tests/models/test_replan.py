@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from sqlalchemy import select
 
 from models.db import transaction
@@ -33,6 +34,12 @@ BERLIN_SHIFTS = {
     "breaks": [{"days": ["mon", "tue", "wed", "thu", "fri"], "start": "12:00", "end": "12:30"}],
     "holidays": ["2026-12-25"],
 }
+
+
+@pytest.fixture
+def sessions(any_sessions):
+    """These tests run on SQLite and on PostgreSQL."""
+    return any_sessions
 
 
 def _order(sessions, order_id, version=1, lines=None, days=5, **kw):
