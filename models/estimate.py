@@ -7,10 +7,12 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from models.live import LiveState, Update
+from models.quarantine import Findings, count_problem
 
 # Below this share of the planned rate a line counts as running slow (a risk reason).
 SLOW_SHARE = 0.85
 MIN_RATE_UPH = 1e-6
+ESTIMATE_STEP = "estimate"
 
 
 def parse_ts(value: Any) -> datetime | None:
@@ -161,46 +163,82 @@ def estimate(
     now: datetime,
     line_ids: Sequence[str] | None = None,
     overlay: Mapping[tuple[str, str], dict[str, Any]] | None = None,
+    findings: Findings | None = None,
 ) -> list[Update]:
     """Updates for ETAs and risk of the given lines (all when None) and their orders.
 
     ``overlay`` holds values about to be written (entity, id) -> fields, so a batch can
-    estimate from its own results before they reach Redis.
+    estimate from its own results before they reach Redis. A work order whose counters
+    are not believable, a line or an order whose estimate fails, is left as it was and
+    named in ``findings`` (step ``estimate``); the others are estimated.
     """
+    findings = findings if findings is not None else Findings()
     overlay = overlay or {}
     ids = list(line_ids) if line_ids is not None else live.ids("line")
     lines = {
         i: {**(raw or {}), **overlay.get(("line", i), {})}
         for i, raw in zip(ids, live.get_many("line", ids), strict=True)
     }
-    wo_ids = sorted({w for line in lines.values() for w in line.get("queue") or []})
+    wo_ids = sorted({w for line in lines.values() for w in _queue(line)})
     wos = _with_overlay(live, "work_order", wo_ids, overlay)
+    order_ids = sorted({str(w["order_id"]) for w in wos.values() if w.get("order_id")})
+    orders = _with_overlay(live, "order", order_ids, overlay)
+    all_wo_ids = sorted({w for o in orders.values() for w in _listed(o.get("work_orders"))})
+    missing = [w for w in all_wo_ids if w not in wos]
+    wos.update(_with_overlay(live, "work_order", missing, overlay))
+    believable = _believable(wos, findings)
     etas: dict[str, datetime] = {}
     updates: list[Update] = []
     for line_id, line in lines.items():
         if not line.get("id"):
             continue
-        line_eta = line_etas(line, wos, now)
-        etas.update(line_eta)
-        current = line.get("work_order")
-        updates.append(Update("line", line_id, {"eta": iso(line_eta.get(current or ""))}))
+        with findings.guard(ESTIMATE_STEP, "line", line_id):
+            line_eta = line_etas(line, believable, now)
+            current = line.get("work_order")
+            eta_update = Update("line", line_id, {"eta": iso(line_eta.get(str(current or "")))})
+            etas.update(line_eta)
+            updates.append(eta_update)
     for wo_id, eta in etas.items():
         updates.append(Update("work_order", wo_id, {"eta": iso(eta)}))
-    order_ids = sorted({w["order_id"] for w in wos.values() if w.get("order_id")})
-    orders = _with_overlay(live, "order", order_ids, overlay)
-    all_wo_ids = sorted({w for o in orders.values() for w in o.get("work_orders") or []})
-    missing = [w for w in all_wo_ids if w not in wos]
-    wos.update(_with_overlay(live, "work_order", missing, overlay))
     all_lines = dict(lines)
     other_lines = sorted({str(w["line"]) for w in wos.values() if w.get("line")} - set(lines))
     all_lines.update(_with_overlay(live, "line", other_lines, overlay))
     for order_id, order in orders.items():
-        order_wos = [wos[w] for w in order.get("work_orders") or [] if w in wos]
-        for w in order_wos:
-            if w["id"] not in etas and w.get("eta"):
-                etas[w["id"]] = parse_ts(w["eta"])  # type: ignore[assignment]
-        updates.append(Update("order", order_id, order_summary(order, order_wos, all_lines, etas)))
+        listed = [w for w in _listed(order.get("work_orders")) if w in wos]
+        if any(w not in believable for w in listed):
+            continue  # its progress would count what is not believable
+        with findings.guard(ESTIMATE_STEP, "order", order_id):
+            order_wos = [wos[w] for w in listed]
+            known = {
+                w: parse_ts(wos[w]["eta"]) for w in listed if w not in etas and wos[w].get("eta")
+            }
+            etas.update({w: eta for w, eta in known.items() if eta is not None})
+            summary = order_summary(order, order_wos, all_lines, etas)
+            updates.append(Update("order", order_id, summary))
+    findings.finished(ESTIMATE_STEP)
     return updates
+
+
+def _believable(wos: dict[str, dict[str, Any]], findings: Findings) -> dict[str, dict[str, Any]]:
+    """The work orders whose counters can be believed; the others are flagged."""
+    out = {}
+    for wo_id, wo in wos.items():
+        if problem := count_problem(wo, wo.get("qty")):
+            findings.flag(
+                ESTIMATE_STEP, "work_order", wo_id, problem, order=str(wo.get("order_id") or "")
+            )
+        else:
+            out[wo_id] = wo
+    return out
+
+
+def _queue(line: Mapping[str, Any]) -> list[str]:
+    return _listed(line.get("queue"))
+
+
+def _listed(value: Any) -> list[str]:
+    """A list of ids from the live state (anything else counts as none)."""
+    return [str(v) for v in value] if isinstance(value, list) else []
 
 
 def _with_overlay(

@@ -20,9 +20,11 @@ from models.live import LiveState
 from models.orders import OPEN_STATUSES
 from models.outbox import enqueue
 from models.purchasing import consume_materials
+from models.quarantine import Findings, count_problem
 from models.records import Order
 
 FEEDBACK_EVENT = "order.updated"
+FEEDBACK_STEP = "feedback"  # checkpointing live counters into SQL, and the feedback
 # Closed orders stay in the sweep this long, so their final status is reported once.
 CLOSED_GRACE = timedelta(days=2)
 
@@ -39,8 +41,20 @@ def reportable(order: Order, live_order: dict[str, Any] | None) -> dict[str, Any
     }
 
 
-def sync_feedback(session: Session, live: LiveState) -> int:
-    """Checkpoint live progress into SQL and queue feedback for every changed order."""
+def sync_feedback(
+    session: Session,
+    live: LiveState,
+    *,
+    findings: Findings | None = None,
+    isolate: bool = False,
+) -> int:
+    """Checkpoint live progress into SQL and queue feedback for every changed order.
+
+    An order with a work order whose live counters are not believable is left out (named
+    in ``findings``); with ``isolate`` each order also gets its own savepoint, so one whose
+    data SQL refuses is left out alone (``run_isolated`` retries a failed sweep so).
+    """
+    findings = findings if findings is not None else Findings()
     since = utcnow() - CLOSED_GRACE
     orders = list(
         session.scalars(
@@ -55,25 +69,56 @@ def sync_feedback(session: Session, live: LiveState) -> int:
     queued = 0
     made: dict[str, float] = defaultdict(float)  # units made since the last sweep, per sku
     for order in orders:
-        lv = live_orders.get(order.id)
-        _checkpoint(session, order, lv, live_wos, made)
-        now_state = reportable(order, lv)
-        if {k: order.reported.get(k) for k in now_state} == now_state:
+        order_made: dict[str, float] = defaultdict(float)
+        sent = False
+        with findings.unit(session, FEEDBACK_STEP, "order", order.id, isolate=isolate):
+            sent = _sync_order(
+                session, order, live_orders.get(order.id), live_wos, order_made, findings
+            )
+        if findings.is_flagged(FEEDBACK_STEP, "order", order.id):
             continue
-        payload = {
-            "order_id": order.id,
-            "version": order.version,
-            **now_state,
-            "eta": (lv or {}).get("eta") if order.status in OPEN_STATUSES else None,
-            "risk_reason": (lv or {}).get("risk_reason"),
-            "progress": (lv or {}).get("progress", 1.0 if order.status == "completed" else 0.0),
-            "changed": sorted(k for k in now_state if order.reported.get(k) != now_state[k]),
-        }
-        enqueue(session, event_type=FEEDBACK_EVENT, order_id=order.id, payload=payload)
-        order.reported = {**order.reported, **now_state}
-        queued += 1
+        queued += sent
+        for sku, n in order_made.items():
+            made[sku] += n
     consume_materials(session, made)
+    findings.finished(FEEDBACK_STEP)
     return queued
+
+
+def _sync_order(
+    session: Session,
+    order: Order,
+    lv: dict[str, Any] | None,
+    live_wos: dict[str, dict[str, Any] | None],
+    made: dict[str, float],
+    findings: Findings,
+) -> bool:
+    """Checkpoint one order and queue its feedback if it changed; whether it was queued."""
+    bad = [
+        (wo, why)
+        for wo in order.work_orders
+        if wo.status != "cancelled" and (why := count_problem(live_wos.get(wo.id) or {}, wo.qty))
+    ]
+    for wo, why in bad:  # left out whole: its feedback would report what was not checkpointed
+        findings.flag(FEEDBACK_STEP, "work_order", wo.id, why, order=order.id)
+    if bad:
+        return False
+    _checkpoint(session, order, lv, live_wos, made)
+    now_state = reportable(order, lv)
+    if {k: order.reported.get(k) for k in now_state} == now_state:
+        return False
+    payload = {
+        "order_id": order.id,
+        "version": order.version,
+        **now_state,
+        "eta": (lv or {}).get("eta") if order.status in OPEN_STATUSES else None,
+        "risk_reason": (lv or {}).get("risk_reason"),
+        "progress": (lv or {}).get("progress", 1.0 if order.status == "completed" else 0.0),
+        "changed": sorted(k for k in now_state if order.reported.get(k) != now_state[k]),
+    }
+    enqueue(session, event_type=FEEDBACK_EVENT, order_id=order.id, payload=payload)
+    order.reported = {**order.reported, **now_state}
+    return True
 
 
 def _checkpoint(

@@ -7,10 +7,14 @@ Redis list, so N workers share them and none is lost while all are down.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 import time
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 import redis
 from redis.exceptions import LockError
@@ -20,17 +24,26 @@ from sqlalchemy.orm import Session, sessionmaker
 from models.clock import Clock, utcnow
 from models.db import transaction
 from models.estimate import estimate
-from models.feedback import sync_feedback
+from models.feedback import FEEDBACK_STEP, sync_feedback
 from models.live import LiveState
+from models.quarantine import Findings, run_isolated
+from models.quarantine import record as record_quarantine
 from models.replan import PlanOutcome, PlanWindow, replan
-from models.watch import evaluate_alerts, mark_stale_lines
+from models.watch import ALERTS_STEP, evaluate_alerts, mark_stale_lines, mirror_alerts
 
 log = logging.getLogger("loopline.loop")
+
+T = TypeVar("T")
 
 REPLAN_QUEUE = "ll:replan:requests"
 # One worker at a time plans or sweeps (alerts, feedback): N workers never race on SQL.
 DUTY_LOCK = "ll:lock:loop"
-DUTY_LOCK_TTL_S = 120.0
+# Short, and renewed while a duty runs: a worker that dies holding it stalls the duties of
+# the others this long at most.
+DUTY_LOCK_TTL_S = 8.0
+DUTY_LOCK_RENEW_S = 2.0
+# Who holds the lock, readable in Redis (the token's prefix): host and process id.
+WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
 REPLAN_WAIT_S = 60.0
 TICK_S = 1.0
 
@@ -45,6 +58,58 @@ def _release(lock: Lock) -> None:
         lock.release()
     except LockError:  # it expired while we worked: someone else may hold it now
         log.warning("duty lock expired before release")
+
+
+class KeptLock(Lock):
+    """A Redis lock with a short TTL that a keeper thread renews while it is held: held as
+    long as its holder lives, free again ``timeout`` seconds after the holder dies.
+
+    Its token starts with ``WORKER_ID``, so Redis shows which worker holds it.
+    """
+
+    def __init__(self, *args: Any, renew_s: float = DUTY_LOCK_RENEW_S, **kwargs: Any) -> None:
+        # The keeper renews from its own thread, so the token must not be thread-local.
+        kwargs["thread_local"] = False
+        super().__init__(*args, **kwargs)
+        self.renew_s = renew_s
+        self._kept = threading.Event()
+        self._keeper: threading.Thread | None = None
+
+    def acquire(
+        self,
+        sleep: float | None = None,
+        blocking: bool | None = None,
+        blocking_timeout: float | None = None,
+        token: str | None = None,
+    ) -> bool:
+        """Take the lock (as ``Lock.acquire``) and start renewing it."""
+        token = token or f"{WORKER_ID}:{uuid.uuid4().hex}"
+        if not super().acquire(sleep, blocking, blocking_timeout, token):
+            return False
+        self._kept = threading.Event()
+        self._keeper = threading.Thread(
+            target=self._keep, args=(self._kept,), name="loopline-lock-keeper", daemon=True
+        )
+        self._keeper.start()
+        return True
+
+    def release(self) -> None:
+        """Stop renewing, then release (as ``Lock.release``)."""
+        self._kept.set()
+        if self._keeper is not None and self._keeper is not threading.current_thread():
+            self._keeper.join()
+        self._keeper = None
+        super().release()
+
+    def _keep(self, stop: threading.Event) -> None:
+        while not stop.wait(self.renew_s):
+            try:
+                self.reacquire()
+            except LockError:
+                log.error("lock %s lost while held (renewal too late)", self.name)
+                return
+            except redis.RedisError as exc:  # try again: the TTL leaves a few renewals
+                log.warning("lock %s not renewed: %s", self.name, exc)
 
 
 def summarize_triggers(triggers: list[str]) -> str:
@@ -121,32 +186,88 @@ class Loop:
         """ETAs drift while lines stand still; alerts and CRM feedback follow live state.
 
         Skipped (False) while another worker, or this one's replan, holds the duty lock.
+        Each step runs on its own, and an order, work order or line whose data makes a
+        step fail is quarantined (an alert) while the rest of the plant goes on.
         """
         lock = self._duty_lock(blocking_timeout=None)
         if not lock.acquire(blocking=False):
             return False
+        queued = 0
         try:
             now, wall = self.clock.now(), utcnow()
-            mark_stale_lines(self.live, wall_now=wall, stale_after_s=self.config.stale_after_s)
-            self.live.apply(estimate(self.live, now))
-            with transaction(self.sessions) as session:
-                evaluate_alerts(
-                    session,
+            findings = Findings()
+            self._step(
+                "staleness",
+                lambda: mark_stale_lines(
+                    self.live,
+                    wall_now=wall,
+                    stale_after_s=self.config.stale_after_s,
+                    findings=findings,
+                ),
+            )
+            self._step(
+                "estimate", lambda: self.live.apply(estimate(self.live, now, findings=findings))
+            )
+            self._in_sql(
+                findings,
+                ALERTS_STEP,
+                lambda s, isolate: evaluate_alerts(
+                    s,
                     self.live,
                     now=now,
                     wall_now=wall,
                     down_after_s=self.config.line_down_alert_after_s,
+                    findings=findings,
+                    isolate=isolate,
+                ),
+            )
+            queued = (
+                self._in_sql(
+                    findings,
+                    FEEDBACK_STEP,
+                    lambda s, isolate: sync_feedback(
+                        s, self.live, findings=findings, isolate=isolate
+                    ),
                 )
-                queued = sync_feedback(session, self.live)
+                or 0
+            )
+            self._in_sql(findings, "quarantine", lambda s, _: self._quarantine(s, findings))
         finally:
             _release(lock)
         if queued:
             self._outbox_due.set()
         return True
 
+    def _quarantine(self, session: Session, findings: Findings) -> None:
+        record_quarantine(session, findings, now=utcnow())
+        session.flush()
+        mirror_alerts(session, self.live)
+
+    @staticmethod
+    def _step(name: str, work: Callable[[], object]) -> None:
+        """One step of a sweep; its failure is logged and the next step still runs."""
+        try:
+            work()
+        except Exception:
+            log.exception("%s failed", name)
+
+    def _in_sql(
+        self, findings: Findings, step: str, work: Callable[[Session, bool], T]
+    ) -> T | None:
+        """One SQL step of a sweep in its own transaction, entity by entity if it fails."""
+        try:
+            with transaction(self.sessions) as session:
+                return run_isolated(session, findings, step, lambda iso: work(session, iso))
+        except Exception:
+            log.exception("%s failed", step)
+            return None
+
     def _duty_lock(self, blocking_timeout: float | None) -> Lock:
         return self.live.redis.lock(
-            DUTY_LOCK, timeout=DUTY_LOCK_TTL_S, blocking_timeout=blocking_timeout
+            DUTY_LOCK,
+            timeout=DUTY_LOCK_TTL_S,
+            blocking_timeout=blocking_timeout,
+            lock_class=KeptLock,
         )
 
     def relay_once(self) -> int:

@@ -7,9 +7,10 @@ step: it builds the problem and writes the schedule back to SQL, then to live st
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -18,9 +19,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from models.alerts import alert_view, list_alerts
 from models.audit import record
+from models.clock import utcnow
 from models.db import transaction
 from models.estimate import end_of_day, estimate, iso, parse_ts, promise_day
-from models.feedback import sync_feedback
+from models.feedback import FEEDBACK_STEP, sync_feedback
 from models.live import Change, LiveState, Update
 from models.orders import OPEN_STATUSES
 from models.planning import (
@@ -36,7 +38,9 @@ from models.planning import (
     Schedule,
     solve,
 )
-from models.planning.problem import PRIORITIES, parse_calendar
+from models.planning.problem import PRIORITIES, check_problem, parse_calendar
+from models.quarantine import Findings, count_problem, run_isolated
+from models.quarantine import record as record_quarantine
 from models.records import BomLine, Order, PlanRevision, PurchaseRequest, WorkOrder
 from models.records import Line as LineRecord
 from models.records import Material as MaterialRecord
@@ -54,6 +58,12 @@ DEFAULT_FROZEN_H = 1.0
 # A line reported down is assumed back this many hours from now (LOOPLINE_LINE_DOWN_ASSUME_H):
 # nobody knows when a jam is cleared, and each replan pushes the guess on.
 DEFAULT_LINE_DOWN_ASSUME_H = 1.0
+REPLAN_STEP = "replan"
+# Each round of the planner's check leaves out the jobs and lines it names; a bad part
+# can hide another (a total over the horizon), so a few rounds.
+MAX_CHECK_ROUNDS = 3
+_JOB_PATH = re.compile(r"^jobs\[(\d+)\]")
+_LINE_PATH = re.compile(r"^lines\[(\d+)\]")
 
 
 @dataclass(frozen=True)
@@ -82,11 +92,17 @@ def build_problem(
     live: LiveState,
     now: datetime,
     window: PlanWindow | None = None,
+    findings: Findings | None = None,
 ) -> tuple[Problem, dict[str, WorkOrder]]:
     """The planning problem for all open work: lines with their calendars, changeovers,
     live state (down, set up for) and materials; jobs with their promises and the previous
-    plan; running work pinned to its line."""
+    plan; running work pinned to its line.
+
+    Work orders and lines whose data the planner cannot take (or whose live counters are
+    not believable) are left out and named in ``findings`` (step ``replan``).
+    """
     window = window or PlanWindow()
+    findings = findings if findings is not None else Findings()
     lines = list(session.scalars(select(LineRecord).order_by(LineRecord.id)))
     makeable = {r.sku for ln in lines for r in ln.rates}
     rates_of = {ln.id: {r.sku for r in ln.rates} for ln in lines}
@@ -101,42 +117,14 @@ def build_problem(
     by_id: dict[str, WorkOrder] = {}
     running_sku: dict[str, str] = {}  # line -> the product running on it
     for (wo, order), lv in zip(rows, live_wos, strict=True):
-        good = max(wo.good, int((lv or {}).get("good") or 0))
-        remaining = wo.qty - good
-        if remaining <= 0 or wo.sku not in makeable:
-            if wo.sku not in makeable:
-                log.warning("work order %s: no line makes %s", wo.id, wo.sku)
-            continue
-        running_on = (lv or {}).get("line") if (lv or {}).get("status") == "running" else None
-        # Running work stays where it runs, if that line can still make it (rates change).
-        running = running_on if running_on and wo.sku in rates_of.get(running_on, {}) else None
-        if running:
-            running_sku[running] = wo.sku
-        due_day: date = order.promised_date or order.requested_date
-        weight = PRIORITY_WEIGHT.get(order.priority, 1.0) * max(1, order.customer.importance)
-        promised = order.promised_date is not None and order.promise_version == order.version
-        # The previous plan, where its line can still make the product.
-        planned = wo.line_id is not None and wo.sku in rates_of.get(wo.line_id, set())
-        jobs.append(
-            Job(
-                id=wo.id,
-                product=wo.sku,
-                qty=float(remaining),
-                due=end_of_day(due_day),
-                weight=weight,
-                release=now,
-                pinned_line=running,
-                pinned_start=now if running else None,
-                priority=order.priority if order.priority in PRIORITIES else "normal",
-                deadline=end_of_day(order.promised_date)
-                if promised and order.promised_date
-                else None,
-                planned_line=wo.line_id if planned else None,
-                planned_start=wo.planned_start if planned else None,
-                order=order.id,
-            )
-        )
-        by_id[wo.id] = wo
+        with findings.guard(REPLAN_STEP, "work_order", wo.id, order=order.id):
+            job = _job(wo, order, lv or {}, now, makeable, rates_of)
+            if job is None:
+                continue
+            if job.pinned_line:
+                running_sku[job.pinned_line] = wo.sku
+            jobs.append(job)
+            by_id[wo.id] = wo
     plan_lines, calendars = _plan_lines(
         session, live, lines, running_sku, now=now, line_down_assume_h=window.line_down_assume_h
     )
@@ -149,7 +137,99 @@ def build_problem(
         materials=_materials(session, makeable),
         frozen_h=window.frozen_h,
     )
+    problem = _without_bad_parts(problem, by_id, findings)
+    findings.finished(REPLAN_STEP)
     return problem, by_id
+
+
+def _job(
+    wo: WorkOrder,
+    order: Order,
+    lv: dict[str, Any],
+    now: datetime,
+    makeable: set[str],
+    rates_of: dict[str, set[str]],
+) -> Job | None:
+    """One work order as the planner's job (None: nothing left to make); raises on data
+    the planner cannot take."""
+    if problem := count_problem(lv, wo.qty):
+        raise ValueError(problem)
+    good = max(wo.good, int(lv.get("good") or 0))
+    remaining = wo.qty - good
+    if remaining <= 0 or wo.sku not in makeable:
+        if wo.sku not in makeable:
+            log.warning("work order %s: no line makes %s", wo.id, wo.sku)
+        return None
+    running_on = lv.get("line") if lv.get("status") == "running" else None
+    # Running work stays where it runs, if that line can still make it (rates change).
+    running = running_on if running_on and wo.sku in rates_of.get(running_on, set()) else None
+    due_day: date = order.promised_date or order.requested_date
+    weight = PRIORITY_WEIGHT.get(order.priority, 1.0) * max(1, order.customer.importance)
+    promised = order.promised_date is not None and order.promise_version == order.version
+    # The previous plan, where its line can still make the product.
+    planned = wo.line_id is not None and wo.sku in rates_of.get(wo.line_id, set())
+    return Job(
+        id=wo.id,
+        product=wo.sku,
+        qty=float(remaining),
+        due=end_of_day(due_day),
+        weight=weight,
+        release=now,
+        pinned_line=running,
+        pinned_start=now if running else None,
+        priority=order.priority if order.priority in PRIORITIES else "normal",
+        deadline=end_of_day(order.promised_date) if promised and order.promised_date else None,
+        planned_line=wo.line_id if planned else None,
+        planned_start=wo.planned_start if planned else None,
+        order=order.id,
+    )
+
+
+def _without_bad_parts(
+    problem: Problem, by_id: dict[str, WorkOrder], findings: Findings
+) -> Problem:
+    """The problem less the jobs and lines the planner's check refuses, each flagged; raises
+    ``ProblemError`` when what is wrong belongs to no one job or line."""
+    for _ in range(MAX_CHECK_ROUNDS):
+        try:
+            check_problem(problem)
+            return problem
+        except ProblemError as exc:
+            bad_jobs: dict[int, str] = {}
+            bad_lines: dict[int, str] = {}
+            for issue in exc.errors:
+                if m := _JOB_PATH.match(issue.path):
+                    bad_jobs.setdefault(int(m.group(1)), str(issue))
+                elif m := _LINE_PATH.match(issue.path):
+                    bad_lines.setdefault(int(m.group(1)), str(issue))
+            if not bad_jobs and not bad_lines:
+                raise
+            for i, why in bad_jobs.items():
+                job = problem.jobs[i]
+                findings.flag(REPLAN_STEP, "work_order", job.id, why, order=job.order or "")
+                by_id.pop(job.id, None)
+            for i, why in bad_lines.items():
+                findings.flag(REPLAN_STEP, "line", problem.lines[i].id, why)
+            gone = {problem.lines[i].id for i in bad_lines}
+            problem = replace(
+                problem,
+                lines=tuple(ln for i, ln in enumerate(problem.lines) if i not in bad_lines),
+                jobs=tuple(
+                    _off_lines(job, gone) for i, job in enumerate(problem.jobs) if i not in bad_jobs
+                ),
+                changeovers={k: v for k, v in problem.changeovers.items() if k not in gone},
+            )
+    check_problem(problem)
+    return problem
+
+
+def _off_lines(job: Job, gone: set[str]) -> Job:
+    """A job no longer pinned to, or planned on, a line left out of the problem."""
+    if job.pinned_line in gone:
+        job = replace(job, pinned_line=None, pinned_start=None)
+    if job.planned_line in gone:
+        job = replace(job, planned_line=None, planned_start=None)
+    return job
 
 
 def _plan_lines(
@@ -254,8 +334,9 @@ def replan(
 ) -> PlanOutcome:
     """Plan all open work now, store the revision, promises and purchase requests, and
     update live state."""
+    findings = Findings()
     with transaction(sessions) as session:
-        problem, wos = build_problem(session, live, now, window)
+        problem, wos = build_problem(session, live, now, window, findings=findings)
         started = time.perf_counter()
         schedule = solve(problem)
         solve_ms = (time.perf_counter() - started) * 1000
@@ -263,8 +344,19 @@ def replan(
         session.flush()
         # Live state first, so the promise and the ETA it implies reach the CRM together;
         # the outbox rows commit with the promises they report.
-        sync_live(session, live, now=now)
-        sync_feedback(session, live)
+        sync_live(session, live, now=now, findings=findings)
+        run_isolated(
+            session,
+            findings,
+            FEEDBACK_STEP,
+            lambda isolate: sync_feedback(session, live, findings=findings, isolate=isolate),
+        )
+        run_isolated(
+            session,
+            findings,
+            "quarantine",
+            lambda _: record_quarantine(session, findings, now=utcnow()),
+        )
     live.announce(
         Change(
             "plan",
@@ -466,11 +558,20 @@ def _promise(session: Session, order_end: dict[str, datetime], revision_id: int)
     return promised
 
 
-def sync_live(session: Session, live: LiveState, *, now: datetime, rebuild: bool = False) -> None:
+def sync_live(
+    session: Session,
+    live: LiveState,
+    *,
+    now: datetime,
+    rebuild: bool = False,
+    findings: Findings | None = None,
+) -> None:
     """Make the live state agree with SQL: lines, open orders, their work orders, alerts.
 
-    Live counters (good, scrap, rate) win over SQL's checkpoints unless ``rebuild``.
+    Live counters (good, scrap, rate) win over SQL's checkpoints unless ``rebuild``. A work
+    order whose live values cannot be read is left as it is and named in ``findings``.
     """
+    findings = findings if findings is not None else Findings()
     if rebuild:
         live.clear()
     lines = list(session.scalars(select(LineRecord).order_by(LineRecord.id)))
@@ -487,32 +588,13 @@ def sync_live(session: Session, live: LiveState, *, now: datetime, rebuild: bool
     queues: dict[str, list[tuple[datetime, str]]] = defaultdict(list)
     updates: list[Update] = []
     for wo in wos:
-        fields: dict[str, Any] = {
-            "order_id": wo.order_id,
-            "sku": wo.sku,
-            "qty": wo.qty,
-            "planned_start": iso(wo.planned_start),
-            "planned_end": iso(wo.planned_end),
-        }
-        lv = known_wos.get(wo.id)
-        if lv is None:
-            fields.update(
-                line=wo.line_id,
-                good=wo.good,
-                scrap=wo.scrap,
-                status=wo.status,
-                progress=round(min(wo.good, wo.qty) / wo.qty, 4) if wo.qty else 0.0,
-            )
-        else:
-            if lv.get("status") != "running":
-                fields["line"] = wo.line_id
-            if lv.get("status") == "done" and int(lv.get("good") or 0) < wo.qty:
-                fields["status"] = "running"  # the order grew after this work order finished
-            fields["progress"] = round(min(int(lv.get("good") or 0), wo.qty) / wo.qty, 4)
-        line_id = (lv or {}).get("line") if (lv or {}).get("status") == "running" else wo.line_id
-        if line_id and wo.planned_start:
-            queues[line_id].append((wo.planned_start, wo.id))
-        updates.append(Update("work_order", wo.id, fields))
+        with findings.guard(REPLAN_STEP, "work_order", wo.id, order=wo.order_id):
+            lv = known_wos.get(wo.id)
+            updates.append(Update("work_order", wo.id, _live_work_order(wo, lv)))
+            line_id = (lv or {}).get("line") if (lv or {}).get("status") == "running" else None
+            line_id = line_id or wo.line_id
+            if line_id and wo.planned_start:
+                queues[str(line_id)].append((wo.planned_start, wo.id))
     for ln in lines:
         fields = {
             "name": ln.name,
@@ -555,4 +637,33 @@ def sync_live(session: Session, live: LiveState, *, now: datetime, rebuild: bool
     live.remove("order", set(live.ids("order")) - {o.id for o in orders})
     live.remove("work_order", set(live.ids("work_order")) - {w.id for w in wos})
     live.remove("alert", set(live.ids("alert")) - {str(a.id) for a in active})
-    live.apply(estimate(live, now))
+    live.apply(estimate(live, now, findings=findings))
+
+
+def _live_work_order(wo: WorkOrder, lv: dict[str, Any] | None) -> dict[str, Any]:
+    """The fields SQL gives a work order's live state (counters only when it has none)."""
+    fields: dict[str, Any] = {
+        "order_id": wo.order_id,
+        "sku": wo.sku,
+        "qty": wo.qty,
+        "planned_start": iso(wo.planned_start),
+        "planned_end": iso(wo.planned_end),
+    }
+    if lv is None:
+        fields.update(
+            line=wo.line_id,
+            good=wo.good,
+            scrap=wo.scrap,
+            status=wo.status,
+            progress=round(min(wo.good, wo.qty) / wo.qty, 4) if wo.qty else 0.0,
+        )
+        return fields
+    if problem := count_problem(lv, wo.qty):
+        raise ValueError(problem)
+    good = int(lv.get("good") or 0)
+    if lv.get("status") != "running":
+        fields["line"] = wo.line_id
+    if lv.get("status") == "done" and good < wo.qty:
+        fields["status"] = "running"  # the order grew after this work order finished
+    fields["progress"] = round(min(good, wo.qty) / wo.qty, 4)
+    return fields
