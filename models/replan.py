@@ -172,7 +172,8 @@ def _job(
         id=wo.id,
         product=wo.sku,
         qty=float(remaining),
-        due=end_of_day(due_day),
+        # An order already overdue is late work, not bad data: due now, as soon as can be.
+        due=max(end_of_day(due_day), now),
         weight=weight,
         release=now,
         pinned_line=running,

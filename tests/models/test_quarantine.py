@@ -151,3 +151,11 @@ def test_quarantine_alert_text_is_safe_for_sql(sessions):
     with transaction(sessions) as s:  # the same finding again: still one alert
         record(s, findings, now=datetime.now(UTC))
     assert len(_quarantined(sessions)) == 1
+
+
+def test_an_overdue_order_is_late_work_not_bad_data(sessions, live):
+    _order(sessions, "SO-1", [("P1", 100)], days=-3)
+    _order(sessions, "SO-2", [("P1", 100)])
+    outcome = Loop(sessions, live, Clock(), LoopConfig()).replan_now("overdue")
+    assert outcome.jobs == 2 and set(outcome.promised) == {"SO-1", "SO-2"}
+    assert _quarantined(sessions) == {}
