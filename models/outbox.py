@@ -9,16 +9,20 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
+import socket
+import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any
 
 import httpx
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session, aliased, sessionmaker
 from standardwebhooks import Webhook
 
@@ -30,10 +34,14 @@ from models.records import OutboxEvent
 log = logging.getLogger("loopline.outbox")
 
 UNREACHABLE_KEY = "crm_unreachable"
-# Rows claimed per round; each claim is leased long enough to deliver all of them.
+# Rows claimed per round.
 CLAIM_CHUNK = 20
-LEASE_MARGIN_S = 30.0
+# A claim is a short lease that a keeper thread renews while the relay delivers: a relay
+# that dies holding rows delays them this long at most (ISSUE8: a crash costs <= 10 s).
+LEASE_S = 6.0
+LEASE_RENEW_S = 2.0
 LAST_ERROR_MAX_CHARS = 1000
+CLAIMED_BY_MAX_CHARS = 120
 
 
 def enqueue(
@@ -103,8 +111,16 @@ class OutboxRelay:
         now: Callable[[], datetime] = utcnow,
         rng: random.Random | None = None,
         client: httpx.Client | None = None,
+        lease_s: float = LEASE_S,
+        renew_s: float = LEASE_RENEW_S,
     ) -> None:
         self._sessions = sessions
+        # Who holds a claim, readable in SQL: host, process and this relay.
+        self.relay_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"[
+            -CLAIMED_BY_MAX_CHARS:
+        ]
+        self.lease_s = lease_s
+        self.renew_s = renew_s
         self.url = url
         self.host = httpx.URL(url).host or url
         self._webhook = Webhook(secret)
@@ -136,19 +152,55 @@ class OutboxRelay:
     def deliver_due(self, limit: int = 100) -> int:
         """Try the due pending events (at most ``limit``), oldest first; how many got delivered."""
         delivered = tried = 0
-        while tried < limit:
-            # A claim holds at most one event per order (its oldest pending), so a later
-            # event of an order is only sent once the earlier one is delivered or dead.
-            claimed = self._claim(min(CLAIM_CHUNK, limit - tried))
-            if not claimed:
-                break
-            for row in claimed:
-                tried += 1
-                try:
-                    delivered += self._deliver(row)
-                except Exception:  # one bad row must not stop the batch
-                    log.exception("outbox %s: delivery bookkeeping failed", row.webhook_id)
+        with self._renewing():
+            while tried < limit:
+                # A claim holds at most one event per order (its oldest pending), so a later
+                # event of an order is only sent once the earlier one is delivered or dead.
+                claimed = self._claim(min(CLAIM_CHUNK, limit - tried))
+                if not claimed:
+                    break
+                for row in claimed:
+                    tried += 1
+                    try:
+                        delivered += self._deliver(row)
+                    except Exception:  # one bad row must not stop the batch
+                        log.exception("outbox %s: delivery bookkeeping failed", row.webhook_id)
         return delivered
+
+    @contextmanager
+    def _renewing(self) -> Iterator[None]:
+        """Renew this relay's claims in a keeper thread while the body delivers them."""
+        stop = threading.Event()
+
+        def keep() -> None:
+            while not stop.wait(self.renew_s):
+                try:
+                    self._renew()
+                except Exception:  # the lease still runs a while: try again
+                    log.warning("outbox claims not renewed", exc_info=True)
+
+        keeper = threading.Thread(target=keep, name="loopline-outbox-lease", daemon=True)
+        keeper.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            keeper.join()
+
+    def _renew(self) -> int:
+        """Push back the end of every lease this relay still holds; how many."""
+        now = self._now()
+        with transaction(self._sessions) as session:
+            result = session.execute(
+                update(OutboxEvent)
+                .where(
+                    OutboxEvent.claimed_by == self.relay_id,
+                    OutboxEvent.status == "pending",
+                    OutboxEvent.claimed_until.is_not(None),
+                )
+                .values(claimed_until=now + timedelta(seconds=self.lease_s))
+            )
+            return int(getattr(result, "rowcount", 0) or 0)
 
     def backoff_s(self, attempts: int) -> float:
         """The wait after the ``attempts``-th failure: exponential, half of it jittered, capped."""
@@ -173,19 +225,21 @@ class OutboxRelay:
             .where(
                 OutboxEvent.status == "pending",
                 OutboxEvent.next_attempt_at <= now,
+                or_(OutboxEvent.claimed_until.is_(None), OutboxEvent.claimed_until <= now),
                 ~earlier_pending,
             )
             .order_by(OutboxEvent.id)
             .limit(n)
             .with_for_update(skip_locked=True, of=OutboxEvent)
         )
-        # Why a lease: the row stays "pending" but is not due while this worker calls the
-        # CRM, so no other worker sends it, nor a later event of the same order, meanwhile.
-        lease = timedelta(seconds=n * (self.timeout_s + 1.0) + LEASE_MARGIN_S)
+        # Why a lease: the row stays "pending" but is claimed while this relay calls the
+        # CRM, so no other relay sends it, nor a later event of the same order, meanwhile.
+        # Short and renewed (``_renewing``): a dead relay's claim lapses within seconds.
         with transaction(self._sessions) as session:
             rows = list(session.scalars(query))
             for row in rows:
-                row.next_attempt_at = now + lease
+                row.claimed_by = self.relay_id
+                row.claimed_until = now + timedelta(seconds=self.lease_s)
             return [
                 _Claimed(
                     id=r.id,
@@ -232,8 +286,14 @@ class OutboxRelay:
                 stored.status = "delivered"
                 stored.delivered_at = now
                 stored.last_error = None
+                stored.claimed_by = stored.claimed_until = None
                 resolve_alert(session, key=UNREACHABLE_KEY, now=now)
                 return True
+            if stored.status != "pending" or stored.claimed_by != self.relay_id:
+                # Our lease lapsed and another relay took the event over: its bookkeeping.
+                log.warning("outbox %s: claim lost while sending (%s)", row.webhook_id, error)
+                return False
+            stored.claimed_by = stored.claimed_until = None
             stored.attempts += 1
             stored.last_error = error[:LAST_ERROR_MAX_CHARS]
             if stored.attempts >= self.max_attempts:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from redis.lock import Lock
 from sqlalchemy import select
 
 from models.alerts import list_alerts
@@ -13,7 +15,16 @@ from models.db import transaction
 from models.events import parse_crm_event
 from models.feedback import sync_feedback
 from models.live import Update
-from models.loop import DUTY_LOCK, Loop, LoopConfig, request_replan, summarize_triggers
+from models.loop import (
+    DUTY_LOCK,
+    DUTY_LOCK_TTL_S,
+    WORKER_ID,
+    KeptLock,
+    Loop,
+    LoopConfig,
+    request_replan,
+    summarize_triggers,
+)
 from models.orders import apply_crm_event
 from models.records import BomLine, Material, Order, OutboxEvent, PlanRevision
 from models.replan import build_problem, replan, sync_live
@@ -184,3 +195,20 @@ def test_only_one_worker_at_a_time_does_the_duties(sessions, live):
     assert second.tick() is False  # another worker is busy: skip, never race
     held.release()
     assert first.tick() is True and second.tick() is True
+
+
+def test_the_duty_lock_is_short_renewed_while_held_and_names_its_worker(live):
+    assert DUTY_LOCK_TTL_S <= 10.0  # a dead worker stalls the others this long at most
+    lock = KeptLock(live.redis, "ll:lock:test", timeout=0.5, renew_s=0.1)
+    assert lock.acquire(blocking=False)
+    time.sleep(1.5)  # three TTLs: only renewal keeps it
+    assert lock.owned() and live.redis.get("ll:lock:test").startswith(WORKER_ID + ":")
+    other = KeptLock(live.redis, "ll:lock:test", timeout=0.5)
+    assert not other.acquire(blocking=False)
+    lock.release()
+    assert live.redis.get("ll:lock:test") is None
+    # A holder that dies (no keeper) loses it within the TTL.
+    dead = Lock(live.redis, "ll:lock:test", timeout=0.5)
+    assert dead.acquire(blocking=False)
+    assert other.acquire(blocking=True, blocking_timeout=3)
+    other.release()

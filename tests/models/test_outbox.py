@@ -7,6 +7,7 @@ import random
 import re
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -18,7 +19,15 @@ from standardwebhooks import Webhook
 from loopline.settings import new_webhook_secret
 from loopline.simulators.crm import CrmFeedbackServer
 from models.db import make_engine, make_sessions, migrate, transaction
-from models.outbox import UNREACHABLE_KEY, OutboxRelay, enqueue, envelope, requeue_dead
+from models.outbox import (
+    CLAIM_CHUNK,
+    LEASE_S,
+    UNREACHABLE_KEY,
+    OutboxRelay,
+    enqueue,
+    envelope,
+    requeue_dead,
+)
 from models.records import Alert, OutboxEvent
 
 T0 = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)
@@ -297,3 +306,46 @@ def test_concurrent_relays_on_postgres_send_each_event_once_in_order(postgres_ur
     assert sum(delivered) == 30 and sorted(got) == sorted(sum(expected.values(), []))
     for ids in expected.values():
         assert [w for w in got if w in ids] == ids
+
+
+def test_a_dead_relays_claim_lapses_within_seconds(db, crm, secret, clock):
+    webhook_id = add(db, clock=clock)
+    dead = relay_for(db, crm.url, secret, clock)
+    assert [c.webhook_id for c in dead._claim(CLAIM_CHUNK)] == [webhook_id]
+    # The relay dies here, holding the claim (no renewal, no delivery).
+    with relay_for(db, crm.url, secret, clock) as survivor:
+        assert survivor.deliver_due() == 0  # claimed: not sent twice meanwhile
+        clock.advance(LEASE_S)
+        assert survivor.deliver_due() == 1
+    assert LEASE_S <= 10.0
+    assert [d.webhook_id for d in crm.received] == [webhook_id]
+    stored = row(db, webhook_id)
+    assert (stored.status, stored.attempts, stored.claimed_by) == ("delivered", 0, None)
+    dead.close()
+
+
+def test_a_slow_delivery_renews_its_claim(db, secret, clock):
+    # A socket that listens but never answers: the POST hangs until its timeout.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}/"
+        webhook_id = add(db, clock=clock)
+        slow = relay_for(db, url, secret, clock, timeout_s=3.0, lease_s=1.0, renew_s=0.1)
+        sending = threading.Thread(target=slow.deliver_due)
+        sending.start()
+        try:
+            wait_for = datetime.now(UTC) + timedelta(seconds=10)
+            while row(db, webhook_id).claimed_by is None and datetime.now(UTC) < wait_for:
+                time.sleep(0.05)
+            clock.advance(30)  # far past the first lease: only renewal keeps the claim
+            while row(db, webhook_id).claimed_until <= clock() and datetime.now(UTC) < wait_for:
+                time.sleep(0.05)
+            other = relay_for(db, url, secret, clock, timeout_s=0.2)
+            assert other.deliver_due() == 0  # still claimed by the slow relay
+            other.close()
+        finally:
+            sending.join(10)
+            slow.close()
+    failed = row(db, webhook_id)
+    assert (failed.attempts, failed.claimed_by) == (1, None) and "Timeout" in failed.last_error
