@@ -286,7 +286,8 @@ class OutboxRelay:
                 stored.status = "delivered"
                 stored.delivered_at = now
                 stored.last_error = None
-                stored.claimed_by = stored.claimed_until = None
+                # claimed_by stays: which relay delivered it.
+                stored.claimed_by, stored.claimed_until = self.relay_id, None
                 resolve_alert(session, key=UNREACHABLE_KEY, now=now)
                 return True
             if stored.status != "pending" or stored.claimed_by != self.relay_id:

@@ -245,8 +245,8 @@ class OutboxEvent(Base):
     next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     delivered_at: Mapped[datetime | None] = mapped_column(nullable=True)
-    # The relay delivering it now (host:pid:relay) and until when; renewed while it works,
-    # so a dead relay's claim lapses within seconds.
+    # The relay delivering it now (host:pid:relay; once delivered, the one that did) and
+    # until when; renewed while it works, so a dead relay's claim lapses within seconds.
     claimed_by: Mapped[str | None] = mapped_column(String(120), nullable=True)
     claimed_until: Mapped[datetime | None] = mapped_column(nullable=True)
 
