@@ -84,8 +84,8 @@ class Findings:
         """Leave one entity out of ``step`` because of ``error``."""
         ident = (entity, _clean(str(entity_id))[:ENTITY_ID_MAX_CHARS])
         text = describe(error)
-        if step not in self.flagged.get(ident, {}):
-            log.warning("%s %s left out of %s: %s", entity, ident[1], step, text)
+        # Debug only: every sweep finds it again; ``record`` logs the quarantine once.
+        log.debug("%s %s left out of %s: %s", entity, ident[1], step, text)
         self.flagged.setdefault(ident, {})[step] = text
         if context:
             self.context.setdefault(ident, {}).update(
@@ -147,8 +147,8 @@ def run_isolated(
             result = work(False)
             session.flush()
         return result
-    except Exception:
-        log.warning("%s failed as a whole; again entity by entity", step, exc_info=True)
+    except Exception as exc:
+        log.debug("%s failed as a whole (%s); again entity by entity", step, describe(exc))
     findings.forget(step)
     try:
         with session.begin_nested():
@@ -187,6 +187,8 @@ def record(session: Session, findings: Findings, *, now: datetime) -> None:
             continue
         context = {**((alert.details or {}).get("context", {}) if alert else {})}
         context.update(findings.context.get(ident, {}))
+        if alert is None:
+            log.warning("%s %s quarantined: %s", entity, entity_id, steps)
         open_alert(
             session,
             key=key,

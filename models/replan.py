@@ -597,7 +597,7 @@ def sync_live(
             if line_id and wo.planned_start:
                 queues[str(line_id)].append((wo.planned_start, wo.id))
     for ln in lines:
-        fields = {
+        fields: dict[str, Any] = {
             "name": ln.name,
             "site": ln.site_id,
             "queue": [w for _, w in sorted(queues.get(ln.id, []))],

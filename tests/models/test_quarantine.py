@@ -17,7 +17,7 @@ from models.live import Update, key
 from models.loop import Loop, LoopConfig
 from models.orders import apply_crm_event
 from models.quarantine import QUARANTINE_KIND, Findings, count_problem, record
-from models.records import Alert, OrderLine, OutboxEvent, WorkOrder
+from models.records import Alert, LineRate, OrderLine, OutboxEvent, WorkOrder
 from tests.factories import order_event
 
 
@@ -96,6 +96,25 @@ def test_a_poisoned_value_is_quarantined_and_the_plant_goes_on(sessions, live):
             ),
         ]
     )
+    # Lines only the live state knows: one whose "since" is not a time, one whose reason
+    # has a NUL (PostgreSQL refuses it in the alert; SQLite keeps it).
+    live.apply(
+        [
+            Update(
+                "line", "L9", {"state": "down", "since": "garbage", "last_seen": now.isoformat()}
+            ),
+            Update(
+                "line",
+                "L8",
+                {
+                    "state": "down",
+                    "reason": "jam\x00",
+                    "since": (now - timedelta(hours=1)).isoformat(),
+                    "last_seen": now.isoformat(),
+                },
+            ),
+        ]
+    )
     _order(sessions, "SO-5", [("P1", 30)])
 
     outcome = loop.replan_now("after poison")
@@ -111,7 +130,10 @@ def test_a_poisoned_value_is_quarantined_and_the_plant_goes_on(sessions, live):
     assert _feedback(sessions)["SO-5"][0]["promised_date"]  # feedback queued
 
     q = _quarantined(sessions)
-    assert set(q) == {"WO-1-1", "WO-4-1", "L2"}, {k: a.message for k, a in q.items()}
+    nul_refused = {"L8"} if sessions.kw["bind"].dialect.name == "postgresql" else set()
+    expected = {"WO-1-1", "WO-4-1", "L2", "L9"} | nul_refused
+    assert set(q) == expected, {k: a.message for k, a in q.items()}
+    assert "alerts" in q["L9"].details["steps"]
     assert all((a.role, a.status, a.severity) == ("it", "open", "critical") for a in q.values())
     assert "2147483648" in q["WO-1-1"].message and "SO-1" in q["WO-1-1"].message
     assert q["WO-1-1"].entity == "work_order"
@@ -159,3 +181,16 @@ def test_an_overdue_order_is_late_work_not_bad_data(sessions, live):
     outcome = Loop(sessions, live, Clock(), LoopConfig()).replan_now("overdue")
     assert outcome.jobs == 2 and set(outcome.promised) == {"SO-1", "SO-2"}
     assert _quarantined(sessions) == {}
+
+
+def test_a_line_the_planner_refuses_is_left_out_of_the_replan(sessions, live):
+    _order(sessions, "SO-1", [("P1", 100)])
+    _order(sessions, "SO-2", [("P2", 50)])
+    with transaction(sessions) as s:
+        s.execute(update(LineRate).where(LineRate.line_id == "L2").values(units_per_hour=-5.0))
+    outcome = Loop(sessions, live, Clock(), LoopConfig()).replan_now("bad rate")
+    assert set(outcome.promised) == {"SO-1", "SO-2"}
+    with sessions() as s:
+        assert {w.line_id for w in s.scalars(select(WorkOrder))} == {"L1"}
+    q = _quarantined(sessions)
+    assert set(q) == {"L2"} and "rates" in q["L2"].message
