@@ -39,10 +39,16 @@ ENTITY_LABEL = {"order": "Order", "work_order": "Work order", "line": "Line"}
 
 
 def count_problem(fields: Mapping[str, Any], qty: Any) -> str | None:
-    """Why a work order's counters (``good``, ``scrap``) are not believable; None when they are."""
-    if isinstance(qty, bool) or not isinstance(qty, int | float) or not qty > 0:
+    """Why a work order's counters (``good``, ``scrap``) are not believable; None when they are.
+
+    Without a quantity (live state not yet filled from SQL) only the 32-bit bound applies.
+    """
+    if qty is None:
+        limit = MAX_COUNT
+    elif isinstance(qty, bool) or not isinstance(qty, int | float) or not qty > 0:
         return f"qty {_cut(qty)} is not a positive number"
-    limit = min(MAX_COUNT, int(COUNT_OVERRUN_FACTOR * qty))
+    else:
+        limit = int(min(MAX_COUNT, COUNT_OVERRUN_FACTOR * qty))
     for name in ("good", "scrap"):
         value = fields.get(name)
         if value is None:

@@ -160,6 +160,8 @@ def test_implausible_counts():
     assert "negative" in (count_problem({"scrap": -1}, 10) or "")
     assert "whole" in (count_problem({"good": "7"}, 10) or "")
     assert "qty" in (count_problem({"good": 1}, 0) or "")
+    assert count_problem({"good": 5000}, None) is None  # no quantity known yet
+    assert "implausible" in (count_problem({"good": 2**31}, None) or "")
 
 
 def test_quarantine_alert_text_is_safe_for_sql(sessions):
