@@ -76,9 +76,14 @@ MESSAGES: dict[str, dict[str, str]] = {
     "wall.next": {"en": "Next: {wo}", "zh-CN": "下一个：{wo}"},
     "wall.scrap": {"en": "scrap {n}", "zh-CN": "废品 {n}"},
     "wall.no_lines": {"en": "No lines reporting yet", "zh-CN": "暂无产线数据"},
-    "wall.stale": {
-        "en": "Connection lost — reconnecting…",
-        "zh-CN": "连接中断，正在重新连接…",
+    # any live screen while its store (or the server) cannot be reached
+    "live.stale_since": {
+        "en": "Live data stale since {time} — reconnecting…",
+        "zh-CN": "实时数据自 {time} 起未更新，正在重新连接…",
+    },
+    "live.unavailable_since": {
+        "en": "Live data unavailable since {time} — reconnecting…",
+        "zh-CN": "实时数据自 {time} 起不可用，正在重新连接…",
     },
     # board and orders tables
     "col.order": {"en": "Order", "zh-CN": "订单"},
