@@ -181,6 +181,10 @@ MESSAGES: dict[str, dict[str, str]] = {
         "en": "Change #{id} not decided ({status}): {detail}",
         "zh-CN": "变更 #{id} 未能处理（{status}）：{detail}",
     },
+    "plan.result.unavailable": {
+        "en": "Change #{id} not decided: the system is briefly unavailable, try again shortly",
+        "zh-CN": "变更 #{id} 未能处理：系统暂时不可用，请稍后重试",
+    },
     "plan.result.offline": {
         "en": "Change #{id}: the server did not answer ({detail})",
         "zh-CN": "变更 #{id}：服务器无响应（{detail}）",

@@ -220,6 +220,8 @@ def decision_message(result: dict[str, Any] | None, lang: str) -> tuple[str, str
         return t("plan.result.forbidden", lang, detail=detail_text), "decision decision--refused"
     if status == 401:
         return t("plan.result.signed_out", lang), "decision decision--refused"
+    if status == 503:  # a store is down (the body names it); nothing was decided
+        return t("plan.result.unavailable", lang, id=change_id), "decision decision--refused"
     if status == 0:
         return t("plan.result.offline", lang, id=change_id, detail=detail_text), (
             "decision decision--refused"

@@ -12,7 +12,7 @@ import redis
 from dashboard import ids
 from dashboard.last_good import LastGood
 from dashboard.live_push import BANNER_SHOWN, Screens
-from dashboard.pages import alerts, board, orders, wall
+from dashboard.pages import alerts, board, orders, plan, wall
 from models.live import LiveState
 from models.live_store import open_live_store
 from tests.dashboard.seed import seed
@@ -101,3 +101,28 @@ def test_last_good_readings_are_bounded_and_copied():
     reading = kept.read("x", fail, LATER)
     assert reading.value == {"a": [1, 2]} and reading.read_at == NOW
     assert reading.down_since == LATER and reading.store == "redis"
+
+
+def test_the_plan_page_keeps_its_last_good_reading_through_a_database_outage(up, sessions):
+    from models.db import make_engine, make_sessions
+
+    with_db = dataclasses.replace(up, sessions=sessions)
+    plan.layout(with_db)
+    dead = make_engine(f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/gone")
+    try:
+        down = dataclasses.replace(with_db, sessions=make_sessions(dead), now=lambda: LATER)
+        page = plan.layout(down, lang="zh-CN")
+        banner = find(page, ids.PLAN.stale)
+        assert banner.className == BANNER_SHOWN and "08:30" in banner.children
+        assert find(page, ids.PLAN_REVISION).children  # the last good sections, greyed
+        never = plan.layout(dataclasses.replace(down, last_good=LastGood()))
+        assert "unavailable since 09:17" in find(never, ids.PLAN.stale).children
+    finally:
+        dead.dispose()
+
+
+def test_a_decision_refused_by_an_outage_says_so():
+    body = {"detail": "the database cannot be reached; retry later", "store": "database"}
+    text, css = plan.decision_message({"status": 503, "body": body, "change": 7}, "zh-CN")
+    assert text == "变更 #7 未能处理：系统暂时不可用，请稍后重试"
+    assert "refused" in css
