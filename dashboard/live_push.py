@@ -16,6 +16,11 @@ sends only what changed with ``set_props``. Around that loop:
   which makes the stream re-render everything: this is how a page recovers from a server
   restart, since Dash restarts only *persistent* websocket callbacks on reconnect and
   those do not work under Dash Pages.
+* **Store outage.** When a read fails because Redis (or the database) is down, the page
+  keeps what it shows, greyed under "stale since HH:MM", and the stream retries every
+  ``REDIS_RETRY_S``; its heartbeat goes on, marked ``DOWN_MARK`` so the watchdog shows the
+  banner without restarting it. The first good read pushes what changed and clears it. A
+  page opened during the outage renders the last good reading (``Screens.last_good``).
 * **Liveness.** Dash's websocket is shared by every tab of a browser (a SharedWorker),
   so a closed tab or an in-app navigation does not end the callback. Every
   ``ALIVE_CHECK_S`` the stream reads its Store back from the browser; when the page is
