@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, Depends, FastAPI
 from fastapi.responses import JSONResponse, RedirectResponse
 
 from api.auth import PageAuthMiddleware, Tokens
 from api.context import ApiContext
+from api.errors import error_body, error_responses, install_error_handlers, refuse_nul
 from api.routes import alerts, changes, crm, factory, health, orders, purchasing, quotes, stream
 
 API_PREFIX = "/api/v1"
@@ -27,7 +28,10 @@ def create_app(ctx: ApiContext, *, with_dashboard: bool = True) -> FastAPI:
         purchasing_token=ctx.purchasing_token,
         sales_token=ctx.sales_token,
     )
-    api = APIRouter(prefix=API_PREFIX)
+    install_error_handlers(app)
+    api = APIRouter(
+        prefix=API_PREFIX, dependencies=[Depends(refuse_nul)], responses=error_responses(422, 503)
+    )
     for module in (health, crm, orders, factory, alerts, changes, quotes, purchasing, stream):
         api.include_router(module.router)
 
@@ -36,7 +40,7 @@ def create_app(ctx: ApiContext, *, with_dashboard: bool = True) -> FastAPI:
     )
     def unknown(rest: str) -> JSONResponse:
         # Without this, the screens' catch-all page route would answer /api/v1/typo with HTML.
-        return JSONResponse({"detail": f"no such endpoint: /api/v1/{rest}"}, status_code=404)
+        return JSONResponse(error_body(f"no such endpoint: /api/v1/{rest}"), status_code=404)
 
     app.include_router(api)
 

@@ -8,7 +8,7 @@ from dash import dcc, html
 
 from dashboard import ids
 from dashboard.i18n import LANGS, t
-from dashboard.live_push import WATCHDOG_INTERVAL_MS
+from dashboard.live_push import BANNER, BANNER_SHOWN, WATCHDOG_INTERVAL_MS
 
 NAV_PAGES = (
     ("board", "/board"),
@@ -57,8 +57,13 @@ def live_frame(
     lang: str,
     class_name: str,
     children: list[Any],
+    banner: str,
+    stale: bool = False,
 ) -> html.Div:
-    """A live page: its snapshot Store, heartbeat, watchdog timer, stale banner and body."""
+    """A live page: its snapshot Store, heartbeat, watchdog timer, stale banner and body.
+
+    ``banner`` is the stale banner's text, shown (greying the body) when ``stale``.
+    """
     return html.Div(
         id=live_ids.root,
         lang=lang,
@@ -67,7 +72,7 @@ def live_frame(
             dcc.Store(id=live_ids.start, data=start),
             html.Div(id=live_ids.heartbeat, title="", hidden=True),
             dcc.Interval(id=live_ids.watchdog, interval=WATCHDOG_INTERVAL_MS),
-            html.Div(t("wall.stale", lang), id=live_ids.stale, className="stale-banner"),
+            html.Div(banner, id=live_ids.stale, className=BANNER_SHOWN if stale else BANNER),
             *children,
         ],
     )

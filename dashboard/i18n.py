@@ -76,9 +76,14 @@ MESSAGES: dict[str, dict[str, str]] = {
     "wall.next": {"en": "Next: {wo}", "zh-CN": "下一个：{wo}"},
     "wall.scrap": {"en": "scrap {n}", "zh-CN": "废品 {n}"},
     "wall.no_lines": {"en": "No lines reporting yet", "zh-CN": "暂无产线数据"},
-    "wall.stale": {
-        "en": "Connection lost — reconnecting…",
-        "zh-CN": "连接中断，正在重新连接…",
+    # any live screen while its store (or the server) cannot be reached
+    "live.stale_since": {
+        "en": "Live data stale since {time} — reconnecting…",
+        "zh-CN": "实时数据自 {time} 起未更新，正在重新连接…",
+    },
+    "live.unavailable_since": {
+        "en": "Live data unavailable since {time} — reconnecting…",
+        "zh-CN": "实时数据自 {time} 起不可用，正在重新连接…",
     },
     # board and orders tables
     "col.order": {"en": "Order", "zh-CN": "订单"},
@@ -175,6 +180,10 @@ MESSAGES: dict[str, dict[str, str]] = {
     "plan.result.failed": {
         "en": "Change #{id} not decided ({status}): {detail}",
         "zh-CN": "变更 #{id} 未能处理（{status}）：{detail}",
+    },
+    "plan.result.unavailable": {
+        "en": "Change #{id} not decided: the system is briefly unavailable, try again shortly",
+        "zh-CN": "变更 #{id} 未能处理：系统暂时不可用，请稍后重试",
     },
     "plan.result.offline": {
         "en": "Change #{id}: the server did not answer ({detail})",

@@ -16,6 +16,11 @@ sends only what changed with ``set_props``. Around that loop:
   which makes the stream re-render everything: this is how a page recovers from a server
   restart, since Dash restarts only *persistent* websocket callbacks on reconnect and
   those do not work under Dash Pages.
+* **Store outage.** When a read fails because Redis (or the database) is down, the page
+  keeps what it shows, greyed under "stale since HH:MM", and the stream retries every
+  ``REDIS_RETRY_S``; its heartbeat goes on, marked ``DOWN_MARK`` so the watchdog shows the
+  banner without restarting it. The first good read pushes what changed and clears it. A
+  page opened during the outage renders the last good reading (``Screens.last_good``).
 * **Liveness.** Dash's websocket is shared by every tab of a browser (a SharedWorker),
   so a closed tab or an in-app navigation does not end the callback. Every
   ``ALIVE_CHECK_S`` the stream reads its Store back from the browser; when the page is
@@ -31,14 +36,18 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
+from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
 
 import redis.asyncio as aredis
 from dash import Input, Output, State, ctx, set_props
 from dash.exceptions import PreventUpdate
 
+from dashboard.i18n import fmt_clock, normalize_lang, t
 from dashboard.ids import LiveIds, part
+from dashboard.last_good import LastGood, Reading
 from models.live import Change, LiveState, follow
+from models.stores import STORE_DOWN
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
@@ -87,6 +96,27 @@ class Screens:
     tz: tzinfo | None = None  # None: the server's local time zone
     now: Callable[[], datetime] = field(default=utcnow)
     sessions: sessionmaker[Session] | None = None  # None: no database behind these screens
+    last_good: LastGood = field(default_factory=LastGood)  # for pages opened in an outage
+
+
+BANNER = "stale-banner"
+BANNER_SHOWN = "stale-banner stale-banner--show"
+DOWN_MARK = " down"  # ends the heartbeat title while the stream cannot read its store
+
+
+def stale_since(moment: datetime, lang: str, tz: tzinfo | None) -> str:
+    """The banner of a page whose data was last good at ``moment``."""
+    return t("live.stale_since", lang, time=fmt_clock(moment, tz))
+
+
+def outage_notice(reading: Reading[Any], lang: str, tz: tzinfo | None) -> str | None:
+    """What a page rendered from ``reading`` must say about it (None: it is fresh)."""
+    if reading.fresh:
+        return None
+    if reading.read_at is not None:
+        return stale_since(reading.read_at, lang, tz)
+    assert reading.down_since is not None
+    return t("live.unavailable_since", lang, time=fmt_clock(reading.down_since, tz))
 
 
 def new_token() -> str:
@@ -192,15 +222,52 @@ async def _still_shown(ws: Any, start_id: str, token: str) -> bool:
     return isinstance(data, dict) and data.get("token") == token
 
 
+class _Banner:
+    """The stale banner as the stream drives it: hidden text kept current while the data
+    is fresh (so the watchdog, revealing it when the server goes, shows the right time),
+    shown with the time of the last good read while the store is down."""
+
+    def __init__(self, stale_id: str, screens: Screens, lang: str, notice: str | None) -> None:
+        self.stale_id, self.screens, self.lang = stale_id, screens, lang
+        self.notice = notice  # what the layout said about its data, until a good read
+        self.shown: dict[str, Any] = {}
+        self.last_good = screens.now()
+        self.down = False
+
+    def set(self, props: dict[str, Any]) -> None:
+        changed = {k: v for k, v in props.items() if self.shown.get(k) != v}
+        if changed:
+            set_props(self.stale_id, changed)
+            self.shown.update(changed)
+
+    def good(self) -> None:
+        self.last_good, self.down, self.notice = self.screens.now(), False, None
+        text = stale_since(self.last_good, self.lang, self.screens.tz)
+        self.set({"className": BANNER, "children": text})
+
+    def failed(self) -> None:
+        self.down = True
+        text = self.notice or stale_since(self.last_good, self.lang, self.screens.tz)
+        self.set({"className": BANNER_SHOWN, "children": text})
+
+
 async def run_stream(
     page: PageStream,
     *,
     screens: Screens,
     start_id: str,
     heartbeat_id: str,
+    stale_id: str,
     token: str,
+    lang: str,
+    notice: str | None = None,
 ) -> None:
-    """Follow the live changes for one open page until the page or its connection goes."""
+    """Follow the live changes for one open page until the page or its connection goes.
+
+    While the store cannot be read the page keeps what it shows, greyed under "stale since
+    HH:MM", and the stream retries every ``REDIS_RETRY_S``; the first good read pushes what
+    changed meanwhile and clears the banner.
+    """
     global _active
     ws = ctx.websocket
     if ws is None:  # not over a websocket: nothing can be pushed later
@@ -210,18 +277,32 @@ async def run_stream(
     queue: asyncio.Queue[Change] = asyncio.Queue()
     client = screens.new_async_redis()
     reader = asyncio.create_task(_pump(client, queue))
+    banner = _Banner(stale_id, screens, lang, notice)
     beats = 0
 
     def beat() -> None:
         nonlocal beats
         beats += 1
-        set_props(heartbeat_id, {"title": f"{beats} {screens.now().isoformat()}"})
+        mark = DOWN_MARK if banner.down else ""
+        set_props(heartbeat_id, {"title": f"{beats} {screens.now().isoformat()}{mark}"})
+
+    async def guarded(step: Callable[[], Any]) -> bool:
+        """Run a read-and-push step; a store error puts the page in its outage state."""
+        try:
+            await step()
+        except STORE_DOWN as exc:
+            if not banner.down:
+                log.warning("stream %s: store unreachable (%r); showing stale data", start_id, exc)
+            banner.failed()
+            return False
+        return True
 
     try:
-        await page.resync()
+        if await guarded(page.resync):
+            banner.good()
         beat()
         now_s = loop.time()
-        last_beat = last_alive = last_reconcile = now_s
+        last_beat = last_alive = last_reconcile = last_retry = now_s
         while not ws.is_shutdown:
             changes: list[Change] = []
             try:
@@ -236,14 +317,29 @@ async def run_stream(
             if reader.done():
                 reader = await _restart_reader(reader, client, queue)
                 last_reconcile = 0.0  # messages may have been lost meanwhile
-            await page.on_changes([c for c in changes if page.wants(c)])
-            await page.on_tick(screens.now())
             now_s = loop.time()
-            if now_s - last_reconcile >= RECONCILE_S:
-                last_reconcile = now_s
-                await page.resync()
+            if banner.down:
+                if now_s - last_retry >= REDIS_RETRY_S:
+                    last_retry = now_s
+                    if await guarded(page.resync):
+                        banner.good()
+                        last_reconcile = loop.time()
+                        beat()
+            elif await guarded(partial(page.on_changes, [c for c in changes if page.wants(c)])):
+                await guarded(partial(page.on_tick, screens.now()))
+                now_s = loop.time()
+                if now_s - last_reconcile >= RECONCILE_S:
+                    last_reconcile = now_s
+                    if await guarded(page.resync):
+                        banner.good()
+                if banner.down:
+                    beat()  # tell the watchdog at once
+                    last_retry = now_s
+            now_s = loop.time()
             if now_s - last_beat >= HEARTBEAT_S:
                 last_beat = now_s
+                if not banner.down:
+                    banner.good()  # keeps the hidden "stale since" text at the minute
                 beat()
             if now_s - last_alive >= ALIVE_CHECK_S:
                 if not await _still_shown(ws, start_id, token):
@@ -271,6 +367,11 @@ async def _restart_reader(
 def watchdog_js(*, stale_after_ms: int = STALE_AFTER_MS) -> str:
     """The client-side watchdog: marks the page stale and restarts a silent stream.
 
+    The page is stale when beats stop (the server or the connection is gone) or when the
+    last beat says the stream cannot read its store (it ends with ``DOWN_MARK``; the stream
+    is alive and retrying, so it is not restarted). Before the first beat the banner is
+    left as the layout rendered it (a page opened during an outage says so).
+
     Inputs: the watchdog interval; States: the heartbeat title and the start Store.
     Outputs: the stale banner's className and the start Store's data.
     """
@@ -284,7 +385,9 @@ function(_n, beat, start) {{
     if (!s) {{ s = all[start.token] = {{beat: beat, at: now, restarted: 0}}; }}
     if (beat !== s.beat) {{ s.beat = beat; s.at = now; }}
     const stale = now - s.at > {stale_after_ms};
-    const banner = stale ? "stale-banner stale-banner--show" : "stale-banner";
+    const down = typeof beat === "string" && beat.endsWith("{DOWN_MARK}");
+    let banner = stale || down ? "{BANNER_SHOWN}" : "{BANNER}";
+    if (!beat && !stale) {{ banner = nu; }}
     let restart = nu;
     if (stale && now - s.restarted > {RESTART_EVERY_MS}) {{
         const token = Math.random().toString(16).slice(2) + now.toString(16);
@@ -327,7 +430,10 @@ def register_live_page(
             screens=screens,
             start_id=start_id,
             heartbeat_id=heartbeat_id,
+            stale_id=stale_id,
             token=str(start["token"]),
+            lang=normalize_lang((start.get("params") or {}).get("lang"), screens.default_lang),
+            notice=start.get("notice"),
         )
         raise PreventUpdate
 

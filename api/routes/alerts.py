@@ -7,11 +7,12 @@ from typing import Any
 from fastapi import APIRouter, HTTPException
 
 from api.deps import LiveDep, PrincipalDep, SessionDep, WriterDep
+from api.errors import RowId, error_responses
 from models.alerts import ack_alert, alert_view, list_alerts
 from models.estimate import iso
 from models.watch import mirror_alerts
 
-router = APIRouter(prefix="/alerts", tags=["alerts"])
+router = APIRouter(prefix="/alerts", tags=["alerts"], responses=error_responses(401))
 
 
 def _json(view: dict[str, Any]) -> dict[str, Any]:
@@ -23,8 +24,8 @@ def alerts(session: SessionDep, _: PrincipalDep, all: bool = False) -> list[dict
     return [_json(alert_view(a)) for a in list_alerts(session, include_resolved=all)]
 
 
-@router.post("/{alert_id}/ack", summary="Acknowledge an alert")
-def ack(alert_id: int, session: SessionDep, live: LiveDep, who: WriterDep) -> dict[str, Any]:
+@router.post("/{alert_id}/ack", summary="Acknowledge an alert", responses=error_responses(403, 404))
+def ack(alert_id: RowId, session: SessionDep, live: LiveDep, who: WriterDep) -> dict[str, Any]:
     with session.begin():
         alert = ack_alert(session, alert_id=alert_id, actor=who.name)
         if alert is None:

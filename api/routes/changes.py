@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from api.auth import PRODUCTION_MANAGER, Principal
 from api.deps import LiveDep, PrincipalDep, SessionDep, require_roles
+from api.errors import RowId, error_body, error_responses
 from models.approvals import (
     AlreadyDecided,
     ChangeStatus,
@@ -25,7 +26,7 @@ from models.approvals import (
 )
 from models.loop import request_replan
 
-router = APIRouter(prefix="/changes", tags=["changes"])
+router = APIRouter(prefix="/changes", tags=["changes"], responses=error_responses(401))
 
 DeciderDep = Annotated[Principal, Depends(require_roles(PRODUCTION_MANAGER))]
 
@@ -48,8 +49,8 @@ def changes(
     return [change_view(c) for c in list_changes(session, status=status, limit=limit)]
 
 
-@router.get("/{change_id}", summary="One change with its impact")
-def change(change_id: int, session: SessionDep, _: PrincipalDep) -> dict[str, Any]:
+@router.get("/{change_id}", summary="One change with its impact", responses=error_responses(404))
+def change(change_id: RowId, session: SessionDep, _: PrincipalDep) -> dict[str, Any]:
     found = get_change(session, change_id=change_id)
     if found is None:
         raise HTTPException(404, detail=f"no change {change_id}")
@@ -80,9 +81,10 @@ def _decide(
     "/{change_id}/approve",
     summary="Apply a pending change (production manager); 409 if decided or superseded",
     response_model=None,
+    responses=error_responses(403, 404, 409),
 )
 def approve_change(
-    change_id: int,
+    change_id: RowId,
     session: SessionDep,
     live: LiveDep,
     who: DeciderDep,
@@ -93,7 +95,7 @@ def approve_change(
     announce_change(live, change_id, view["order_id"], view["status"])
     if decision.outcome == "superseded":
         detail = f"change {change_id} is superseded: {decision.change.note}"
-        return JSONResponse({"detail": detail, "change": view}, status_code=409)
+        return JSONResponse(error_body(detail, change=view), status_code=409)
     request_replan(live.redis, f"change {change_id} approved ({view['order_id']})")
     return view
 
@@ -101,9 +103,10 @@ def approve_change(
 @router.post(
     "/{change_id}/reject",
     summary="Turn a pending change down (production manager); the order stays as it was",
+    responses=error_responses(403, 404, 409),
 )
 def reject_change(
-    change_id: int, session: SessionDep, live: LiveDep, who: DeciderDep, body: DecisionBody = None
+    change_id: RowId, session: SessionDep, live: LiveDep, who: DeciderDep, body: DecisionBody = None
 ) -> dict[str, Any]:
     view = change_view(_decide(reject, session, change_id, who, body).change)
     announce_change(live, change_id, view["order_id"], view["status"])

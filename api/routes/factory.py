@@ -7,9 +7,10 @@ from typing import Any
 from fastapi import APIRouter, HTTPException
 
 from api.deps import LiveDep, PrincipalDep, SessionDep
+from api.errors import error_responses
 from models.views import current_plan, list_lines
 
-router = APIRouter(tags=["factory"])
+router = APIRouter(tags=["factory"], responses=error_responses(401))
 
 
 @router.get("/lines", summary="Lines with live state and rates per product SKU")
@@ -17,7 +18,7 @@ def lines(session: SessionDep, live: LiveDep, _: PrincipalDep) -> list[dict[str,
     return list_lines(session, live)
 
 
-@router.get("/plan", summary="The current plan revision")
+@router.get("/plan", summary="The current plan revision", responses=error_responses(404))
 def plan(session: SessionDep, _: PrincipalDep) -> dict[str, Any]:
     view = current_plan(session)
     if view is None:

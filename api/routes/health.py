@@ -2,30 +2,51 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from sqlalchemy import text
 
 from api.deps import ContextDep
+from api.errors import RETRY_AFTER_S
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz", summary="Is the service up and can it reach its stores?")
+class Health(BaseModel):
+    """Whether the service can reach its stores, and which cannot be reached."""
+
+    status: Literal["ok", "degraded"]
+    database: str = Field(description='"ok" or "error: <exception type>"')
+    live_state: str = Field(description='Redis: "ok" or "error: <exception type>"')
+    down: list[Literal["database", "redis"]] = Field(description="the stores that are down")
+
+
+@router.get(
+    "/healthz",
+    summary="Is the service up and can it reach its stores?",
+    response_model=Health,
+    responses={503: {"model": Health, "description": "A store is down (named in `down`)"}},
+)
 def healthz(ctx: ContextDep) -> JSONResponse:
     checks: dict[str, str] = {}
+    down: list[str] = []
     try:
         with ctx.sessions() as session:
             session.execute(text("select 1"))
         checks["database"] = "ok"
     except Exception as exc:  # report, don't raise: this is the health endpoint
         checks["database"] = f"error: {type(exc).__name__}"
+        down.append("database")
     try:
         ctx.live.redis.ping()
         checks["live_state"] = "ok"
     except Exception as exc:
         checks["live_state"] = f"error: {type(exc).__name__}"
-    ok = all(v == "ok" for v in checks.values())
-    return JSONResponse(
-        {"status": "ok" if ok else "degraded", **checks}, status_code=200 if ok else 503
-    )
+        down.append("redis")
+    body = {"status": "degraded" if down else "ok", **checks, "down": down}
+    if down:
+        return JSONResponse(body, status_code=503, headers={"Retry-After": str(RETRY_AFTER_S)})
+    return JSONResponse(body)

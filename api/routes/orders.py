@@ -7,9 +7,10 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Query
 
 from api.deps import LiveDep, PrincipalDep, SessionDep
+from api.errors import error_responses
 from models.views import get_order, list_orders
 
-router = APIRouter(prefix="/orders", tags=["orders"])
+router = APIRouter(prefix="/orders", tags=["orders"], responses=error_responses(401))
 
 
 @router.get("", summary="List orders")
@@ -24,7 +25,11 @@ def orders(
     return list_orders(session, live, status=status, customer=customer, limit=limit)
 
 
-@router.get("/{order_id}", summary="One order with its work orders and history")
+@router.get(
+    "/{order_id}",
+    summary="One order with its work orders and history",
+    responses=error_responses(404),
+)
 def order(order_id: str, session: SessionDep, live: LiveDep, _: PrincipalDep) -> dict[str, Any]:
     view = get_order(session, live, order_id=order_id)
     if view is None:

@@ -8,9 +8,10 @@ from fastapi import APIRouter, Depends
 
 from api.auth import PRODUCTION_MANAGER, PURCHASING, Principal
 from api.deps import PrincipalDep, SessionDep, require_roles
+from api.errors import error_responses
 from models.purchasing import materials_view, open_purchase_requests
 
-router = APIRouter(tags=["purchasing"])
+router = APIRouter(tags=["purchasing"], responses=error_responses(401))
 
 # Purchasing buys, the production manager plans around it; admin is always let in.
 BuyerDep = Annotated[Principal, Depends(require_roles(PURCHASING, PRODUCTION_MANAGER))]
@@ -19,6 +20,7 @@ BuyerDep = Annotated[Principal, Depends(require_roles(PURCHASING, PRODUCTION_MAN
 @router.get(
     "/purchase-requests",
     summary="Open purchase requests: material short for the plan, needed by when",
+    responses=error_responses(403),
 )
 def purchase_requests(session: SessionDep, _: BuyerDep) -> list[dict[str, Any]]:
     return open_purchase_requests(session)

@@ -11,10 +11,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from api.auth import PRODUCTION_MANAGER, SALES, Principal
 from api.deps import ContextDep, SessionDep, require_roles
+from api.errors import FieldError, error_body, error_responses
 from models.events import Name, Priority, format_path
 from models.quotes import QuoteAsk, UnknownSku, make_quote
 
-router = APIRouter(prefix="/quotes", tags=["quotes"])
+router = APIRouter(prefix="/quotes", tags=["quotes"], responses=error_responses(401, 403))
 
 QuoterDep = Annotated[Principal, Depends(require_roles(SALES, PRODUCTION_MANAGER))]
 
@@ -30,7 +31,8 @@ class QuoteIn(BaseModel):
 
 
 def _unprocessable(errors: list[dict[str, str]]) -> JSONResponse:
-    return JSONResponse({"detail": errors}, status_code=422)
+    detail = [FieldError(**e, location="body") for e in errors]
+    return JSONResponse(error_body(detail), status_code=422)
 
 
 @router.post(

@@ -22,9 +22,11 @@ from dashboard.live_push import (
     Singles,
     Views,
     new_token,
+    outage_notice,
     push_list,
     push_singles,
     register_live_page,
+    stale_since,
 )
 from models.live import Change, LiveState
 
@@ -140,19 +142,29 @@ def layout(
     """The alert panel, rendered from the live state as it is now."""
     lang = normalize_lang(lang, screens.default_lang)
     now = screens.now()
-    alerts = read_alerts(screens.live, role)
+    reading = screens.last_good.read(("alerts", role), lambda: read_alerts(screens.live, role), now)
+    alerts = reading.value or {}
     order = alert_order(alerts)
     views = alert_views(alerts, order, lang=lang, now=now)
     singles = count_singles(alerts, lang)
+    if reading.value is None:  # no count to give: nothing has been read
+        singles = {ids.ALERTS_COUNT: {"children": ""}}
+    notice = outage_notice(reading, lang, screens.tz)
     start = {
         "token": new_token(),
         "params": {"lang": lang, "role": role},
-        "shown": {"order": order, "views": views, "singles": singles},
+        # Nothing read yet: the stream draws everything on its first good read.
+        "shown": {"order": order, "views": views, "singles": singles}
+        if reading.value is not None
+        else None,
+        "notice": notice,
     }
     return live_frame(
         ids.ALERTS,
         start=start,
         lang=lang,
+        banner=notice or stale_since(now, lang, screens.tz),
+        stale=notice is not None,
         class_name="page page--desk",
         children=[
             nav_bar("alerts", lang),
@@ -165,7 +177,7 @@ def layout(
                             t("page.alerts", lang), ids.ALERTS_COUNT, singles[ids.ALERTS_COUNT]
                         ),
                         html.Ul(
-                            render_alerts(order, views, lang),
+                            render_alerts(order, views, lang) if reading.value is not None else [],
                             id=ids.ALERTS_LIST,
                             className="alerts",
                         ),
@@ -197,7 +209,12 @@ class AlertsStream:
 
     async def resync(self) -> None:
         """Read every alert afresh and push the difference."""
-        self.alerts = await asyncio.to_thread(read_alerts, self.screens.live, self.role)
+        self.alerts = await asyncio.to_thread(
+            self.screens.last_good.fresh,
+            ("alerts", self.role),
+            lambda: read_alerts(self.screens.live, self.role),
+            self.screens.now(),
+        )
         self.redraw(self.screens.now())
 
     async def on_changes(self, changes: list[Change]) -> None:

@@ -36,9 +36,11 @@ from dashboard.live_push import (
     Singles,
     Views,
     new_token,
+    outage_notice,
     push_list,
     push_singles,
     register_live_page,
+    stale_since,
 )
 from models.live import Change, LiveState
 
@@ -57,6 +59,13 @@ GRAPH_CONFIG: Any = {"displaylogo": False, "modeBarButtonsToRemove": ["select2d"
 def read_orders(live: LiveState) -> dict[str, dict[str, Any]]:
     """Every order in the live state, by id."""
     return {str(o["id"]): o for o in live.all("order")}
+
+
+def read_board(
+    live: LiveState,
+) -> tuple[dict[str, dict[str, Any]], tuple[list[dict[str, Any]], list[dict[str, Any]]]]:
+    """Everything the board shows: the open orders, and the work orders and lines."""
+    return read_orders(live), read_plan(live)
 
 
 def read_plan(live: LiveState) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -188,21 +197,28 @@ def layout(screens: Screens, lang: str | None = None, **_query: Any) -> html.Div
     """The board, rendered from the live state as it is now."""
     lang = normalize_lang(lang, screens.default_lang)
     now = screens.now()
-    orders = read_orders(screens.live)
+    reading = screens.last_good.read("board", lambda: read_board(screens.live), now)
+    orders, (work_orders, lines) = reading.value or ({}, ([], []))
     order_ids = board_order(orders)
     views = board_views(orders, order_ids, lang=lang, screens=screens, now=now)
-    work_orders, lines = read_plan(screens.live)
     wos = gantt_work_orders(work_orders, now)
     singles = count_singles(len(order_ids), lang)
+    if reading.value is None:  # no count to give: nothing has been read
+        singles = {ids.BOARD_COUNT: {"children": ""}}
+    notice = outage_notice(reading, lang, screens.tz)
     start = {
         "token": new_token(),
         "params": {"lang": lang},
+        # Nothing read yet: the stream draws everything on its first good read.
         "shown": {
             "order": order_ids,
             "views": views,
             "singles": singles,
             "gantt": gantt_signature(wos),
-        },
+        }
+        if reading.value is not None
+        else None,
+        "notice": notice,
     }
     head = [
         html.Th(t(f"col.{c}", lang))
@@ -212,6 +228,8 @@ def layout(screens: Screens, lang: str | None = None, **_query: Any) -> html.Div
         ids.BOARD,
         start=start,
         lang=lang,
+        banner=notice or stale_since(now, lang, screens.tz),
+        stale=notice is not None,
         class_name="page page--desk",
         children=[
             nav_bar("board", lang),
@@ -228,7 +246,10 @@ def layout(screens: Screens, lang: str | None = None, **_query: Any) -> html.Div
                                 [
                                     html.Thead(html.Tr(head)),
                                     html.Tbody(
-                                        render_rows(order_ids, views, lang), id=ids.BOARD_ROWS
+                                        render_rows(order_ids, views, lang)
+                                        if reading.value is not None
+                                        else [],
+                                        id=ids.BOARD_ROWS,
                                     ),
                                 ],
                                 className="table table--orders",
@@ -280,7 +301,12 @@ class BoardStream:
 
     async def resync(self) -> None:
         """Read every order afresh, push the difference, and check the plan."""
-        self.orders = await asyncio.to_thread(read_orders, self.screens.live)
+        self.orders, _ = await asyncio.to_thread(
+            self.screens.last_good.fresh,
+            "board",
+            lambda: read_board(self.screens.live),
+            self.screens.now(),
+        )
         self.redraw_rows(self.screens.now())
         self.gantt_dirty = True
         await self.maybe_rebuild_gantt(force=True)

@@ -17,8 +17,7 @@ from dash import Input, Output, State, dcc, html
 from dashboard import ids
 from dashboard.components import nav_bar, panel_head
 from dashboard.i18n import fmt_date, fmt_eta, fmt_pct, label, normalize_lang, risk_text, t, t_count
-from dashboard.live_push import Screens
-from models.live import LiveState
+from dashboard.live_push import Screens, outage_notice
 
 PATH = "/orders"
 MAX_RESULTS = 100
@@ -118,8 +117,20 @@ def render_results(
     ]
 
 
-def _lookup(live: LiveState, query: str | None) -> list[dict[str, Any]]:
-    return search_orders(live.all("order"), query)
+def results(screens: Screens, query: str | None, lang: str) -> list[Any]:
+    """The results for ``query``; while the live state is down, from the last good read of
+    the orders, greyed under a banner saying since when."""
+    now = screens.now()
+    reading = screens.last_good.read("orders", lambda: screens.live.all("order"), now)
+    notice = outage_notice(reading, lang, screens.tz)
+    if reading.value is None:
+        shown: list[Any] = []
+    else:
+        found = search_orders(reading.value, query)
+        shown = render_results(found, lang=lang, screens=screens, now=now)
+    if notice is None:
+        return shown
+    return [html.Div(notice, className="stale-note", role="status"), html.Div(shown)]
 
 
 def layout(
@@ -127,7 +138,6 @@ def layout(
 ) -> html.Div:
     """The lookup page with the results for ``q`` (all orders when empty)."""
     lang = normalize_lang(lang, screens.default_lang)
-    found = _lookup(screens.live, q)
     return html.Div(
         id=ids.ORDERS_ROOT,
         lang=lang,
@@ -150,10 +160,7 @@ def layout(
                             autoFocus=True,
                             className="search",
                         ),
-                        html.Div(
-                            render_results(found, lang=lang, screens=screens, now=screens.now()),
-                            id=ids.ORDERS_RESULTS,
-                        ),
+                        html.Div(results(screens, q, lang), id=ids.ORDERS_RESULTS),
                     ],
                 ),
             ),
@@ -179,5 +186,4 @@ def register(app: dash.Dash, screens: Screens) -> None:
     )
     async def _search(query: str | None, lang: str | None) -> list[Any]:
         lang = normalize_lang(lang, screens.default_lang)
-        found = await asyncio.to_thread(_lookup, screens.live, query)
-        return render_results(found, lang=lang, screens=screens, now=screens.now())
+        return await asyncio.to_thread(results, screens, query, lang)

@@ -37,11 +37,18 @@ from dashboard.i18n import (
     normalize_lang,
     t,
 )
-from dashboard.live_push import Screens, new_token, register_live_page
+from dashboard.live_push import (
+    Screens,
+    new_token,
+    outage_notice,
+    register_live_page,
+    stale_since,
+)
 from models.approvals import change_view, list_changes
 from models.live import Change, LiveState
 from models.purchasing import open_purchase_requests
 from models.records import Order
+from models.stores import STORE_DOWN
 from models.views import current_plan, order_view
 
 if TYPE_CHECKING:
@@ -213,6 +220,8 @@ def decision_message(result: dict[str, Any] | None, lang: str) -> tuple[str, str
         return t("plan.result.forbidden", lang, detail=detail_text), "decision decision--refused"
     if status == 401:
         return t("plan.result.signed_out", lang), "decision decision--refused"
+    if status == 503:  # a store is down (the body names it); nothing was decided
+        return t("plan.result.unavailable", lang, id=change_id), "decision decision--refused"
     if status == 0:
         return t("plan.result.offline", lang, id=change_id, detail=detail_text), (
             "decision decision--refused"
@@ -712,13 +721,18 @@ def layout(screens: Screens, lang: str | None = None, **_query: Any) -> html.Div
     """The plan page, rendered from the records as they are now."""
     lang = normalize_lang(lang, screens.default_lang)
     now = screens.now()
-    data = read_plan_page(screens.sessions, screens.live)
-    children = section_children(data, lang, screens=screens, now=now)
-    start = {
-        "token": new_token(),
-        "params": {"lang": lang},
-        "shown": {"sigs": signatures(data, now.astimezone(screens.tz).date())},
-    }
+    reading = screens.last_good.read(
+        "plan", lambda: read_plan_page(screens.sessions, screens.live), now
+    )
+    data = reading.value
+    notice = outage_notice(reading, lang, screens.tz)
+    if reading.fresh or data is not None:
+        children = section_children(data, lang, screens=screens, now=now)
+        sigs = signatures(data, now.astimezone(screens.tz).date())
+    else:  # nothing read yet: the stream draws every section on its first good read
+        children, sigs = {section: [] for section in SECTIONS}, {}
+    start = {"token": new_token(), "params": {"lang": lang}, "shown": {"sigs": sigs}}
+    start["notice"] = notice
 
     def section(title: str, section_id: str, class_name: str) -> html.Section:
         return html.Section(
@@ -730,6 +744,8 @@ def layout(screens: Screens, lang: str | None = None, **_query: Any) -> html.Div
         ids.PLAN,
         start=start,
         lang=lang,
+        banner=notice or stale_since(now, lang, screens.tz),
+        stale=notice is not None,
         class_name="page page--desk page--plan",
         children=[
             nav_bar("plan", lang),
@@ -795,7 +811,14 @@ class PlanStream:
         self.dirty = False
         self.read_at = time.monotonic()
         try:
-            data = await asyncio.to_thread(read_plan_page, self.screens.sessions, self.screens.live)
+            data = await asyncio.to_thread(
+                self.screens.last_good.fresh,
+                "plan",
+                lambda: read_plan_page(self.screens.sessions, self.screens.live),
+                self.screens.now(),
+            )
+        except STORE_DOWN:
+            raise  # the stream greys the page and retries
         except Exception:  # noqa: BLE001 - the database may be restarting; try again later
             log.warning("plan page: reading the records failed", exc_info=True)
             return

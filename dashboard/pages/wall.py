@@ -36,10 +36,12 @@ from dashboard.live_push import (
     Singles,
     Views,
     new_token,
+    outage_notice,
     push_list,
     push_singles,
     push_views,
     register_live_page,
+    stale_since,
 )
 from models.live import Change, LiveState
 
@@ -286,20 +288,27 @@ def layout(
     """The wall, rendered from the live state as it is now."""
     lang = normalize_lang(lang, screens.default_lang)
     now = screens.now()
-    lines, wos = read_wall(screens.live, site)
+    reading = screens.last_good.read(("wall", site), lambda: read_wall(screens.live, site), now)
+    lines, wos = reading.value or ([], {})
     views = wall_views(lines, wos, lang=lang, screens=screens, now=now)
     order = [str(ln["id"]) for ln in lines]
     singles = header_singles(lines, site, lang=lang, screens=screens, now=now)
     summary = summary_views(lines, lang)
+    shown = {"order": order, "views": views, "singles": singles, "summary": summary}
+    notice = outage_notice(reading, lang, screens.tz)
     start = {
         "token": new_token(),
         "params": {"lang": lang, "site": site},
-        "shown": {"order": order, "views": views, "singles": singles, "summary": summary},
+        # Nothing read yet: the stream draws everything on its first good read.
+        "shown": shown if reading.value is not None else None,
+        "notice": notice,
     }
     return live_frame(
         ids.WALL,
         start=start,
         lang=lang,
+        banner=notice or stale_since(now, lang, screens.tz),
+        stale=notice is not None,
         class_name="page page--wall",
         children=[
             html.Header(
@@ -331,7 +340,9 @@ def layout(
                 ],
             ),
             html.Main(
-                render_tiles(order, views, lang), id=ids.WALL_GRID, className=grid_class(len(order))
+                render_tiles(order, views, lang) if reading.value is not None else [],
+                id=ids.WALL_GRID,
+                className=grid_class(len(order)),
             ),
         ],
     )
@@ -360,7 +371,12 @@ class WallStream:
 
     async def resync(self) -> None:
         """Read lines and current work orders afresh and push the difference."""
-        lines, wos = await asyncio.to_thread(read_wall, self.screens.live, self.site)
+        lines, wos = await asyncio.to_thread(
+            self.screens.last_good.fresh,
+            ("wall", self.site),
+            lambda: read_wall(self.screens.live, self.site),
+            self.screens.now(),
+        )
         self.lines = {str(ln["id"]): ln for ln in lines}
         self.wos = wos
         self.redraw(self.screens.now())
