@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 from sqlalchemy import select
@@ -232,7 +233,7 @@ def test_strict_fields_are_refused_by_name(mutate, field, message):
 
 
 def test_field_errors_and_reference_errors_are_listed_together():
-    data = copy.deepcopy(factory_data())
+    data = json.loads(json.dumps(factory_data()))  # lines share calendar objects
     data["lines"][0]["rates"]["GEAR-A"] = "60"  # a field error
     data["lines"][1]["site"] = "nowhere"  # reference errors
     data["materials"]["bom"]["NOPE"] = {"ALU-A380": 1.0}
