@@ -215,7 +215,10 @@ def _without_failing(
     for error in errors:
         loc = tuple(error["loc"])
         head = loc[0] if loc else None
-        if head in _LISTS and len(loc) > 1 and isinstance(doc.get(head), list):
+        if head == "lines" and len(loc) > 2 and isinstance(doc.get(head), list):
+            if not _salvage_line(doc, loc):
+                out[head].add(loc[1])
+        elif head in _LISTS and len(loc) > 1 and isinstance(doc.get(head), list):
             out[head].add(loc[1])
         elif head == "materials" and len(loc) > 2 and isinstance(doc.get(head), dict):
             materials = doc["materials"] = dict(doc["materials"])
@@ -252,6 +255,31 @@ def _without_failing(
             "purchase_orders": [orders[k] for k in kept["purchase_orders"]],
         }
     return doc, kept, names
+
+
+def _salvage_line(doc: dict[str, Any], loc: tuple[Any, ...]) -> bool:
+    """Make a failing line field valid in place, so the line's references are still
+    checked; False when the line must be left out (no object, or a bad site)."""
+    lines = doc["lines"] = list(doc["lines"])
+    index, name = loc[1], loc[2]
+    if not isinstance(lines[index], dict) or name == "site":
+        return False
+    line = lines[index] = dict(lines[index])
+    if name == "id":
+        line["id"] = f"line-{index}"
+    elif name == "name":
+        line["name"] = ""
+    elif name == "rates" and len(loc) > 3 and isinstance(line.get("rates"), dict):
+        rates = line["rates"] = dict(line["rates"])
+        if loc[-1] == "[key]":
+            rates.pop(loc[3], None)
+        else:
+            rates[loc[3]] = 1.0
+    elif name == "rates":
+        line["rates"] = {}
+    else:  # calendar, changeovers (optional) or an unknown field
+        line.pop(name, None)
+    return True
 
 
 _INDEXED = re.compile(r"^(sites|products|lines|customers|materials\.purchase_orders)\[(\d+)\]")

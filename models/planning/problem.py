@@ -482,7 +482,8 @@ def parse_problem(data: Any) -> Problem:
 def _issues_of_the_rest(data: Any, errors: list[Any], known: list[Issue]) -> list[Issue]:
     """Cross-field issues of the document without its failing parts.
 
-    A failing job or purchase order is left out (its index mapped back); a failing line,
+    A failing field of a job stands in with a harmless value; a failing purchase order (or
+    a job without a valid product) is left out, its index mapped back; a failing line,
     calendar or material stays as a placeholder, so that what refers to it by name is not
     reported as unknown.
     """
@@ -522,7 +523,7 @@ def _salvage(doc: dict[str, Any], loc: tuple[Any, ...], jobs: set[int], pos: set
     elif head in ("lines", "jobs") and (len(loc) == 1 or not isinstance(doc.get(head), list)):
         doc[head] = []
     elif head == "jobs":
-        jobs.add(loc[1])
+        _salvage_job(doc, loc, jobs)
     elif head == "lines":
         lines = doc["lines"] = list(doc["lines"])
         lines[loc[1]] = _placeholder_line(lines[loc[1]], loc[1])
@@ -545,6 +546,28 @@ def _salvage(doc: dict[str, Any], loc: tuple[Any, ...], jobs: set[int], pos: set
         doc["changeovers"] = {k: v for k, v in doc["changeovers"].items() if k != loc[1]}
     elif head is not None:
         doc.pop(head, None)
+
+
+# Stand-ins for a failing job's required fields: valid, and never the cause of an issue.
+_JOB_STAND_INS = {"qty": 1e-9, "due": "8999-01-01T00:00:00Z"}
+
+
+def _salvage_job(doc: dict[str, Any], loc: tuple[Any, ...], out: set[int]) -> None:
+    """A failing job keeps its other fields (their references are still checked); one
+    whose product fails, or that is no object, is left out."""
+    jobs = doc["jobs"] = list(doc["jobs"])
+    index = loc[1]
+    job = jobs[index]
+    if len(loc) < 3 or not isinstance(job, dict) or loc[2] == "product":
+        out.add(index)
+        return
+    job = jobs[index] = dict(job)
+    if loc[2] == "id":
+        job["id"] = f"job-{index}"
+    elif loc[2] in _JOB_STAND_INS:
+        job[loc[2]] = _JOB_STAND_INS[loc[2]]
+    else:
+        job.pop(loc[2], None)
 
 
 _TOPIC_NAME_CHECK = TypeAdapter(Annotated[str, AfterValidator(_topic_name)])

@@ -235,6 +235,7 @@ def test_strict_fields_are_refused_by_name(mutate, field, message):
 def test_field_errors_and_reference_errors_are_listed_together():
     data = json.loads(json.dumps(factory_data()))  # lines share calendar objects
     data["lines"][0]["rates"]["GEAR-A"] = "60"  # a field error
+    data["lines"][0]["rates"]["NOPE"] = 1.0  # and a reference error of the same line
     data["lines"][1]["site"] = "nowhere"  # reference errors
     data["materials"]["bom"]["NOPE"] = {"ALU-A380": 1.0}
     data["lines"][2]["calendar"]["timezone"] = "Mars/Base"  # a calendar error
@@ -242,6 +243,7 @@ def test_field_errors_and_reference_errors_are_listed_together():
         parse_factory(data)
     assert sorted(e["field"] for e in err.value.errors) == [
         "lines[0].rates.GEAR-A",
+        "lines[0].rates.NOPE",
         "lines[1].site",
         "lines[2].calendar.timezone",
         "materials.bom.NOPE",

@@ -388,6 +388,7 @@ def test_a_dict_key_that_is_no_topic_name_is_named() -> None:
 def test_field_errors_and_cross_field_errors_are_listed_together() -> None:
     data = rich()
     data["jobs"][0]["qty"] = "120"  # a field error
+    data["jobs"][0]["pinned_line"] = "L7"  # and a cross-field error of the same job
     data["jobs"][1]["pinned_line"] = "L9"  # cross-field errors
     data["jobs"][3]["id"] = "J1"
     data["lines"][1]["rates"]["P2"] = "20"  # a bad line still makes P2 for the references
@@ -399,6 +400,7 @@ def test_field_errors_and_cross_field_errors_are_listed_together() -> None:
         [
             "lines[1].rates.P2",
             "jobs[0].qty",
+            "jobs[0].pinned_line",
             "calendars.day.timezone",
             "jobs[1].pinned_line",
             "jobs[3].id",
