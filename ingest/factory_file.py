@@ -92,7 +92,7 @@ def _key_text(value: str) -> str:
 
 # SKUs, customers, materials, purchase orders: stored ids, never topic segments.
 Id = Annotated[str, Field(min_length=1, max_length=MAX_KEY_CHARS), AfterValidator(_key_text)]
-Positive = Quantity
+
 Importance = Annotated[int, Strict(), Field(ge=1, le=10)]
 assert MAX_TOPIC_NAME_CHARS <= MAX_KEY_CHARS  # site and line ids fit their columns
 
@@ -137,14 +137,14 @@ class MaterialIn(_In):
 class PurchaseOrderIn(_In):
     id: Id
     material: Id
-    qty: Positive
+    qty: Quantity
     arrives: Timestamp  # RFC 3339 with a zone
     status: Literal["open", "received"] = "open"
 
 
 class MaterialsIn(_In):
     items: dict[Id, MaterialIn] = {}
-    bom: dict[Id, dict[Id, Positive]] = {}
+    bom: dict[Id, dict[Id, Quantity]] = {}
     purchase_orders: list[PurchaseOrderIn] = []
 
 

@@ -301,7 +301,6 @@ Id = Annotated[str, Field(min_length=1, max_length=MAX_ID_CHARS), AfterValidator
 Text = Annotated[str, Field(max_length=MAX_TEXT_CHARS), AfterValidator(printable)]
 # Numbers are JSON numbers: strict, so "60" and true are refused rather than converted.
 Quantity = Annotated[float, Strict(), Field(gt=0, le=MAX_QUANTITY, allow_inf_nan=False)]
-Positive = Quantity
 NonNegative = Annotated[float, Strict(), Field(ge=0, le=MAX_QUANTITY, allow_inf_nan=False)]
 Hours = Annotated[float, Strict(), Field(ge=0, le=MAX_HORIZON_H, allow_inf_nan=False)]
 Days = Annotated[float, Strict(), Field(ge=0, le=MAX_DAYS, allow_inf_nan=False)]
