@@ -26,6 +26,13 @@ Every part is optional. A line's ``calendar`` has the form of the planner's ``ca
 entries (no calendar: the line works around the clock); ``changeovers`` are hours per
 product pair. ``materials`` has the form of the planner's ``materials``.
 
+The file is checked strictly, and every problem is listed at once: numbers are JSON numbers
+(``60``, never ``"60"``); timestamps are RFC 3339 with a zone (``Z`` or ``+08:00``); site
+and line ids become MQTT topic segments, so they match ``[A-Za-z0-9_-]+`` (at most 64
+characters); SKUs, customer, material and purchase-order ids match ``[A-Za-z0-9_.-]+``
+(at most 64); names, units and reasons carry no control characters (NUL, newline, ...)
+and are bounded; ids are unique within their list.
+
 Importing is an upsert: existing rows are updated; rates of a listed line are replaced, and
 so are its calendar and changeovers when the file gives them; a product listed in ``bom``
 gets exactly the BOM lines the file gives.
@@ -33,15 +40,31 @@ gets exactly the BOM lines the file gives.
 
 from __future__ import annotations
 
+import contextlib
+import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, ValidationError
+from pydantic_core import PydanticCustomError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from models.audit import record
 from models.events import format_path
-from models.planning.problem import ProblemError, Timestamp, parse_calendar
+from models.planning.problem import (
+    MAX_TOPIC_NAME_CHARS,
+    Days,
+    Hours,
+    NonNegative,
+    ProblemError,
+    Quantity,
+    Text,
+    Timestamp,
+    TopicName,
+    error_message,
+    parse_calendar,
+    printable,
+)
 from models.records import (
     BomLine,
     Customer,
@@ -53,9 +76,25 @@ from models.records import (
     Site,
 )
 
-Id = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]+$", min_length=1, max_length=64)]
-NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
-Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+_KEY = re.compile(r"^[A-Za-z0-9_.-]+$")
+MAX_KEY_CHARS = 64  # the id columns
+MAX_UNIT_CHARS = 20
+
+
+def _key_text(value: str) -> str:
+    printable(value)
+    if not _KEY.match(value):
+        raise PydanticCustomError(
+            "key", "must match [A-Za-z0-9_.-]+, got {value}", {"value": repr(value)[:40]}
+        )
+    return value
+
+
+# SKUs, customers, materials, purchase orders: stored ids, never topic segments.
+Id = Annotated[str, Field(min_length=1, max_length=MAX_KEY_CHARS), AfterValidator(_key_text)]
+
+Importance = Annotated[int, Strict(), Field(ge=1, le=10)]
+assert MAX_TOPIC_NAME_CHARS <= MAX_KEY_CHARS  # site and line ids fit their columns
 
 
 class _In(BaseModel):
@@ -63,49 +102,49 @@ class _In(BaseModel):
 
 
 class SiteIn(_In):
-    id: Id
-    name: str
+    id: TopicName
+    name: Text
 
 
 class ProductIn(_In):
     sku: Id
-    name: str
+    name: Text
 
 
 class LineIn(_In):
-    id: Id
-    site: Id
-    name: str
-    rates: dict[Id, Annotated[float, Field(gt=0)]]
+    id: TopicName
+    site: TopicName
+    name: Text
+    rates: dict[Id, Quantity]
     # Checked with the planner's own calendar parser (``parse_factory``).
     calendar: dict[str, Any] | None = None
-    changeovers: dict[Id, dict[Id, NonNegative]] | None = None
+    changeovers: dict[Id, dict[Id, Hours]] | None = None
 
 
 class CustomerIn(_In):
     id: Id
-    name: str
-    importance: int = Field(default=1, ge=1, le=10)
+    name: Text
+    importance: Importance = 1
 
 
 class MaterialIn(_In):
-    name: str = ""
-    unit: str = Field(default="", max_length=20)
+    name: Text = ""
+    unit: Annotated[Text, Field(max_length=MAX_UNIT_CHARS)] = ""
     on_hand: NonNegative = 0.0
-    lead_time_days: NonNegative = 0.0
+    lead_time_days: Days = 0.0
 
 
 class PurchaseOrderIn(_In):
     id: Id
     material: Id
-    qty: Positive
-    arrives: Timestamp  # RFC 3339; no offset means UTC
+    qty: Quantity
+    arrives: Timestamp  # RFC 3339 with a zone
     status: Literal["open", "received"] = "open"
 
 
 class MaterialsIn(_In):
     items: dict[Id, MaterialIn] = {}
-    bom: dict[Id, dict[Id, Positive]] = {}
+    bom: dict[Id, dict[Id, Quantity]] = {}
     purchase_orders: list[PurchaseOrderIn] = []
 
 
@@ -132,23 +171,149 @@ def _error(field: str, message: str) -> dict[str, str]:
 def parse_factory(data: Any) -> FactoryFile:
     """Validate a decoded factory file, naming failing fields like ``lines[0].rates.X``.
 
-    References are checked against the file's own lists when it has them; ``import_factory``
-    checks the rest against the database.
+    Every problem is listed: bad fields, and the references and calendars of the rest of
+    the file. References are checked against the file's own lists when it has them;
+    ``import_factory`` checks the rest against the database.
     """
     try:
         factory = FactoryFile.model_validate(data)
     except ValidationError as exc:
-        raise FactoryFileError(
-            [_error(format_path(list(e["loc"])), e["msg"]) for e in exc.errors()]
-        ) from exc
+        errors = [_error(_path(e["loc"]), error_message(e)) for e in exc.errors()]
+        rest, kept, names = _without_failing(data, exc.errors())
+        if rest is not None:
+            # When what is left still fails, the field errors must do.
+            with contextlib.suppress(ValidationError):
+                errors += _remapped(_file_errors(FactoryFile.model_validate(rest), names), kept)
+        raise FactoryFileError(_unique(errors)) from None
+    errors = _file_errors(factory, _Names())
+    if errors:
+        raise FactoryFileError(_unique(errors))
+    return factory
+
+
+class _Names:
+    """Ids of failing parts, still known to references (a bad site is no unknown site)."""
+
+    def __init__(self) -> None:
+        self.skus: set[str] = set()
+        self.sites: set[str] = set()
+        self.materials: set[str] = set()
+
+
+_LISTS = ("sites", "products", "lines", "customers")
+
+
+def _without_failing(
+    data: Any, errors: list[Any]
+) -> tuple[dict[str, Any] | None, dict[str, list[int]], _Names]:
+    """The file without its failing items, which items were kept, and the failing ids."""
+    names = _Names()
+    if not isinstance(data, dict):
+        return None, {}, names
+    doc = dict(data)
+    out: dict[str, set[int]] = {name: set() for name in (*_LISTS, "purchase_orders")}
+    for error in errors:
+        loc = tuple(error["loc"])
+        head = loc[0] if loc else None
+        if head == "lines" and len(loc) > 2 and isinstance(doc.get(head), list):
+            if not _salvage_line(doc, loc):
+                out[head].add(loc[1])
+        elif head in _LISTS and len(loc) > 1 and isinstance(doc.get(head), list):
+            out[head].add(loc[1])
+        elif head == "materials" and len(loc) > 2 and isinstance(doc.get(head), dict):
+            materials = doc["materials"] = dict(doc["materials"])
+            if loc[1] == "purchase_orders":
+                out["purchase_orders"].add(loc[2])
+            elif isinstance(materials.get(loc[1]), dict):
+                if loc[1] == "items" and isinstance(loc[2], str):
+                    names.materials.add(loc[2])
+                materials[loc[1]] = {k: v for k, v in materials[loc[1]].items() if k != loc[2]}
+        elif head is not None:
+            doc.pop(head, None)
+    kept: dict[str, list[int]] = {}
+    for name in _LISTS:
+        items = doc.get(name)
+        if isinstance(items, list):
+            kept[name] = [i for i in range(len(items)) if i not in out[name]]
+            for i in out[name]:
+                item = items[i]
+                if (
+                    isinstance(item, dict)
+                    and name == "products"
+                    and isinstance(item.get("sku"), str)
+                ):
+                    names.skus.add(item["sku"])
+                if isinstance(item, dict) and name == "sites" and isinstance(item.get("id"), str):
+                    names.sites.add(item["id"])
+            doc[name] = [items[i] for i in kept[name]]
+    materials = doc.get("materials")
+    if isinstance(materials, dict) and isinstance(materials.get("purchase_orders"), list):
+        orders = materials["purchase_orders"]
+        kept["purchase_orders"] = [k for k in range(len(orders)) if k not in out["purchase_orders"]]
+        doc["materials"] = {
+            **materials,
+            "purchase_orders": [orders[k] for k in kept["purchase_orders"]],
+        }
+    return doc, kept, names
+
+
+def _salvage_line(doc: dict[str, Any], loc: tuple[Any, ...]) -> bool:
+    """Make a failing line field valid in place, so the line's references are still
+    checked; False when the line must be left out (no object, or a bad site)."""
+    lines = doc["lines"] = list(doc["lines"])
+    index, name = loc[1], loc[2]
+    if not isinstance(lines[index], dict) or name == "site":
+        return False
+    line = lines[index] = dict(lines[index])
+    if name == "id":
+        line["id"] = f"line-{index}"
+    elif name == "name":
+        line["name"] = ""
+    elif name == "rates" and len(loc) > 3 and isinstance(line.get("rates"), dict):
+        rates = line["rates"] = dict(line["rates"])
+        if loc[-1] == "[key]":
+            rates.pop(loc[3], None)
+        else:
+            rates[loc[3]] = 1.0
+    elif name == "rates":
+        line["rates"] = {}
+    else:  # calendar, changeovers (optional) or an unknown field
+        line.pop(name, None)
+    return True
+
+
+_INDEXED = re.compile(r"^(sites|products|lines|customers|materials\.purchase_orders)\[(\d+)\]")
+
+
+def _remapped(errors: list[dict[str, str]], kept: dict[str, list[int]]) -> list[dict[str, str]]:
+    """Errors of the reduced file with the original list indices."""
+    out = []
+    for e in errors:
+        match = _INDEXED.match(e["field"])
+        if match:
+            indices = kept[match.group(1).removeprefix("materials.")]
+            field = f"{match.group(1)}[{indices[int(match.group(2))]}]" + e["field"][match.end() :]
+            e = _error(field, e["message"])
+        out.append(e)
+    return out
+
+
+def _path(loc: Any) -> str:
+    return format_path([part for part in loc if part != "[key]"]) or "(root)"
+
+
+def _file_errors(factory: FactoryFile, failing: _Names) -> list[dict[str, str]]:
+    """References, calendars and duplicate ids of a file whose fields are valid."""
     skus = {p.sku for p in factory.products}
     sites = {s.id for s in factory.sites}
-    errors = []
+    file_skus = (skus | failing.skus) if skus or failing.skus else set()
+    file_sites = (sites | failing.sites) if sites or failing.sites else set()
+    errors = _duplicates(factory)
     for i, line in enumerate(factory.lines):
-        errors += _line_references(i, line, skus, sites)
+        errors += _line_references(i, line, file_skus, file_sites)
         if line.calendar is not None:
             try:
-                parse_calendar(line.id, line.calendar)
+                parse_calendar(line.id, line.calendar, naive_is_utc=False)
             except ProblemError as exc:
                 errors += [
                     _error(
@@ -157,10 +322,32 @@ def parse_factory(data: Any) -> FactoryFile:
                     for issue in exc.errors
                 ]
     if factory.materials is not None:
-        errors += _check_materials(factory.materials, skus, known_materials=None)
-    if errors:
-        raise FactoryFileError(_unique(errors))
-    return factory
+        known = failing.materials or None
+        errors += _check_materials(factory.materials, file_skus, known_materials=known)
+    return errors
+
+
+def _duplicates(factory: FactoryFile) -> list[dict[str, str]]:
+    """The same id twice in one list (the upsert would store one and fail on the other)."""
+    errors = []
+    lists: list[tuple[str, list[str]]] = [
+        ("sites", [s.id for s in factory.sites]),
+        ("products", [p.sku for p in factory.products]),
+        ("lines", [ln.id for ln in factory.lines]),
+        ("customers", [c.id for c in factory.customers]),
+    ]
+    if factory.materials is not None:
+        lists.append(
+            ("materials.purchase_orders", [po.id for po in factory.materials.purchase_orders])
+        )
+    for name, ids in lists:
+        seen: set[str] = set()
+        for i, key in enumerate(ids):
+            if key in seen:
+                field = "sku" if name == "products" else "id"
+                errors.append(_error(f"{name}[{i}].{field}", f"duplicate id '{key}'"))
+            seen.add(key)
+    return errors
 
 
 def _check_materials(

@@ -8,11 +8,12 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 
 app = typer.Typer(
     add_completion=False,
@@ -20,6 +21,53 @@ app = typer.Typer(
     help="Loopline: the live link between a CRM and the production lines.",
 )
 console = Console(stderr=True)
+
+# Input files nest a few levels (factory -> lines -> calendar -> shifts -> days); deeper
+# is no file of ours, and would exhaust the recursion of the decoder and validators.
+MAX_FILE_DEPTH = 32
+
+
+def _read_json(path: Path) -> object:
+    """The JSON document in ``path``; prints why and exits 2 when there is none."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        _refuse(f"cannot read {path}: {exc.strerror or exc}")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        _refuse(f"cannot read {path}: not UTF-8 (byte {exc.start}: {exc.reason})")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        _refuse(f"cannot read {path}: not JSON: {exc}")
+    except RecursionError:
+        _refuse(f"cannot read {path}: nested deeper than {MAX_FILE_DEPTH} levels")
+    if _depth(data) > MAX_FILE_DEPTH:
+        _refuse(f"cannot read {path}: nested deeper than {MAX_FILE_DEPTH} levels")
+    return data
+
+
+def _depth(data: object) -> int:
+    """How deeply lists and objects nest in ``data`` (without recursion)."""
+    deepest = 0
+    stack = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict | list):
+            deepest = max(deepest, depth)
+            if depth <= MAX_FILE_DEPTH:
+                children = value.values() if isinstance(value, dict) else value
+                stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def _refuse(message: str, issues: list[str] | None = None) -> NoReturn:
+    """Print what is wrong (every issue on its own line) and exit with code 2."""
+    console.print(f"[red]{escape(message)}[/]", soft_wrap=True)
+    for issue in issues or []:
+        console.print(f"  {escape(issue)}", soft_wrap=True, highlight=False)
+    raise typer.Exit(2)
 
 
 def _logging(verbose: bool) -> None:
@@ -139,16 +187,13 @@ def plan(
     """
     from models.planning import ProblemError, plan_json
 
-    try:
-        data = json.loads(input.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        console.print(f"[red]cannot read {input}: {exc}[/]")
-        raise typer.Exit(2) from exc
+    data = _read_json(input)
     try:
         result = plan_json(data, time_limit=time_limit, max_rounds=rounds, seed=seed)
     except ProblemError as exc:
-        console.print(f"[red]invalid problem:[/] {exc}")
-        raise typer.Exit(2) from exc
+        _refuse(
+            f"invalid problem {input}: {len(exc.errors)} issue(s)", [str(e) for e in exc.errors]
+        )
     sys.stdout.write(json.dumps(result, indent=2) + "\n")
 
 
@@ -193,21 +238,21 @@ def import_factory_cmd(
     from loopline.settings import Settings
     from models.db import make_sessions, transaction
 
+    def refuse(exc: FactoryFileError) -> NoReturn:
+        issues = [f"{e['field']}: {e['message']}" for e in exc.errors]
+        _refuse(f"invalid factory file {file}: {len(issues)} issue(s)", issues)
+
+    data = _read_json(file)
     try:
-        factory = parse_factory(json.loads(file.read_text()))
-    except (OSError, json.JSONDecodeError) as exc:
-        console.print(f"[red]cannot read {file}: {exc}[/]")
-        raise typer.Exit(2) from exc
+        factory = parse_factory(data)
     except FactoryFileError as exc:
-        console.print(f"[red]invalid factory file:[/] {exc}")
-        raise typer.Exit(2) from exc
+        refuse(exc)
     engine = open_database(Settings())
     try:
         with transaction(make_sessions(engine)) as session:
             counts = import_factory(session, factory, actor="cli")
     except FactoryFileError as exc:  # names the database does not know either
-        console.print(f"[red]invalid factory file:[/] {exc}")
-        raise typer.Exit(2) from exc
+        refuse(exc)
     finally:
         engine.dispose()
     console.print(f"imported {counts}")

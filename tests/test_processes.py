@@ -3,6 +3,7 @@ PostgreSQL, Redis and Mosquitto; `loopline plan`; and `loopline demo` with Ctrl-
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import signal
@@ -10,11 +11,14 @@ import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import paho.mqtt.client as mqtt
 import pytest
 import redis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from loopline.seed import factory_data
 from loopline.settings import new_webhook_secret
@@ -258,3 +262,227 @@ def test_demo_runs_on_embedded_defaults_and_stops_on_ctrl_c(tmp_path):
         code = _stop(proc, timeout=30)
     assert code == 0, log.read_text()
     assert "stopped" in log.read_text()
+
+
+# --- hostile files for `loopline plan` and `loopline import-factory` (issue 8, item 12) ----
+
+GOOD_PROBLEM = {
+    "start": "2026-12-01T00:00:00Z",
+    "calendars": {
+        "day": {
+            "timezone": "Europe/Berlin",
+            "shifts": [{"days": ["mon", "tue", "wed"], "start": "06:00", "end": "22:00"}],
+            "closures": [{"start": "2026-12-02T06:00:00Z", "end": "2026-12-02T10:00:00Z"}],
+        }
+    },
+    "lines": [
+        {"id": "L1", "rates": {"P1": 60.0, "P2": 20}, "calendar": "day"},
+        {"id": "L2", "rates": {"P1": 30.0}},
+    ],
+    "changeovers": {"*": {"P1": {"P2": 0.5}}},
+    "materials": {
+        "items": {"STEEL": {"on_hand": 10, "lead_time_days": 2}},
+        "bom": {"P2": {"STEEL": 1}},
+        "purchase_orders": [
+            {"id": "PO-1", "material": "STEEL", "qty": 5, "arrives": "2026-12-02T00:00:00Z"}
+        ],
+    },
+    "jobs": [
+        {"id": "J1", "product": "P1", "qty": 120, "due": "2026-12-01T06:00:00Z", "weight": 3},
+        {"id": "J2", "product": "P2", "qty": 12, "due": "2026-12-01T12:00:00Z", "order": "SO-1"},
+    ],
+}
+
+
+def _run_cli(args: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        LOOPLINE + args,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+        env={**os.environ, **(env or {})},
+    )
+
+
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [
+        (b'{"start": "2026-12-01T00:00:00Z", "lines": [{"id": "L\xff"}], "jobs": []}', "UTF-8"),
+        (b"[" * 100_000 + b"]" * 100_000, "nested"),
+        (b'{"a":' * 5_000 + b"1" + b"}" * 5_000, "nested"),
+    ],
+)
+@pytest.mark.parametrize("command", ["plan", "import-factory"])
+def test_undecodable_files_exit_2_with_a_reason(tmp_path, command, content, says):
+    path = tmp_path / "file.json"
+    path.write_bytes(content)
+    args = ["plan", "--input", str(path)] if command == "plan" else ["import-factory", str(path)]
+    out = _run_cli(args, {"LOOPLINE_DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite'}"})
+    assert out.returncode == 2, out.stderr
+    assert "Traceback" not in out.stderr + out.stdout
+    assert says in out.stderr
+
+
+def test_nul_in_names_exits_2_naming_the_field(tmp_path, postgres_url):
+    problem = copy.deepcopy(GOOD_PROBLEM)
+    problem["jobs"][0]["id"] = "J\x001"
+    problem["lines"][1]["id"] = "L\u00002"
+    path = tmp_path / "problem.json"
+    path.write_text(json.dumps(problem))
+    out = _run_cli(["plan", "--input", str(path)])
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "jobs[0].id" in out.stderr and "lines[1].id" in out.stderr
+
+    factory = factory_data()
+    factory["sites"][0]["name"] = "Suzhou\x00Gearworks"
+    factory["customers"][0]["id"] = "C\x00"
+    path = tmp_path / "factory.json"
+    path.write_text(json.dumps(factory))
+    out = _run_cli(["import-factory", str(path)], {"LOOPLINE_DATABASE_URL": postgres_url})
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "sites[0].name" in out.stderr and "customers[0].id" in out.stderr
+
+
+def test_a_bad_problem_file_lists_all_its_issues(tmp_path):
+    problem = copy.deepcopy(GOOD_PROBLEM)
+    problem["jobs"] = [
+        {"id": f"J{i}", "product": "P1", "qty": "5", "due": "2026-12-01T06:00:00Z"}
+        for i in range(30)
+    ]
+    problem["lines"][1]["id"] = "L.2"
+    path = tmp_path / "problem.json"
+    path.write_text(json.dumps(problem))
+    out = _run_cli(["plan", "--input", str(path)])
+    assert out.returncode == 2
+    for i in range(30):
+        assert f"jobs[{i}].qty" in out.stderr
+    assert "lines[1].id" in out.stderr and "more)" not in out.stderr
+
+
+# JSON as a fuzzer writes it: any value, with strings that carry NUL, control characters,
+# lone surrogates, markup and near-valid timestamps and ids.
+_text = st.one_of(
+    st.text(max_size=12),
+    st.sampled_from(
+        [
+            "",
+            "\x00",
+            "L.1",
+            "P1",
+            "L1",
+            "STEEL",
+            "day",
+            "*",
+            "60",
+            "[/]",
+            "[red]",
+            "\ud800",
+            "2026-12-01T00:00:00",
+            "2026-12-01T00:00:00Z",
+            "0001-01-01T00:00:00+01:00",
+            "9999-12-31T23:59:59-01:00",
+            "24:00",
+            "mon",
+            "Europe/Berlin",
+            "x" * 300,
+        ]
+    ),
+)
+_scalar = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.sampled_from([0, -1, 1e-300, 1e300, 2**31, 1e6]),
+    _text,
+)
+_json = st.recursive(
+    _scalar,
+    lambda children: st.one_of(
+        st.lists(children, max_size=4), st.dictionaries(_text, children, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+def _paths(value: Any, prefix: tuple = ()) -> list[tuple]:
+    out = [prefix]
+    if isinstance(value, dict):
+        for k, v in value.items():
+            out += _paths(v, (*prefix, k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            out += _paths(v, (*prefix, i))
+    return out
+
+
+@st.composite
+def _mutated(draw: st.DrawFn, good: dict[str, Any]) -> Any:
+    """A good document with a few values replaced, keys renamed or entries dropped."""
+    data = copy.deepcopy(good)
+    for _ in range(draw(st.integers(1, 3))):
+        paths = [p for p in _paths(data) if p]
+        if not paths:
+            break
+        path = draw(st.sampled_from(paths))
+        parent = data
+        for step in path[:-1]:
+            parent = parent[step]
+        action = draw(st.sampled_from(["replace", "drop", "rename"]))
+        if action == "drop":
+            del parent[path[-1]]
+        elif action == "rename" and isinstance(parent, dict):
+            parent[draw(_text)] = parent.pop(path[-1])
+        else:
+            parent[path[-1]] = draw(_json)
+    return data
+
+
+def _document() -> st.SearchStrategy[bytes]:
+    as_bytes = st.builds(lambda v: json.dumps(v).encode(), _json)
+    return st.one_of(
+        as_bytes,
+        st.binary(max_size=64),
+        st.builds(lambda v: json.dumps(v).encode(), _mutated(GOOD_PROBLEM)),
+        st.builds(lambda v: json.dumps(v).encode(), _mutated(factory_data())),
+        # a byte of a good file flipped: broken UTF-8, broken JSON or a changed value
+        st.builds(
+            lambda raw, at, byte: raw[: at % len(raw)] + bytes([byte]) + raw[at % len(raw) + 1 :],
+            st.sampled_from(
+                [json.dumps(GOOD_PROBLEM).encode(), json.dumps(factory_data()).encode()]
+            ),
+            st.integers(min_value=0),
+            st.integers(0, 255),
+        ),
+    )
+
+
+def _clean_exit(result: Any) -> None:
+    assert result.exit_code in (0, 2), (result.exit_code, result.output, result.exception)
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(
+        result.exception
+    )
+    assert "Traceback" not in result.output
+
+
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(content=_document())
+def test_fuzzed_files_never_give_a_traceback(tmp_path, postgres_url, content):
+    from typer.testing import CliRunner
+
+    from loopline.cli import app
+
+    path = tmp_path / "fuzz.json"
+    path.write_bytes(content)
+    runner = CliRunner()
+    _clean_exit(runner.invoke(app, ["plan", "--input", str(path), "--rounds", "3"]))
+    _clean_exit(
+        runner.invoke(
+            app, ["import-factory", str(path)], env={"LOOPLINE_DATABASE_URL": postgres_url}
+        )
+    )

@@ -4,7 +4,9 @@ A calendar is weekly shifts in a local time zone, minus breaks, holidays (whole 
 days) and one-off closures. The planner needs it as sorted, disjoint ``[open, close)``
 pairs of float hours; ``Timeline`` answers "when does this much work, started at t,
 finish?" for the Python side (pinned work, quotes, explanations) the same way the
-optimisation kernel does.
+optimisation kernel does. ``calendar_issues`` refuses the calendars the planner cannot lay
+out (no working time in a week, closed past the planner's reach, work needing more years
+of calendar than the solver lays out).
 """
 
 from __future__ import annotations
@@ -13,21 +15,63 @@ from bisect import bisect_right
 from collections.abc import Iterable, Sequence
 from datetime import date, datetime, time, timedelta
 from functools import lru_cache
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from models.planning.problem import Calendar, WeeklyWindow
+from models.planning.problem import (
+    MAX_HORIZON_H,
+    Calendar,
+    Issue,
+    Problem,
+    WeeklyWindow,
+    _key,
+)
 
 Window = tuple[float, float]
+WEEK_H = 168.0
+# Past ``until`` the windows go on this far beyond the missing working time, so that a
+# weekly shift falls inside the extension.
+EXTENSION_SLACK = timedelta(days=8)
 
 
 @lru_cache(maxsize=256)
 def working_windows(calendar: Calendar, origin: datetime, until: datetime) -> tuple[Window, ...]:
-    """The calendar's working time between ``origin`` and ``until``, in hours from origin.
+    """The calendar's working time from ``origin`` to ``until`` at least, in hours from origin.
 
     Without shifts the line works around the clock, apart from breaks, holidays and
-    closures. The last window ends at ``until``; callers pick ``until`` far enough out.
+    closures. Callers pick ``until`` far enough out at the calendar's weekly pace; where
+    holidays or closures take working time out of that span (a closure running past
+    ``until``, say), the windows go on past ``until`` until the span's working time is
+    made up, so that the line never runs out of windows (after the last one the kernel
+    takes it to work round the clock) while it is closed. They stop at
+    ``MAX_HORIZON_H`` after origin (``calendar_issues`` refuses closures beyond it).
     Cached: every line on the same calendar, and every replan from the same start, share it.
     """
+    windows = list(_windows(calendar, origin, until))
+    weekly = weekly_hours(calendar)
+    target = weekly / WEEK_H * _hours(until, origin)
+    have = sum(b - a for a, b in windows)
+    reach = origin + timedelta(hours=MAX_HORIZON_H)
+    end = until
+    while have + 1e-9 < target and end < reach:
+        step = timedelta(hours=(target - have) * WEEK_H / weekly) + EXTENSION_SLACK
+        new_end = min(end + step, reach)
+        offset = _hours(end, origin)
+        for a, b in _windows(calendar, end, new_end):
+            if windows and windows[-1][1] >= a + offset:  # windows abutting at ``end``
+                windows[-1] = (windows[-1][0], b + offset)
+            else:
+                windows.append((a + offset, b + offset))
+            have += b - a
+        end = new_end
+    return tuple(windows)
+
+
+def _hours(moment: datetime, origin: datetime) -> float:
+    return (moment - origin).total_seconds() / 3600
+
+
+def _windows(calendar: Calendar, origin: datetime, until: datetime) -> tuple[Window, ...]:
+    """The calendar's working time between ``origin`` and ``until`` exactly."""
     zone = ZoneInfo(calendar.timezone)
     first = origin.astimezone(zone).date() - timedelta(days=1)
     last = until.astimezone(zone).date() + timedelta(days=1)
@@ -101,12 +145,111 @@ def _subtract(
 
 
 def weekly_hours(calendar: Calendar) -> float:
-    """Working hours in a plain week (shifts minus breaks); 168 without shifts."""
-    if not calendar.shifts:
-        return 168.0
+    """Working hours in a plain week (shifts minus breaks; without shifts, 168 minus breaks)."""
+    return _weekly_hours(calendar.shifts, calendar.breaks)
+
+
+@lru_cache(maxsize=256)
+def _weekly_hours(shifts: tuple[WeeklyWindow, ...], breaks: tuple[WeeklyWindow, ...]) -> float:
+    if not shifts:
+        return WEEK_H - _weekly_hours(breaks, ()) if breaks else WEEK_H
     origin = datetime(2001, 1, 1, tzinfo=ZoneInfo("UTC"))  # a Monday, no DST in UTC
-    plain = Calendar(id=calendar.id, shifts=calendar.shifts, breaks=calendar.breaks)
-    return sum(b - a for a, b in working_windows(plain, origin, origin + timedelta(days=7)))
+    plain = Calendar(id="week", shifts=shifts, breaks=breaks)
+    return sum(b - a for a, b in _windows(plain, origin, origin + timedelta(days=7)))
+
+
+def calendar_issues(problem: Problem) -> list[Issue]:
+    """Calendars the planner cannot lay out, by field.
+
+    A week with no working time; a closure that keeps the line shut past the planner's
+    reach (``MAX_HORIZON_H``); and work that needs more years of calendar than the
+    solver lays out (``solver.MAX_CALENDAR_SPAN``), past which a line would silently
+    work round the clock. The work is estimated the way the solver sizes its horizon.
+    """
+    from models.planning.solver import HORIZON_MARGIN, MAX_CALENDAR_SPAN  # solver imports us
+
+    issues: list[Issue] = []
+    weekly: dict[str, float] = {}
+    reach = problem.start + timedelta(hours=MAX_HORIZON_H)
+    for name, cal in problem.calendars.items():
+        at = f"calendars{_key(name)}"
+        try:
+            ZoneInfo(cal.timezone)
+        except (ZoneInfoNotFoundError, ValueError, OSError):
+            continue  # named by the field checks
+        weekly[name] = hours = weekly_hours(cal)
+        if hours <= 0:
+            issues.append(Issue(f"{at}.shifts", "leave no working time in a week"))
+        for k, closure in enumerate(cal.closures):
+            if closure.start < reach < closure.end:
+                issues.append(
+                    Issue(
+                        f"{at}.closures[{k}].end",
+                        f"leaves the line no working time within {MAX_HORIZON_H:.0f} h of "
+                        "start (as far as the planner plans): end it sooner, or leave the "
+                        "line out of the problem",
+                    )
+                )
+    if issues or not any(ln.calendar in weekly for ln in problem.lines):
+        return issues
+    slowest_name = min(weekly, key=lambda n: weekly[n])
+    pace = max(1.0, WEEK_H / weekly[slowest_name])
+    need_h = _delay_h(problem) + _work_h(problem) * pace + HORIZON_MARGIN.total_seconds() / 3600
+    span_h = MAX_CALENDAR_SPAN.total_seconds() / 3600
+    if need_h > span_h:
+        years = need_h / (365.25 * 24)
+        limit = span_h / (365.25 * 24)
+        if pace > 1.0:
+            issues.append(
+                Issue(
+                    f"calendars{_key(slowest_name)}",
+                    f"at {weekly[slowest_name]:.4g} working hours a week the work needs about "
+                    f"{years:.0f} years of calendar; calendars are laid out {limit:.0f} "
+                    "years ahead at most",
+                )
+            )
+        else:
+            issues.append(
+                Issue(
+                    "jobs",
+                    f"need about {years:.0f} years of calendar; calendars are laid out "
+                    f"{limit:.0f} years ahead at most",
+                )
+            )
+    return issues
+
+
+def _delay_h(problem: Problem) -> float:
+    """Hours from start to the latest moment work may be held back to."""
+    start = problem.start
+    moments = [start]
+    for job in problem.jobs:
+        moments += [t for t in (job.release, job.planned_start, job.pinned_start) if t]
+    moments += [ln.down_until for ln in problem.lines if ln.down_until]
+    if problem.materials is not None:
+        moments += [po.arrives for po in problem.materials.purchase_orders]
+        lead = max((m.lead_time_days for m in problem.materials.items.values()), default=0.0)
+        moments.append(start + timedelta(days=lead))
+    return max(0.0, max(_hours(m, start) for m in moments))
+
+
+def _work_h(problem: Problem) -> float:
+    """Every job one after another on its slowest line, with the longest changeover."""
+    slowest: dict[str, float] = {}
+    for ln in problem.lines:
+        for product, rate in ln.rates.items():
+            slowest[product] = min(rate, slowest.get(product, rate))
+    work = sum(job.qty / slowest[job.product] for job in problem.jobs if job.product in slowest)
+    longest = max(
+        (
+            h
+            for table in problem.changeovers.values()
+            for row in table.values()
+            for h in row.values()
+        ),
+        default=0.0,
+    )
+    return work + longest * len(problem.jobs)
 
 
 class Timeline:

@@ -5,7 +5,12 @@ Optional parts extend the contract's format without breaking it: working ``calen
 and ``materials`` (stock, bills of material, open purchase orders). ``parse_problem``
 turns the JSON form (DESIGN.md, "Planner problem") into a ``Problem``; ``check_problem``
 checks the rules that span fields. Both raise ``ProblemError`` naming every failing field
-path, e.g. ``jobs[3].qty: must be > 0`` or ``materials.bom.P9: unknown product``.
+path, e.g. ``jobs[3].qty: must be > 0`` or ``materials.bom.P9: unknown product``; a file
+with bad fields still gets its cross-field rules checked, so one run lists every issue.
+
+Input is strict: numbers are JSON numbers (never ``"60"``), timestamps are RFC 3339 with a
+zone (``Z`` or ``+08:00``), line ids are MQTT topic names (``[A-Za-z0-9_-]+``, DESIGN.md),
+other ids and free text carry no control characters, and every size is bounded.
 """
 
 from __future__ import annotations
@@ -19,7 +24,18 @@ from datetime import UTC, date, datetime, time
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    Strict,
+    TypeAdapter,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_core import PydanticCustomError
 
 # Longest plan the planner accepts, in hours (about 114 years): past this, timestamps
@@ -27,10 +43,31 @@ from pydantic_core import PydanticCustomError
 MAX_HORIZON_H = 1_000_000.0
 # Only so many issues go into the message; ``ProblemError.errors`` keeps them all.
 MAX_ISSUES_IN_MESSAGE = 20
+# Names that become MQTT topic segments (sites, lines): DESIGN.md's MQTT section.
+TOPIC_NAME_PATTERN = r"^[A-Za-z0-9_-]+$"
+MAX_TOPIC_NAME_CHARS = 64  # the width of the id columns they are stored in
+MAX_ID_CHARS = 80  # job (work order) ids, SKUs, order ids: the widest id column
+MAX_TEXT_CHARS = 200  # names and reasons
+MAX_LIST_ITEMS = 10_000  # holidays, closures, shifts or breaks in one calendar
+# Plausible magnitudes: past these a number is a unit mistake, and sums of them would
+# leave float and datetime range.
+MAX_QUANTITY = 1e12  # units, units per hour, material on hand
+MAX_WEIGHT = 1e6
+MAX_DAYS = MAX_HORIZON_H / 24
+# A stored calendar's closure no longer than half the planner's reach, so that a replan
+# within decades of it still sees working time after it.
+MAX_CLOSURE_H = MAX_HORIZON_H / 2
+# Timestamps the planner can add its horizon to without leaving datetime's range.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(9000, 1, 1, tzinfo=UTC)
 
-# RFC 3339 section 5.6 date-time; the offset may be left out (then UTC is assumed).
+# RFC 3339 section 5.6 date-time; the offset is checked separately to name it.
 _RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})?$")
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_TOPIC_NAME = re.compile(TOPIC_NAME_PATTERN)
+# C0 and C1 control characters (NUL included) and lone surrogates, which no database
+# column, log line or MQTT payload should carry.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
 DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -185,31 +222,89 @@ class ProblemError(ValueError):
 # --- the JSON form, checked field by field with pydantic ---------------------------------
 
 
-def _timestamp(value: Any) -> datetime:
-    """An RFC 3339 timestamp as an aware UTC datetime (no offset means UTC)."""
+def _timestamp(value: Any, info: ValidationInfo) -> datetime:
+    """An RFC 3339 timestamp with its zone as an aware UTC datetime.
+
+    Stored data read with ``context={"naive_is_utc": True}`` may leave the zone out
+    (files imported before the zone was required); then UTC is assumed.
+    """
     if isinstance(value, datetime):
         parsed = value
-    elif isinstance(value, str) and _RFC3339.match(value):
+    elif isinstance(value, str) and (match := _RFC3339.match(value)):
         text = value.upper().replace("Z", "+00:00")
         try:
             parsed = datetime.fromisoformat(text)
         except ValueError:  # e.g. month 13: the shape matched, the calendar did not
             raise PydanticCustomError(
-                "timestamp", "not a valid RFC 3339 timestamp: {value}", {"value": value}
+                "timestamp", "not a valid RFC 3339 timestamp: {value}", {"value": _cut(value)}
             ) from None
+        if match.group(2) is None and not (info.context or {}).get("naive_is_utc"):
+            raise PydanticCustomError(
+                "timestamp_zone",
+                "needs a time zone (Z or +hh:mm), got {value}",
+                {"value": _cut(value)},
+            )
     else:
         raise PydanticCustomError(
             "timestamp", "must be an RFC 3339 timestamp, got {value}", {"value": _cut(value)}
         )
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
+    try:
+        parsed = parsed.astimezone(UTC)
+    except OverflowError:  # 0001-01-01 at +01:00 is before datetime's first instant
+        parsed = datetime.min.replace(tzinfo=UTC)
+    if not EARLIEST <= parsed < LATEST:
+        raise PydanticCustomError(
+            "timestamp_range",
+            "must be between {earliest} and {latest}",
+            {"earliest": EARLIEST.date().isoformat(), "latest": LATEST.date().isoformat()},
+        )
+    return parsed
+
+
+def printable(value: str) -> str:
+    """``value`` unless it holds control characters (NUL, newline, ESC, ...)."""
+    if _CONTROL.search(value):
+        raise PydanticCustomError(
+            "control_characters", "must not contain control characters (NUL, newline, ...)"
+        )
+    return value
+
+
+def _line_or_all(value: str) -> str:
+    return value if value == "*" else _topic_name(value)
+
+
+def _topic_name(value: str) -> str:
+    printable(value)
+    if len(value) > MAX_TOPIC_NAME_CHARS:  # dict keys have no Field constraints
+        raise PydanticCustomError(
+            "topic_name_too_long", "at most {n} characters", {"n": MAX_TOPIC_NAME_CHARS}
+        )
+    if not _TOPIC_NAME.match(value):
+        raise PydanticCustomError(
+            "topic_name",
+            "must match [A-Za-z0-9_-]+ (an MQTT topic segment), got {value}",
+            {"value": _cut(value)},
+        )
+    return value
 
 
 Timestamp = Annotated[datetime, BeforeValidator(_timestamp)]
-Id = Annotated[str, Field(min_length=1)]
-Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
-NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+# A name that becomes an MQTT topic segment: a site or a line.
+TopicName = Annotated[
+    str, Field(min_length=1, max_length=MAX_TOPIC_NAME_CHARS), AfterValidator(_topic_name)
+]
+# Any other id (job, product, order, material, calendar): printable and bounded.
+Id = Annotated[str, Field(min_length=1, max_length=MAX_ID_CHARS), AfterValidator(printable)]
+Text = Annotated[str, Field(max_length=MAX_TEXT_CHARS), AfterValidator(printable)]
+# Numbers are JSON numbers: strict, so "60" and true are refused rather than converted.
+Quantity = Annotated[float, Strict(), Field(gt=0, le=MAX_QUANTITY, allow_inf_nan=False)]
+NonNegative = Annotated[float, Strict(), Field(ge=0, le=MAX_QUANTITY, allow_inf_nan=False)]
+Hours = Annotated[float, Strict(), Field(ge=0, le=MAX_HORIZON_H, allow_inf_nan=False)]
+Days = Annotated[float, Strict(), Field(ge=0, le=MAX_DAYS, allow_inf_nan=False)]
+Weight = Annotated[float, Strict(), Field(ge=0, le=MAX_WEIGHT, allow_inf_nan=False)]
 
 
 def _clock(value: Any) -> time:
@@ -238,6 +333,20 @@ def _day(value: Any) -> int:
     )
 
 
+def _calendar_day(value: Any) -> date:
+    """``YYYY-MM-DD`` as a date (a number is no date)."""
+    if isinstance(value, date):
+        return value
+    if isinstance(value, str) and re.match(r"^\d{4}-\d{2}-\d{2}$", value):
+        try:
+            return date.fromisoformat(value)
+        except ValueError:
+            pass
+    raise PydanticCustomError(
+        "date", "must be a date YYYY-MM-DD, got {value}", {"value": _cut(value)}
+    )
+
+
 Clock = Annotated[time, BeforeValidator(_clock)]
 Day = Annotated[int, BeforeValidator(_day)]
 
@@ -245,11 +354,11 @@ Day = Annotated[int, BeforeValidator(_day)]
 class _LineIn(BaseModel):
     model_config = ConfigDict(extra="allow")  # unknown keys are ignored, for later versions
 
-    id: Id
-    rates: dict[str, Positive]
+    id: TopicName
+    rates: dict[Id, Quantity]
     calendar: Id | None = None
     down_until: Timestamp | None = None
-    down_reason: str = ""
+    down_reason: Text = ""
     setup: Id | None = None
 
 
@@ -258,15 +367,15 @@ class _JobIn(BaseModel):
 
     id: Id
     product: Id
-    qty: Positive
+    qty: Quantity
     due: Timestamp
-    weight: NonNegative = 1.0
+    weight: Weight = 1.0
     release: Timestamp | None = None
-    pinned_line: Id | None = None
+    pinned_line: TopicName | None = None
     pinned_start: Timestamp | None = None
     priority: Literal["normal", "high", "rush"] = "normal"
     deadline: Timestamp | None = None
-    planned_line: Id | None = None
+    planned_line: TopicName | None = None
     planned_start: Timestamp | None = None
     order: Id | None = None
 
@@ -274,7 +383,7 @@ class _JobIn(BaseModel):
 class _WindowIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    days: list[Day] = Field(min_length=1)
+    days: list[Day] = Field(min_length=1, max_length=7 * 4)
     start: Clock
     end: Clock
 
@@ -284,24 +393,26 @@ class _ClosureIn(BaseModel):
 
     start: Timestamp
     end: Timestamp
-    reason: str = ""
+    reason: Text = ""
 
 
 class _CalendarIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    timezone: str = "UTC"
-    shifts: list[_WindowIn] = []
-    breaks: list[_WindowIn] = []
-    holidays: list[date] = []
-    closures: list[_ClosureIn] = []
+    timezone: Annotated[str, Field(max_length=MAX_TEXT_CHARS)] = "UTC"
+    shifts: list[_WindowIn] = Field(default=[], max_length=MAX_LIST_ITEMS)
+    breaks: list[_WindowIn] = Field(default=[], max_length=MAX_LIST_ITEMS)
+    holidays: list[Annotated[date, BeforeValidator(_calendar_day)]] = Field(
+        default=[], max_length=MAX_LIST_ITEMS
+    )
+    closures: list[_ClosureIn] = Field(default=[], max_length=MAX_LIST_ITEMS)
 
     @field_validator("timezone")
     @classmethod
     def _known_zone(cls, value: str) -> str:
         try:
             ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
+        except (ZoneInfoNotFoundError, ValueError, OSError):
             raise PydanticCustomError(
                 "timezone", "unknown time zone {value}", {"value": _cut(value)}
             ) from None
@@ -312,8 +423,8 @@ class _MaterialIn(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     on_hand: NonNegative = 0.0
-    lead_time_days: NonNegative = 0.0
-    unit: str = ""
+    lead_time_days: Days = 0.0
+    unit: Text = ""
 
 
 class _PurchaseOrderIn(BaseModel):
@@ -321,15 +432,15 @@ class _PurchaseOrderIn(BaseModel):
 
     id: Id
     material: Id
-    qty: Positive
+    qty: Quantity
     arrives: Timestamp
 
 
 class _MaterialsIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    items: dict[str, _MaterialIn] = {}
-    bom: dict[str, dict[str, Positive]] = {}
+    items: dict[Id, _MaterialIn] = {}
+    bom: dict[Id, dict[Id, Quantity]] = {}
     purchase_orders: list[_PurchaseOrderIn] = []
 
 
@@ -339,11 +450,12 @@ class _ProblemIn(BaseModel):
     start: Timestamp
     lines: list[_LineIn]
     jobs: list[_JobIn]
-    calendars: dict[str, _CalendarIn] = {}
-    changeovers: dict[str, dict[str, dict[str, NonNegative]]] = {}
+    calendars: dict[Id, _CalendarIn] = {}
+    # Line ids, or "*" for every line.
+    changeovers: dict[Annotated[str, AfterValidator(_line_or_all)], dict[Id, dict[Id, Hours]]] = {}
     materials: _MaterialsIn | None = None
-    frozen_h: NonNegative = 0.0
-    risk_buffer_h: NonNegative = 4.0
+    frozen_h: Hours = 0.0
+    risk_buffer_h: Hours = 4.0
 
 
 def _window(w: _WindowIn) -> WeeklyWindow:
@@ -351,11 +463,148 @@ def _window(w: _WindowIn) -> WeeklyWindow:
 
 
 def parse_problem(data: Any) -> Problem:
-    """The ``Problem`` in a decoded JSON document; raises ``ProblemError`` when invalid."""
+    """The ``Problem`` in a decoded JSON document; raises ``ProblemError`` when invalid.
+
+    The error lists the bad fields and, for the rest of the document, the cross-field
+    issues as well: the user fixes everything in one go.
+    """
     try:
         raw = _ProblemIn.model_validate(data)
     except ValidationError as exc:
-        raise ProblemError([_issue(e) for e in exc.errors()]) from None
+        issues = [_issue(e) for e in exc.errors()]
+        raise ProblemError(issues + _issues_of_the_rest(data, exc.errors(), issues)) from None
+    problem = _problem(raw)
+    check_problem(problem)
+    return problem
+
+
+def _issues_of_the_rest(data: Any, errors: list[Any], known: list[Issue]) -> list[Issue]:
+    """Cross-field issues of the document without its failing parts.
+
+    A failing field of a job stands in with a harmless value; a failing purchase order (or
+    a job without a valid product) is left out, its index mapped back; a failing line,
+    calendar or material stays as a placeholder, so that what refers to it by name is not
+    reported as unknown.
+    """
+    if not isinstance(data, dict):
+        return []
+    doc = dict(data)
+    jobs_out: set[int] = set()
+    pos_out: set[int] = set()
+    for error in errors:
+        loc = tuple(error["loc"])
+        _salvage(doc, loc, jobs_out, pos_out)
+    jobs_kept = [i for i in range(len(doc.get("jobs") or [])) if i not in jobs_out]
+    if isinstance(doc.get("jobs"), list):
+        doc["jobs"] = [doc["jobs"][i] for i in jobs_kept]
+    pos_kept: list[int] = []
+    materials = doc.get("materials")
+    if isinstance(materials, dict) and isinstance(materials.get("purchase_orders"), list):
+        orders = materials["purchase_orders"]
+        pos_kept = [k for k in range(len(orders)) if k not in pos_out]
+        doc["materials"] = {**materials, "purchase_orders": [orders[k] for k in pos_kept]}
+    try:
+        check_problem(_problem(_ProblemIn.model_validate(doc)))
+    except ValidationError:  # a placeholder did not fit: the field errors must do
+        return []
+    except ProblemError as exc:
+        seen = {issue.path for issue in known}
+        remapped = (_remap(issue, jobs_kept, pos_kept) for issue in exc.errors)
+        return [issue for issue in remapped if issue.path not in seen]
+    return []
+
+
+def _salvage(doc: dict[str, Any], loc: tuple[Any, ...], jobs: set[int], pos: set[int]) -> None:
+    """Make the part of ``doc`` that failed at ``loc`` valid (in place, copying on write)."""
+    head = loc[0] if loc else None
+    if head == "start":
+        doc["start"] = EARLIEST.isoformat()  # a start no valid timestamp lies before
+    elif head in ("lines", "jobs") and (len(loc) == 1 or not isinstance(doc.get(head), list)):
+        doc[head] = []
+    elif head == "jobs":
+        _salvage_job(doc, loc, jobs)
+    elif head == "lines":
+        lines = doc["lines"] = list(doc["lines"])
+        lines[loc[1]] = _placeholder_line(lines[loc[1]], loc[1])
+    elif head == "calendars" and len(loc) > 1 and isinstance(doc.get(head), dict):
+        calendars = doc["calendars"] = dict(doc["calendars"])
+        if len(loc) > 2 and loc[2] == "[key]":
+            calendars.pop(loc[1], None)
+        else:
+            calendars[loc[1]] = {}  # around the clock: the name stays known
+    elif head == "materials" and len(loc) > 2 and isinstance(doc.get(head), dict):
+        materials = doc["materials"] = dict(doc["materials"])
+        part = loc[1]
+        if part == "purchase_orders":
+            pos.add(loc[2])
+        elif part == "items" and loc[3:4] != ("[key]",) and isinstance(materials["items"], dict):
+            materials["items"] = {**materials["items"], loc[2]: {}}
+        elif isinstance(materials.get(part), dict):
+            materials[part] = {k: v for k, v in materials[part].items() if k != loc[2]}
+    elif head == "changeovers" and len(loc) > 1 and isinstance(doc.get(head), dict):
+        doc["changeovers"] = {k: v for k, v in doc["changeovers"].items() if k != loc[1]}
+    elif head is not None:
+        doc.pop(head, None)
+
+
+# Stand-ins for a failing job's required fields: valid, and never the cause of an issue.
+_JOB_STAND_INS = {"qty": 1e-9, "due": "8999-01-01T00:00:00Z"}
+
+
+def _salvage_job(doc: dict[str, Any], loc: tuple[Any, ...], out: set[int]) -> None:
+    """A failing job keeps its other fields (their references are still checked); one
+    whose product fails, or that is no object, is left out."""
+    jobs = doc["jobs"] = list(doc["jobs"])
+    index = loc[1]
+    job = jobs[index]
+    if len(loc) < 3 or not isinstance(job, dict) or loc[2] == "product":
+        out.add(index)
+        return
+    job = jobs[index] = dict(job)
+    if loc[2] == "id":
+        job["id"] = f"job-{index}"
+    elif loc[2] in _JOB_STAND_INS:
+        job[loc[2]] = _JOB_STAND_INS[loc[2]]
+    else:
+        job.pop(loc[2], None)
+
+
+_TOPIC_NAME_CHECK = TypeAdapter(Annotated[str, AfterValidator(_topic_name)])
+_ID_CHECK = TypeAdapter(Id)
+
+
+def _placeholder_line(line: Any, index: int) -> dict[str, Any]:
+    """A failing line reduced to its id and products, so references to it still resolve."""
+    if not isinstance(line, dict):
+        return {"id": f"line-{index}", "rates": {}}
+    line_id = line.get("id")
+    if not _valid(_TOPIC_NAME_CHECK, line_id):
+        line_id = f"line-{index}"
+    rates = line.get("rates")
+    products = [k for k in rates if _valid(_ID_CHECK, k)] if isinstance(rates, dict) else []
+    # The fastest rate there is: a placeholder never makes the work look longer.
+    return {"id": line_id, "rates": dict.fromkeys(products, MAX_QUANTITY)}
+
+
+def _valid(adapter: TypeAdapter[Any], value: Any) -> bool:
+    try:
+        adapter.validate_python(value)
+    except ValidationError:
+        return False
+    return True
+
+
+def _remap(issue: Issue, jobs: list[int], orders: list[int]) -> Issue:
+    """An issue of the reduced document with the original list indices."""
+    for prefix, kept in (("jobs[", jobs), ("materials.purchase_orders[", orders)):
+        if issue.path.startswith(prefix):
+            index, rest = issue.path[len(prefix) :].split("]", 1)
+            return Issue(f"{prefix}{kept[int(index)]}]{rest}", issue.message)
+    return issue
+
+
+def _problem(raw: _ProblemIn) -> Problem:
+    """The validated JSON form as dataclasses."""
     materials = None
     if raw.materials is not None:
         materials = Materials(
@@ -369,7 +618,7 @@ def parse_problem(data: Any) -> Problem:
                 for po in raw.materials.purchase_orders
             ),
         )
-    problem = Problem(
+    return Problem(
         start=raw.start,
         lines=tuple(
             Line(
@@ -419,8 +668,6 @@ def parse_problem(data: Any) -> Problem:
         frozen_h=raw.frozen_h,
         risk_buffer_h=raw.risk_buffer_h,
     )
-    check_problem(problem)
-    return problem
 
 
 def check_problem(problem: Problem) -> None:
@@ -492,6 +739,10 @@ def check_problem(problem: Problem) -> None:
     issues += _check_lines(problem, products)
     issues += _check_jobs_extra(problem, lines)
     issues += _check_calendars(problem)
+    # calendar.py builds on this module, hence the import here.
+    from models.planning.calendar import calendar_issues
+
+    issues += calendar_issues(problem)
     issues += _check_changeovers(problem, lines, products)
     issues += _check_materials(problem, products)
     if not (math.isfinite(problem.frozen_h) and problem.frozen_h >= 0):
@@ -536,7 +787,7 @@ def _check_calendars(problem: Problem) -> list[Issue]:
         at = f"calendars{_key(name)}"
         try:
             ZoneInfo(cal.timezone)
-        except (ZoneInfoNotFoundError, ValueError):
+        except (ZoneInfoNotFoundError, ValueError, OSError):
             issues.append(Issue(f"{at}.timezone", f"unknown time zone {cal.timezone!r}"))
         for k, shift in enumerate(cal.shifts):
             if not shift.days or not shift.days <= set(range(7)):
@@ -608,8 +859,15 @@ def _aware(value: datetime) -> bool:
 def _issue(error: Any) -> Issue:
     """A pydantic error as an ``Issue`` with a JSON-ish path and a short message."""
     path = "".join(
-        f"[{part}]" if isinstance(part, int) else _key(str(part)) for part in error["loc"]
+        f"[{part}]" if isinstance(part, int) else _key(str(part))
+        for part in error["loc"]
+        if part != "[key]"  # pydantic's marker for a bad key: the path names the key itself
     ).lstrip(".")
+    return Issue(path or "(root)", error_message(error))
+
+
+def error_message(error: Any) -> str:
+    """A pydantic error's message in the planner's words (``must be a number``, ...)."""
     kind, ctx = error["type"], error.get("ctx") or {}
     messages = {
         "missing": "required",
@@ -620,8 +878,22 @@ def _issue(error: Any) -> Issue:
         "too_short": "must not be empty",
         "literal_error": f"must be one of {ctx.get('expected')}",
         "extra_forbidden": "unknown field",
+        "less_than_equal": f"must be <= {ctx.get('le')}",
+        "string_too_long": f"at most {ctx.get('max_length')} characters",
+        "too_long": f"at most {ctx.get('max_length')} items",
+        "float_type": "must be a number",
+        "float_parsing": "must be a number",
+        "int_type": "must be an integer",
+        "string_type": "must be a string",
+        "string_unicode": "must not contain control characters or lone surrogates",
+        "dict_type": "must be an object",
+        "model_type": "must be an object",
+        "model_attributes_type": "must be an object",
+        "list_type": "must be a list",
+        "bool_type": "must be true or false",
+        "int_from_float": "must be an integer",
     }
-    return Issue(path or "(root)", messages.get(kind, error["msg"]))
+    return messages.get(kind, error["msg"])
 
 
 def _key(name: str) -> str:
@@ -634,11 +906,15 @@ def _cut(value: Any, limit: int = 40) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def parse_calendar(name: str, data: Any) -> Calendar:
+def parse_calendar(name: str, data: Any, *, naive_is_utc: bool = True) -> Calendar:
     """A stored calendar definition (the JSON form of ``calendars`` entries) as a
-    ``Calendar`` called ``name``; raises ``ProblemError`` naming the failing fields."""
+    ``Calendar`` called ``name``; raises ``ProblemError`` naming the failing fields.
+
+    ``naive_is_utc`` reads closure times without a zone as UTC, for calendars stored
+    before the zone was required; a file being imported passes False.
+    """
     try:
-        raw = _CalendarIn.model_validate(data)
+        raw = _CalendarIn.model_validate(data, context={"naive_is_utc": naive_is_utc})
     except ValidationError as exc:
         raise ProblemError([_issue(e) for e in exc.errors()]) from None
     calendar = Calendar(
@@ -649,11 +925,22 @@ def parse_calendar(name: str, data: Any) -> Calendar:
         holidays=tuple(raw.holidays),
         closures=tuple(Closure(x.start, x.end, x.reason) for x in raw.closures),
     )
-    issues = [
-        Issue(f"closures[{k}].end", "must be after start")
-        for k, x in enumerate(calendar.closures)
-        if x.end <= x.start
-    ]
+    issues = []
+    for k, x in enumerate(calendar.closures):
+        if x.end <= x.start:
+            issues.append(Issue(f"closures[{k}].end", "must be after start"))
+        elif (x.end - x.start).total_seconds() / 3600 > MAX_CLOSURE_H:
+            issues.append(
+                Issue(
+                    f"closures[{k}].end",
+                    f"closes the line for over {MAX_CLOSURE_H / (24 * 365):.0f} years: leave "
+                    "the line out instead",
+                )
+            )
+    from models.planning.calendar import weekly_hours  # calendar.py builds on this module
+
+    if weekly_hours(calendar) <= 0:
+        issues.append(Issue("shifts", "leave no working time in a week"))
     if issues:
         raise ProblemError(issues)
     return calendar

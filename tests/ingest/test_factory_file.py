@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 from sqlalchemy import select
@@ -165,3 +166,85 @@ def test_references_unknown_to_file_and_database_are_refused_on_import(sessions)
     with pytest.raises(FactoryFileError) as err, transaction(sessions) as s:
         import_factory(s, parse_factory({"materials": {"bom": {"P1": {"M2": 1.0}}}}), actor="t")
     assert err.value.errors[0]["field"] == "materials.bom.P1.M2"
+
+
+# --- strict input (issue 8, item 12; issue 10) ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("mutate", "field", "message"),
+    [
+        (_set(["lines", 0, "rates", "GEAR-A"], "60"), "lines[0].rates.GEAR-A", "must be a number"),
+        (_set(["customers", 0, "importance"], "2"), "customers[0].importance", "integer"),
+        (
+            _set(["materials", "items", "ALU-A380", "on_hand"], "900"),
+            "materials.items.ALU-A380.on_hand",
+            "must be a number",
+        ),
+        # ids that become MQTT topic segments
+        (_set(["lines", 0, "id"], "L.1"), "lines[0].id", "[A-Za-z0-9_-]"),
+        (_set(["sites", 0, "id"], "plant.1"), "sites[0].id", "[A-Za-z0-9_-]"),
+        (_set(["lines", 0, "site"], "plant/1"), "lines[0].site", "[A-Za-z0-9_-]"),
+        (_set(["lines", 0, "id"], "L" * 65), "lines[0].id", "at most 64"),
+        # NUL and control characters anywhere a name is stored
+        (_set(["sites", 0, "name"], "Suzhou\x00"), "sites[0].name", "control characters"),
+        (_set(["lines", 0, "name"], "Cell\x1b[31m"), "lines[0].name", "control characters"),
+        (_set(["customers", 0, "id"], "C\x00-1"), "customers[0].id", "control characters"),
+        (_set(["customers", 0, "name"], "Acme\ud800"), "customers[0].name", "control characters"),
+        (_set(["customers", 0, "name"], "A" * 201), "customers[0].name", "at most 200"),
+        (_set(["products", 0, "name"], "Gear\x00"), "products[0].name", "control characters"),
+        (
+            _set(["materials", "items", "ALU-A380", "unit"], "k\x00g"),
+            "materials.items.ALU-A380.unit",
+            "control characters",
+        ),
+        # timestamps carry a zone
+        (
+            _set(["materials", "purchase_orders", 0, "arrives"], "2026-12-03T08:00:00"),
+            "materials.purchase_orders[0].arrives",
+            "needs a time zone",
+        ),
+        (
+            _set(
+                ["lines", 0, "calendar", "closures"],
+                [{"start": "2026-12-02T08:00:00", "end": "2026-12-02T12:00:00Z"}],
+            ),
+            "lines[0].calendar.closures[0].start",
+            "needs a time zone",
+        ),
+        (
+            _set(
+                ["lines", 0, "calendar", "closures"],
+                [{"start": "2026-12-02T08:00:00Z", "end": "2026-12-02T12:00:00Z", "reason": "\0"}],
+            ),
+            "lines[0].calendar.closures[0].reason",
+            "control characters",
+        ),
+    ],
+)
+def test_strict_fields_are_refused_by_name(mutate, field, message):
+    data = copy.deepcopy(factory_data())
+    mutate(data)
+    with pytest.raises(FactoryFileError) as err:
+        parse_factory(data)
+    messages = {e["field"]: e["message"] for e in err.value.errors}
+    assert field in messages, err.value.errors
+    assert message in messages[field]
+
+
+def test_field_errors_and_reference_errors_are_listed_together():
+    data = json.loads(json.dumps(factory_data()))  # lines share calendar objects
+    data["lines"][0]["rates"]["GEAR-A"] = "60"  # a field error
+    data["lines"][0]["rates"]["NOPE"] = 1.0  # and a reference error of the same line
+    data["lines"][1]["site"] = "nowhere"  # reference errors
+    data["materials"]["bom"]["NOPE"] = {"ALU-A380": 1.0}
+    data["lines"][2]["calendar"]["timezone"] = "Mars/Base"  # a calendar error
+    with pytest.raises(FactoryFileError) as err:
+        parse_factory(data)
+    assert sorted(e["field"] for e in err.value.errors) == [
+        "lines[0].rates.GEAR-A",
+        "lines[0].rates.NOPE",
+        "lines[1].site",
+        "lines[2].calendar.timezone",
+        "materials.bom.NOPE",
+    ]

@@ -91,7 +91,6 @@ def test_release_before_start_means_start() -> None:
         ("2026-12-01T08:00:00+08:00", START),
         ("2026-12-01t00:00:00z", START),
         ("2026-12-01 00:00:00Z", START),
-        ("2026-12-01T00:00:00", START),  # no offset: UTC
         ("2026-12-01T00:00:00.250Z", START + timedelta(milliseconds=250)),
     ],
 )
@@ -333,3 +332,141 @@ def test_absurd_sizes_are_refused_not_overflowed() -> None:
         parse_problem(data)
     paths = [e.path for e in caught.value.errors]
     assert paths == ["jobs[0].release", "jobs[1].qty", "jobs[3].qty", "jobs"]
+
+
+# --- strict input (issue 8, item 12; issue 10) ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        # numbers are JSON numbers, never strings or booleans
+        (_set(("lines", 0, "rates", "P1"), "60"), "lines[0].rates.P1: must be a number"),
+        (_set(("jobs", 0, "qty"), "120"), "jobs[0].qty: must be a number"),
+        (_set(("jobs", 1, "weight"), True), "jobs[1].weight: must be a number"),
+        (_set(("frozen_h",), "1"), "frozen_h: must be a number"),
+        # timestamps carry a zone
+        (_set(("jobs", 0, "due"), "2026-12-01T06:00:00"), "jobs[0].due: needs a time zone"),
+        (_set(("start",), "2026-12-01T00:00:00"), "start: needs a time zone"),
+        (_set(("jobs", 2, "release"), "2026-12-01 04:00:00"), "jobs[2].release: needs a time"),
+        # line ids are MQTT topic names
+        (_set(("lines", 0, "id"), "L.1"), "lines[0].id: must match [A-Za-z0-9_-]"),
+        (_set(("lines", 0, "id"), "L/1"), "lines[0].id: must match [A-Za-z0-9_-]"),
+        (_set(("lines", 0, "id"), "L1" * 40), "lines[0].id: at most 64 characters"),
+        (_set(("jobs", 0, "pinned_line"), "L+"), "jobs[0].pinned_line: must match"),
+        # other ids and names: no NUL or control characters, bounded
+        (_set(("jobs", 0, "id"), "J\x000"), "jobs[0].id: must not contain control characters"),
+        (_set(("jobs", 0, "order"), "SO\n1"), "jobs[0].order: must not contain control"),
+        (_set(("jobs", 0, "product"), "P\x001"), "jobs[0].product: must not contain control"),
+        (_set(("jobs", 0, "id"), "J" * 81), "jobs[0].id: at most 80 characters"),
+        (_set(("jobs", 0, "id"), "J\ud800"), "jobs[0].id: must not contain"),
+        (_set(("lines", 0, "down_reason"), "jam\x00"), "lines[0].down_reason: must not contain"),
+        # dates the planner cannot reach are refused, not overflowed
+        (_set(("jobs", 0, "due"), "9999-12-31T23:00:00Z"), "jobs[0].due: must be between"),
+        (_set(("start",), "0001-01-01T00:00:00+01:00"), "start: must be between"),
+        (_set(("jobs", 0, "weight"), 1e300), "jobs[0].weight: must be <="),
+        (_set(("frozen_h",), 1e300), "frozen_h: must be <="),
+    ],
+)
+def test_strict_fields_are_refused_by_name(change: Any, expected: str) -> None:
+    data = base()
+    change(data)
+    with pytest.raises(ProblemError) as caught:
+        parse_problem(data)
+    assert expected in str(caught.value), caught.value.errors
+    assert expected.split(":")[0] in [issue.path for issue in caught.value.errors]
+
+
+def test_a_dict_key_that_is_no_topic_name_is_named() -> None:
+    data = rich()
+    data["changeovers"]["L.2"] = {}
+    with pytest.raises(ProblemError) as caught:
+        parse_problem(data)
+    assert [e.path for e in caught.value.errors] == ['changeovers["L.2"]']
+
+
+def test_field_errors_and_cross_field_errors_are_listed_together() -> None:
+    data = rich()
+    data["jobs"][0]["qty"] = "120"  # a field error
+    data["jobs"][0]["pinned_line"] = "L7"  # and a cross-field error of the same job
+    data["jobs"][1]["pinned_line"] = "L9"  # cross-field errors
+    data["jobs"][3]["id"] = "J1"
+    data["lines"][1]["rates"]["P2"] = "20"  # a bad line still makes P2 for the references
+    data["materials"]["bom"]["P9"] = {"STEEL": 1}
+    data["calendars"]["day"]["timezone"] = "Mars/Olympus"  # still a known calendar name
+    with pytest.raises(ProblemError) as caught:
+        parse_problem(data)
+    assert sorted(e.path for e in caught.value.errors) == sorted(
+        [
+            "lines[1].rates.P2",
+            "jobs[0].qty",
+            "jobs[0].pinned_line",
+            "calendars.day.timezone",
+            "jobs[1].pinned_line",
+            "jobs[3].id",
+            "materials.bom.P9",
+        ]
+    )
+
+
+# --- calendars the planner cannot lay out (issue 10) -----------------------------------
+
+
+def _calendar_problem(calendar: dict[str, Any]) -> dict[str, Any]:
+    data = base()
+    data["calendars"] = {"c": calendar}
+    data["lines"][0]["calendar"] = "c"
+    return data
+
+
+def test_a_calendar_closed_for_good_is_refused_by_name() -> None:
+    closed = {"closures": [{"start": "2026-11-01T00:00:00Z", "end": "8999-01-01T00:00:00Z"}]}
+    with pytest.raises(ProblemError) as caught:
+        solve(parse_problem(_calendar_problem(closed)), max_rounds=10)
+    assert [e.path for e in caught.value.errors] == ["calendars.c.closures[0].end"]
+    assert "no working time" in str(caught.value)
+
+
+def test_a_closure_past_the_horizon_keeps_the_line_closed() -> None:
+    # Open on 1 Dec only, then closed for a year: the line was treated as working round
+    # the clock after the closure began (the windows simply ran out).
+    closed = {"closures": [{"start": "2026-12-01T01:00:00Z", "end": "2027-12-01T00:00:00Z"}]}
+    problem = parse_problem(_calendar_problem(closed))
+    schedule = solve(problem, max_rounds=20)
+    closure = (datetime(2026, 12, 1, 1, tzinfo=UTC), datetime(2027, 12, 1, tzinfo=UTC))
+    for a in schedule.assignments:
+        if a.line == "L1":  # work may pause over the closure, never end inside it
+            assert not closure[0] < a.end < closure[1], a
+
+
+def test_a_week_without_working_time_is_listed_with_the_other_issues() -> None:
+    data = _calendar_problem(
+        {
+            "shifts": [{"days": ["mon"], "start": "06:00", "end": "06:00"}],
+            "breaks": [{"days": ["mon", "tue"], "start": "00:00", "end": "24:00"}],
+        }
+    )
+    data["jobs"][0]["qty"] = 0
+    with pytest.raises(ProblemError) as caught:
+        parse_problem(data)
+    assert [e.path for e in caught.value.errors] == ["jobs[0].qty", "calendars.c.shifts"]
+
+
+def test_work_past_the_calendar_span_is_refused_not_run_round_the_clock() -> None:
+    # One hour a week, 1,000 hours of work: about 19 years of calendar.
+    data = _calendar_problem({"shifts": [{"days": ["mon"], "start": "06:00", "end": "07:00"}]})
+    data["lines"] = [{"id": "L1", "rates": {"P1": 1.0, "P2": 1.0}, "calendar": "c"}]
+    data["jobs"] = [{"id": "J0", "product": "P1", "qty": 1000, "due": "2026-12-02T00:00:00Z"}]
+    with pytest.raises(ProblemError) as caught:
+        solve(parse_problem(data), max_rounds=10)
+    assert [e.path for e in caught.value.errors] == ["calendars.c"]
+    assert "years" in str(caught.value)
+
+
+def test_a_very_sparse_calendar_is_refused_not_overflowed() -> None:
+    data = _calendar_problem({"shifts": [{"days": ["mon"], "start": "06:00", "end": "06:00:01"}]})
+    data["jobs"][0]["qty"] = 500_000  # within the planner's 1,000,000 h, at one second a week
+    data["lines"] = [{"id": "L1", "rates": {"P1": 1.0, "P2": 1.0}, "calendar": "c"}]
+    with pytest.raises(ProblemError) as caught:
+        solve(parse_problem(data), max_rounds=10)
+    assert "calendars.c" in [e.path for e in caught.value.errors]
