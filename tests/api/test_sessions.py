@@ -148,19 +148,25 @@ def test_sessions_expire_when_unused(api_stack):
 
     ctx = dataclasses.replace(
         api_context(api_stack.runtime),
-        session_policy=SessionPolicy(idle_s=1.5, max_age_s=3600, kiosk_max_age_s=4.0),
+        session_policy=SessionPolicy(idle_s=2.0, max_age_s=3600, kiosk_max_age_s=8.0),
     )
+    ok = {"X-Requested-By": "loopline"}
     with served(create_app(ctx, with_dashboard=False)) as url:
-        person = sign_in(url, API_TOKEN)
-        kiosk = sign_in(url, DISPLAY_TOKEN)
-        ok = {"X-Requested-By": "loopline"}
+        t0 = time.monotonic()
+        person, kiosk = sign_in(url, API_TOKEN), sign_in(url, DISPLAY_TOKEN)
+
+        def at(t: float) -> None:
+            time.sleep(max(0.0, t0 + t - time.monotonic()))
+
         assert person.get("/api/v1/lines", headers=ok).status_code == 200
-        time.sleep(1.0)
-        assert person.get("/api/v1/lines", headers=ok).status_code == 200  # use slides it
-        time.sleep(2.0)
+        at(1.4)
+        assert person.get("/api/v1/lines", headers=ok).status_code == 200
+        at(2.8)  # past 2 s after sign-in, but used 1.4 s ago: each use slides the expiry
+        assert person.get("/api/v1/lines", headers=ok).status_code == 200
+        at(5.3)
         assert person.get("/api/v1/lines", headers=ok).status_code == 401  # idle too long
         assert kiosk.get("/api/v1/lines", headers=ok).status_code == 200  # kiosks: no idle limit
-        time.sleep(1.5)
+        at(8.5)
         assert kiosk.get("/api/v1/lines", headers=ok).status_code == 401  # past its max age
         person.close()
         kiosk.close()
