@@ -4,7 +4,8 @@ no token in any log line.
 The pages' Content-Security-Policy is the strictest the Dash screens work under (checked in
 headless Chromium by tests/dashboard/test_screens_csp.py): scripts only from this server
 plus Dash's own inline scripts by their SHA-256 (``Dash.csp_hashes``), no ``eval``, nothing
-framed, no plugins. Everything that is not an HTML page may load nothing at all.
+framed, no plugins. Scripts may only connect back here (Dash's websocket runs in a worker,
+under the policy its script was served with); everything else may load nothing at all.
 """
 
 from __future__ import annotations
@@ -19,12 +20,12 @@ from starlette.datastructures import MutableHeaders
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-# Plotly draws its charts with inline style attributes and one <style> element it fills
-# itself; Dash components set styles too. Styles cannot run code: only scripts are held
-# to hashes.
+# Styles must allow 'unsafe-inline': Dash's renderer and dcc inject <style> elements (and
+# Plotly styles its SVG inline); without it the browser blocks 22 of them on these screens.
+# Styles cannot run code: scripts are what the policy holds to hashes.
 PAGE_CSP = (
     "default-src 'self'; script-src 'self' {hashes}; style-src 'self' 'unsafe-inline'; "
-    "img-src 'self' data:; font-src 'self' data:; connect-src 'self'; object-src 'none'; "
+    "img-src 'self'; font-src 'self'; connect-src 'self'; object-src 'none'; "
     "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 )
 # FastAPI's Swagger UI and ReDoc pages load their code from a CDN and start it inline.
@@ -35,6 +36,12 @@ DOCS_CSP = (
     "font-src 'self' https://fonts.gstatic.com; img-src 'self' data: https://fastapi.tiangolo.com "
     "https://cdn.redoc.ly; worker-src 'self' blob:; object-src 'none'; base-uri 'none'; "
     "form-action 'self'; frame-ancestors 'none'"
+)
+# A script's own policy matters only when it runs as a worker: Dash's websocket lives in a
+# SharedWorker (dash-ws-worker.js), which connects back to this server and nothing else.
+SCRIPT_CSP = (
+    "default-src 'none'; connect-src 'self'; object-src 'none'; base-uri 'none'; "
+    "form-action 'none'; frame-ancestors 'none'"
 )
 NOTHING_CSP = (
     "default-src 'none'; object-src 'none'; base-uri 'none'; form-action 'none'; "
@@ -72,8 +79,10 @@ class SecurityHeaders:
                 headers = MutableHeaders(scope=message)
                 for name, value in FIXED_HEADERS.items():
                     headers.setdefault(name, value)
-                html = headers.get("content-type", "").startswith("text/html")
-                if not html:
+                kind = headers.get("content-type", "")
+                if "javascript" in kind:
+                    csp = SCRIPT_CSP
+                elif not kind.startswith("text/html"):
                     csp = NOTHING_CSP
                 elif path.startswith(DOCS_PREFIXES):
                     csp = DOCS_CSP
