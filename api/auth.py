@@ -171,7 +171,7 @@ class BrowserSessions:
         """The record id a cookie names, if its signature is ours and it is not too old."""
         if not cookie:
             return None
-        longest = max(self.policy.max_age_s, self.policy.kiosk_max_age_s)
+        longest = int(max(self.policy.max_age_s, self.policy.kiosk_max_age_s)) + 1
         try:
             secret = self._signer.unsign(cookie, max_age=longest).decode()
         except (BadSignature, UnicodeDecodeError):

@@ -398,3 +398,20 @@ def _up(url: str) -> bool:
         return httpx.get(f"{url}/api/v1/healthz", timeout=1).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def test_screens_websocket_needs_a_live_session_from_its_own_origin(api_stack):
+    """Dash's own websocket (every screen's push) goes through the same session check."""
+    url = api_stack.url.replace("http", "ws") + "/_dash-ws-callback"
+    own = {"Origin": api_stack.url}
+    kiosk = sign_in(api_stack.url, DISPLAY_TOKEN)
+    cookie = {"Cookie": f"{COOKIE}={kiosk.cookies[COOKIE]}"}
+    assert run_async(_outcome(url, additional_headers={**cookie, **own})) == "open"
+    assert run_async(_outcome(url, additional_headers=own)) != "open"  # no session
+    evil = {**cookie, "Origin": "https://evil.example"}
+    assert run_async(_outcome(url, additional_headers=evil)) != "open"
+    for row in api_stack.get("/api/v1/sessions").json():
+        if row["role"] == "display":
+            httpx.delete(f"{api_stack.url}/api/v1/sessions/{row['id']}", headers=api_stack.auth)
+    assert run_async(_outcome(url, additional_headers={**cookie, **own})) != "open"
+    kiosk.close()
