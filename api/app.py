@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+
 from fastapi import APIRouter, Depends, FastAPI
 from fastapi.responses import JSONResponse, RedirectResponse
 
-from api.auth import PageAuthMiddleware, Tokens
+from api.auth import BrowserSessions, PageAuthMiddleware, Tokens
 from api.context import ApiContext
 from api.errors import error_body, error_responses, install_error_handlers, refuse_nul
 from api.routes import alerts, changes, crm, factory, health, orders, purchasing, quotes, stream
+from api.routes import sessions as session_routes
+from api.security import install_security
 
 API_PREFIX = "/api/v1"
 
@@ -27,13 +31,16 @@ def create_app(ctx: ApiContext, *, with_dashboard: bool = True) -> FastAPI:
         manager_token=ctx.manager_token,
         purchasing_token=ctx.purchasing_token,
         sales_token=ctx.sales_token,
+        secret=ctx.session_secret,
     )
+    app.state.browser_sessions = BrowserSessions(app.state.tokens, ctx.sessions, ctx.session_policy)
     install_error_handlers(app)
     api = APIRouter(
         prefix=API_PREFIX, dependencies=[Depends(refuse_nul)], responses=error_responses(422, 503)
     )
     for module in (health, crm, orders, factory, alerts, changes, quotes, purchasing, stream):
         api.include_router(module.router)
+    api.include_router(session_routes.router)
 
     @api.api_route(
         "/{rest:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False
@@ -48,16 +55,18 @@ def create_app(ctx: ApiContext, *, with_dashboard: bool = True) -> FastAPI:
     def root() -> RedirectResponse:
         return RedirectResponse("/wall")
 
+    script_hashes: Callable[[], Iterable[str]] = tuple
     if with_dashboard:
         from dashboard.app import create_dash
 
-        create_dash(
+        script_hashes = create_dash(
             app,
             live=ctx.live,
             new_async_redis=ctx.new_async_redis,
             default_lang=ctx.default_lang,
             now=ctx.clock.now,  # the demo's clock may run fast: screens show its time
             sessions=ctx.sessions,
-        )
-    app.add_middleware(PageAuthMiddleware, tokens=app.state.tokens)
+        ).csp_hashes
+    app.add_middleware(PageAuthMiddleware, sessions=app.state.browser_sessions)
+    install_security(app, cors_origins=ctx.cors_origins, script_hashes=script_hashes)
     return app

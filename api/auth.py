@@ -1,25 +1,50 @@
-"""Who is calling: bearer tokens for the API, a signed cookie for browsers and kiosks.
+"""Who is calling: bearer tokens for the API, a per-sign-in session for browsers and kiosks.
 
 Roles: ``admin`` (the API token) may change things; ``display`` (the display token, for
 wall screens) may only read; ``production_manager``, ``purchasing`` and ``sales`` (optional
 tokens) read everything and may do what each route allows them (``api.deps.require_roles``).
-A page opened with ``?token=<token>`` signs that browser in once: the token is traded for
-a cookie and removed from the URL.
+
+A page opened with ``?token=<token>`` signs that browser in: the token is traded for a new
+session (a record in SQL, ``models.web_sessions``) whose random secret goes to the browser
+in a cookie signed with itsdangerous, and the browser is sent to the URL without the token.
+A session ends when it expires (``SessionPolicy``), when an admin revokes it, or when the
+token of its role is rotated (the record keeps a keyed fingerprint of the token used).
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from http.cookies import SimpleCookie
-from urllib.parse import parse_qsl, urlencode
+from datetime import datetime
+from http.cookies import CookieError, SimpleCookie
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
+from itsdangerous import BadSignature, TimestampSigner
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+from starlette.concurrency import run_in_threadpool
 from starlette.responses import PlainTextResponse, RedirectResponse
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from models import web_sessions
+from models.clock import utcnow
+from models.db import transaction
+from models.web_sessions import SessionPolicy
+
+log = logging.getLogger("loopline.auth")
 
 COOKIE = "loopline_session"
-COOKIE_MAX_AGE_S = 90 * 24 * 3600
+# Why cache: every page request, Dash callback and screen API call checks the session; a
+# few seconds of memory spare the database, and bound how long a revocation made by
+# another process takes to bite.
+SESSION_CACHE_S = 5.0
+# An open websocket signed in by cookie checks its session again this often.
+SESSION_RECHECK_S = 10.0
+WS_UNAUTHORIZED = 4401  # close code: 4000 + the HTTP status
 # Paths a browser may load before signing in: the API has its own auth, assets are public.
 PUBLIC_PREFIXES = (
     "/api/",
@@ -42,12 +67,19 @@ ROLES = (ADMIN, DISPLAY, PRODUCTION_MANAGER, PURCHASING, SALES)
 
 @dataclass(frozen=True)
 class Principal:
+    """Who a request acts for; ``session`` is the browser session's record id, if any."""
+
     name: str
     role: str  # one of ROLES
+    session: str | None = None
 
 
 class Tokens:
-    """Checks tokens and signs the session cookie with a key derived from the API token."""
+    """The configured role tokens, and the key that signs sessions and fingerprints tokens.
+
+    ``secret`` (``LOOPLINE_SESSION_SECRET``) is the signing key; unset, it is derived from
+    the API token, so rotating the API token then also ends every browser session.
+    """
 
     def __init__(
         self,
@@ -57,9 +89,10 @@ class Tokens:
         manager_token: str | None = None,
         purchasing_token: str | None = None,
         sales_token: str | None = None,
+        secret: str | None = None,
     ) -> None:
-        self._by_role = [
-            (role, token)
+        self._by_role = {
+            role: token
             for role, token in (
                 (ADMIN, api_token),
                 (DISPLAY, display_token),
@@ -68,48 +101,196 @@ class Tokens:
                 (SALES, sales_token),
             )
             if token
-        ]
-        self._key = hashlib.sha256(b"loopline-cookie:" + api_token.encode()).digest()
+        }
+        self.key = hashlib.sha256(
+            b"loopline-session:" + (secret or "api-token:" + api_token).encode()
+        ).digest()
 
     def principal(self, token: str | None) -> Principal | None:
         """The caller a bearer token stands for, or None."""
         if not token:
             return None
-        for role, known in self._by_role:
+        for role, known in self._by_role.items():
             if hmac.compare_digest(token.encode(), known.encode()):
                 return Principal(role, role)
         return None
 
-    def cookie_for(self, principal: Principal) -> str:
-        sig = hmac.new(self._key, principal.role.encode(), hashlib.sha256).hexdigest()
-        return f"{principal.role}.{sig}"
+    def fingerprint(self, token: str) -> str:
+        """A keyed hash of ``token``: equal for equal tokens, useless to whoever reads it."""
+        return hmac.new(self.key, b"token:" + token.encode(), hashlib.sha256).hexdigest()
 
-    def from_cookie(self, value: str | None) -> Principal | None:
-        if not value or "." not in value:
+    def current_fingerprint(self, role: str) -> str | None:
+        """The fingerprint of ``role``'s configured token (None: the role has no token)."""
+        token = self._by_role.get(role)
+        return self.fingerprint(token) if token else None
+
+
+class SessionStoreDown(Exception):
+    """The session records cannot be read (the database is down) and nothing is cached."""
+
+
+class BrowserSessions:
+    """Sign-ins and their checks: the signed cookie, the record behind it, a short cache."""
+
+    def __init__(
+        self,
+        tokens: Tokens,
+        db: sessionmaker[Session],
+        policy: SessionPolicy,
+        *,
+        now: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.tokens = tokens
+        self.policy = policy
+        self._db = db
+        self._now = now
+        self._signer = TimestampSigner(tokens.key, salt="loopline.session")
+        # sid -> (principal or None, when it ends, monotonic time of the check)
+        self._cache: dict[str, tuple[Principal | None, datetime | None, float]] = {}
+
+    def sign_in(self, principal: Principal, token: str, *, user_agent: str | None) -> str:
+        """Start a session for ``principal`` (who showed ``token``); return the cookie value."""
+        with transaction(self._db) as session:
+            secret, record = web_sessions.start(
+                session,
+                principal=principal.name,
+                role=principal.role,
+                token_fingerprint=self.tokens.fingerprint(token),
+                policy=self.policy,
+                now=self._now(),
+                user_agent=user_agent,
+            )
+        log.info("session %s… started for %s", record.id[:8], principal.name)
+        return self._signer.sign(secret).decode()
+
+    def max_age_s(self, role: str) -> int:
+        """The cookie's lifetime for a sign-in of ``role``."""
+        return int(self.policy.max_age_for(role))
+
+    def sid_of(self, cookie: str | None) -> str | None:
+        """The record id a cookie names, if its signature is ours and it is not too old."""
+        if not cookie:
             return None
-        role, sig = value.split(".", 1)
-        good = hmac.new(self._key, role.encode(), hashlib.sha256).hexdigest()
-        if role in ROLES and hmac.compare_digest(sig, good):
-            return Principal(role, role)
-        return None
+        longest = int(max(self.policy.max_age_s, self.policy.kiosk_max_age_s)) + 1
+        try:
+            secret = self._signer.unsign(cookie, max_age=longest).decode()
+        except (BadSignature, UnicodeDecodeError):
+            return None
+        return web_sessions.session_id(secret)
+
+    def cached(self, cookie: str | None) -> tuple[bool, Principal | None]:
+        """``(True, who)`` when the cookie was checked less than the cache time ago."""
+        sid = self.sid_of(cookie)
+        if sid is None:
+            return True, None
+        hit = self._cache.get(sid)
+        if hit is None:
+            return False, None
+        principal, ends, checked = hit
+        # Never cache past the touch interval, or a use that should slide a person's idle
+        # expiry would never reach the record.
+        ttl = SESSION_CACHE_S
+        if principal is not None:
+            ttl = min(ttl, self.policy.touch_every_s(principal.role))
+        if time.monotonic() - checked > ttl:
+            return False, None
+        if principal is not None and ends is not None and ends <= self._now():
+            return True, None
+        return True, principal
+
+    def check(self, cookie: str | None) -> Principal | None:
+        """Who a session cookie stands for, or None (bad, expired, revoked or rotated)."""
+        known, principal = self.cached(cookie)
+        if known:
+            return principal
+        sid = self.sid_of(cookie)
+        assert sid is not None  # cached() answers for unsigned cookies
+        now = self._now()
+        try:
+            with transaction(self._db) as session:
+                record = web_sessions.active(session, sid=sid, now=now)
+                if record is not None and hmac.compare_digest(
+                    record.token_fingerprint, self.tokens.current_fingerprint(record.role) or ""
+                ):
+                    web_sessions.touch(session, record=record, policy=self.policy, now=now)
+                    principal = Principal(record.principal, record.role, session=sid)
+                    ends: datetime | None = record.expires_at
+                else:
+                    principal, ends = None, None
+        except SQLAlchemyError as exc:
+            # The database is down: a session seen valid lately stays valid until it ends,
+            # so the screens keep showing (stale) data instead of a sign-in prompt.
+            hit = self._cache.get(sid)
+            if hit and hit[0] is not None and hit[1] is not None and hit[1] > now:
+                return hit[0]
+            raise SessionStoreDown(str(exc)) from exc
+        if len(self._cache) > 10_000:  # a bound, not a policy: drop and re-read
+            self._cache.clear()
+        self._cache[sid] = (principal, ends, time.monotonic())
+        return principal
+
+    async def acheck(self, cookie: str | None) -> Principal | None:
+        """:meth:`check` for async code: the database read runs in a worker thread."""
+        known, principal = self.cached(cookie)
+        if known:
+            return principal
+        return await run_in_threadpool(self.check, cookie)
+
+    def list(self) -> list[web_sessions.WebSession]:
+        """The sessions still valid."""
+        with self._db() as session:
+            return web_sessions.listing(session, now=self._now())
+
+    def revoke(self, sid: str) -> bool:
+        """End session ``sid`` now (other processes notice within the cache time)."""
+        with transaction(self._db) as session:
+            done = web_sessions.revoke(session, sid=sid, now=self._now())
+        self._cache.pop(sid, None)
+        return done
+
+    def forget(self, cookie: str | None) -> None:
+        """End the session a cookie names, if any (a browser signing in again)."""
+        sid = self.sid_of(cookie)
+        if sid is not None:
+            self.revoke(sid)
 
 
-def _cookie(scope: Scope) -> str | None:
+def cookie_of(scope: Scope) -> str | None:
+    """The session cookie of a request or websocket handshake."""
     for name, value in scope.get("headers", []):
         if name == b"cookie":
             jar: SimpleCookie = SimpleCookie()
-            jar.load(value.decode("latin-1"))
+            try:
+                jar.load(value.decode("latin-1"))
+            except CookieError:  # a malformed Cookie header is no session
+                continue
             if COOKIE in jar:
                 return jar[COOKIE].value
+    return None
+
+
+def same_origin(scope: Scope) -> bool:
+    """Whether a websocket handshake comes from a page of this server (its Origin names
+    the Host it connects to). Browsers send cookies on cross-site websockets, and always
+    send Origin, so a cookie counts on a websocket only when this holds."""
+    headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers", [])}
+    origin, host = headers.get("origin"), headers.get("host")
+    return bool(origin and host and urlsplit(origin).netloc == host)
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key == name:
+            return str(value.decode("latin-1"))
     return None
 
 
 class PageAuthMiddleware:
     """Pages and Dash's own endpoints (HTTP and websocket) need a signed-in browser."""
 
-    def __init__(self, app: ASGIApp, tokens: Tokens) -> None:
+    def __init__(self, app: ASGIApp, sessions: BrowserSessions) -> None:
         self.app = app
-        self.tokens = tokens
+        self.sessions = sessions
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -119,31 +300,94 @@ class PageAuthMiddleware:
         if path.startswith(PUBLIC_PREFIXES):
             await self.app(scope, receive, send)
             return
-        query = dict(parse_qsl(scope.get("query_string", b"").decode()))
-        token = query.pop("token", None)
+        query = parse_qsl(scope.get("query_string", b"").decode("latin-1"))
+        token = next((v for k, v in query if k == "token"), None)
         if scope["type"] == "http" and token is not None:
-            principal = self.tokens.principal(token)
-            if principal is None:
-                await PlainTextResponse("invalid token", status_code=401)(scope, receive, send)
-                return
-            target = path + ("?" + urlencode(query) if query else "")
-            response = RedirectResponse(target, status_code=303)
-            response.set_cookie(
-                COOKIE,
-                self.tokens.cookie_for(principal),
-                max_age=COOKIE_MAX_AGE_S,
-                httponly=True,
-                samesite="lax",
+            await self._sign_in(
+                scope, receive, send, token, [(k, v) for k, v in query if k != "token"]
             )
-            await response(scope, receive, send)
             return
-        if self.tokens.from_cookie(_cookie(scope)) is None:
-            if scope["type"] == "websocket":
-                await send({"type": "websocket.close", "code": 4401})
+        cookie = cookie_of(scope)
+        try:
+            principal = await self.sessions.acheck(cookie)
+        except SessionStoreDown:
+            await _unavailable(scope, receive, send)
+            return
+        if scope["type"] == "websocket":
+            if principal is None or not same_origin(scope):
+                await send({"type": "websocket.close", "code": WS_UNAUTHORIZED})
                 return
+            send = self._rechecking(send, cookie)
+        elif principal is None:
             await PlainTextResponse(
                 "Sign in: open this page once with ?token=<your token> in its URL.",
                 status_code=401,
             )(scope, receive, send)
             return
+        scope.setdefault("state", {})["principal"] = principal
         await self.app(scope, receive, send)
+
+    async def _sign_in(
+        self, scope: Scope, receive: Receive, send: Send, token: str, rest: list[tuple[str, str]]
+    ) -> None:
+        principal = self.sessions.tokens.principal(token)
+        if principal is None:
+            await PlainTextResponse("invalid token", status_code=401)(scope, receive, send)
+            return
+        old = cookie_of(scope)
+        try:
+            if old:
+                await run_in_threadpool(self.sessions.forget, old)
+            value = await run_in_threadpool(
+                self.sessions.sign_in,
+                principal,
+                token,
+                user_agent=_header(scope, b"user-agent"),
+            )
+        except SQLAlchemyError:
+            await _unavailable(scope, receive, send)
+            return
+        target = scope["path"] + ("?" + urlencode(rest) if rest else "")
+        response = RedirectResponse(target, status_code=303)
+        response.set_cookie(
+            COOKIE,
+            value,
+            max_age=self.sessions.max_age_s(principal.role),
+            httponly=True,
+            samesite="lax",
+            secure=scope.get("scheme") == "https",
+        )
+        await response(scope, receive, send)
+
+    def _rechecking(self, send: Send, cookie: str | None) -> Send:
+        """``send`` that checks the session again every ``SESSION_RECHECK_S`` and closes the
+        socket (4401) once it has ended: a revoked kiosk does not keep its open screen."""
+        checked = time.monotonic()
+
+        async def wrapped(message: Message) -> None:
+            nonlocal checked
+            if message["type"] == "websocket.send" and (
+                time.monotonic() - checked > SESSION_RECHECK_S
+            ):
+                checked = time.monotonic()
+                try:
+                    valid = await self.sessions.acheck(cookie) is not None
+                except SessionStoreDown:
+                    valid = True  # an outage is not a sign-out
+                if not valid:
+                    await send({"type": "websocket.close", "code": WS_UNAUTHORIZED})
+                    return
+            await send(message)
+
+        return wrapped
+
+
+async def _unavailable(scope: Scope, receive: Receive, send: Send) -> None:
+    if scope["type"] == "websocket":
+        await send({"type": "websocket.close", "code": 1013})  # try again later
+        return
+    await PlainTextResponse(
+        "the session store is unavailable; retry shortly",
+        status_code=503,
+        headers={"Retry-After": "5"},
+    )(scope, receive, send)

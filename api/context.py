@@ -12,6 +12,7 @@ from models.approvals import ApprovalPolicy
 from models.clock import Clock
 from models.live import LiveState
 from models.replan import PlanWindow
+from models.web_sessions import SessionPolicy
 
 
 @dataclass(frozen=True)
@@ -31,3 +32,8 @@ class ApiContext:
     sales_token: str | None = None
     approval_policy: ApprovalPolicy = ApprovalPolicy()
     plan_window: PlanWindow = PlanWindow()
+    # Browser sessions (api/auth.py): the signing key (None: derived from the API token),
+    # how long sign-ins last, and the foreign origins CORS lets in (none by default).
+    session_secret: str | None = None
+    session_policy: SessionPolicy = SessionPolicy()
+    cors_origins: tuple[str, ...] = ()

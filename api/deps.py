@@ -9,7 +9,7 @@ from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
-from api.auth import ADMIN, COOKIE, ROLES, Principal, Tokens
+from api.auth import ADMIN, COOKIE, ROLES, BrowserSessions, Principal, SessionStoreDown, Tokens
 from api.context import ApiContext
 from models.live import LiveState
 
@@ -37,11 +37,20 @@ def get_principal(
 
     A browser counts only with the ``X-Requested-By`` header, which a page of another site
     cannot send without a CORS preflight we never grant (so its cookie cannot be misused).
+    Its session must be valid (not expired, not revoked, its token not rotated).
     """
     tokens: Tokens = request.app.state.tokens
     principal = tokens.principal(credentials.credentials if credentials else None)
     if principal is None and request.headers.get("x-requested-by") == "loopline":
-        principal = tokens.from_cookie(request.cookies.get(COOKIE))
+        sessions: BrowserSessions = request.app.state.browser_sessions
+        try:
+            principal = sessions.check(request.cookies.get(COOKIE))
+        except SessionStoreDown as exc:
+            raise HTTPException(
+                status.HTTP_503_SERVICE_UNAVAILABLE,
+                detail="the session store is unavailable; retry shortly",
+                headers={"Retry-After": "5"},
+            ) from exc
     if principal is None:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,

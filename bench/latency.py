@@ -105,13 +105,14 @@ def _promise_for(delivery, order_id: str) -> bool:
 
 def stream_latency(stack, sensor: Sensor, n: int) -> tuple[list[float], list[float]]:
     """MQTT state -> change on /api/v1/stream; baseline MQTT publish -> raw subscriber."""
-    ws_url = stack.url.replace("http", "ws") + f"/api/v1/stream?entity=line&token={API_TOKEN}"
+    ws_url = stack.url.replace("http", "ws") + "/api/v1/stream?entity=line"
     arrivals: dict[str, float] = {}
     ready = threading.Event()
     done = threading.Event()
 
     async def listen() -> None:
-        async with websockets.connect(ws_url) as ws:
+        bearer = {"Authorization": f"Bearer {API_TOKEN}"}
+        async with websockets.connect(ws_url, additional_headers=bearer) as ws:
             ready.set()
             while not done.is_set():
                 try:

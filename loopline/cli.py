@@ -258,5 +258,64 @@ def import_factory_cmd(
     console.print(f"imported {counts}")
 
 
+sessions_app = typer.Typer(no_args_is_help=True, help="Signed-in browsers: list or sign out.")
+app.add_typer(sessions_app, name="sessions")
+
+
+@sessions_app.command("list")
+def sessions_list() -> None:
+    """List the browser sessions still valid."""
+    _logging(False)
+    from loopline.runtime import open_database
+    from loopline.settings import Settings
+    from models.clock import utcnow
+    from models.db import make_sessions
+    from models.web_sessions import listing
+
+    engine = open_database(Settings())
+    try:
+        with make_sessions(engine)() as session:
+            rows = listing(session, now=utcnow())
+    finally:
+        engine.dispose()
+    for r in rows:
+        sys.stdout.write(
+            f"{r.id}  {r.role:<18} last seen {r.last_seen_at:%Y-%m-%d %H:%M}Z"
+            f"  ends {r.expires_at:%Y-%m-%d %H:%M}Z  {r.user_agent or ''}\n"
+        )
+
+
+@sessions_app.command("revoke")
+def sessions_revoke(
+    session_id: Annotated[str | None, typer.Argument(help="The id `sessions list` shows")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Every session (of --role)")] = False,
+    role: Annotated[str | None, typer.Option(help="With --all: only this role's")] = None,
+) -> None:
+    """Sign browsers out: one session by id, or all of them (running servers notice
+    within a few seconds)."""
+    _logging(False)
+    from loopline.runtime import open_database
+    from loopline.settings import Settings
+    from models.clock import utcnow
+    from models.db import make_sessions, transaction
+    from models.web_sessions import revoke, revoke_all
+
+    if (session_id is None) == (not all_):
+        console.print("[red]give a session id or --all[/]")
+        raise typer.Exit(2)
+    engine = open_database(Settings())
+    try:
+        with transaction(make_sessions(engine)) as session:
+            if all_:
+                count = revoke_all(session, now=utcnow(), role=role)
+            else:
+                count = int(revoke(session, sid=session_id or "", now=utcnow()))
+    finally:
+        engine.dispose()
+    console.print(f"revoked {count} session{'s' if count != 1 else ''}")
+    if session_id is not None and not count:
+        raise typer.Exit(1)
+
+
 if __name__ == "__main__":
     app()

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api.app import create_app
 from api.context import ApiContext
+from api.security import redact_logs
 from ingest.mqtt.consumer import MqttConsumer
 from ingest.shopfloor import ShopfloorHandler
 from loopline.settings import Resolved, Settings, resolve
@@ -22,6 +23,7 @@ from models.live_store import LiveStore, open_live_store
 from models.loop import Loop, LoopConfig
 from models.outbox import OutboxRelay
 from models.replan import PlanWindow
+from models.web_sessions import SessionPolicy
 
 log = logging.getLogger("loopline")
 
@@ -91,6 +93,13 @@ def api_context(rt: Runtime) -> ApiContext:
             priorities=frozenset(rt.resolved.auto_approve_priorities),
         ),
         plan_window=plan_window(rt),
+        session_secret=rt.resolved.session_secret,
+        session_policy=SessionPolicy(
+            idle_s=rt.settings.session_idle_h * 3600,
+            max_age_s=rt.settings.session_max_age_h * 3600,
+            kiosk_max_age_s=rt.settings.kiosk_session_max_age_h * 3600,
+        ),
+        cors_origins=rt.resolved.cors_origins,
     )
 
 
@@ -102,7 +111,8 @@ def plan_window(rt: Runtime) -> PlanWindow:
 
 
 def build_app(rt: Runtime) -> FastAPI:
-    """The HTTP side: REST, stream, webhooks and pages."""
+    """The HTTP side: REST, stream, webhooks and pages (and no token in its logs)."""
+    redact_logs()
     return create_app(api_context(rt))
 
 

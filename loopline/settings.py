@@ -8,6 +8,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import get_args
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -35,6 +36,17 @@ class Settings(BaseSettings):
     manager_token: SecretStr | None = None
     purchasing_token: SecretStr | None = None
     sales_token: SecretStr | None = None
+    # Browser sessions (api/auth.py, models/web_sessions.py). The key that signs session
+    # cookies (unset: derived from the API token, so rotating that signs every browser out);
+    # a person's sign-in ends after SESSION_IDLE_H unused and SESSION_MAX_AGE_H at most; a
+    # kiosk's (display token) has no idle limit and ends KIOSK_SESSION_MAX_AGE_H after.
+    session_secret: SecretStr | None = None
+    session_idle_h: float = Field(default=12.0, gt=0.0)
+    session_max_age_h: float = Field(default=7 * 24.0, gt=0.0)
+    kiosk_session_max_age_h: float = Field(default=30 * 24.0, gt=0.0)
+    # Foreign origins whose pages may call the API with a bearer token (comma list, e.g.
+    # "https://crm.example"); empty: CORS is closed. Cookies never count cross-origin.
+    cors_origins: str = ""
     # Rush and change approval (models/approvals.py): a CRM change that would break another
     # order's promise waits for a production manager unless one of these rules lets it in.
     auto_approve_max_slip_h: float = Field(default=0.0, ge=0.0)  # 0: no slip is let in
@@ -65,6 +77,15 @@ class Settings(BaseSettings):
             raise ValueError(f"unknown priorities {sorted(unknown)}; use {', '.join(PRIORITIES)}")
         return value
 
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, value: str) -> str:
+        for origin in split_list(value):
+            parts = urlsplit(origin)
+            if parts.scheme not in ("http", "https") or not parts.netloc or parts.path.strip("/"):
+                raise ValueError(f"{origin!r} is not an origin such as https://crm.example")
+        return value
+
 
 @dataclass(frozen=True)
 class Resolved:
@@ -83,6 +104,8 @@ class Resolved:
     sales_token: str | None = None
     auto_approve_max_slip_h: float = 0.0
     auto_approve_priorities: tuple[str, ...] = ()
+    session_secret: str | None = None  # None: derived from the API token
+    cors_origins: tuple[str, ...] = ()
 
 
 def split_list(value: str) -> tuple[str, ...]:
@@ -154,6 +177,12 @@ def resolve(settings: Settings, *, demo: bool) -> Resolved:
             f"auto-approve: slips up to {settings.auto_approve_max_slip_h:g} h"
             f", priorities {', '.join(priorities) or 'none'}"
         )
+    cors_origins = tuple(o.rstrip("/") for o in split_list(settings.cors_origins))
+    choices.append(f"CORS: {', '.join(cors_origins) if cors_origins else 'closed'}")
+    choices.append(
+        f"browser sessions: {settings.session_idle_h:g} h idle, {settings.session_max_age_h:g} h"
+        f" at most; kiosks {settings.kiosk_session_max_age_h:g} h"
+    )
     return Resolved(
         database_url=db,
         redis_url=settings.redis_url,
@@ -170,6 +199,10 @@ def resolve(settings: Settings, *, demo: bool) -> Resolved:
         sales_token=settings.sales_token.get_secret_value() if settings.sales_token else None,
         auto_approve_max_slip_h=settings.auto_approve_max_slip_h,
         auto_approve_priorities=priorities,
+        session_secret=(
+            settings.session_secret.get_secret_value() if settings.session_secret else None
+        ),
+        cors_origins=cors_origins,
     )
 
 

@@ -318,3 +318,24 @@ class DeadLetter(Base):
     reason: Mapped[str] = mapped_column(String(200))
     detail: Mapped[str | None] = mapped_column(Text, nullable=True)
     payload: Mapped[str] = mapped_column(Text)
+
+
+class WebSession(Base):
+    """One browser sign-in: who it stands for, the token it was traded for, its lifetime.
+
+    ``id`` is the SHA-256 of the random secret the browser holds (signed, in its cookie), so
+    the table never holds a usable session. ``token_fingerprint`` is a keyed hash of the token
+    used to sign in: when that role's configured token changes, the session no longer matches.
+    """
+
+    __tablename__ = "web_session"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    principal: Mapped[str] = mapped_column(String(100))
+    role: Mapped[str] = mapped_column(String(40))
+    token_fingerprint: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # The moment it ends if not used again: min(sign-in + max age, last use + idle limit).
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+    last_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    user_agent: Mapped[str | None] = mapped_column(String(200), nullable=True)

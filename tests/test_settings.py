@@ -84,8 +84,39 @@ def test_role_tokens_and_auto_approve_rules(tmp_path):
     tokens = Tokens("t", None, manager_token=r.manager_token, sales_token=r.sales_token)
     assert tokens.principal("m").role == "production_manager"
     assert tokens.principal("s").role == "sales" and tokens.principal("p") is None
-    manager = tokens.from_cookie(tokens.cookie_for(tokens.principal("m")))
-    assert manager.role == "production_manager"
+    # A session remembers the fingerprint of the token it signed in with (api/auth.py).
+    assert tokens.current_fingerprint("production_manager") == tokens.fingerprint("m")
+    assert tokens.current_fingerprint("purchasing") is None
+    assert "m" not in tokens.fingerprint("m")
     assert resolve(Settings(data_dir=tmp_path), demo=True).manager_token
     with pytest.raises(ValueError, match="asap"):
         Settings(data_dir=tmp_path, auto_approve_priorities="asap")
+
+
+def test_session_lifetimes_and_cors_origins_come_from_the_environment(monkeypatch, tmp_path):
+    from pydantic import ValidationError
+
+    s = Settings(data_dir=tmp_path)
+    assert (s.session_idle_h, s.session_max_age_h, s.kiosk_session_max_age_h) == (12, 168, 720)
+    assert resolve(s, demo=True).cors_origins == ()  # closed by default
+    monkeypatch.setenv("LOOPLINE_SESSION_IDLE_H", "1.5")
+    monkeypatch.setenv("LOOPLINE_KIOSK_SESSION_MAX_AGE_H", "48")
+    monkeypatch.setenv("LOOPLINE_SESSION_SECRET", "sign-with-this")
+    monkeypatch.setenv("LOOPLINE_CORS_ORIGINS", "https://crm.example, http://localhost:3000/")
+    s = Settings(data_dir=tmp_path)
+    assert (s.session_idle_h, s.kiosk_session_max_age_h) == (1.5, 48)
+    r = resolve(s, demo=True)
+    assert r.cors_origins == ("https://crm.example", "http://localhost:3000")
+    assert r.session_secret == "sign-with-this"
+    assert any(c.startswith("CORS: https://crm.example") for c in r.choices)
+    # The signing key follows the secret, not the API token, once one is set.
+    assert Tokens("a", None, secret="k").key == Tokens("b", None, secret="k").key
+    assert Tokens("a", None).key != Tokens("b", None).key
+    for bad in ("*", "crm.example", "https://crm.example/path"):
+        monkeypatch.setenv("LOOPLINE_CORS_ORIGINS", bad)
+        with pytest.raises(ValidationError, match="origin"):
+            Settings(data_dir=tmp_path)
+    monkeypatch.setenv("LOOPLINE_CORS_ORIGINS", "")
+    monkeypatch.setenv("LOOPLINE_SESSION_IDLE_H", "0")
+    with pytest.raises(ValidationError):
+        Settings(data_dir=tmp_path)

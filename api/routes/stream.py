@@ -7,20 +7,49 @@ import contextlib
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
-from api.auth import Tokens
+from api.auth import (
+    COOKIE,
+    SESSION_RECHECK_S,
+    WS_UNAUTHORIZED,
+    BrowserSessions,
+    Principal,
+    SessionStoreDown,
+    Tokens,
+    same_origin,
+)
 from models.live import follow
 
 router = APIRouter(tags=["stream"])
 
 
-@router.websocket("/stream")
-async def stream(websocket: WebSocket) -> None:
-    """Send ``{entity, id, old, new, removed}`` for each change; ``?entity=`` filters."""
+async def _caller(websocket: WebSocket) -> tuple[Principal | None, str | None]:
+    """Who opens the stream: a bearer ``Authorization`` header, or a browser of our own
+    pages by its session cookie (with an Origin of this server). Never a query token: URLs
+    end up in logs. Returns the caller and the cookie it came by (None for a bearer)."""
     tokens: Tokens = websocket.app.state.tokens
     header = websocket.headers.get("authorization", "")
-    token = header.removeprefix("Bearer ").strip() or websocket.query_params.get("token")
-    if tokens.principal(token) is None:
-        await websocket.close(code=4401)
+    if header.lower().startswith("bearer "):
+        return tokens.principal(header[7:].strip()), None
+    cookie = websocket.cookies.get(COOKIE)
+    if cookie is None or not same_origin(websocket.scope):
+        return None, None
+    sessions: BrowserSessions = websocket.app.state.browser_sessions
+    return await sessions.acheck(cookie), cookie
+
+
+@router.websocket("/stream")
+async def stream(websocket: WebSocket) -> None:
+    """Send ``{entity, id, old, new, removed}`` for each change; ``?entity=`` filters.
+
+    Authenticate with ``Authorization: Bearer <token>``, or from a signed-in browser.
+    """
+    try:
+        principal, cookie = await _caller(websocket)
+    except SessionStoreDown:
+        await websocket.close(code=1013)  # try again later
+        return
+    if principal is None:
+        await websocket.close(code=WS_UNAUTHORIZED)
         return
     wanted = set(filter(None, websocket.query_params.get("entity", "").split(",")))
     await websocket.accept()
@@ -31,14 +60,28 @@ async def stream(websocket: WebSocket) -> None:
             if not wanted or change.entity in wanted:
                 await websocket.send_text(change.to_json())
 
-    task = asyncio.create_task(pump())
+    async def watch_session() -> None:
+        # A browser's session may be revoked or expire while its stream is open.
+        sessions: BrowserSessions = websocket.app.state.browser_sessions
+        while True:
+            await asyncio.sleep(SESSION_RECHECK_S)
+            with contextlib.suppress(SessionStoreDown):  # an outage is not a sign-out
+                if await sessions.acheck(cookie) is None:
+                    await websocket.close(code=WS_UNAUTHORIZED)
+                    return
+
+    tasks = [asyncio.create_task(pump())]
+    if cookie is not None:
+        tasks.append(asyncio.create_task(watch_session()))
     try:
         while True:
             await websocket.receive_text()  # clients may ping; we only watch for the close
     except WebSocketDisconnect:
         pass
     finally:
-        task.cancel()
-        with contextlib.suppress(BaseException):
-            await task
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(BaseException):
+                await task
         await client.aclose()
