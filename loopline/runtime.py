@@ -142,4 +142,5 @@ def build_consumer(rt: Runtime, mqtt_url: str) -> MqttConsumer:
         client_id=rt.settings.mqtt_client_id,
         handle=handler,
         on_connection=handler.connection_changed,
+        on_poison=handler.poison,
     )

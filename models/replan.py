@@ -556,3 +556,4 @@ def sync_live(session: Session, live: LiveState, *, now: datetime, rebuild: bool
     live.remove("work_order", set(live.ids("work_order")) - {w.id for w in wos})
     live.remove("alert", set(live.ids("alert")) - {str(a.id) for a in active})
     live.apply(estimate(live, now))
+    live.mark_built(now)
