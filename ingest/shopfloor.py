@@ -11,12 +11,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
+from typing import Final
 
 import redis.exceptions as redis_errors
 from sqlalchemy import exc as sql_errors
 from sqlalchemy.orm import Session, sessionmaker
 
-from ingest.mqtt.consumer import Inbound, StoreUnavailable
+from ingest.mqtt.consumer import STATUS_TOPIC, Inbound, StoreUnavailable
 from ingest.mqtt.messages import ProgressMessage, Rejected, StateMessage, parse
 from models.alerts import open_alert, resolve_alert
 from models.clock import Clock, utcnow
@@ -163,6 +164,33 @@ class ShopfloorHandler:
                 )
             session.flush()
             mirror_alerts(session, self.live)
+
+
+INGEST_OFFLINE: Final = "ingest_offline"
+
+
+def ingest_status_changed(sessions: sessionmaker[Session], live: LiveState, online: bool) -> None:
+    """A dead ingest is an alert: ``ingest_offline`` opens on offline, resolves on online."""
+    with transaction(sessions) as session:
+        if online:
+            resolve_alert(session, key=INGEST_OFFLINE)
+        else:
+            open_alert(
+                session,
+                key=INGEST_OFFLINE,
+                kind=INGEST_OFFLINE,
+                entity="ingest",
+                entity_id="mqtt",
+                severity="critical",
+                role="it",
+                message="Shop-floor ingest is offline: no line reports reach Loopline",
+                details={"topic": STATUS_TOPIC},
+            )
+        session.flush()
+        mirror_alerts(session, live)
+    log.log(
+        logging.INFO if online else logging.ERROR, "ingest is %s", "online" if online else "offline"
+    )
 
 
 def _open_seq_alerts(session: Session, outcome: ShopfloorOutcome) -> None:
