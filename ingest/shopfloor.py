@@ -194,7 +194,8 @@ def ingest_status_changed(sessions: sessionmaker[Session], live: LiveState, onli
 
 
 def _open_seq_alerts(session: Session, outcome: ShopfloorOutcome) -> None:
-    for gap in outcome.gaps:
+    # One alert per line and kind holds the latest gap: a query per line, not per gap.
+    for gap in {g.line: g for g in outcome.gaps}.values():
         open_alert(
             session,
             key=f"mqtt_gap:{gap.line}",
@@ -206,7 +207,7 @@ def _open_seq_alerts(session: Session, outcome: ShopfloorOutcome) -> None:
             message=f"Line {gap.line}: messages {gap.expected}–{gap.got - 1} never arrived",
             details={"line": gap.line, "expected": gap.expected, "last": gap.got - 1},
         )
-    for jump in outcome.jumps:
+    for jump in {j.line: j for j in outcome.jumps}.values():
         open_alert(
             session,
             key=f"mqtt_seq_reset:{jump.line}",
