@@ -149,7 +149,7 @@ class MqttConsumer:
                 multiplier=store_retry_min_s, min=store_retry_min_s, max=store_retry_max_s
             ),
             stop=stop_when_event_set(self._stop),
-            sleep=self._stop.wait,
+            sleep=self._pause,
             before_sleep=self._store_down,
             reraise=True,
         )
@@ -176,6 +176,10 @@ class MqttConsumer:
         }
 
     # -- lifecycle -------------------------------------------------------------------------
+
+    def _pause(self, seconds: float) -> None:
+        """Sleep between retries, waking at once when stopped."""
+        self._stop.wait(seconds)
 
     @property
     def connected(self) -> bool:

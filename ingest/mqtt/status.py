@@ -70,13 +70,17 @@ class StatusWatcher:
         self._retrying = Retrying(
             wait=wait_exponential(multiplier=RETRY_MIN_S, min=RETRY_MIN_S, max=RETRY_MAX_S),
             stop=stop_when_event_set(self._stop),
-            sleep=self._stop.wait,
+            sleep=self._pause,
             before_sleep=lambda state: log.warning(
                 "could not record the ingest status: %s",
                 state.outcome and state.outcome.exception(),
             ),
             reraise=True,
         )
+
+    def _pause(self, seconds: float) -> None:
+        """Sleep between retries, waking at once when stopped."""
+        self._stop.wait(seconds)
 
     @property
     def subscribed(self) -> bool:
