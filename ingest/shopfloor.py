@@ -39,7 +39,10 @@ _MISSING = frozenset({"unknown_line", "unknown_work_order"})
 _STORE_DOWN: tuple[type[BaseException], ...] = (
     redis_errors.ConnectionError,
     redis_errors.TimeoutError,
-    redis_errors.ReadOnlyError,
+    redis_errors.ReadOnlyError,  # a replica after failover: the primary comes back
+    redis_errors.OutOfMemoryError,  # maxmemory reached: not the message's fault
+    redis_errors.TryAgainError,
+    redis_errors.ClusterDownError,
     sql_errors.OperationalError,
     sql_errors.InterfaceError,
     sql_errors.TimeoutError,

@@ -184,3 +184,17 @@ def test_a_store_that_is_down_raises_store_unavailable(sessions, live):
     with pytest.raises(StoreUnavailable):
         down_sql.poison(_msg(STATE, b"x"), RuntimeError("x"))
     engine.dispose()
+
+
+def test_redis_out_of_memory_is_an_outage_not_a_poison_message(sessions, live):
+    _with_order(sessions, live)
+    handler = ShopfloorHandler(sessions, live, Clock())
+    live.redis.config_set("maxmemory", "1")  # every write now fails with OOM
+    try:
+        with pytest.raises(StoreUnavailable, match="OutOfMemoryError"):
+            handler([_progress(1, 4)])
+    finally:
+        live.redis.config_set("maxmemory", "0")
+    handler([_progress(1, 4)])  # the same batch again, once Redis has room
+    assert live.get("work_order", "WO-1-1")["good"] == 4
+    assert _dead_letters(sessions) == []
