@@ -1,25 +1,65 @@
-"""The MQTT consumer's handler: parse shop-floor messages, apply them, dead-letter the rest."""
+"""The MQTT consumer's handler: parse shop-floor messages, apply them, dead-letter the rest.
+
+Order of writes per batch: read the live state, work out what changes, store the dead
+letters and alerts in SQL, then write Redis. A store that is down raises
+``StoreUnavailable`` and the consumer hands the same batch back later (not acked): since
+nothing reached Redis before SQL took its part, the retry works the batch out the same way.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
+from typing import Final
 
+import redis.exceptions as redis_errors
+from sqlalchemy import exc as sql_errors
 from sqlalchemy.orm import Session, sessionmaker
 
-from ingest.mqtt.consumer import Inbound
+from ingest.mqtt.consumer import STATUS_TOPIC, Inbound, StoreUnavailable
 from ingest.mqtt.messages import ProgressMessage, Rejected, StateMessage, parse
 from models.alerts import open_alert, resolve_alert
 from models.clock import Clock, utcnow
 from models.db import transaction
 from models.live import LiveState
+from models.loop import DUTY_LOCK, DUTY_LOCK_TTL_S, REPLAN_WAIT_S
 from models.records import DeadLetter
-from models.shopfloor import apply_reports
+from models.replan import sync_live
+from models.shopfloor import ShopfloorOutcome, plan_reports
 from models.watch import mirror_alerts
 
 log = logging.getLogger("loopline.ingest")
 
 PAYLOAD_KEEP = 64 * 1024
+REASON_HANDLER_ERROR = "handler_error"
+# Refusals that mean "not in the live model": after Redis lost its data, every message.
+_MISSING = frozenset({"unknown_line", "unknown_work_order"})
+# Errors that mean a store is down or unreachable, not that the message is bad.
+_STORE_DOWN: tuple[type[BaseException], ...] = (
+    redis_errors.ConnectionError,
+    redis_errors.TimeoutError,
+    redis_errors.ReadOnlyError,  # a replica after failover: the primary comes back
+    redis_errors.OutOfMemoryError,  # maxmemory reached: not the message's fault
+    redis_errors.TryAgainError,
+    redis_errors.ClusterDownError,
+    sql_errors.OperationalError,
+    sql_errors.InterfaceError,
+    sql_errors.TimeoutError,
+)
+
+
+@contextmanager
+def _stores() -> Iterator[None]:
+    """Turn a store outage into ``StoreUnavailable`` (the consumer retries, does not ack)."""
+    try:
+        yield
+    except _STORE_DOWN as exc:
+        raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
+    except sql_errors.DBAPIError as exc:
+        if exc.connection_invalidated:
+            raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
+        raise
 
 
 class ShopfloorHandler:
@@ -31,8 +71,13 @@ class ShopfloorHandler:
         self.clock = clock
         self.applied = 0
         self.rejected = 0
+        self.rebuilds = 0
 
     def __call__(self, batch: Sequence[Inbound]) -> None:
+        with _stores():
+            self._handle(batch)
+
+    def _handle(self, batch: Sequence[Inbound]) -> None:
         reports: list[ProgressMessage | StateMessage] = []
         dead: list[DeadLetter] = []
         topics: dict[int, Inbound] = {}
@@ -44,41 +89,64 @@ class ShopfloorHandler:
                 continue
             topics[id(report)] = msg
             reports.append(report)
-        outcome = (
-            apply_reports(
-                self.live, reports, now=self.clock.now(), received_at=batch[-1].received_at
-            )
-            if reports
-            else None
-        )
-        if outcome is not None:
-            for refused in outcome.refused:
-                src = topics[id(refused.report)]
-                dead.append(_dead(src.topic, src.payload, refused.reason, refused.detail))
-        self.applied += len(reports) - (len(outcome.refused) if outcome else 0)
-        self.rejected += len(dead)
-        gaps = outcome.gaps if outcome else []
-        if dead or gaps:
+        outcome = self._plan(reports, batch[-1]) if reports else ShopfloorOutcome()
+        for refused in outcome.refused:
+            src = topics[id(refused.report)]
+            dead.append(_dead(src.topic, src.payload, refused.reason, refused.detail))
+        if dead or outcome.gaps or outcome.jumps:
             with transaction(self.sessions) as session:
                 session.add_all(dead)
-                for gap in gaps:
-                    open_alert(
-                        session,
-                        key=f"mqtt_gap:{gap.line}",
-                        kind="mqtt_gap",
-                        entity="line",
-                        entity_id=gap.line,
-                        severity="info",
-                        role="it",
-                        message=f"Line {gap.line}: messages {gap.expected}–{gap.got - 1} "
-                        f"never arrived",
-                        details={"line": gap.line, "expected": gap.expected, "last": gap.got - 1},
-                    )
-                if gaps:
-                    session.flush()
-                    mirror_alerts(session, self.live)
-            for d in dead:
-                log.warning("dead letter from %s: %s (%s)", d.topic, d.reason, d.detail)
+                _open_seq_alerts(session, outcome)
+        if outcome.updates:
+            self.live.apply(outcome.updates)
+        if outcome.gaps or outcome.jumps:
+            with self.sessions() as session:
+                mirror_alerts(session, self.live)
+        self.applied += len(reports) - len(outcome.refused)
+        self.rejected += len(dead)
+        for d in dead:
+            log.warning("dead letter from %s: %s (%s)", d.topic, d.reason, d.detail)
+
+    def _plan(
+        self, reports: Sequence[ProgressMessage | StateMessage], last: Inbound
+    ) -> ShopfloorOutcome:
+        outcome = plan_reports(
+            self.live, reports, now=self.clock.now(), received_at=last.received_at
+        )
+        if any(r.reason in _MISSING for r in outcome.refused) and not self.live.built():
+            # Redis restarted empty: rebuild the live model from SQL, as `loopline
+            # rebuild-state` does, rather than dead-letter every message as unknown.
+            self.rebuild()
+            outcome = plan_reports(
+                self.live, reports, now=self.clock.now(), received_at=last.received_at
+            )
+        return outcome
+
+    def rebuild(self) -> None:
+        """Restore the live model from SQL (lines, open orders, work orders, alerts)."""
+        log.warning("live state is gone (Redis restarted empty?): rebuilding it from SQL")
+        # The worker's duty lock: a replan or sweep must not interleave with the rebuild.
+        lock = self.live.redis.lock(
+            DUTY_LOCK, timeout=DUTY_LOCK_TTL_S, blocking_timeout=REPLAN_WAIT_S
+        )
+        held = lock.acquire()
+        try:
+            with self.sessions() as session:
+                sync_live(session, self.live, now=self.clock.now())
+        finally:
+            if held:
+                with suppress(redis_errors.LockError):  # expired meanwhile: not ours now
+                    lock.release()
+        self.rebuilds += 1
+
+    def poison(self, msg: Inbound, exc: BaseException) -> None:
+        """Dead-letter a message the handler raised on (a bug, not bad input)."""
+        with _stores(), transaction(self.sessions) as session:
+            session.add(
+                _dead(msg.topic, msg.payload, REASON_HANDLER_ERROR, f"{type(exc).__name__}: {exc}")
+            )
+        self.rejected += 1
+        log.error("dead letter from %s: %s (%s)", msg.topic, REASON_HANDLER_ERROR, exc)
 
     def connection_changed(self, connected: bool, reason: str) -> None:
         """Broker connection state is an alert people can see."""
@@ -101,12 +169,73 @@ class ShopfloorHandler:
             mirror_alerts(session, self.live)
 
 
+INGEST_OFFLINE: Final = "ingest_offline"
+
+
+def ingest_status_changed(sessions: sessionmaker[Session], live: LiveState, online: bool) -> None:
+    """A dead ingest is an alert: ``ingest_offline`` opens on offline, resolves on online."""
+    with transaction(sessions) as session:
+        if online:
+            resolve_alert(session, key=INGEST_OFFLINE)
+        else:
+            open_alert(
+                session,
+                key=INGEST_OFFLINE,
+                kind=INGEST_OFFLINE,
+                entity="ingest",
+                entity_id="mqtt",
+                severity="critical",
+                role="it",
+                message="Shop-floor ingest is offline: no line reports reach Loopline",
+                details={"topic": STATUS_TOPIC},
+            )
+        session.flush()
+        mirror_alerts(session, live)
+    log.log(
+        logging.INFO if online else logging.ERROR, "ingest is %s", "online" if online else "offline"
+    )
+
+
+def _open_seq_alerts(session: Session, outcome: ShopfloorOutcome) -> None:
+    # One alert per line and kind holds the latest gap: a query per line, not per gap.
+    for gap in {g.line: g for g in outcome.gaps}.values():
+        open_alert(
+            session,
+            key=f"mqtt_gap:{gap.line}",
+            kind="mqtt_gap",
+            entity="line",
+            entity_id=gap.line,
+            severity="info",
+            role="it",
+            message=f"Line {gap.line}: messages {gap.expected}–{gap.got - 1} never arrived",
+            details={"line": gap.line, "expected": gap.expected, "last": gap.got - 1},
+        )
+    for jump in {j.line: j for j in outcome.jumps}.values():
+        open_alert(
+            session,
+            key=f"mqtt_seq_reset:{jump.line}",
+            kind="mqtt_seq_reset",
+            entity="line",
+            entity_id=jump.line,
+            severity="info",
+            role="it",
+            message=f"Line {jump.line}: seq jumped from {jump.expected - 1} to {jump.got}; "
+            "taken as a counter reset, not as lost messages",
+            details={"line": jump.line, "last": jump.expected - 1, "got": jump.got},
+        )
+
+
+def _text(value: str) -> str:
+    # Why: PostgreSQL text cannot hold U+0000; the escape keeps what was there visible.
+    return value.replace("\x00", "\\u0000")
+
+
 def _dead(topic: str, payload: bytes, reason: str, detail: str) -> DeadLetter:
     return DeadLetter(
         at=utcnow(),
         source="mqtt",
-        topic=topic[:300],
-        reason=reason[:200],
-        detail=detail[:2000],
-        payload=payload[:PAYLOAD_KEEP].decode("utf-8", errors="replace"),
+        topic=_text(topic)[:300],
+        reason=_text(reason)[:200],
+        detail=_text(detail)[:2000],
+        payload=_text(payload[:PAYLOAD_KEEP].decode("utf-8", errors="replace")),
     )

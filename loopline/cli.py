@@ -147,12 +147,14 @@ def ingest(verbose: bool = False) -> None:
 def worker(verbose: bool = False) -> None:
     """Replan on order changes, evaluate alerts, and relay feedback to the CRM."""
     _logging(verbose)
-    from loopline.runtime import build_loop, build_runtime
+    from loopline.runtime import build_loop, build_runtime, build_status_watcher
     from loopline.settings import Settings
     from models.loop import request_replan
 
     rt = build_runtime(Settings(), demo=False)
     loop = build_loop(rt)
+    # A dead ingest (its Will says offline) is an alert; the worker is who watches.
+    watcher = build_status_watcher(rt, rt.resolved.mqtt_url) if rt.resolved.mqtt_url else None
     if not rt.live.ids("line"):
         from models.replan import sync_live
 
@@ -160,9 +162,13 @@ def worker(verbose: bool = False) -> None:
             sync_live(session, rt.live, now=rt.clock.now(), rebuild=True)
     request_replan(rt.live.redis, "worker start")
     loop.start()
+    if watcher is not None:
+        watcher.start()
     try:
         _wait_for_signal()
     finally:
+        if watcher is not None:
+            watcher.stop()
         loop.stop()
         rt.close()
 

@@ -19,7 +19,14 @@ from rich.console import Console
 
 from ingest.mqtt.broker import EmbeddedBroker
 from ingest.mqtt.publisher import LinePublisher
-from loopline.runtime import Runtime, build_app, build_consumer, build_loop, build_runtime
+from loopline.runtime import (
+    Runtime,
+    build_app,
+    build_consumer,
+    build_loop,
+    build_runtime,
+    build_status_watcher,
+)
 from loopline.seed import CUSTOMERS, PRODUCTS, SITE, seed_factory
 from loopline.settings import Settings
 from loopline.simulators.crm import CrmFeedbackServer, CrmSimulator
@@ -138,6 +145,9 @@ def start_demo(
     consumer = build_consumer(rt, demo.mqtt_url)
     consumer.start()
     stoppers.append(consumer.stop)
+    watcher = build_status_watcher(rt, demo.mqtt_url)
+    watcher.start()
+    stoppers.append(watcher.stop)
 
     rng = random.Random(seed)
     crm = CrmSimulator(

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from dataclasses import dataclass
+from functools import partial
 
 from fastapi import FastAPI
 from sqlalchemy import Engine
@@ -13,7 +15,8 @@ from api.app import create_app
 from api.context import ApiContext
 from api.security import redact_logs
 from ingest.mqtt.consumer import MqttConsumer
-from ingest.shopfloor import ShopfloorHandler
+from ingest.mqtt.status import StatusWatcher
+from ingest.shopfloor import ShopfloorHandler, ingest_status_changed
 from loopline.settings import Resolved, Settings, resolve
 from models.approvals import ApprovalPolicy
 from models.clock import Clock
@@ -152,4 +155,14 @@ def build_consumer(rt: Runtime, mqtt_url: str) -> MqttConsumer:
         client_id=rt.settings.mqtt_client_id,
         handle=handler,
         on_connection=handler.connection_changed,
+        on_poison=handler.poison,
+    )
+
+
+def build_status_watcher(rt: Runtime, mqtt_url: str) -> StatusWatcher:
+    """The worker's watch on ingest's retained status (its Will): offline is an alert."""
+    return StatusWatcher(
+        mqtt_url,
+        client_id=f"{rt.settings.mqtt_client_id}-status-{uuid.uuid4().hex[:8]}",
+        on_status=partial(ingest_status_changed, rt.sessions, rt.live),
     )

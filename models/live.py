@@ -23,6 +23,8 @@ STREAM = "ll:stream"
 STREAM_MAXLEN = 10_000
 QUIET_FIELDS = frozenset({"last_seen"})
 ENTITIES = ("line", "work_order", "order", "alert")
+# Set once the live model was built from SQL; gone when Redis restarted empty.
+BUILT_KEY = "ll:meta:built"
 
 
 @dataclass(frozen=True)
@@ -164,9 +166,18 @@ class LiveState:
         self._publish(pipe, [change])
         pipe.execute()
 
+    def built(self) -> bool:
+        """Whether the live model was built from SQL (false after Redis lost its data)."""
+        return bool(self.redis.exists(BUILT_KEY))
+
+    def mark_built(self, at: datetime) -> None:
+        """Record that the live model now agrees with SQL."""
+        self.redis.set(BUILT_KEY, _dump(at))
+
     def clear(self) -> None:
         """Forget all live state (before a rebuild from SQL)."""
         pipe = self.redis.pipeline(transaction=False)
+        pipe.delete(BUILT_KEY)
         for entity in ENTITIES:
             for entity_id in self.ids(entity):
                 pipe.delete(key(entity, entity_id))

@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Date,
     DateTime,
     Float,
@@ -194,8 +195,8 @@ class WorkOrder(Base):
     planned_start: Mapped[datetime | None] = mapped_column(nullable=True)
     planned_end: Mapped[datetime | None] = mapped_column(nullable=True)
     # Checkpoints of the live counters, so Redis can be rebuilt from SQL.
-    good: Mapped[int] = mapped_column(Integer, default=0)
-    scrap: Mapped[int] = mapped_column(Integer, default=0)
+    good: Mapped[int] = mapped_column(BigInteger, default=0)
+    scrap: Mapped[int] = mapped_column(BigInteger, default=0)
     order: Mapped[Order] = relationship(back_populates="work_orders")
 
 

@@ -639,6 +639,7 @@ def sync_live(
     live.remove("work_order", set(live.ids("work_order")) - {w.id for w in wos})
     live.remove("alert", set(live.ids("alert")) - {str(a.id) for a in active})
     live.apply(estimate(live, now, findings=findings))
+    live.mark_built(now)
 
 
 def _live_work_order(wo: WorkOrder, lv: dict[str, Any] | None) -> dict[str, Any]:

@@ -19,6 +19,14 @@ RATE_SMOOTHING = 0.3
 # A sequence number this far below the last one is a restarted counter, not a late message
 # (messages on different topics may overtake each other, but never by this many).
 SEQ_RESTART_WINDOW = 100
+# A seq this far ahead of the last one is no gap of lost messages (a broker queues far fewer
+# for one line: Mosquitto's max_queued_messages is 100,000 in our deployments): the sensor
+# restarted with other numbering, or the value is garbage. It is reported as a reset.
+SEQ_JUMP_MAX = 1_000_000
+# A work order's cumulative good + scrap above this multiple of its quantity is no real
+# count (a line overproduces by a few percent, not tenfold): refused as implausible, so a
+# garbage value can neither mark the order done for ever nor overflow a checkpoint.
+COUNTER_QTY_FACTOR = 10
 
 
 class ProgressReport(Protocol):
@@ -77,11 +85,25 @@ class ShopfloorOutcome:
     refused: list[Refused] = field(default_factory=list)
     gaps: list[Gap] = field(default_factory=list)
     resets: list[str] = field(default_factory=list)
+    # Forward seq jumps too large to be lost messages (taken as resets, also in ``resets``).
+    jumps: list[Gap] = field(default_factory=list)
+    # The writes, for a caller that stores elsewhere first (``plan_reports``).
+    updates: list[Update] = field(default_factory=list)
 
 
 def restarted(last_seq: int, seq: int) -> bool:
     """Whether ``seq`` means the line's sensor started counting again (a reboot)."""
     return last_seq - seq > SEQ_RESTART_WINDOW
+
+
+def jumped(last_seq: int, seq: int) -> bool:
+    """Whether ``seq`` is too far ahead of the last one to be a gap of lost messages."""
+    return seq - last_seq > SEQ_JUMP_MAX
+
+
+def counter_limit(qty: int) -> int:
+    """The most good + scrap a work order of ``qty`` units can plausibly report."""
+    return COUNTER_QTY_FACTOR * max(qty, 1)
 
 
 def apply_reports(
@@ -92,6 +114,19 @@ def apply_reports(
     received_at: datetime,
 ) -> ShopfloorOutcome:
     """Apply a batch of reports in arrival order; cumulative counters make repeats harmless."""
+    out = plan_reports(live, reports, now=now, received_at=received_at)
+    out.changes = live.apply(out.updates)
+    return out
+
+
+def plan_reports(
+    live: LiveState,
+    reports: Sequence[ProgressReport | StateReport],
+    *,
+    now: datetime,
+    received_at: datetime,
+) -> ShopfloorOutcome:
+    """What a batch would change (``updates``), gaps and refusals; reads live, writes nothing."""
     out = ShopfloorOutcome()
     line_ids = sorted({r.line for r in reports})
     wo_ids = sorted({r.work_order for r in reports if hasattr(r, "work_order")})
@@ -106,7 +141,11 @@ def apply_reports(
         lp = pending.setdefault(("line", report.line), {})
         current = {**line, **lp}
         last_seq = current.get("seq")
-        if last_seq is not None and restarted(last_seq, report.seq):
+        if last_seq is not None and jumped(last_seq, report.seq):
+            out.jumps.append(Gap(report.line, last_seq + 1, report.seq))
+        if last_seq is not None and (
+            restarted(last_seq, report.seq) or jumped(last_seq, report.seq)
+        ):
             # The sensor restarted its counter: start over rather than ignore it forever.
             out.resets.append(report.line)
             last_seq = None
@@ -137,6 +176,17 @@ def apply_reports(
                 Refused(report, "unknown_work_order", f"no work order '{report.work_order}'")
             )
             continue
+        limit = counter_limit(int(wo.get("qty") or 0))
+        if report.good + report.scrap > limit:
+            out.refused.append(
+                Refused(
+                    report,
+                    "implausible_counter",
+                    f"good {report.good} + scrap {report.scrap} exceeds {limit} "
+                    f"({COUNTER_QTY_FACTOR} x qty {wo.get('qty')} of {report.work_order})",
+                )
+            )
+            continue
         wp = pending.setdefault(("work_order", report.work_order), {})
         _apply_progress({**wo, **wp}, wp, report)
         lp["work_order"] = report.work_order
@@ -147,7 +197,7 @@ def apply_reports(
     touched_lines = sorted({i for (entity, i) in pending if entity == "line"})
     if touched_lines:
         updates += estimate(live, now, touched_lines, overlay=pending)
-    out.changes = live.apply(updates)
+    out.updates = updates
     return out
 
 

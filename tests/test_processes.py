@@ -137,11 +137,16 @@ def test_serve_ingest_worker_as_separate_processes(
         )
         lines = {ln["id"]: ln for ln in httpx.get(f"{url}/api/v1/lines", headers=auth).json()}
         assert (lines[line]["state"], lines[line]["reason"]) == ("down", "jam")
+
+        # ingest dies hard: the broker sends its Will and the worker raises an alert.
+        assert not _alert_kinds(url, auth) & {"ingest_offline"}
+        os.killpg(procs[1].pid, signal.SIGKILL)
+        wait_until(lambda: "ingest_offline" in _alert_kinds(url, auth), timeout=20, step=0.2)
     finally:
         codes = [_stop(p) for p in procs]
         crm.stop()
     logs = {p.name: p.read_text() for p in tmp_path.glob("*.log")}
-    assert codes == [0, 0, 0], logs
+    assert codes == [0, -signal.SIGKILL, 0], logs
 
     # Redis lost: `loopline rebuild-state` restores the live state from SQL.
     client = redis.Redis.from_url(redis_server, decode_responses=True)
@@ -154,6 +159,10 @@ def test_serve_ingest_worker_as_separate_processes(
     assert live.get("order", "SO-9001")["promised_date"] == order["promised_date"]
     assert live.get("work_order", "WO-9001-1")["good"] == 42  # the worker's checkpoint
     assert len(live.ids("line")) == 5
+
+
+def _alert_kinds(url: str, auth: dict[str, str]) -> set[str]:
+    return {a["kind"] for a in httpx.get(f"{url}/api/v1/alerts", headers=auth).json()}
 
 
 def _ok(url: str) -> bool:

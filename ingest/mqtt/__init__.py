@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ingest.mqtt.consumer import Inbound, MqttConsumer
+from ingest.mqtt.consumer import Inbound, MqttConsumer, StoreUnavailable
 from ingest.mqtt.messages import (
     REASONS,
     Message,
@@ -30,6 +30,7 @@ __all__ = [
     "ProgressMessage",
     "Rejected",
     "StateMessage",
+    "StoreUnavailable",
     "parse",
     "parse_mqtt_url",
 ]

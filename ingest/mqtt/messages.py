@@ -47,6 +47,9 @@ REASON_INVALID_FIELD: Final = "invalid_field"
 REASON_NEGATIVE_COUNTER: Final = "negative_counter"
 REASON_BAD_TS: Final = "bad_ts"
 REASON_UNKNOWN_STATE: Final = "unknown_state"
+REASON_IMPLAUSIBLE_COUNTER: Final = "implausible_counter"
+REASON_IMPLAUSIBLE_SEQ: Final = "implausible_seq"
+REASON_NUL_BYTE: Final = "nul_byte"
 REASONS: Final = (
     REASON_BAD_TOPIC,
     REASON_UNKNOWN_KIND,
@@ -59,9 +62,18 @@ REASONS: Final = (
     REASON_NEGATIVE_COUNTER,
     REASON_BAD_TS,
     REASON_UNKNOWN_STATE,
+    REASON_IMPLAUSIBLE_COUNTER,
+    REASON_IMPLAUSIBLE_SEQ,
+    REASON_NUL_BYTE,
 )
 
-_MAX_INT: Final = 2**63 - 1  # what a BIGINT column holds
+# Why 2^53: the largest integer every JSON reader (JavaScript screens too) holds exactly;
+# far below what a BIGINT column holds. A counter or seq above it is no real sensor's.
+MAX_SEQ: Final = 2**53
+MAX_COUNTER: Final = 2**53
+# The id columns a topic's names end up in (models/records.py: site.id, line.id, work_order.id).
+MAX_NAME_CHARS: Final = 64
+MAX_WORK_ORDER_CHARS: Final = 80
 _MAX_EPOCH_MS: Final = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
 _MAX_TEXT: Final = 256
 _DETAIL_INPUT_CHARS: Final = 80
@@ -110,24 +122,24 @@ class StateMessage:
 
 Message = ProgressMessage | StateMessage
 
-_Count = Annotated[int, Field(ge=0, le=_MAX_INT)]
+_Seq = Annotated[int, Field(ge=0, le=MAX_SEQ)]
+_Count = Annotated[int, Field(ge=0, le=MAX_COUNTER)]
 _Ts = StrictStr | StrictInt | StrictFloat
-_Text = Annotated[str, Field(min_length=1, max_length=_MAX_TEXT)]
 _STRICT = ConfigDict(strict=True, extra="ignore")
 
 
 @with_config(_STRICT)
 class _ProgressBody(TypedDict):
-    seq: _Count
+    seq: _Seq
     ts: _Ts
-    work_order: _Text
+    work_order: Annotated[str, Field(min_length=1, max_length=MAX_WORK_ORDER_CHARS)]
     good: _Count
     scrap: _Count
 
 
 @with_config(_STRICT)
 class _StateBody(TypedDict):
-    seq: _Count
+    seq: _Seq
     ts: _Ts
     state: State
     reason: NotRequired[Annotated[str, Field(max_length=_MAX_TEXT)] | None]
@@ -143,13 +155,23 @@ def parse(topic: str, payload: bytes) -> Message:
     if match is None:
         raise Rejected(REASON_BAD_TOPIC, f"topic {topic[:120]!r} is not loopline/v1/site/line/kind")
     site, line, kind = match.groups()
+    if len(site) > MAX_NAME_CHARS or len(line) > MAX_NAME_CHARS:
+        raise Rejected(
+            REASON_BAD_TOPIC, f"topic {topic[:120]!r}: names are at most {MAX_NAME_CHARS} chars"
+        )
     if len(payload) > MAX_PAYLOAD_BYTES:
         raise Rejected(REASON_TOO_LARGE, f"{len(payload)} bytes > {MAX_PAYLOAD_BYTES}")
+    # Why refuse NUL: PostgreSQL text cannot hold it, and no sensor means it (a C string bug).
+    nul = payload.find(b"\x00")
+    if nul >= 0:
+        raise Rejected(REASON_NUL_BYTE, f"byte {nul} is NUL")
     if kind == "progress":
         try:
             p = _PROGRESS.validate_json(payload)
         except _ValidationError as exc:
             raise _explain(exc, payload) from None
+        if "\x00" in p["work_order"]:
+            raise Rejected(REASON_NUL_BYTE, "work_order contains U+0000", "work_order")
         return ProgressMessage(
             site, line, p["seq"], _timestamp(p["ts"]), p["work_order"], p["good"], p["scrap"]
         )
@@ -158,7 +180,10 @@ def parse(topic: str, payload: bytes) -> Message:
             s = _STATE.validate_json(payload)
         except _ValidationError as exc:
             raise _explain(exc, payload) from None
-        return StateMessage(site, line, s["seq"], _timestamp(s["ts"]), s["state"], s.get("reason"))
+        reason = s.get("reason")
+        if reason is not None and "\x00" in reason:
+            raise Rejected(REASON_NUL_BYTE, "reason contains U+0000", "reason")
+        return StateMessage(site, line, s["seq"], _timestamp(s["ts"]), s["state"], reason)
     raise Rejected(REASON_UNKNOWN_KIND, f"kind {kind!r} is not one of {', '.join(KINDS)}")
 
 
@@ -210,6 +235,10 @@ def _explain(exc: _ValidationError, payload: bytes) -> Rejected:
         )
     if name in ("good", "scrap") and kind == "greater_than_equal":
         return Rejected(REASON_NEGATIVE_COUNTER, f"{name} {got} is negative", name)
+    if name in ("good", "scrap") and kind == "less_than_equal":
+        return Rejected(REASON_IMPLAUSIBLE_COUNTER, f"{name} {got} exceeds {MAX_COUNTER}", name)
+    if name == "seq" and kind == "less_than_equal":
+        return Rejected(REASON_IMPLAUSIBLE_SEQ, f"seq {got} exceeds {MAX_SEQ}", name)
     return Rejected(REASON_INVALID_FIELD, f"{name} {got}: {first['msg']}", name)
 
 

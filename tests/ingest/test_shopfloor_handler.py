@@ -1,20 +1,61 @@
 """The MQTT consumer's handler: good reports reach live state, bad ones become dead letters
-with a reason, gaps become alerts; nothing stops it."""
+with a reason, gaps become alerts; nothing stops it. On SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
 
+import pytest
+import redis
 from sqlalchemy import select
 
-from ingest.mqtt.consumer import Inbound
+from ingest.mqtt.consumer import Inbound, StoreUnavailable
 from ingest.shopfloor import ShopfloorHandler
 from models.clock import Clock
-from models.live import Update
+from models.db import make_engine, make_sessions, transaction
+from models.events import parse_crm_event
+from models.live import LiveState, Update
+from models.orders import apply_crm_event
 from models.records import Alert, DeadLetter
+from models.replan import sync_live
+from tests.factories import order_event
+from tests.servers import free_port
 
 NOW = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)
+TS = NOW.isoformat()
+PROGRESS = "loopline/v1/s1/L1/progress"
+STATE = "loopline/v1/s1/L1/state"
+
+
+@pytest.fixture
+def sessions(any_sessions):
+    """Every handler test on SQLite and on PostgreSQL (NUL, column widths, outages)."""
+    return any_sessions
+
+
+def _with_order(sessions, live: LiveState, qty: int = 10) -> None:
+    """SO-1 with one work order WO-1-1 of ``qty`` units, in SQL and in the live model."""
+    with transaction(sessions) as s:
+        apply_crm_event(
+            s,
+            event=parse_crm_event(order_event("SO-1", lines=[("P1", qty)])),
+            source="canonical",
+            webhook_id="w1",
+            raw="{}",
+            actor="crm",
+        )
+    with sessions() as s:
+        sync_live(s, live, now=NOW)
+
+
+def _progress(seq: int, good: int, scrap: int = 0, wo: str = "WO-1-1") -> Inbound:
+    return _msg(PROGRESS, {"seq": seq, "ts": TS, "work_order": wo, "good": good, "scrap": scrap})
+
+
+def _dead_letters(sessions) -> list[DeadLetter]:
+    with sessions() as s:
+        return list(s.scalars(select(DeadLetter).order_by(DeadLetter.id)))
 
 
 def _msg(topic: str, body: object, mid: int = 1) -> Inbound:
@@ -62,3 +103,98 @@ def test_connection_state_is_an_alert(sessions, live):
     assert [a["kind"] for a in live.all("alert")] == ["mqtt_disconnected"]
     handler.connection_changed(True, "connected")
     assert live.all("alert") == []
+
+
+def test_implausible_counters_are_dead_lettered_and_never_stored(sessions, live):
+    _with_order(sessions, live, qty=10)
+    handler = ShopfloorHandler(sessions, live, Clock())
+    handler([_progress(1, 3)])
+    handler([_progress(2, 10**15), _progress(3, 2**31), _progress(4, 2**53 + 1)])
+    wo = live.get("work_order", "WO-1-1")
+    assert (wo["good"], wo["status"]) == (3, "running")
+    dead = _dead_letters(sessions)
+    assert [d.reason for d in dead] == ["implausible_counter"] * 3
+    details = " | ".join(d.detail for d in dead)
+    assert "good 1000000000000000 + scrap 0 exceeds 100 (10 x qty 10 of WO-1-1)" in details
+    assert "good 2147483648 + scrap 0 exceeds 100" in details
+    assert f"good {2**53 + 1} exceeds {2**53}" in details
+
+
+def test_a_huge_seq_jump_is_reported_as_a_reset_not_a_gap(sessions, live):
+    _with_order(sessions, live)
+    handler = ShopfloorHandler(sessions, live, Clock())
+    state = {"ts": TS, "state": "running"}
+    handler([_msg(STATE, {"seq": 5, **state})])
+    handler([_msg(STATE, {"seq": 2**62, **state}), _msg(STATE, {"seq": 2**50, **state})])
+    with sessions() as s:
+        alerts = list(s.scalars(select(Alert)))
+    assert [a.kind for a in alerts] == ["mqtt_seq_reset"]
+    assert "4611686018427387904" not in alerts[0].message
+    assert "from 5 to 1125899906842624" in alerts[0].message
+    assert [d.reason for d in _dead_letters(sessions)] == ["implausible_seq"]
+    assert [a["kind"] for a in live.all("alert")] == ["mqtt_seq_reset"]
+    assert live.get("line", "L1")["seq"] == 2**50
+
+
+def test_nul_bytes_are_refused_and_every_dead_letter_of_the_batch_is_kept(sessions, live):
+    _with_order(sessions, live)
+    handler = ShopfloorHandler(sessions, live, Clock())
+    good = {"seq": 1, "ts": TS, "work_order": "WO-1-1", "good": 2, "scrap": 0}
+    handler(
+        [
+            _msg(PROGRESS, json.dumps(good).encode()[:-1] + b"\x00}"),
+            _msg(PROGRESS, {**good, "seq": 2, "work_order": "WO-1-1\u0000"}),
+            _msg(STATE, {"seq": 3, "ts": TS, "state": "down", "reason": "jam\u0000"}),
+            _msg(STATE, b"not json \x00 either"),
+            _msg(PROGRESS, {**good, "seq": 4}),
+            _msg("loopline/v1/s1/L\x001/state", b"{}"),
+        ]
+    )
+    dead = _dead_letters(sessions)
+    assert [d.reason for d in dead] == ["nul_byte"] * 4 + ["bad_topic"]
+    assert [d.detail for d in dead[1:3]] == [
+        "nul_byte: work_order contains U+0000",
+        "nul_byte: reason contains U+0000",
+    ]
+    assert "\x00" not in "".join(d.topic + d.payload + (d.detail or "") for d in dead)
+    assert dead[0].payload.endswith("\\u0000}")  # kept, escaped
+    assert live.get("work_order", "WO-1-1")["good"] == 2
+    assert live.get("line", "L1")["state"] != "down"
+
+
+def test_a_poison_message_becomes_a_handler_error_dead_letter(sessions, live):
+    handler = ShopfloorHandler(sessions, live, Clock())
+    msg = _msg(STATE, b'{"seq": 1, "boom": "\x00"}')
+    handler.poison(msg, ZeroDivisionError("division by zero"))
+    [dead] = _dead_letters(sessions)
+    assert (dead.reason, dead.detail) == ("handler_error", "ZeroDivisionError: division by zero")
+    assert dead.payload == '{"seq": 1, "boom": "\\u0000"}'
+
+
+def test_a_store_that_is_down_raises_store_unavailable(sessions, live):
+    down_redis = LiveState(redis.Redis(port=free_port(), socket_connect_timeout=0.2, retry=None))
+    with pytest.raises(StoreUnavailable):
+        ShopfloorHandler(sessions, down_redis, Clock())(
+            [_msg(STATE, {"seq": 1, "ts": TS, "state": "idle"})]
+        )
+    engine = make_engine(f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/gone")
+    down_sql = ShopfloorHandler(make_sessions(engine), live, Clock())
+    with pytest.raises(StoreUnavailable):
+        down_sql([_msg(STATE, b"not json")])  # a dead letter to store
+    with pytest.raises(StoreUnavailable):
+        down_sql.poison(_msg(STATE, b"x"), RuntimeError("x"))
+    engine.dispose()
+
+
+def test_redis_out_of_memory_is_an_outage_not_a_poison_message(sessions, live):
+    _with_order(sessions, live)
+    handler = ShopfloorHandler(sessions, live, Clock())
+    live.redis.config_set("maxmemory", "1")  # every write now fails with OOM
+    try:
+        with pytest.raises(StoreUnavailable, match="OutOfMemoryError"):
+            handler([_progress(1, 4)])
+    finally:
+        live.redis.config_set("maxmemory", "0")
+    handler([_progress(1, 4)])  # the same batch again, once Redis has room
+    assert live.get("work_order", "WO-1-1")["good"] == 4
+    assert _dead_letters(sessions) == []

@@ -189,3 +189,23 @@ def test_materials_purchasing_and_line_calendars(db):
     with pytest.raises(IntegrityError), transaction(sessions) as s:
         s.add(BomLine(sku="P1", material_id="NOPE", qty_per_unit=1))
         s.flush()
+
+
+def test_work_order_counters_hold_64_bit_checkpoints(db):
+    # A 32-bit column overflowed on good >= 2^31 and halted the worker's checkpoint.
+    _, sessions = db
+    with transaction(sessions) as s:
+        apply_crm_event(
+            s,
+            event=parse_crm_event(order_event("SO-78")),
+            source="canonical",
+            webhook_id="w78",
+            raw="{}",
+            actor="crm",
+        )
+    with transaction(sessions) as s:
+        wo = s.get(WorkOrder, "WO-78-1")
+        wo.good, wo.scrap = 2**31, 2**53
+    with sessions() as s:
+        wo = s.get(WorkOrder, "WO-78-1")
+        assert (wo.good, wo.scrap) == (2**31, 2**53)

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from models.estimate import parse_ts
 from models.live import Update
-from models.shopfloor import apply_reports
+from models.shopfloor import COUNTER_QTY_FACTOR, SEQ_JUMP_MAX, apply_reports
 
 T0 = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)
 
@@ -198,3 +198,47 @@ def test_restarted_sensor_counter_is_accepted(live):
     assert out.resets == ["L1"]
     line = live.get("line", "L1")
     assert (line["state"], line["reason"], line["seq"]) == ("down", "power cut", 1)
+
+
+def test_counters_beyond_the_plausible_are_refused_and_not_stored(live):
+    _seed(live)
+    apply_reports(live, [P("L1", 1, T0, "WO-1-1", 5)], now=T0, received_at=T0)
+    limit = COUNTER_QTY_FACTOR * 100  # WO-1-1 is 100 units
+    out = apply_reports(
+        live,
+        [
+            P("L1", 2, T0, "WO-1-1", 10**15),
+            P("L1", 3, T0, "WO-1-1", 2**31),
+            P("L1", 4, T0, "WO-1-1", limit - 7, 8),
+        ],
+        now=T0,
+        received_at=T0,
+    )
+    assert [r.reason for r in out.refused] == ["implausible_counter"] * 3
+    assert "good 1000000000000000" in out.refused[0].detail
+    assert str(limit) in out.refused[0].detail and "qty 100" in out.refused[0].detail
+    wo = live.get("work_order", "WO-1-1")
+    assert (wo["good"], wo["status"]) == (5, "running")
+    # At the bound is still a count (overproduction happens), and is applied.
+    out = apply_reports(live, [P("L1", 5, T0, "WO-1-1", limit - 7, 7)], now=T0, received_at=T0)
+    assert out.refused == []
+    assert live.get("work_order", "WO-1-1")["good"] == limit - 7
+
+
+def test_a_huge_seq_jump_is_a_reset_not_a_gap(live):
+    _seed(live)
+    apply_reports(live, [S("L1", 5, T0, "running")], now=T0, received_at=T0)
+    out = apply_reports(live, [S("L1", 2**50, T0, "down", "jam")], now=T0, received_at=T0)
+    assert out.gaps == []
+    assert [(j.line, j.expected, j.got) for j in out.jumps] == [("L1", 6, 2**50)]
+    assert out.resets == ["L1"]
+    line = live.get("line", "L1")
+    assert (line["state"], line["seq"]) == ("down", 2**50)
+    # The sensor's real numbering goes on: a restart, not 2^50 messages lost or ignored.
+    out = apply_reports(live, [S("L1", 6, T0, "running")], now=T0, received_at=T0)
+    assert (out.gaps, out.resets) == ([], ["L1"])
+    assert live.get("line", "L1")["state"] == "running"
+    # A gap within the window is still a gap.
+    out = apply_reports(live, [S("L1", 6 + SEQ_JUMP_MAX, T0, "idle")], now=T0, received_at=T0)
+    assert [(g.expected, g.got) for g in out.gaps] == [(7, 6 + SEQ_JUMP_MAX)]
+    assert out.jumps == []

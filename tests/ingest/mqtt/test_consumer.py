@@ -13,7 +13,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from ingest.mqtt.consumer import STATUS_TOPIC, Inbound, MqttConsumer
+from ingest.mqtt.consumer import STATUS_TOPIC, Inbound, MqttConsumer, StoreUnavailable
 from ingest.mqtt.messages import ProgressMessage, parse
 from ingest.mqtt.publisher import LinePublisher
 from tests.ingest.mqtt.conftest import Collector, Events, start_subscribed, wait_for
@@ -318,3 +318,108 @@ def test_shared_group_splits_the_stream(
 def test_shared_group_must_be_a_plain_name(group: str) -> None:
     with pytest.raises(ValueError):
         MqttConsumer("mqtt://127.0.0.1:1", "x", Collector(), shared_group=group)
+
+
+# -- nothing acked that was not stored (ISSUE8 item 5) -----------------------------------
+
+
+class Store:
+    """A handler whose store can be 'down' (raises StoreUnavailable) and that keeps poison."""
+
+    def __init__(self, poison: str = "/poison/") -> None:
+        self.down = threading.Event()
+        self.kept: list[Inbound] = []
+        self.calls = 0
+        self.handled: list[Inbound] = []
+        self.keeper_down = threading.Event()
+        self._poison = poison
+
+    def __call__(self, batch: object) -> None:
+        self.calls += 1
+        if self.down.is_set():
+            raise StoreUnavailable("redis: connection refused")
+        msgs = list(batch)  # type: ignore[call-overload]
+        if any(self._poison in m.topic for m in msgs):
+            raise RuntimeError("a bug this message triggers")
+        self.handled.extend(msgs)
+
+    def keep(self, msg: Inbound, exc: BaseException) -> None:
+        if self.keeper_down.is_set():
+            raise StoreUnavailable("sql: connection refused")
+        assert isinstance(exc, RuntimeError)
+        self.kept.append(msg)
+
+
+FAST_RETRY = {"store_retry_min_s": 0.05, "store_retry_max_s": 0.2}
+
+
+def test_nothing_is_acked_while_the_store_is_down_and_all_goes_through_when_back(
+    mqtt_broker, make_consumer: MakeConsumer, make_publisher: MakePublisher, client_id: str
+) -> None:
+    store = Store()
+    store.down.set()
+    consumer = start_subscribed(
+        make_consumer(mqtt_broker.url, client_id, store, on_poison=store.keep, **FAST_RETRY)
+    )
+    publish_progress(make_publisher(mqtt_broker.url), 50)
+    assert wait_for(lambda: consumer.stats()["store_retries"] >= 3)
+    assert consumer.waiting_for_store
+    stats = consumer.stats()
+    assert (stats["acked"], stats["handled"], stats["poisoned"]) == (0, 0, 0)
+
+    store.down.clear()
+    assert wait_for(lambda: consumer.stats()["acked"] == 50)
+    assert seqs(store.handled) == list(range(1, 51))
+    assert not consumer.waiting_for_store and store.kept == []
+    consumer.stop()
+    again = Collector()
+    start_subscribed(make_consumer(mqtt_broker.url, client_id, again))
+    time.sleep(QUIET_S)
+    assert again.messages == []
+
+
+def test_stopped_during_an_outage_the_broker_keeps_every_message(
+    mqtt_broker, make_consumer: MakeConsumer, make_publisher: MakePublisher, client_id: str
+) -> None:
+    store = Store()
+    store.down.set()
+    consumer = start_subscribed(make_consumer(mqtt_broker.url, client_id, store, **FAST_RETRY))
+    publish_progress(make_publisher(mqtt_broker.url), 20)
+    assert wait_for(lambda: consumer.stats()["store_retries"] >= 1)
+    began = time.monotonic()
+    consumer.stop()
+    assert time.monotonic() - began < 3  # gives up on the outage, does not hang
+    assert consumer.stats()["acked"] == 0
+
+    again = Collector()
+    start_subscribed(make_consumer(mqtt_broker.url, client_id, again))
+    assert sorted(set(seqs(again.wait_count(20)))) == list(range(1, 21))
+
+
+def test_a_poison_message_is_isolated_kept_and_only_then_acked(
+    mqtt_broker, make_consumer: MakeConsumer, make_publisher: MakePublisher, client_id: str
+) -> None:
+    start_subscribed(make_consumer(mqtt_broker.url, client_id, Collector())).stop()
+    pub = make_publisher(mqtt_broker.url)
+    publish_progress(pub, 5)
+    pub.publish("loopline/v1/plant-1/poison/progress", b'{"seq": 1}')
+    publish_progress(pub, 5, start=6)
+
+    store = Store()
+    store.keeper_down.set()  # the dead-letter store is down at first, too
+    consumer = start_subscribed(
+        make_consumer(mqtt_broker.url, client_id, store, on_poison=store.keep, **FAST_RETRY)
+    )
+    assert wait_for(lambda: seqs(store.handled) == list(range(1, 6)))
+    assert wait_for(lambda: consumer.stats()["store_retries"] >= 2)
+    assert consumer.stats()["acked"] == 5  # not the poison one, nor what follows it
+    store.keeper_down.clear()
+    assert wait_for(lambda: consumer.stats()["acked"] == 11)
+    assert seqs(store.handled) == list(range(1, 11))
+    assert [m.topic for m in store.kept] == ["loopline/v1/plant-1/poison/progress"]
+    assert consumer.stats()["poisoned"] == 1
+    consumer.stop()
+    again = Collector()
+    start_subscribed(make_consumer(mqtt_broker.url, client_id, again))
+    time.sleep(QUIET_S)
+    assert again.messages == []

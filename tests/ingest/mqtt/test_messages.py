@@ -8,7 +8,10 @@ from datetime import UTC, datetime
 import pytest
 
 from ingest.mqtt.messages import (
+    MAX_COUNTER,
+    MAX_NAME_CHARS,
     MAX_PAYLOAD_BYTES,
+    MAX_SEQ,
     REASONS,
     ProgressMessage,
     Rejected,
@@ -188,10 +191,9 @@ def test_missing_state_field(field: str) -> None:
         ("seq", 41.0),
         ("seq", True),
         ("seq", -1),
-        ("seq", 2**63),
         ("work_order", ""),
         ("work_order", 1001),
-        ("work_order", "W" * 300),
+        ("work_order", "W" * 81),  # work_order.id is 80 characters
         ("good", "1250"),
         ("good", 12.5),
         ("scrap", None),
@@ -211,6 +213,62 @@ def test_invalid_state_reason_field() -> None:
 def test_negative_counter(field: str) -> None:
     err = rejected(PROGRESS, progress(**{field: -3}))
     assert (err.reason, err.field) == ("negative_counter", field)
+
+
+@pytest.mark.parametrize("field", ["good", "scrap"])
+@pytest.mark.parametrize("value", [MAX_COUNTER + 1, 10**30])
+def test_implausible_counter(field: str, value: int) -> None:
+    err = rejected(PROGRESS, progress(**{field: value}))
+    assert (err.reason, err.field) == ("implausible_counter", field)
+    assert field in err.detail and str(MAX_COUNTER) in err.detail
+
+
+@pytest.mark.parametrize("value", [MAX_SEQ + 1, 2**62, 2**63, 10**40])
+@pytest.mark.parametrize("make", [progress, state])
+def test_implausible_seq(make: object, value: int) -> None:
+    topic = PROGRESS if make is progress else STATE
+    err = rejected(topic, make(seq=value))  # type: ignore[operator]
+    assert (err.reason, err.field) == ("implausible_seq", "seq")
+    assert str(MAX_SEQ) in err.detail
+
+
+def test_counters_and_seq_at_their_bounds_are_accepted() -> None:
+    msg = parse(PROGRESS, progress(seq=MAX_SEQ, good=MAX_COUNTER, scrap=MAX_COUNTER))
+    assert (msg.seq, msg.good, msg.scrap) == (MAX_SEQ, MAX_COUNTER, MAX_COUNTER)
+
+
+@pytest.mark.parametrize(
+    ("topic", "payload"),
+    [
+        (PROGRESS, progress()[:-1] + b"\x00}"),
+        (PROGRESS, b"\x00" + progress()),
+        (STATE, state().replace(b'"down"', b'"do\x00wn"')),
+    ],
+)
+def test_raw_nul_byte(topic: str, payload: bytes) -> None:
+    assert rejected(topic, payload).reason == "nul_byte"
+
+
+@pytest.mark.parametrize(
+    ("topic", "payload", "field"),
+    [
+        (PROGRESS, progress(work_order="WO-1\u0000"), "work_order"),
+        (STATE, state(reason="jam\u0000; DROP"), "reason"),
+    ],
+)
+def test_escaped_nul_in_a_string_field(topic: str, payload: bytes, field: str) -> None:
+    assert b"\\u0000" in payload  # JSON's escape, not a raw byte
+    err = rejected(topic, payload)
+    assert (err.reason, err.field) == ("nul_byte", field)
+
+
+@pytest.mark.parametrize("name", ["site", "line"])
+def test_names_longer_than_their_columns(name: str) -> None:
+    long = "x" * (MAX_NAME_CHARS + 1)
+    topic = f"loopline/v1/{long}/L1/state" if name == "site" else f"loopline/v1/p/{long}/state"
+    assert rejected(topic, state()).reason == "bad_topic"
+    ok = "x" * MAX_NAME_CHARS
+    assert parse(f"loopline/v1/{ok}/{ok}/state", state()).line == ok
 
 
 @pytest.mark.parametrize(
@@ -254,5 +312,8 @@ def test_every_reason_is_exercised() -> None:
         "negative_counter",
         "bad_ts",
         "unknown_state",
+        "implausible_counter",
+        "implausible_seq",
+        "nul_byte",
     }
     assert seen == set(REASONS)
