@@ -1,16 +1,16 @@
 """outbox lease: who is delivering an event (claimed_by) and until when (claimed_until),
 a short lease renewed while the delivery runs, so a dead worker's claim lapses in seconds
 
-Revision ID: 0004_outbox_lease
-Revises: 0003
+Revision ID: 0005_outbox_lease
+Revises: 0004_counters
 Create Date: 2026-12-02 14:00:00.000000
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0004_outbox_lease"
-down_revision = "0003"
+revision = "0005_outbox_lease"
+down_revision = "0004_counters"
 branch_labels = None
 depends_on = None
 

@@ -1,16 +1,16 @@
 """web sessions: one row per browser sign-in, so sessions expire, are revoked, and end when
 the token that signed them in is rotated
 
-Revision ID: 0004_web_sessions
-Revises: 0003
+Revision ID: 0006_web_sessions
+Revises: 0005_outbox_lease
 Create Date: 2026-12-02 14:00:00.000000
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0004_web_sessions"
-down_revision = "0003"
+revision = "0006_web_sessions"
+down_revision = "0005_outbox_lease"
 branch_labels = None
 depends_on = None
 
