@@ -10,8 +10,9 @@ from pydantic import BaseModel
 
 from api.auth import BrowserSessions
 from api.deps import WriterDep
+from api.errors import error_responses
 
-router = APIRouter(prefix="/sessions", tags=["sessions"])
+router = APIRouter(prefix="/sessions", tags=["sessions"], responses=error_responses(401, 403))
 
 
 class SessionView(BaseModel):
@@ -52,7 +53,7 @@ def list_sessions(request: Request, who: WriterDep) -> list[SessionView]:
     "/{session_id}",
     summary="End a browser session (admin); it is signed out at its next request",
     status_code=status.HTTP_204_NO_CONTENT,
-    responses={404: {"description": "no valid session has this id"}},
+    responses=error_responses(404),
 )
 def revoke_session(
     request: Request, session_id: Annotated[str, Path(max_length=64)], _: WriterDep
