@@ -246,12 +246,12 @@ def _without_failing(
                 if isinstance(item, dict) and name == "sites" and isinstance(item.get("id"), str):
                     names.sites.add(item["id"])
             doc[name] = [items[i] for i in kept[name]]
-    materials = doc.get("materials")
-    if isinstance(materials, dict) and isinstance(materials.get("purchase_orders"), list):
-        orders = materials["purchase_orders"]
+    kept_materials = doc.get("materials")
+    if isinstance(kept_materials, dict) and isinstance(kept_materials.get("purchase_orders"), list):
+        orders = kept_materials["purchase_orders"]
         kept["purchase_orders"] = [k for k in range(len(orders)) if k not in out["purchase_orders"]]
         doc["materials"] = {
-            **materials,
+            **kept_materials,
             "purchase_orders": [orders[k] for k in kept["purchase_orders"]],
         }
     return doc, kept, names

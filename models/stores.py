@@ -9,11 +9,11 @@ import sqlalchemy.exc
 
 Store = Literal["redis", "database"]
 
-REDIS_DOWN: tuple[type[BaseException], ...] = (
+REDIS_DOWN: tuple[type[Exception], ...] = (
     redis.exceptions.ConnectionError,  # refused, reset, and BusyLoadingError while loading AOF
     redis.exceptions.TimeoutError,
 )
-DATABASE_DOWN: tuple[type[BaseException], ...] = (
+DATABASE_DOWN: tuple[type[Exception], ...] = (
     # psycopg's connection failures, server shutdowns and deadlocks all arrive as these:
     # each is over once the server answers again, so each is worth a retry.
     sqlalchemy.exc.OperationalError,

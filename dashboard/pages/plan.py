@@ -731,7 +731,11 @@ def layout(screens: Screens, lang: str | None = None, **_query: Any) -> html.Div
         sigs = signatures(data, now.astimezone(screens.tz).date())
     else:  # nothing read yet: the stream draws every section on its first good read
         children, sigs = {section: [] for section in SECTIONS}, {}
-    start = {"token": new_token(), "params": {"lang": lang}, "shown": {"sigs": sigs}}
+    start: dict[str, Any] = {
+        "token": new_token(),
+        "params": {"lang": lang},
+        "shown": {"sigs": sigs},
+    }
     start["notice"] = notice
 
     def section(title: str, section_id: str, class_name: str) -> html.Section:
