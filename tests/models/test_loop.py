@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -184,3 +185,58 @@ def test_only_one_worker_at_a_time_does_the_duties(sessions, live):
     assert second.tick() is False  # another worker is busy: skip, never race
     held.release()
     assert first.tick() is True and second.tick() is True
+
+
+def test_a_failed_replan_keeps_its_requests_and_retries(sessions, live, monkeypatch):
+    import models.loop as loop_module
+
+    _order(sessions, "SO-1")
+    calls = []
+
+    def flaky(*args, **kwargs):
+        calls.append(kwargs["trigger"])
+        if len(calls) == 1:
+            raise RuntimeError("the database went away")
+        return replan(*args, **kwargs)
+
+    monkeypatch.setattr(loop_module, "replan", flaky)
+    monkeypatch.setattr(loop_module, "REPLAN_RETRY_BASE_S", 0.05, raising=False)
+    loop = Loop(sessions, live, Clock(), LoopConfig(replan_debounce_ms=10))
+    request_replan(live.redis, "crm SO-1 v1")
+    loop.start()
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with sessions() as s:
+                if s.get(Order, "SO-1").promised_date is not None:
+                    break
+            time.sleep(0.05)
+    finally:
+        loop.stop()
+    with sessions() as s:
+        assert s.get(Order, "SO-1").promised_date is not None  # promised without a new event
+    assert len(calls) >= 2 and "crm SO-1 v1" in calls[1]
+    assert live.redis.llen(loop_module.REPLAN_QUEUE) == 0
+
+
+def test_a_request_taken_by_a_worker_that_died_is_replanned_by_the_next(sessions, live):
+    import models.loop as loop_module
+
+    _order(sessions, "SO-1")
+    dead = Loop(sessions, live, Clock(), LoopConfig(replan_debounce_ms=10))
+    request_replan(live.redis, "crm SO-1 v1")
+    assert dead.take_replan_requests(wait_s=1) == ["crm SO-1 v1"]  # then killed -9
+    loop = Loop(sessions, live, Clock(), LoopConfig(replan_debounce_ms=10))
+    loop.start()
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with sessions() as s:
+                if s.get(Order, "SO-1").promised_date is not None:
+                    break
+            time.sleep(0.05)
+    finally:
+        loop.stop()
+    with sessions() as s:
+        assert s.get(Order, "SO-1").promised_date is not None
+    assert live.redis.llen(loop_module.REPLAN_QUEUE) == 0
