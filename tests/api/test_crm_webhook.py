@@ -186,7 +186,7 @@ def test_unauthenticated_oversized_posts_write_no_dead_letter(crm_stack):
 # -- the property: random versions, duplicated, shuffled and concurrent -----------------
 
 versions_of_an_order = st.lists(
-    st.tuples(st.integers(min_value=0, max_value=9), st.booleans()),
+    st.tuples(st.integers(min_value=0, max_value=7), st.booleans()),
     min_size=1,
     max_size=6,
     unique_by=lambda t: t[0],
@@ -201,7 +201,7 @@ def retire(stack, order_ids) -> None:
 
 
 @hsettings(
-    max_examples=8,
+    max_examples=6,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
