@@ -222,7 +222,8 @@ def _count_attempt(sessions: sessionmaker[Session], inbox_id: int) -> int:
             .where(InboxEvent.id == inbox_id)
             .values(attempts=InboxEvent.attempts + 1)
         )
-        return int(session.scalar(select(InboxEvent.attempts).where(InboxEvent.id == inbox_id)))
+        attempts = session.scalar(select(InboxEvent.attempts).where(InboxEvent.id == inbox_id))
+        return int(attempts or 0)
 
 
 def _give_up(

@@ -192,7 +192,14 @@ class Loop:
         """
         redis_ = self.live.redis
         if wait_s > 0:
-            first = redis_.blmove(REPLAN_QUEUE, REPLAN_PROCESSING, wait_s, "LEFT", "RIGHT")
+            # Redis >= 6 takes a decimal timeout; redis-py's stubs say int.
+            first = redis_.blmove(
+                REPLAN_QUEUE,
+                REPLAN_PROCESSING,
+                wait_s,  # type: ignore[arg-type]
+                "LEFT",
+                "RIGHT",
+            )
         else:
             first = redis_.lmove(REPLAN_QUEUE, REPLAN_PROCESSING, "LEFT", "RIGHT")
         if first is None:

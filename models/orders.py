@@ -79,9 +79,7 @@ def apply_crm_event(
         )
         if seen is not None:
             return ApplyResult("duplicate", order_id, version, {})
-    stored = session.get(
-        Order, order_id, with_for_update={"of": Order}, populate_existing=True
-    )
+    stored = session.get(Order, order_id, with_for_update={"of": Order}, populate_existing=True)
     high = high_water(session, order_id, stored)
     stale = high is not None and version <= high
     if isinstance(event, OrderUpserted) and not stale:

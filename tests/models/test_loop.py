@@ -200,7 +200,7 @@ def test_a_failed_replan_keeps_its_requests_and_retries(sessions, live, monkeypa
         return replan(*args, **kwargs)
 
     monkeypatch.setattr(loop_module, "replan", flaky)
-    monkeypatch.setattr(loop_module, "REPLAN_RETRY_BASE_S", 0.05, raising=False)
+    monkeypatch.setattr(loop_module, "REPLAN_RETRY_BASE_S", 0.05)
     loop = Loop(sessions, live, Clock(), LoopConfig(replan_debounce_ms=10))
     request_replan(live.redis, "crm SO-1 v1")
     loop.start()
