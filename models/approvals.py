@@ -2,7 +2,8 @@
 waits for a production manager.
 
 ``apply_gated`` applies a CRM ``order.upserted`` inside a SAVEPOINT and solves the plan as
-a preview, before and after. When another open order's planned end moves past the end of
+a preview, before and after; the worker runs it on each received event (models/intake.py),
+never the webhook's request. When another open order's planned end moves past the end of
 its promised day, the savepoint is rolled back and the event is parked as a
 ``PendingChange`` with its impact, unless an auto-approve rule (``ApprovalPolicy``) lets it
 in. Cancellations are never gated. ``approve`` re-applies a parked event through the same

@@ -154,13 +154,20 @@ class Loop:
             asked = triggers + intake.triggers()
             if not asked:
                 return None
-            outcome = replan(
-                self.sessions,
-                self.live,
-                now=self.clock.now(),
-                trigger=summarize_triggers(asked)[:200],
-                window=self.config.window,
-            )
+            try:
+                outcome = replan(
+                    self.sessions,
+                    self.live,
+                    now=self.clock.now(),
+                    trigger=summarize_triggers(asked)[:200],
+                    window=self.config.window,
+                )
+            except Exception:
+                # What the intake applied is committed but not yet planned: ask again, so
+                # the retry replans it even if no webhook's request is waiting.
+                if intake.applied:
+                    self.live.redis.rpush(REPLAN_QUEUE, *intake.triggers())
+                raise
         self._outbox_due.set()
         return outcome
 

@@ -240,3 +240,32 @@ def test_a_request_taken_by_a_worker_that_died_is_replanned_by_the_next(sessions
     with sessions() as s:
         assert s.get(Order, "SO-1").promised_date is not None
     assert live.redis.llen(loop_module.REPLAN_QUEUE) == 0
+
+
+def test_a_replan_that_fails_after_the_intake_applied_asks_again(sessions, live, monkeypatch):
+    import json
+
+    import models.loop as loop_module
+    from models.intake import record_received
+
+    body = order_event("SO-9", 1, [("P1", 10)], (NOW + timedelta(days=3)).date())
+    # Recorded by a webhook whose wake-up never reached Redis: only the inbox knows.
+    record_received(
+        sessions,
+        event=parse_crm_event(body),
+        source="crm:canonical",
+        webhook_id="w9",
+        raw=json.dumps(body),
+        actor="crm",
+    )
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("solver crashed")
+
+    monkeypatch.setattr(loop_module, "replan", broken)
+    loop = Loop(sessions, live, Clock(), LoopConfig())
+    with pytest.raises(RuntimeError):
+        loop.work([])
+    with sessions() as s:
+        assert s.get(Order, "SO-9") is not None  # applied and committed, not yet planned
+    assert live.redis.lrange(loop_module.REPLAN_QUEUE, 0, -1) == ["crm SO-9 v1"]
