@@ -165,6 +165,8 @@ def apply_received(
                 _give_up(sessions, winner, "failed", "apply_failed", repr(exc)[:2000])
             intake.failed += 1
             continue
+        if result is None:
+            continue
         if result.outcome == "applied":
             intake.applied.append(result)
         elif result.outcome == "pending_approval":
@@ -176,9 +178,13 @@ def apply_received(
     return intake
 
 
-def _apply_one(session: Session, inbox_id: int, gate: Gate | None, actor: str) -> GateResult:
-    inbox = session.get(InboxEvent, inbox_id)
-    assert inbox is not None and inbox.outcome == RECEIVED
+def _apply_one(session: Session, inbox_id: int, gate: Gate | None, actor: str) -> GateResult | None:
+    """Apply one received event (None: another applier got to it first)."""
+    # Why the row lock: should two appliers ever overlap (a duty lock that expired), the
+    # second waits here and then finds the event no longer received.
+    inbox = session.get(InboxEvent, inbox_id, with_for_update=True, populate_existing=True)
+    if inbox is None or inbox.outcome != RECEIVED:
+        return None
     # Rows recorded before the canonical event was kept carry only their raw body.
     event = parse_crm_event(inbox.event if inbox.event is not None else json.loads(inbox.raw))
     return apply_gated(
