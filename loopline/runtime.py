@@ -91,10 +91,7 @@ def api_context(rt: Runtime) -> ApiContext:
         manager_token=rt.resolved.manager_token,
         purchasing_token=rt.resolved.purchasing_token,
         sales_token=rt.resolved.sales_token,
-        approval_policy=ApprovalPolicy(
-            max_slip_h=rt.resolved.auto_approve_max_slip_h,
-            priorities=frozenset(rt.resolved.auto_approve_priorities),
-        ),
+        approval_policy=approval_policy(rt),
         plan_window=plan_window(rt),
         session_secret=rt.resolved.session_secret,
         session_policy=SessionPolicy(
@@ -103,6 +100,14 @@ def api_context(rt: Runtime) -> ApiContext:
             kiosk_max_age_s=rt.settings.kiosk_session_max_age_h * 3600,
         ),
         cors_origins=rt.resolved.cors_origins,
+    )
+
+
+def approval_policy(rt: Runtime) -> ApprovalPolicy:
+    """The auto-approve rules the worker's approval gate applies."""
+    return ApprovalPolicy(
+        max_slip_h=rt.resolved.auto_approve_max_slip_h,
+        priorities=frozenset(rt.resolved.auto_approve_priorities),
     )
 
 
@@ -143,6 +148,7 @@ def build_loop(rt: Runtime, crm_url: str | None = None) -> Loop:
         line_down_alert_after_s=rt.settings.line_down_alert_after_s,
         stale_after_s=rt.settings.stale_after_s,
         window=plan_window(rt),
+        approval_policy=approval_policy(rt),
     )
     return Loop(rt.sessions, rt.live, rt.clock, config, relay=relay)
 

@@ -2,7 +2,8 @@
 waits for a production manager.
 
 ``apply_gated`` applies a CRM ``order.upserted`` inside a SAVEPOINT and solves the plan as
-a preview, before and after. When another open order's planned end moves past the end of
+a preview, before and after; the worker runs it on each received event (models/intake.py),
+never the webhook's request. When another open order's planned end moves past the end of
 its promised day, the savepoint is rolled back and the event is parked as a
 ``PendingChange`` with its impact, unless an auto-approve rule (``ApprovalPolicy``) lets it
 in. Cancellations are never gated. ``approve`` re-applies a parked event through the same
@@ -117,11 +118,13 @@ def apply_gated(
     webhook_id: str,
     raw: str,
     actor: str,
+    inbox_id: int | None = None,
 ) -> GateResult:
     """Apply a verified CRM event unless it would break another order's promise.
 
     Without a gate the event is simply applied. Runs inside the caller's transaction
-    (whose loaded objects it may expunge). A change
+    (whose loaded objects it may expunge); ``inbox_id`` names the event's inbox row when it
+    was recorded already (the worker's intake), else the row is made here. A change
     that slips nobody, a cancellation, a duplicate and a stale version go through as
     ``apply_crm_event`` decides; the common case costs one preview solve, a change that
     slips someone a second one (the plan without it: only what the change moves counts).
@@ -130,7 +133,13 @@ def apply_gated(
 
     def apply() -> GateResult:
         result = apply_crm_event(
-            session, event=event, source=source, webhook_id=webhook_id, raw=raw, actor=actor
+            session,
+            event=event,
+            source=source,
+            webhook_id=webhook_id,
+            raw=raw,
+            actor=actor,
+            inbox_id=inbox_id,
         )
         if result.outcome == "applied":
             supersede_older(session, order_id=order_id, version=version, actor=actor)
@@ -142,7 +151,13 @@ def apply_gated(
     savepoint = session.begin_nested()
     try:
         result = apply_crm_event(
-            session, event=event, source=source, webhook_id=webhook_id, raw=raw, actor=actor
+            session,
+            event=event,
+            source=source,
+            webhook_id=webhook_id,
+            raw=raw,
+            actor=actor,
+            inbox_id=inbox_id,
         )
         after: dict[str, datetime] | None = None
         if result.outcome == "applied":
@@ -175,6 +190,7 @@ def apply_gated(
             raw=raw,
             actor=actor,
             impact=impact,
+            inbox_id=inbox_id,
         )
     applied = apply()
     if not impact or applied.outcome != "applied":
@@ -289,23 +305,30 @@ def _park(
     raw: str,
     actor: str,
     impact: list[dict[str, Any]],
+    inbox_id: int | None = None,
 ) -> GateResult:
     """Record the event as received but waiting, and park it (once per order version)."""
     order_id, version = event.order.id, event.order.version
-    inbox = InboxEvent(
-        source=source,
-        webhook_id=webhook_id,
-        event_type=event.type,
-        order_id=order_id,
-        order_version=version,
-        outcome="pending",
-        raw=raw,
-    )
-    try:
-        with session.begin_nested():
-            session.add(inbox)
-    except IntegrityError:  # the same webhook-id raced in on another connection
-        return GateResult("duplicate", order_id, version, {})
+    if inbox_id is not None:
+        received = session.get(InboxEvent, inbox_id)
+        assert received is not None, f"no inbox event {inbox_id}"
+        received.outcome = "pending"
+    else:
+        inbox = InboxEvent(
+            source=source,
+            webhook_id=webhook_id,
+            event_type=event.type,
+            order_id=order_id,
+            order_version=version,
+            outcome="pending",
+            raw=raw,
+            event=event.model_dump(mode="json"),
+        )
+        try:
+            with session.begin_nested():
+                session.add(inbox)
+        except IntegrityError:  # the same webhook-id raced in on another connection
+            return GateResult("duplicate", order_id, version, {})
     change = session.scalar(
         select(PendingChange).where(
             PendingChange.order_id == order_id,
@@ -406,12 +429,17 @@ def approve(
     If a newer version of the order was applied meanwhile the change is ``superseded``
     instead; the caller commits either way and asks for a replan after an approval.
     """
-    change = session.get(PendingChange, change_id, with_for_update=True)
+    change = session.get(PendingChange, change_id)
     if change is None:
         return None
+    # Why the order first: the worker's intake locks the order, then its pending changes;
+    # taking them in the same order here cannot deadlock with it.
+    stored = session.get(
+        Order, change.order_id, with_for_update={"of": Order}, populate_existing=True
+    )
+    session.refresh(change, with_for_update=True)
     if change.status != "pending":
         raise AlreadyDecided(change)
-    stored = session.get(Order, change.order_id)
     if stored is not None and stored.version >= change.order_version:
         why = f"version {stored.version} of {change.order_id} was applied meanwhile"
         _decide(change, "superseded", actor=actor, note=why)

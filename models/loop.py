@@ -1,7 +1,12 @@
-"""The loop: replan on order changes (debounced) and keep alerts, ETAs and feedback current.
+"""The loop: apply received CRM events, replan on order changes (debounced) and keep
+alerts, ETAs and feedback current.
 
-Any process may ask for a replan (``request_replan``); workers take the requests from a
-Redis list, so N workers share them and none is lost while all are down.
+Any process may ask for a replan (``request_replan``); a webhook that recorded a CRM event
+asks too, which wakes a worker at once. Workers take the requests from a Redis list into a
+processing list (``LMOVE``), so N workers share them and none is lost while all are down, or
+when a replan fails (put back and retried with backoff), or when a worker dies holding them
+(the next worker to start puts them back). Received CRM events wait in the inbox (SQL) until
+applied, so a worker dying mid-apply loses none of them either.
 """
 
 from __future__ import annotations
@@ -21,10 +26,12 @@ from redis.exceptions import LockError
 from redis.lock import Lock
 from sqlalchemy.orm import Session, sessionmaker
 
+from models.approvals import ApprovalPolicy, Gate, GateResult, announce_change
 from models.clock import Clock, utcnow
 from models.db import transaction
 from models.estimate import estimate
 from models.feedback import FEEDBACK_STEP, sync_feedback
+from models.intake import Intake, apply_received, has_received
 from models.live import LiveState
 from models.quarantine import Findings, run_isolated
 from models.quarantine import record as record_quarantine
@@ -36,6 +43,11 @@ log = logging.getLogger("loopline.loop")
 T = TypeVar("T")
 
 REPLAN_QUEUE = "ll:replan:requests"
+# Requests a worker took and has not finished yet; put back if it fails or dies.
+REPLAN_PROCESSING = "ll:replan:processing"
+# A failed replan is retried after this, doubling up to the max (seconds).
+REPLAN_RETRY_BASE_S = 1.0
+REPLAN_RETRY_MAX_S = 30.0
 # One worker at a time plans or sweeps (alerts, feedback): N workers never race on SQL.
 DUTY_LOCK = "ll:lock:loop"
 # Short, and renewed while a duty runs: a worker that dies holding it stalls the duties of
@@ -51,6 +63,37 @@ TICK_S = 1.0
 def request_replan(client: redis.Redis, trigger: str) -> None:
     """Ask a worker to replan soon; bursts of requests become one replan."""
     client.rpush(REPLAN_QUEUE, trigger)
+
+
+def finish_replan_requests(client: redis.Redis, triggers: list[str]) -> None:
+    """Drop requests that were acted on from the processing list (one each)."""
+    if triggers:
+        with client.pipeline(transaction=True) as pipe:
+            for trigger in triggers:
+                pipe.lrem(REPLAN_PROCESSING, 1, trigger)
+            pipe.execute()
+
+
+def requeue_replan_requests(client: redis.Redis, triggers: list[str]) -> None:
+    """Put requests whose replan failed back in the queue, at its head."""
+    if triggers:
+        with client.pipeline(transaction=True) as pipe:
+            for trigger in triggers:
+                pipe.lrem(REPLAN_PROCESSING, 1, trigger)
+            pipe.lpush(REPLAN_QUEUE, *reversed(triggers))
+            pipe.execute()
+
+
+def recover_replan_requests(client: redis.Redis) -> int:
+    """Put back what a worker that died was processing; how many requests.
+
+    Why at start only: a live worker's requests may be in the list too, and taking them
+    over means at worst one replan too many, never one too few.
+    """
+    moved = 0
+    while client.lmove(REPLAN_PROCESSING, REPLAN_QUEUE, "RIGHT", "LEFT") is not None:
+        moved += 1
+    return moved
 
 
 def _release(lock: Lock) -> None:
@@ -132,6 +175,7 @@ class LoopConfig:
     line_down_alert_after_s: float = 300.0
     stale_after_s: float = 120.0
     window: PlanWindow = field(default_factory=PlanWindow)
+    approval_policy: ApprovalPolicy = field(default_factory=ApprovalPolicy)
 
 
 class Loop:
@@ -153,32 +197,90 @@ class Loop:
         self._stop = threading.Event()
         # Set when the outbox has new rows, so feedback leaves at once, not at the next tick.
         self._outbox_due = threading.Event()
+        # Set when an intake round left received orders for the next one: no waiting.
+        self._more_received = False
         self._threads: list[threading.Thread] = []
 
     # -- one step of each duty (also what tests call) -------------------------------
     def replan_now(self, trigger: str) -> PlanOutcome:
-        """Replan now (after any other worker's current duty)."""
+        """Apply the received CRM events, then replan (after any other worker's duty)."""
+        outcome = self.work([trigger])
+        assert outcome is not None
+        return outcome
+
+    def work(self, triggers: list[str]) -> PlanOutcome | None:
+        """Under the duty lock: apply received CRM events (``apply_received``), then replan
+        if anything was applied or asked for (None: nothing to do)."""
         with self._duty_lock(blocking_timeout=REPLAN_WAIT_S):
-            outcome = replan(
-                self.sessions,
-                self.live,
-                now=self.clock.now(),
-                trigger=trigger,
-                window=self.config.window,
-            )
+            intake = self._apply_received()
+            self._more_received = intake.more
+            if intake.applied or intake.parked:
+                self._outbox_due.set()  # change.pending / auto_approved for the CRM
+            asked = triggers + intake.triggers()
+            if not asked:
+                return None
+            try:
+                outcome = replan(
+                    self.sessions,
+                    self.live,
+                    now=self.clock.now(),
+                    trigger=summarize_triggers(asked)[:200],
+                    window=self.config.window,
+                )
+            except Exception:
+                # What the intake applied is committed but not yet planned: ask again, so
+                # the retry replans it even if no webhook's request is waiting.
+                if intake.applied:
+                    self.live.redis.rpush(REPLAN_QUEUE, *intake.triggers())
+                raise
         self._outbox_due.set()
         return outcome
 
+    def apply_received_now(self) -> Intake:
+        """Apply received CRM events now, without replanning (under the duty lock)."""
+        with self._duty_lock(blocking_timeout=REPLAN_WAIT_S):
+            return self._apply_received()
+
+    def _apply_received(self) -> Intake:
+        gate = Gate(self.live, self.clock.now, self.config.approval_policy, self.config.window)
+
+        def announce(result: GateResult) -> None:
+            assert result.change_id is not None
+            status = result.change_status or "pending"
+            announce_change(self.live, result.change_id, result.order_id, status)
+
+        return apply_received(self.sessions, gate=gate, on_change=announce)
+
+    def received_waiting(self) -> bool:
+        """Whether received CRM events wait (a webhook whose wake-up was lost, say)."""
+        with self.sessions() as session:
+            return has_received(session)
+
     def take_replan_requests(self, wait_s: float) -> list[str]:
-        """Wait for a replan request, then for the burst to settle; return the triggers."""
-        first = self.live.redis.blpop([REPLAN_QUEUE], timeout=wait_s)
-        if not first:
+        """Wait for a replan request, then for the burst to settle; return the triggers.
+
+        They move to the processing list: ``finish_replan_requests`` drops them once acted
+        on, ``requeue_replan_requests`` puts them back if that failed.
+        """
+        redis_ = self.live.redis
+        if wait_s > 0:
+            # Redis >= 6 takes a decimal timeout; redis-py's stubs say int.
+            first = redis_.blmove(
+                REPLAN_QUEUE,
+                REPLAN_PROCESSING,
+                wait_s,  # type: ignore[arg-type]
+                "LEFT",
+                "RIGHT",
+            )
+        else:
+            first = redis_.lmove(REPLAN_QUEUE, REPLAN_PROCESSING, "LEFT", "RIGHT")
+        if first is None:
             return []
-        triggers = [str(first[1])]
+        triggers = [str(first)]
         deadline = time.monotonic() + self.config.replan_debounce_ms / 1000
         while time.monotonic() < deadline:
             time.sleep(0.02)
-        while (more := self.live.redis.lpop(REPLAN_QUEUE)) is not None:
+        while (more := redis_.lmove(REPLAN_QUEUE, REPLAN_PROCESSING, "LEFT", "RIGHT")) is not None:
             triggers.append(str(more))
         return triggers
 
@@ -305,14 +407,28 @@ class Loop:
             self.relay.close()
 
     def _replan_forever(self) -> None:
+        failures = 0
+        try:
+            if moved := recover_replan_requests(self.live.redis):
+                log.warning("took back %d replan requests of a worker that stopped", moved)
+        except Exception:
+            log.exception("could not take back unfinished replan requests")
         while not self._stop.is_set():
+            triggers: list[str] = []
             try:
-                triggers = self.take_replan_requests(wait_s=1.0)
-                if triggers:
-                    self.replan_now(summarize_triggers(triggers))
-            except Exception:  # one failed replan must not end replanning
-                log.exception("replan failed")
-                self._stop.wait(1.0)
+                triggers = self.take_replan_requests(wait_s=0 if self._more_received else 1.0)
+                if triggers or self._more_received or self.received_waiting():
+                    self.work(triggers)
+                finish_replan_requests(self.live.redis, triggers)
+                failures = 0
+            except Exception:  # one failed replan must not end replanning, nor lose requests
+                log.exception("replan failed; retrying")
+                try:
+                    requeue_replan_requests(self.live.redis, triggers)
+                except Exception:  # still in the processing list: the next start takes them
+                    log.exception("could not put replan requests back")
+                failures += 1
+                self._stop.wait(min(REPLAN_RETRY_MAX_S, REPLAN_RETRY_BASE_S * 2 ** (failures - 1)))
 
     def _relay_forever(self) -> None:
         while not self._stop.is_set():

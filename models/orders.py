@@ -12,7 +12,15 @@ from sqlalchemy.orm import Session
 
 from models.audit import record
 from models.events import OrderCancelled, OrderUpserted
-from models.records import Customer, InboxEvent, Order, OrderLine, Product, WorkOrder
+from models.records import (
+    Customer,
+    InboxEvent,
+    Order,
+    OrderLine,
+    OrderTombstone,
+    Product,
+    WorkOrder,
+)
 
 log = logging.getLogger("loopline.orders")
 
@@ -52,54 +60,66 @@ def apply_crm_event(
     webhook_id: str,
     raw: str,
     actor: str,
+    inbox_id: int | None = None,
 ) -> ApplyResult:
     """Record a verified CRM event in the inbox and apply it unless it is a duplicate or stale.
 
-    Runs inside the caller's transaction; a duplicate ``webhook_id`` changes nothing.
+    Runs inside the caller's transaction; a duplicate ``webhook_id`` changes nothing. With
+    ``inbox_id`` the event was recorded already (``models.intake``): only its outcome is
+    set. The order's row is locked (PostgreSQL) so two appliers of one order wait in turn;
+    a version at or below the stored one, or below a cancel of an order never created (its
+    tombstone), is stale.
     """
     order_id, version = event.order.id, event.order.version
-    seen = session.scalar(
-        select(InboxEvent.id).where(
-            InboxEvent.source == source, InboxEvent.webhook_id == webhook_id
+    if inbox_id is None:
+        seen = session.scalar(
+            select(InboxEvent.id).where(
+                InboxEvent.source == source, InboxEvent.webhook_id == webhook_id
+            )
         )
-    )
-    if seen is not None:
-        return ApplyResult("duplicate", order_id, version, {})
-    stored = session.get(Order, order_id)
-    stale = stored is not None and version <= stored.version
+        if seen is not None:
+            return ApplyResult("duplicate", order_id, version, {})
+    stored = session.get(Order, order_id, with_for_update={"of": Order}, populate_existing=True)
+    high = high_water(session, order_id, stored)
+    stale = high is not None and version <= high
     if isinstance(event, OrderUpserted) and not stale:
-        _check_products(session, event)
-    inbox = InboxEvent(
-        source=source,
-        webhook_id=webhook_id,
-        event_type=event.type,
-        order_id=order_id,
-        order_version=version,
-        outcome="stale" if stale else "applied",
-        raw=raw,
-    )
-    try:
-        with session.begin_nested():
-            session.add(inbox)
-    except IntegrityError:  # the same webhook-id raced in on another connection
-        return ApplyResult("duplicate", order_id, version, {})
+        check_products(session, event)
+    outcome = "stale" if stale else "applied"
+    if inbox_id is None:
+        inbox = InboxEvent(
+            source=source,
+            webhook_id=webhook_id,
+            event_type=event.type,
+            order_id=order_id,
+            order_version=version,
+            outcome=outcome,
+            raw=raw,
+            event=event.model_dump(mode="json"),
+        )
+        try:
+            with session.begin_nested():
+                session.add(inbox)
+        except IntegrityError:  # the same webhook-id raced in on another connection
+            return ApplyResult("duplicate", order_id, version, {})
+    else:
+        received = session.get(InboxEvent, inbox_id)
+        assert received is not None, f"no inbox event {inbox_id}"
+        received.outcome = outcome
     if stale:
-        assert stored is not None
-        record(
+        assert high is not None
+        record_stale(
             session,
+            order_id=order_id,
+            version=version,
+            high=high,
+            webhook_id=webhook_id,
             actor=actor,
-            action="order.stale_ignored",
-            entity="order",
-            entity_id=order_id,
-            details={
-                "version": version,
-                "stored_version": stored.version,
-                "webhook_id": webhook_id,
-            },
         )
         return ApplyResult("stale", order_id, version, {})
     if isinstance(event, OrderCancelled):
-        changes = _cancel(session, stored, version) if stored else {}
+        changes = (
+            _cancel(session, stored, version) if stored else _tombstone(session, order_id, version)
+        )
         action = "order.cancelled"
     else:
         changes = _upsert(session, stored, event)
@@ -115,12 +135,45 @@ def apply_crm_event(
     return ApplyResult("applied", order_id, version, changes)
 
 
-def _check_products(session: Session, event: OrderUpserted) -> None:
+def high_water(session: Session, order_id: str, stored: Order | None) -> int | None:
+    """The highest version of an order applied so far: the stored order's, or the
+    tombstone's when it was cancelled before it was created (None: nothing yet)."""
+    if stored is not None:
+        return stored.version
+    return session.scalar(select(OrderTombstone.version).where(OrderTombstone.order_id == order_id))
+
+
+def record_stale(
+    session: Session, *, order_id: str, version: int, high: int, webhook_id: str, actor: str
+) -> None:
+    """Audit a version that arrived after a newer one and changed nothing."""
+    record(
+        session,
+        actor=actor,
+        action="order.stale_ignored",
+        entity="order",
+        entity_id=order_id,
+        details={"version": version, "stored_version": high, "webhook_id": webhook_id},
+    )
+
+
+def check_products(session: Session, event: OrderUpserted) -> None:
+    """Raise UnknownProduct naming the first line whose SKU the factory does not know."""
     skus = {line.sku for line in event.order.lines}
     known = set(session.scalars(select(Product.sku).where(Product.sku.in_(skus))))
     for i, line in enumerate(event.order.lines):
         if line.sku not in known:
             raise UnknownProduct(f"order.lines[{i}].sku", line.sku)
+
+
+def _tombstone(session: Session, order_id: str, version: int) -> dict[str, Any]:
+    """A cancel of an order never created: remembered, so lower versions stay stale."""
+    tomb = session.get(OrderTombstone, order_id, with_for_update=True)
+    if tomb is None:
+        session.add(OrderTombstone(order_id=order_id, version=version))
+    else:
+        tomb.version = max(tomb.version, version)
+    return {"status": [None, "cancelled"]}
 
 
 def _upsert(session: Session, stored: Order | None, event: OrderUpserted) -> dict[str, Any]:
@@ -133,6 +186,10 @@ def _upsert(session: Session, stored: Order | None, event: OrderUpserted) -> dic
         customer.name = o.customer.name
     new_lines = [(i + 1, line.sku, line.qty) for i, line in enumerate(o.lines)]
     if stored is None:
+        # A version newer than a cancel reopens the order: the tombstone has done its part.
+        tomb = session.get(OrderTombstone, o.id)
+        if tomb is not None:
+            session.delete(tomb)
         order = Order(
             id=o.id,
             customer_id=customer.id,

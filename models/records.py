@@ -218,7 +218,10 @@ class InboxEvent(Base):
     """Every event received from a CRM, raw, with what became of it."""
 
     __tablename__ = "inbox_event"
-    __table_args__ = (UniqueConstraint("source", "webhook_id"),)
+    __table_args__ = (
+        UniqueConstraint("source", "webhook_id"),
+        Index("ix_inbox_event_outcome", "outcome", "id"),
+    )
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     source: Mapped[str] = mapped_column(String(40))
     webhook_id: Mapped[str] = mapped_column(String(200))
@@ -226,8 +229,24 @@ class InboxEvent(Base):
     event_type: Mapped[str] = mapped_column(String(40))
     order_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
     order_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    outcome: Mapped[str] = mapped_column(String(20))  # applied | stale
+    # received (waits for the worker) | applied | stale | pending (parked for approval)
+    # | rejected (unknown product at apply time) | failed (gave up after retries)
+    outcome: Mapped[str] = mapped_column(String(20))
     raw: Mapped[str] = mapped_column(Text)
+    # The canonical event (after the source's mapping), what the worker applies.
+    event: Mapped[dict[str, Any] | None] = mapped_column(nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+
+
+class OrderTombstone(Base):
+    """An order cancelled before it was ever created: lower versions arriving later are
+    stale, so the order is not created as open (the Order row plays this part once it
+    exists)."""
+
+    __tablename__ = "order_tombstone"
+    order_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer)
+    cancelled_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class OutboxEvent(Base):

@@ -1,16 +1,32 @@
-"""CRM webhooks: signed order events in (DESIGN.md, "CRM → Loopline")."""
+"""CRM webhooks: signed order events in (DESIGN.md, "CRM → Loopline").
+
+The request only verifies, validates and records the event (202); a worker applies it,
+through the approval gate, and replans (models/intake.py).
+"""
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from redis.exceptions import RedisError
 from starlette.concurrency import run_in_threadpool
 
+from api.context import ApiContext
 from api.deps import ContextDep
 from ingest.crm.mappings import UnknownSource
-from ingest.crm.receive import BadBody, BadSignature, TooLarge, receive
-from models.approvals import Gate, announce_change
+from ingest.crm.receive import (
+    BadBody,
+    BadSignature,
+    Receipt,
+    TooLarge,
+    UnsupportedMediaType,
+    receive,
+)
 from models.loop import request_replan
+
+log = logging.getLogger("loopline.api.crm")
 
 router = APIRouter(prefix="/crm", tags=["crm"])
 
@@ -30,21 +46,35 @@ async def _read_limited(request: Request, limit: int) -> tuple[bytes, int | None
     return bytes(body), declared
 
 
+def _receive_and_wake(
+    ctx: ApiContext, source: str, headers: dict[str, str], body: bytes, declared: int | None
+) -> Receipt:
+    """Record the event, then wake a worker to apply it (in a worker thread: SQL blocks)."""
+    receipt = receive(
+        ctx.sessions,
+        source=source,
+        headers=headers,
+        body=body,
+        secret=ctx.crm_secret,
+        max_body_bytes=ctx.max_body_bytes,
+        content_length=declared,
+    )
+    if receipt.outcome == "accepted":
+        try:
+            request_replan(ctx.live.redis, f"crm {receipt.order_id} v{receipt.version}")
+        except RedisError:  # recorded all the same: the worker also looks in the inbox
+            log.warning("could not wake a worker for %s; it will poll", receipt.webhook_id)
+    return receipt
+
+
 async def _handle(request: Request, ctx: ContextDep, source: str) -> JSONResponse:
     body, declared = await _read_limited(request, ctx.max_body_bytes)
     try:
-        # In a worker thread: applying may solve a preview plan (the approval gate).
         receipt = await run_in_threadpool(
-            receive,
-            ctx.sessions,
-            source=source,
-            headers=dict(request.headers),
-            body=body,
-            secret=ctx.crm_secret,
-            max_body_bytes=ctx.max_body_bytes,
-            content_length=declared,
-            gate=Gate(ctx.live, ctx.clock.now, ctx.approval_policy, ctx.plan_window),
+            _receive_and_wake, ctx, source, dict(request.headers), body, declared
         )
+    except UnsupportedMediaType as exc:
+        return JSONResponse({"detail": str(exc)}, status_code=415)
     except TooLarge:
         return JSONResponse(
             {"detail": f"body larger than {ctx.max_body_bytes} bytes"}, status_code=413
@@ -55,19 +85,13 @@ async def _handle(request: Request, ctx: ContextDep, source: str) -> JSONRespons
         return JSONResponse({"detail": exc.errors}, status_code=422)
     except UnknownSource:
         return JSONResponse({"detail": f"unknown CRM source '{source}'"}, status_code=404)
-    if receipt.outcome == "applied":
-        request_replan(ctx.live.redis, f"crm {receipt.order_id} v{receipt.version}")
-    answer: dict[str, object] = {
+    answer = {
         "outcome": receipt.outcome,
         "order_id": receipt.order_id,
         "version": receipt.version,
         "webhook_id": receipt.webhook_id,
+        "event_type": receipt.event_type,
     }
-    if receipt.change_id is not None:  # parked for approval, or auto-approved
-        answer.update(change_id=receipt.change_id, change_status=receipt.change_status)
-        announce_change(
-            ctx.live, receipt.change_id, receipt.order_id, receipt.change_status or "pending"
-        )
     return JSONResponse(answer, status_code=202)
 
 

@@ -1,7 +1,15 @@
 """The CRM way in: Standard-Webhooks-verified order events, mapped per source, applied once."""
 
 from ingest.crm.mappings import MAPPINGS, MappingError, UnknownSource, get_mapping
-from ingest.crm.receive import BadBody, BadSignature, Receipt, ReceiveError, TooLarge, receive
+from ingest.crm.receive import (
+    BadBody,
+    BadSignature,
+    Receipt,
+    ReceiveError,
+    TooLarge,
+    UnsupportedMediaType,
+    receive,
+)
 
 __all__ = [
     "MAPPINGS",
@@ -12,6 +20,7 @@ __all__ = [
     "ReceiveError",
     "TooLarge",
     "UnknownSource",
+    "UnsupportedMediaType",
     "get_mapping",
     "receive",
 ]

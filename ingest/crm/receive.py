@@ -1,7 +1,9 @@
-"""Receiving a CRM webhook: size, Standard Webhooks signature, body, then apply (no HTTP here).
+"""Receiving a CRM webhook: content type, size, Standard Webhooks signature, body, then
+record it in the inbox for the worker (no HTTP here; the worker applies it, models/intake.py).
 
-The route maps the outcome: a ``Receipt`` -> 202, ``UnknownSource`` -> 404, ``TooLarge`` -> 413,
-``BadSignature`` -> 401, ``BadBody`` -> 422 (DESIGN.md, "CRM → Loopline").
+The route maps the outcome: a ``Receipt`` -> 202, ``UnknownSource`` -> 404,
+``UnsupportedMediaType`` -> 415, ``TooLarge`` -> 413, ``BadSignature`` -> 401, ``BadBody`` ->
+422 (DESIGN.md, "CRM → Loopline").
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
@@ -25,19 +27,25 @@ from ingest.crm.mappings import (
     get_mapping,
     source_field,
 )
-from models.approvals import Gate, GateOutcome, apply_gated
 from models.db import transaction
-from models.events import OrderCancelled, OrderUpserted, field_errors, parse_crm_event
+from models.events import (
+    OrderCancelled,
+    OrderUpserted,
+    field_errors,
+    format_path,
+    parse_crm_event,
+)
+from models.intake import Receipt as Outcome
+from models.intake import record_received
 from models.orders import UnknownProduct
 from models.records import DeadLetter
 
 log = logging.getLogger("loopline.ingest.crm")
 
 DEAD_LETTER_PAYLOAD_BYTES = 64 * 1024
-# Why smaller: an oversized body is rejected before its signature is checked, so it is
-# unauthenticated; keep only enough of it to recognise the sender.
-TOO_LARGE_PAYLOAD_BYTES = 4 * 1024
 WEBHOOK_ID_MAX_CHARS = 200  # InboxEvent.webhook_id
+NUL = "\x00"  # PostgreSQL text cannot hold it: refused at the edge wherever it is
+NUL_SHOWN = "\\u0000"  # how a NUL is written in a field path or a dead letter
 
 __all__ = [
     "BadBody",
@@ -46,6 +54,7 @@ __all__ = [
     "ReceiveError",
     "TooLarge",
     "UnknownSource",
+    "UnsupportedMediaType",
     "event_path",
     "inbox_source",
     "receive",
@@ -54,21 +63,27 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Receipt:
-    """An accepted event's fate: ``applied``, ``stale`` (recorded, ignored), ``duplicate``,
-    or ``pending_approval`` (parked as change ``change_id``: it would break a promise)."""
+    """An accepted webhook: ``accepted`` (recorded; the worker applies it, or parks it for
+    approval, soon), ``stale`` (older than the stored version: recorded, ignored) or
+    ``duplicate`` (this ``webhook-id`` was received before: nothing changed)."""
 
-    outcome: GateOutcome
+    outcome: Outcome
     order_id: str
     version: int
     webhook_id: str
     event_type: str = ""
-    changes: dict[str, Any] = field(default_factory=dict)
-    change_id: int | None = None
-    change_status: str | None = None  # also ``auto_approved`` for an applied change
 
 
 class ReceiveError(Exception):
     """A webhook that was not accepted."""
+
+
+class UnsupportedMediaType(ReceiveError):
+    """A ``Content-Type`` that is not JSON (``application/json`` or ``...+json``)."""
+
+    def __init__(self, content_type: str) -> None:
+        super().__init__(f"Content-Type must be application/json, not '{content_type[:100]}'")
+        self.content_type = content_type
 
 
 class TooLarge(ReceiveError):
@@ -117,35 +132,34 @@ def receive(
     max_body_bytes: int,
     actor: str = "crm",
     content_length: int | None = None,
-    gate: Gate | None = None,
 ) -> Receipt:
-    """Verify, validate and apply one CRM webhook in one transaction.
+    """Verify, validate and record one CRM webhook in the inbox, in one short transaction.
 
-    Raises UnknownSource, TooLarge, BadSignature or BadBody; every rejected body except an
-    unauthenticated one (BadSignature) is kept as a dead letter. A caller that stops reading
-    at the limit passes what it read as ``body`` and the declared ``content_length``. With a
-    ``gate``, a change that would break another order's promise waits for approval
-    (models/approvals.py).
+    Raises UnknownSource, UnsupportedMediaType, TooLarge, BadSignature or BadBody. Only an
+    authenticated body is ever written: a rejected one (BadBody) is kept as a dead letter,
+    an oversized or badly signed one is only logged. A caller that stops reading at the
+    limit passes what it read as ``body`` and the declared ``content_length``. The approval
+    gate and the apply run in the worker (``models.intake.apply_received``).
     """
     mapping = get_mapping(source)
+    _check_content_type(headers)
     size = max(len(body), content_length or 0)
     if size > max_body_bytes:
-        exc = TooLarge(max_body_bytes, size)
-        _dead_letter(sessions, source, "too_large", str(exc), body[:TOO_LARGE_PAYLOAD_BYTES])
-        raise exc
+        # Unauthenticated (the signature covers a body we will not read): no database write,
+        # so a flood of these costs nothing but this line.
+        log.warning("crm %s: refused a body of %d bytes (limit %d)", source, size, max_body_bytes)
+        raise TooLarge(max_body_bytes, size)
     webhook_id = _verify(body, headers, secret)
     try:
         event = _parse(source, mapping, body, webhook_id)
-        with transaction(sessions) as session:
-            result = apply_gated(
-                session,
-                gate=gate,
-                event=event,
-                source=inbox_source(source),
-                webhook_id=webhook_id,
-                raw=body.decode(),
-                actor=actor,
-            )
+        recorded = record_received(
+            sessions,
+            event=event,
+            source=inbox_source(source),
+            webhook_id=webhook_id,
+            raw=body.decode(),
+            actor=actor,
+        )
     except UnknownProduct as exc:
         bad = BadBody(
             [{"field": source_field(source, exc.field), "message": f"unknown product '{exc.sku}'"}]
@@ -160,25 +174,53 @@ def receive(
         )
         _dead_letter(sessions, source, reason, _detail(bad, webhook_id), body)
         raise
-    if result.outcome != "applied":
+    if recorded.outcome != "accepted":
         log.info(
             "crm %s %s: %s v%s is %s",
             source,
             webhook_id,
-            result.order_id,
-            result.version,
-            result.outcome,
+            recorded.order_id,
+            recorded.version,
+            recorded.outcome,
         )
     return Receipt(
-        outcome=result.outcome,
-        order_id=result.order_id,
-        version=result.version,
+        outcome=recorded.outcome,
+        order_id=recorded.order_id,
+        version=recorded.version,
         webhook_id=webhook_id,
         event_type=event.type,
-        changes=result.changes,
-        change_id=result.change_id,
-        change_status=result.change_status,
     )
+
+
+def _check_content_type(headers: Mapping[str, str]) -> None:
+    """A declared ``Content-Type`` must be JSON; none at all is taken as JSON."""
+    declared = next((v for k, v in headers.items() if k.lower() == "content-type"), None)
+    if declared is None:
+        return
+    media = declared.split(";", 1)[0].strip().lower()
+    if media != "application/json" and not (
+        media.startswith("application/") and media.endswith("+json")
+    ):
+        raise UnsupportedMediaType(declared)
+
+
+def nul_field(data: Any, path: list[str | int] | None = None) -> str | None:
+    """The path of the first key or string holding a NUL character in decoded JSON, or None."""
+    path = path or []
+    if isinstance(data, str):
+        return (format_path(path) or "body") if NUL in data else None
+    if isinstance(data, dict):
+        for key, value in data.items():
+            here = [*path, str(key).replace(NUL, NUL_SHOWN)]
+            if NUL in str(key):
+                return format_path(here)
+            if (found := nul_field(value, here)) is not None:
+                return found
+    elif isinstance(data, list):
+        for i, value in enumerate(data):
+            if (found := nul_field(value, [*path, i])) is not None:
+                return found
+    return None
 
 
 def _verify(body: bytes, headers: Mapping[str, str], secret: str) -> str:
@@ -201,6 +243,9 @@ def _verify(body: bytes, headers: Mapping[str, str], secret: str) -> str:
 def _parse(
     source: str, mapping: Any, body: bytes, webhook_id: str
 ) -> OrderUpserted | OrderCancelled:
+    if NUL in webhook_id:
+        message = "must not contain a NUL character"
+        raise BadBody([{"field": "headers.webhook-id", "message": message}])
     if len(webhook_id) > WEBHOOK_ID_MAX_CHARS:
         raise BadBody(
             [
@@ -216,6 +261,8 @@ def _parse(
         raise BadBody([{"field": "body", "message": f"invalid JSON: {exc}"}]) from None
     if not isinstance(data, dict):
         raise BadBody([{"field": "body", "message": "must be a JSON object"}])
+    if (where := nul_field(data)) is not None:
+        raise BadBody([{"field": where, "message": "must not contain a NUL character"}])
     try:
         canonical = mapping(data)
     except MappingError as exc:
@@ -240,7 +287,8 @@ def _dead_letter(
     sessions: sessionmaker[Session], source: str, reason: str, detail: str, payload: bytes
 ) -> None:
     """Keep a rejected body; a failure here is logged and never hides the rejection itself."""
-    cut = payload[:DEAD_LETTER_PAYLOAD_BYTES].decode(errors="replace")
+    cut = payload[:DEAD_LETTER_PAYLOAD_BYTES].decode(errors="replace").replace(NUL, NUL_SHOWN)
+    detail = detail.replace(NUL, NUL_SHOWN)
     try:
         with transaction(sessions) as session:
             session.add(

@@ -196,6 +196,10 @@ class CrmFeedbackServer:
 # --------------------------------------------------------------------------- order side
 
 
+class _ServerError(Exception):
+    """Loopline answered 5xx: worth another delivery of the same event."""
+
+
 @dataclass
 class _Order:
     id: str
@@ -347,10 +351,16 @@ class CrmSimulator:
         return body.encode(), headers
 
     def send(self, event: dict[str, Any]) -> int:
-        """Sign and POST one event to Loopline; the HTTP status (connection errors retried)."""
+        """Sign and POST one event to Loopline; the HTTP status.
+
+        Connection errors and 5xx answers are retried with the same ``webhook-id``, as a
+        CRM's delivery would be (a redelivery is a ``duplicate``, never applied twice).
+        ``202`` means recorded: Loopline's worker applies the change (or parks it for
+        approval) shortly after, and its feedback comes back through the outbox.
+        """
         webhook_id = f"evt_{uuid.uuid4().hex}"  # the same id on every retry of this event
         for attempt in Retrying(
-            retry=retry_if_exception_type(httpx.TransportError),
+            retry=retry_if_exception_type((httpx.TransportError, _ServerError)),
             stop=stop_after_attempt(SEND_ATTEMPTS),
             wait=wait_exponential(multiplier=0.2, max=2.0),
             reraise=True,
@@ -360,12 +370,24 @@ class CrmSimulator:
                 response = self._client.post(
                     self.api_url + EVENTS_PATH, content=body, headers=headers
                 )
+                if response.status_code >= 500 and attempt.retry_state.attempt_number < (
+                    SEND_ATTEMPTS
+                ):
+                    raise _ServerError(response.status_code)
         if response.status_code >= 300:
             log.warning(
                 "CRM event %s for %s answered %d: %s",
                 event["type"],
                 event["order"]["id"],
                 response.status_code,
+                response.text[:200],
+            )
+        else:
+            log.debug(
+                "CRM event %s for %s v%s: %s",
+                event["type"],
+                event["order"]["id"],
+                event["order"]["version"],
                 response.text[:200],
             )
         return response.status_code

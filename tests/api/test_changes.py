@@ -4,6 +4,7 @@ and quotes; on real PostgreSQL and Redis, with a real HTTP server playing the CR
 from __future__ import annotations
 
 import json
+import time
 from datetime import UTC, date, datetime
 
 import httpx
@@ -60,11 +61,25 @@ def seed_victim(stack) -> None:
     """SO-A (800 x P2, due today) runs on L1; SO-V (500 x P2) follows, promised for Dec 2."""
     assert stack.send_crm(order_event("SO-A", 1, [("P2", 800)], DAY1), "a1").status_code == 202
     body = order_event("SO-V", 1, [("P2", 500)], date(2026, 12, 3))
-    assert stack.send_crm(body, "v1").json()["outcome"] == "applied"
+    assert stack.send_crm(body, "v1").json()["outcome"] == "accepted"
     wait_until(lambda: stack.get("/api/v1/orders/SO-V").json().get("promised_date"))
     assert stack.get("/api/v1/orders/SO-V").json()["promised_date"] == "2026-12-02"
     stack.runtime.live.apply(
         [Update("work_order", "WO-A-1", {"status": "running", "line": "L1", "good": 0})]
+    )
+
+
+def parked(stack, order_id: str, version: int = 1) -> dict:
+    """The change the worker's gate made of a CRM event (the webhook only records it)."""
+    return wait_until(
+        lambda: next(
+            (
+                c
+                for c in stack.get("/api/v1/changes").json()
+                if (c["order_id"], c["version"]) == (order_id, version)
+            ),
+            None,
+        )
     )
 
 
@@ -155,9 +170,16 @@ def test_a_change_that_breaks_a_promise_waits_for_a_manager(stack, crm):
     seed_victim(stack)
     resp = stack.send_crm(order_event("SO-H", 1, [("P2", BIG)], DAY1, priority="high"), "h1")
     assert resp.status_code == 202
-    answer = resp.json()
-    assert answer["outcome"] == "pending_approval" and answer["change_status"] == "pending"
-    change_id = answer["change_id"]
+    assert resp.json() == {
+        "outcome": "accepted",
+        "order_id": "SO-H",
+        "version": 1,
+        "webhook_id": "h1",
+        "event_type": "order.upserted",
+    }
+    change = parked(stack, "SO-H")
+    assert change["status"] == "pending"
+    change_id = change["id"]
     assert stack.get("/api/v1/orders/SO-H").status_code == 404  # not applied
     [listed] = stack.get("/api/v1/changes?status=pending").json()
     assert listed["id"] == change_id and listed["status"] == "pending"
@@ -207,7 +229,8 @@ def test_a_change_that_breaks_a_promise_waits_for_a_manager(stack, crm):
 
 def test_reject_keeps_the_order_and_a_newer_version_supersedes(stack, crm):
     seed_victim(stack)
-    first = stack.send_crm(order_event("SO-H", 1, [("P2", BIG)], DAY1, "high"), "h1").json()
+    stack.send_crm(order_event("SO-H", 1, [("P2", BIG)], DAY1, "high"), "h1")
+    first = {"change_id": parked(stack, "SO-H")["id"]}
     rejected = httpx.post(
         f"{stack.url}/api/v1/changes/{first['change_id']}/reject",
         headers=bearer(API_TOKEN),
@@ -219,32 +242,58 @@ def test_reject_keeps_the_order_and_a_newer_version_supersedes(stack, crm):
     told = crm_got(crm, "change.rejected", first["change_id"])
     assert told["note"] == "no capacity" and told["decided_by"] == "admin"
 
-    parked = stack.send_crm(order_event("SO-X", 1, [("P2", BIG)], DAY1, "high"), "x1").json()
-    assert parked["outcome"] == "pending_approval"
+    assert stack.send_crm(order_event("SO-X", 1, [("P2", BIG)], DAY1, "high"), "x1").is_success
+    waiting = parked(stack, "SO-X")
+    assert waiting["status"] == "pending"
     newer = stack.send_crm(order_event("SO-X", 2, [("P1", 10)], DAY1), "x2").json()
-    assert newer["outcome"] == "applied"
+    assert newer["outcome"] == "accepted"
+    wait_until(lambda: stack.get("/api/v1/orders/SO-X").json().get("version") == 2)
     late = httpx.post(
-        f"{stack.url}/api/v1/changes/{parked['change_id']}/approve", headers=bearer(MANAGER)
+        f"{stack.url}/api/v1/changes/{waiting['id']}/approve", headers=bearer(MANAGER)
     )
     assert late.status_code == 409 and "superseded by version 2" in late.json()["detail"]
-    assert stack.get(f"/api/v1/changes/{parked['change_id']}").json()["status"] == "superseded"
+    assert stack.get(f"/api/v1/changes/{waiting['id']}").json()["status"] == "superseded"
     listed = stack.get("/api/v1/changes").json()
     assert [c["status"] for c in listed] == ["superseded", "rejected"]  # newest first
 
 
 def test_auto_approve_by_slip_and_by_priority(stack, crm):
     seed_victim(stack)
-    small = stack.send_crm(order_event("SO-S", 1, [("P2", SMALL)], DAY1, "high"), "s1").json()
-    assert small["outcome"] == "applied" and small["change_status"] == "auto_approved"
-    rush = stack.send_crm(order_event("SO-R", 1, [("P2", BIG)], DAY1, "rush"), "r1").json()
-    assert rush["outcome"] == "applied" and rush["change_status"] == "auto_approved"
+    stack.send_crm(order_event("SO-S", 1, [("P2", SMALL)], DAY1, "high"), "s1")
+    small = parked(stack, "SO-S")
+    assert small["status"] == "auto_approved"
+    wait_until(lambda: stack.get("/api/v1/orders/SO-S").status_code == 200)  # applied
+    stack.send_crm(order_event("SO-R", 1, [("P2", BIG)], DAY1, "rush"), "r1")
+    rush = parked(stack, "SO-R")
+    assert rush["status"] == "auto_approved"
     listed = stack.get("/api/v1/changes?status=auto_approved").json()
     assert {c["id"]: c["decided_by"] for c in listed} == {
-        small["change_id"]: "auto: every slip within 5 h",
-        rush["change_id"]: "auto: priority rush",
+        small["id"]: "auto: every slip within 5 h",
+        rush["id"]: "auto: priority rush",
     }
     assert stack.get("/api/v1/changes?status=pending").json() == []
     wait_until(lambda: stack.get("/api/v1/orders/SO-R").json().get("promised_date"))
-    told = crm_got(crm, "change.auto_approved", rush["change_id"])
+    told = crm_got(crm, "change.auto_approved", rush["id"])
     assert told["status"] == "auto_approved" and told["order_id"] == "SO-R"
     assert json.dumps(told)  # plain JSON all the way
+
+
+def test_the_gate_runs_in_the_worker_not_in_the_webhook(stack):
+    """The webhook answers at once even while the worker holds the duty lock (busy
+    replanning); the approval decision is taken when the worker gets to it."""
+    from models.loop import DUTY_LOCK
+
+    seed_victim(stack)
+    busy = stack.runtime.live.redis.lock(DUTY_LOCK, timeout=30)
+    assert busy.acquire(blocking_timeout=10)
+    try:
+        started = time.perf_counter()
+        resp = stack.send_crm(order_event("SO-H", 1, [("P2", BIG)], DAY1, "high"), "h1")
+        took_s = time.perf_counter() - started
+        assert resp.status_code == 202 and resp.json()["outcome"] == "accepted"
+        assert took_s < 1.0, took_s  # no preview solve, no wait for the worker
+        time.sleep(0.3)
+        assert stack.get("/api/v1/changes").json() == []  # undecided while the worker is busy
+    finally:
+        busy.release()
+    assert parked(stack, "SO-H")["status"] == "pending"

@@ -232,7 +232,7 @@ def seed_plan_scenario(stack) -> int:
     assert stack.send_crm(short, "p-1").status_code == 202
     assert stack.send_crm(order_event("SO-A", 1, [("P2", 800)], day1), "a1").status_code == 202
     victim = order_event("SO-V", 1, [("P2", 500)], day1 + timedelta(days=2))
-    assert stack.send_crm(victim, "v1").json()["outcome"] == "applied"
+    assert stack.send_crm(victim, "v1").json()["outcome"] == "accepted"
     wait_until(lambda: stack.get("/api/v1/orders/SO-V").json().get("promised_date"))
     wait_until(lambda: stack.get("/api/v1/purchase-requests").json())
     stack.runtime.live.apply(
@@ -240,8 +240,11 @@ def seed_plan_scenario(stack) -> int:
     )
     rush = order_event("SO-H", 1, [("P2", 1500)], day1, priority="high")
     answer = stack.send_crm(rush, "h1").json()
-    assert answer["outcome"] == "pending_approval", answer
-    return int(answer["change_id"])
+    assert answer["outcome"] == "accepted", answer
+    # The worker's approval gate parks it: it shows among the pending changes.
+    [change] = wait_until(lambda: stack.get("/api/v1/changes?status=pending").json())
+    assert change["order_id"] == "SO-H", change
+    return int(change["id"])
 
 
 def test_plan_shows_a_pending_change_and_a_manager_approves_it(

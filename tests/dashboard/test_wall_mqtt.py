@@ -44,7 +44,8 @@ def test_down_reason_over_mqtt_reaches_the_wall_live(stack, mqtt_broker, page, a
         stack.send_crm(order_event("SO-4242", 1, [("P1", 400)], requested), "w-1").status_code
         == 202
     )
-    order = wait_until(lambda: (o := stack.get("/api/v1/orders/SO-4242").json())["eta"] and o)
+    # The worker applies the recorded event: until then the order is a 404 without an eta.
+    order = wait_until(lambda: (o := stack.get("/api/v1/orders/SO-4242").json()).get("eta") and o)
     line = order["work_orders"][0]["line"]
     now = datetime.now(UTC)
     _publish(

@@ -212,3 +212,87 @@ def test_the_duty_lock_is_short_renewed_while_held_and_names_its_worker(live):
     assert dead.acquire(blocking=False)
     assert other.acquire(blocking=True, blocking_timeout=3)
     other.release()
+
+
+def test_a_failed_replan_keeps_its_requests_and_retries(sessions, live, monkeypatch):
+    import models.loop as loop_module
+
+    _order(sessions, "SO-1")
+    calls = []
+
+    def flaky(*args, **kwargs):
+        calls.append(kwargs["trigger"])
+        if len(calls) == 1:
+            raise RuntimeError("the database went away")
+        return replan(*args, **kwargs)
+
+    monkeypatch.setattr(loop_module, "replan", flaky)
+    monkeypatch.setattr(loop_module, "REPLAN_RETRY_BASE_S", 0.05)
+    loop = Loop(sessions, live, Clock(), LoopConfig(replan_debounce_ms=10))
+    request_replan(live.redis, "crm SO-1 v1")
+    loop.start()
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with sessions() as s:
+                if s.get(Order, "SO-1").promised_date is not None:
+                    break
+            time.sleep(0.05)
+    finally:
+        loop.stop()
+    with sessions() as s:
+        assert s.get(Order, "SO-1").promised_date is not None  # promised without a new event
+    assert len(calls) >= 2 and "crm SO-1 v1" in calls[1]
+    assert live.redis.llen(loop_module.REPLAN_QUEUE) == 0
+
+
+def test_a_request_taken_by_a_worker_that_died_is_replanned_by_the_next(sessions, live):
+    import models.loop as loop_module
+
+    _order(sessions, "SO-1")
+    dead = Loop(sessions, live, Clock(), LoopConfig(replan_debounce_ms=10))
+    request_replan(live.redis, "crm SO-1 v1")
+    assert dead.take_replan_requests(wait_s=1) == ["crm SO-1 v1"]  # then killed -9
+    loop = Loop(sessions, live, Clock(), LoopConfig(replan_debounce_ms=10))
+    loop.start()
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with sessions() as s:
+                if s.get(Order, "SO-1").promised_date is not None:
+                    break
+            time.sleep(0.05)
+    finally:
+        loop.stop()
+    with sessions() as s:
+        assert s.get(Order, "SO-1").promised_date is not None
+    assert live.redis.llen(loop_module.REPLAN_QUEUE) == 0
+
+
+def test_a_replan_that_fails_after_the_intake_applied_asks_again(sessions, live, monkeypatch):
+    import json
+
+    import models.loop as loop_module
+    from models.intake import record_received
+
+    body = order_event("SO-9", 1, [("P1", 10)], (NOW + timedelta(days=3)).date())
+    # Recorded by a webhook whose wake-up never reached Redis: only the inbox knows.
+    record_received(
+        sessions,
+        event=parse_crm_event(body),
+        source="crm:canonical",
+        webhook_id="w9",
+        raw=json.dumps(body),
+        actor="crm",
+    )
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("solver crashed")
+
+    monkeypatch.setattr(loop_module, "replan", broken)
+    loop = Loop(sessions, live, Clock(), LoopConfig())
+    with pytest.raises(RuntimeError):
+        loop.work([])
+    with sessions() as s:
+        assert s.get(Order, "SO-9") is not None  # applied and committed, not yet planned
+    assert live.redis.lrange(loop_module.REPLAN_QUEUE, 0, -1) == ["crm SO-9 v1"]

@@ -72,3 +72,27 @@ def test_unknown_product_names_the_field(sessions):
     with pytest.raises(UnknownProduct) as err:
         _apply(sessions, order_event(lines=[("P1", 1), ("NOPE", 2)]), "w1")
     assert err.value.field == "order.lines[1].sku"
+
+
+@pytest.fixture
+def pg_or_sqlite(any_sessions):
+    return any_sessions
+
+
+def test_a_cancel_that_comes_first_wins_over_lower_versions(pg_or_sqlite):
+    sessions = pg_or_sqlite
+    cancel = order_event("SO-77", 5, event_type="order.cancelled")
+    assert _apply(sessions, cancel, "c5").outcome == "applied"
+    for version in (1, 4, 3):
+        later = order_event("SO-77", version, [("P1", version)])
+        assert _apply(sessions, later, f"u{version}").outcome == "stale"
+    with sessions() as s:
+        assert s.get(Order, "SO-77") is None  # never created as open
+        assert s.scalar(select(InboxEvent.outcome).where(InboxEvent.webhook_id == "u4")) == (
+            "stale"
+        )
+    # A newer version than the cancel reopens it, as the CRM says.
+    assert _apply(sessions, order_event("SO-77", 6, [("P1", 6)]), "u6").outcome == "applied"
+    with sessions() as s:
+        order = s.get(Order, "SO-77")
+        assert (order.version, order.status, order.lines[0].qty) == (6, "open", 6)

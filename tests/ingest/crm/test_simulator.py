@@ -18,6 +18,7 @@ from ingest.crm.receive import BadBody, BadSignature, receive
 from loopline.simulators import crm as crm_module
 from loopline.simulators.crm import CrmFeedbackServer, CrmSimulator
 from models.events import OrderCancelled, OrderUpserted, parse_crm_event
+from models.intake import apply_received
 from models.records import Order
 
 TODAY = date(2026, 12, 1)
@@ -74,7 +75,8 @@ def test_delay_is_bounded_at_high_speed():
 
 @pytest.fixture
 def loopline_api(sessions, secret) -> Iterator[str]:
-    """A real local HTTP endpoint that hands POSTs to receive(), like the API route does."""
+    """A real local HTTP endpoint that hands POSTs to receive(), like the API route does
+    (which records them; the worker applies them)."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self):  # noqa: N802
@@ -114,6 +116,7 @@ def test_send_is_signed_and_accepted(loopline_api, sessions, secret):
     sim = simulator(loopline_api, secret)
     events = sim.initial_orders(3, CUSTOMERS, TODAY) + [sim.next_event() for _ in range(5)]
     assert [sim.send(e) for e in events] == [202] * len(events)
+    apply_received(sessions, gate=None)  # what the worker does next
     with sessions() as s:
         for order in sim.orders.values():
             stored = s.get(Order, order.id)
@@ -206,3 +209,34 @@ def test_requested_dates_never_move_into_the_past():
         raw = sim.next_event()
         if raw["type"] == "order.upserted":
             assert date.fromisoformat(raw["order"]["requested_date"]) >= TODAY + timedelta(days=2)
+
+
+def test_send_redelivers_a_5xx_with_the_same_webhook_id(secret):
+    seen: list[tuple[int, str]] = []
+
+    class Flaky(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            self.rfile.read(int(self.headers["content-length"]))
+            status = 503 if not seen else 202
+            seen.append((status, self.headers["webhook-id"]))
+            body = json.dumps({"outcome": "accepted"}).encode()
+            self.send_response(status)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Flaky)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    try:
+        sim = simulator(f"http://127.0.0.1:{server.server_address[1]}", secret)
+        assert sim.send(sim.initial_orders(1, CUSTOMERS, TODAY)[0]) == 202
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+    assert [s for s, _ in seen] == [503, 202] and seen[0][1] == seen[1][1]
