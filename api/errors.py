@@ -59,6 +59,7 @@ _DESCRIPTIONS = {
     404: "No such resource",
     409: "The resource is in a state that forbids this (already decided, superseded)",
     413: "The body is larger than allowed",
+    415: "The body's Content-Type is not JSON",
     422: "Invalid input: each bad field is named",
     503: "A store (Redis or the database) cannot be reached; retry after Retry-After seconds",
 }

@@ -15,6 +15,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.context import ApiContext
 from api.deps import ContextDep
+from api.errors import FieldError, error_body, error_responses
 from ingest.crm.mappings import UnknownSource
 from ingest.crm.receive import (
     BadBody,
@@ -28,7 +29,7 @@ from models.loop import request_replan
 
 log = logging.getLogger("loopline.api.crm")
 
-router = APIRouter(prefix="/crm", tags=["crm"])
+router = APIRouter(prefix="/crm", tags=["crm"], responses=error_responses(401, 404, 413, 415, 422))
 
 
 async def _read_limited(request: Request, limit: int) -> tuple[bytes, int | None]:
@@ -74,17 +75,20 @@ async def _handle(request: Request, ctx: ContextDep, source: str) -> JSONRespons
             _receive_and_wake, ctx, source, dict(request.headers), body, declared
         )
     except UnsupportedMediaType as exc:
-        return JSONResponse({"detail": str(exc)}, status_code=415)
+        return JSONResponse(error_body(str(exc)), status_code=415)
     except TooLarge:
         return JSONResponse(
-            {"detail": f"body larger than {ctx.max_body_bytes} bytes"}, status_code=413
+            error_body(f"body larger than {ctx.max_body_bytes} bytes"), status_code=413
         )
     except BadSignature as exc:
-        return JSONResponse({"detail": f"signature: {exc}"}, status_code=401)
+        return JSONResponse(error_body(f"signature: {exc}"), status_code=401)
     except BadBody as exc:
-        return JSONResponse({"detail": exc.errors}, status_code=422)
+        fields = [
+            FieldError(field=e["field"], message=e["message"], location="body") for e in exc.errors
+        ]
+        return JSONResponse(error_body(fields), status_code=422)
     except UnknownSource:
-        return JSONResponse({"detail": f"unknown CRM source '{source}'"}, status_code=404)
+        return JSONResponse(error_body(f"unknown CRM source '{source}'"), status_code=404)
     answer = {
         "outcome": receipt.outcome,
         "order_id": receipt.order_id,
