@@ -26,6 +26,7 @@ from loopline.simulators.crm import CrmFeedbackServer, CrmSimulator
 from loopline.simulators.factory import FactorySimulator
 from models.clock import Clock
 from models.db import transaction
+from models.planning import backend as planner_backend
 
 log = logging.getLogger("loopline.demo")
 
@@ -61,6 +62,7 @@ class Demo:
     crm_feedback_url: str
     stop_event: threading.Event = field(default_factory=threading.Event)
     stoppers: list[Callable[[], object]] = field(default_factory=list)
+    planner_compile: planner_backend.BackgroundCompile | None = None
 
     def stop(self) -> None:
         self.stop_event.set()
@@ -83,9 +85,35 @@ def start_demo(
     orders: int = INITIAL_ORDERS,
     simulate: bool = True,
 ) -> Demo:
-    """Start every part of the loop in this process and return once the server answers."""
+    """Start every part of the loop in this process and return once the server answers.
+
+    The planner's one-time compile (about a minute) runs in a child process meanwhile;
+    until it is loaded, replans run the same kernel as plain Python.
+    """
     if not port_free(host, port):
         raise SystemExit(f"port {port} on {host} is in use; choose another with --port")
+    # Also when the cache is warm: loading it then takes the child a few seconds.
+    compiling = planner_backend.compile_in_background(
+        on_ready=lambda s: log.info("planner compiled in %.0f s; replans use it now", s)
+    )
+    try:
+        return _start(settings, compiling, host, port, mqtt_port, speed, seed, orders, simulate)
+    except BaseException:
+        compiling.stop()
+        raise
+
+
+def _start(
+    settings: Settings,
+    compiling: planner_backend.BackgroundCompile,
+    host: str,
+    port: int,
+    mqtt_port: int,
+    speed: float,
+    seed: int,
+    orders: int,
+    simulate: bool,
+) -> Demo:
     if settings.database_url is None:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         db_file = (settings.data_dir / "demo.db").resolve()
@@ -97,6 +125,8 @@ def start_demo(
         seed_factory(session)
     demo = Demo(rt, url=f"http://{host}:{port}", mqtt_url="", crm_feedback_url="")
     stoppers = demo.stoppers
+    demo.planner_compile = compiling
+    stoppers.append(compiling.stop)
 
     # MQTT: the embedded broker unless a real one is configured.
     if rt.resolved.mqtt_url:
@@ -134,7 +164,7 @@ def start_demo(
     stoppers.append(stop_server)
     _wait_http(f"{demo.url}/api/v1/healthz")
 
-    loop = build_loop(rt, crm_url=demo.crm_feedback_url)
+    loop = build_loop(rt, crm_url=demo.crm_feedback_url, warm_planner=False)
     consumer = build_consumer(rt, demo.mqtt_url)
     consumer.start()
     stoppers.append(consumer.stop)
@@ -187,7 +217,7 @@ def print_banner(demo: Demo, console: Console) -> None:
     """Tell the user where everything is and how to poke it."""
     rt = demo.runtime
     token = rt.resolved.api_token
-    console.print("\n[bold green]Loopline demo is running[/]  (Ctrl-C stops it)\n")
+    console.print("\n[bold green]Loopline demo is ready[/]  (Ctrl-C stops it)\n")
     for name, path in (
         ("Wall screen", "/wall"),
         ("Orders board", "/board"),
@@ -206,7 +236,14 @@ def print_banner(demo: Demo, console: Console) -> None:
     console.print(f"  CRM secret     {rt.resolved.crm_secret}")
     console.print(f"  MQTT broker    {demo.mqtt_url}")
     console.print(f"  CRM feedback   {demo.crm_feedback_url}")
-    console.print(f"  Clock speed    x{rt.clock.speed:g}\n")
+    console.print(f"  Clock speed    x{rt.clock.speed:g}")
+    if planner_backend.compiled_ready():
+        console.print("  Planner        compiled\n")
+    else:
+        console.print(
+            "  Planner        plain Python while its one-time compile runs in the background"
+            " (about a minute; a line says when it is done)\n"
+        )
     console.print("  Try:  curl -H 'Authorization: Bearer " + token + f"' {demo.url}/api/v1/lines")
     sku = next(iter(PRODUCTS))
     console.print(
