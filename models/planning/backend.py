@@ -30,8 +30,9 @@ from models.planning import kernel as compiled
 
 log = logging.getLogger(__name__)
 
-# The child only compiles (or loads) every kernel signature and exits.
-_COMPILE_CODE = "from models.planning.optimize import warm_up; warm_up()"
+# The child only compiles (or loads) every kernel signature and exits; it yields the CPU
+# to the process it compiles for (niceness 10), which is starting up meanwhile.
+_COMPILE_CODE = "import os; os.nice(10); from models.planning.optimize import warm_up; warm_up()"
 _PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 _lock = threading.Lock()
