@@ -4,17 +4,22 @@ from __future__ import annotations
 
 from fastapi import APIRouter, FastAPI
 from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi_offline import FastAPIOffline
 
 from api.auth import PageAuthMiddleware, Tokens
 from api.context import ApiContext
 from api.routes import alerts, changes, crm, factory, health, orders, purchasing, quotes, stream
 
 API_PREFIX = "/api/v1"
+# Swagger UI's and Redoc's files, from the fastapi-offline package (no CDN: /docs works
+# offline); under /docs, which browsers may load before signing in (api/auth.py).
+DOCS_ASSETS = "/docs/assets"
 
 
 def create_app(ctx: ApiContext, *, with_dashboard: bool = True) -> FastAPI:
     """Build the FastAPI app (and mount the dashboards on it) for a context."""
-    app = FastAPI(
+    app = FastAPIOffline(
+        static_url=DOCS_ASSETS,
         title="Loopline",
         version="0.1.0",
         description="The live link between a factory's CRM and its production lines.",
