@@ -3,15 +3,18 @@ factory and a simulated CRM, so a newcomer sees it work with one command."""
 
 from __future__ import annotations
 
+import json
 import logging
 import random
+import shlex
 import socket
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import partial
+from urllib.parse import urlsplit
 
 import httpx
 import uvicorn
@@ -252,10 +255,30 @@ def print_banner(demo: Demo, console: Console) -> None:
         f'"{(rt.clock.now() + timedelta(days=5)).date()}", "priority": "rush"}}\''
         f" {demo.url}/api/v1/quotes"
     )
-    host, port = demo.mqtt_url.removeprefix("mqtt://").split("@")[-1].split(":")
-    console.print(
-        f"        mosquitto_pub -h {host} -p {port} -q 1 -t loopline/v1/{SITE[0]}/L2/state"
-        ' -m \'{"seq": 100000, "ts": "'
-        + rt.clock.now().strftime("%Y-%m-%dT%H:%M:%SZ")
-        + '", "state": "down", "reason": "jam"}\'\n'
+    console.print(f"        {mosquitto_example(demo.mqtt_url, rt.clock.now())}\n")
+
+
+def mosquitto_example(mqtt_url: str, now: datetime) -> str:
+    """A ready-to-paste ``mosquitto_pub`` that sets line L2 down on the demo's real broker.
+
+    It names its own ``source``, so its ``seq`` is a stream of its own (the first message
+    of a source is never a gap, and the simulated sensor's count is untouched); raise the
+    seq for each further message from that source, a repeated one is ignored.
+    """
+    url = urlsplit(mqtt_url)
+    auth = ""
+    if url.username:
+        auth = f" -u {shlex.quote(url.username)} -P {shlex.quote(url.password or '')}"
+    body = json.dumps(
+        {
+            "seq": 1,
+            "ts": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "state": "down",
+            "reason": "jam",
+            "source": "manual",
+        }
+    )
+    return (
+        f"mosquitto_pub -h {url.hostname} -p {url.port or 1883}{auth} -q 1"
+        f" -t loopline/v1/{SITE[0]}/L2/state -m {shlex.quote(body)}"
     )

@@ -3,7 +3,10 @@
 Pure parsing, no I/O. The contract is DESIGN.md "MQTT (shop floor → Loopline)":
 topic ``loopline/v1/{site}/{line}/{kind}``, names ``[A-Za-z0-9_-]+``, kinds ``progress``
 and ``state``, ``ts`` as RFC 3339 or epoch milliseconds. Unknown extra fields are ignored
-(the contract lets producers add fields).
+(the contract lets producers add fields). One added field is read: ``source`` (optional, a
+name like the topic's) says which publisher's ``seq`` stream a message belongs to, so a
+second device or a hand-typed message on a line has a sequence of its own (default: the
+line's own sensor).
 
 Hot path: one pydantic-core ``validate_json`` call (JSON decoding and field checks in Rust)
 plus a little Python for the timestamp. Only a payload that fails takes the slow path that
@@ -93,6 +96,7 @@ class ProgressMessage:
     work_order: str
     good: int
     scrap: int
+    source: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +110,7 @@ class StateMessage:
     ts: datetime
     state: State
     reason: str | None
+    source: str = ""
 
 
 Message = ProgressMessage | StateMessage
@@ -113,6 +118,7 @@ Message = ProgressMessage | StateMessage
 _Count = Annotated[int, Field(ge=0, le=_MAX_INT)]
 _Ts = StrictStr | StrictInt | StrictFloat
 _Text = Annotated[str, Field(min_length=1, max_length=_MAX_TEXT)]
+_Source = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 _STRICT = ConfigDict(strict=True, extra="ignore")
 
 
@@ -123,6 +129,7 @@ class _ProgressBody(TypedDict):
     work_order: _Text
     good: _Count
     scrap: _Count
+    source: NotRequired[_Source]
 
 
 @with_config(_STRICT)
@@ -131,6 +138,7 @@ class _StateBody(TypedDict):
     ts: _Ts
     state: State
     reason: NotRequired[Annotated[str, Field(max_length=_MAX_TEXT)] | None]
+    source: NotRequired[_Source]
 
 
 _PROGRESS: Final = TypeAdapter(_ProgressBody)
@@ -151,14 +159,29 @@ def parse(topic: str, payload: bytes) -> Message:
         except _ValidationError as exc:
             raise _explain(exc, payload) from None
         return ProgressMessage(
-            site, line, p["seq"], _timestamp(p["ts"]), p["work_order"], p["good"], p["scrap"]
+            site,
+            line,
+            p["seq"],
+            _timestamp(p["ts"]),
+            p["work_order"],
+            p["good"],
+            p["scrap"],
+            p.get("source", ""),
         )
     if kind == "state":
         try:
             s = _STATE.validate_json(payload)
         except _ValidationError as exc:
             raise _explain(exc, payload) from None
-        return StateMessage(site, line, s["seq"], _timestamp(s["ts"]), s["state"], s.get("reason"))
+        return StateMessage(
+            site,
+            line,
+            s["seq"],
+            _timestamp(s["ts"]),
+            s["state"],
+            s.get("reason"),
+            s.get("source", ""),
+        )
     raise Rejected(REASON_UNKNOWN_KIND, f"kind {kind!r} is not one of {', '.join(KINDS)}")
 
 

@@ -97,6 +97,12 @@ def use_python_kernel() -> None:
     _use_python = True
 
 
+def use_compiled_kernel() -> None:
+    """Back to the default: the compiled kernel (compiling on first use if not cached)."""
+    global _use_python
+    _use_python = False
+
+
 def load_compiled() -> None:
     """Load (or compile) the compiled kernel in this thread, then switch every thread to it."""
     global _use_python
@@ -161,7 +167,8 @@ class BackgroundCompile:
             self.done.set()
 
     def stop(self, timeout_s: float = 10.0) -> None:
-        """End the child if it still runs, and wait for the thread."""
+        """End the child if it still runs and wait for the thread; the process is back on
+        the default (the compiled kernel, compiling on first use if it must)."""
         self._stopped.set()
         with self._proc_lock:
             proc = self._proc
@@ -174,6 +181,7 @@ class BackgroundCompile:
                 proc.wait()
         if self._thread.is_alive():
             self._thread.join(timeout_s)
+        use_compiled_kernel()
 
 
 def compile_in_background(on_ready: Callable[[float], object] | None = None) -> BackgroundCompile:
