@@ -37,7 +37,7 @@ from models.planning import (
     solve,
 )
 from models.planning.problem import PRIORITIES, parse_calendar
-from models.records import BomLine, Order, PlanRevision, PurchaseRequest, WorkOrder
+from models.records import BomLine, Order, PlanRevision, PurchaseRequest, Site, WorkOrder
 from models.records import Line as LineRecord
 from models.records import Material as MaterialRecord
 from models.records import PurchaseOrder as PurchaseOrderRecord
@@ -513,10 +513,12 @@ def sync_live(session: Session, live: LiveState, *, now: datetime, rebuild: bool
         if line_id and wo.planned_start:
             queues[line_id].append((wo.planned_start, wo.id))
         updates.append(Update("work_order", wo.id, fields))
+    site_names = {i: name for i, name in session.execute(select(Site.id, Site.name))}
     for ln in lines:
         fields = {
             "name": ln.name,
             "site": ln.site_id,
+            "site_name": site_names.get(ln.site_id, ln.site_id),
             "queue": [w for _, w in sorted(queues.get(ln.id, []))],
             "rates": {r.sku: r.units_per_hour for r in ln.rates},
         }

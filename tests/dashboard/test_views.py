@@ -74,9 +74,13 @@ def test_a_down_tile_shows_its_reason_and_the_current_work_order(screens):
     assert view[ids.TILE_WO]["children"] == "WO-1 · GEAR-B"
     assert view[ids.TILE_BAR]["style"] == {"width": "25.0%"}
     assert view[ids.TILE_COUNT]["children"] == "500 / 2,000"
-    assert view[ids.TILE_RATE]["children"] == "42"
-    assert view[ids.TILE_ETA]["children"] == "11:05"
+    # Down, it makes nothing: no rate from before it stopped, no ETA at that rate.
+    assert view[ids.TILE_RATE]["children"] == "—"
+    assert view[ids.TILE_ETA]["children"] == "—"
     assert view[ids.TILE_NEXT]["children"] == "Next: WO-2"
+    running = wall.tile_view({**line, "state": "running"}, wo, lang="en", screens=screens, now=NOW)
+    assert running[ids.TILE_RATE]["children"] == "42"
+    assert running[ids.TILE_ETA]["children"] == "11:05"
 
 
 def test_a_running_tile_hides_a_leftover_reason_and_a_line_without_work_says_so(screens):
@@ -219,7 +223,22 @@ def test_a_site_filter_keeps_other_sites_off_the_wall(screens):
     assert find(wall.layout(screens), ids.WALL.start).data["shown"]["order"][-1] == "X1"
     only = find(wall.layout(screens, site="plant-2"), ids.WALL.start).data
     assert only["shown"]["order"] == ["X1"]
+    # Without a known name, the id.
     assert only["shown"]["singles"][ids.WALL_SITE]["children"] == "plant-2"
+
+
+def test_the_wall_header_names_the_site_not_its_id(screens):
+    screens.live.apply(
+        [
+            Update(
+                "line",
+                "X1",
+                {"name": "Other", "site": "plant-2", "site_name": "Plant Two", "state": "idle"},
+            )
+        ]
+    )
+    only = find(wall.layout(screens, site="plant-2"), ids.WALL.start).data
+    assert only["shown"]["singles"][ids.WALL_SITE]["children"] == "Plant Two"
 
 
 # -- /plan ---------------------------------------------------------------------------------
