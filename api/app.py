@@ -59,6 +59,7 @@ def create_app(ctx: ApiContext, *, with_dashboard: bool = True) -> FastAPI:
             default_lang=ctx.default_lang,
             now=ctx.clock.now,  # the demo's clock may run fast: screens show its time
             sessions=ctx.sessions,
+            record_time=ctx.clock.simulated,  # and records' times on that clock
         )
     app.add_middleware(PageAuthMiddleware, tokens=app.state.tokens)
     return app

@@ -37,6 +37,7 @@ import redis.asyncio as aredis
 from dash import Input, Output, State, ctx, set_props
 from dash.exceptions import PreventUpdate
 
+from dashboard.i18n import parse_time
 from dashboard.ids import LiveIds, part
 from models.live import Change, LiveState, follow
 
@@ -87,6 +88,13 @@ class Screens:
     tz: tzinfo | None = None  # None: the server's local time zone
     now: Callable[[], datetime] = field(default=utcnow)
     sessions: sessionmaker[Session] | None = None  # None: no database behind these screens
+    # A record's wall-clock timestamp on ``now``'s timeline (the demo's clock runs fast).
+    record_time: Callable[[datetime], datetime] = field(default=lambda moment: moment)
+
+    def shown(self, value: str | None) -> str | None:
+        """A record's timestamp (ISO text) as the screens show it: on their clock."""
+        moment = parse_time(value)
+        return None if moment is None else self.record_time(moment).isoformat()
 
 
 def new_token() -> str:

@@ -554,3 +554,17 @@ def test_the_plan_stream_redraws_only_the_sections_that_changed(plan_screens, mo
     assert sent == [ids.PLAN_CHANGES]
     assert stream.wants(Change("plan", "2", {}, {"revision": 2}))
     assert not stream.wants(Change("order", "SO-1", {}, {"eta": "x"}))
+
+
+def test_record_times_on_the_plan_page_are_on_the_screens_clock(plan_screens):
+    """Records carry wall-clock times; the demo's screens run on its fast clock, so the
+    page shows each record's time on that clock (not "received 07:37" beside 10:49)."""
+    on_clock = dataclasses.replace(
+        plan_screens, record_time=lambda moment: NOW - timedelta(minutes=5)
+    )
+    data = plan.read_plan_page(on_clock.sessions, on_clock.live)
+    changes = str(plan.render_changes(data["changes"], "en", screens=on_clock, now=NOW))
+    revision = str(plan.render_revision(data["plan"], "en", screens=on_clock, now=NOW))
+    assert "received 08:25" in changes
+    assert "08:25" in changes.split("received 08:25", 1)[1]  # the decided change too
+    assert "08:25" in revision
