@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterable
 
 from fastapi import APIRouter, Depends, FastAPI
 from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi_offline import FastAPIOffline
 
 from api.auth import BrowserSessions, PageAuthMiddleware, Tokens
 from api.context import ApiContext
@@ -15,11 +16,15 @@ from api.routes import sessions as session_routes
 from api.security import install_security
 
 API_PREFIX = "/api/v1"
+# Swagger UI's and Redoc's files, from the fastapi-offline package (no CDN: /docs works
+# offline); under /docs, which browsers may load before signing in (api/auth.py).
+DOCS_ASSETS = "/docs/assets"
 
 
 def create_app(ctx: ApiContext, *, with_dashboard: bool = True) -> FastAPI:
     """Build the FastAPI app (and mount the dashboards on it) for a context."""
-    app = FastAPI(
+    app = FastAPIOffline(
+        static_url=DOCS_ASSETS,
         title="Loopline",
         version="0.1.0",
         description="The live link between a factory's CRM and its production lines.",
@@ -66,6 +71,7 @@ def create_app(ctx: ApiContext, *, with_dashboard: bool = True) -> FastAPI:
             default_lang=ctx.default_lang,
             now=ctx.clock.now,  # the demo's clock may run fast: screens show its time
             sessions=ctx.sessions,
+            record_time=ctx.clock.simulated,  # and records' times on that clock
         ).csp_hashes
     app.add_middleware(PageAuthMiddleware, sessions=app.state.browser_sessions)
     install_security(app, cors_origins=ctx.cors_origins, script_hashes=script_hashes)

@@ -9,7 +9,8 @@ search workers). Gaps are to the optimum / best known value, which the solvers n
 JIT compile time is measured once, up front, and excluded.
 
 Run: ``.venv/bin/python bench/planner.py --set wt40 [--instances 125] [--time-limit 1.0]
-[--no-cpsat] [--data ../shared/benchmarks/orlib-wt]``.
+[--no-cpsat] [--data bench/data/orlib-wt]`` (the data is vendored there, with its licence
+and source).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from models.planning.optimize import Arrays, construct, optimize, warm_up  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = REPO / ".." / "shared" / "benchmarks" / "orlib-wt"
+DEFAULT_DATA = REPO / "bench" / "data" / "orlib-wt"
 SETS = {"wt40": (40, "wtopt40.txt"), "wt50": (50, "wtopt50.txt"), "wt100": (100, "wtbest100b.txt")}
 N_INSTANCES = 125
 

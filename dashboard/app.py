@@ -31,13 +31,15 @@ def create_dash(
     tz: tzinfo | None = None,
     now: Callable[[], datetime] = utcnow,
     sessions: sessionmaker[Session] | None = None,
+    record_time: Callable[[datetime], datetime] | None = None,
 ) -> dash.Dash:
     """Mount the screens (/wall, /board, /plan, /orders, /alerts) on ``server``.
 
     ``live`` is read to render each page; ``new_async_redis`` opens the connection each
     open page follows changes on. ``tz`` is the site's time zone (default: the server's),
     ``now`` the loop's clock (the demo's may run fast). ``sessions`` reads the records
-    ``/plan`` shows (None: that page says it has no database).
+    ``/plan`` shows (None: that page says it has no database); ``record_time`` puts the
+    records' wall-clock times on ``now``'s timeline (None: they are on it already).
     """
     app = dash.Dash(
         __name__,
@@ -63,6 +65,7 @@ def create_dash(
         tz=tz,
         now=now,
         sessions=sessions,
+        **({"record_time": record_time} if record_time is not None else {}),
     )
     for page in (wall, board, plan, alerts, orders):
         page.register(app, screens)

@@ -43,7 +43,7 @@ import redis.asyncio as aredis
 from dash import Input, Output, State, ctx, set_props
 from dash.exceptions import PreventUpdate
 
-from dashboard.i18n import fmt_clock, normalize_lang, t
+from dashboard.i18n import fmt_clock, normalize_lang, parse_time, t
 from dashboard.ids import LiveIds, part
 from dashboard.last_good import LastGood, Reading
 from models.live import Change, LiveState, follow
@@ -97,6 +97,13 @@ class Screens:
     now: Callable[[], datetime] = field(default=utcnow)
     sessions: sessionmaker[Session] | None = None  # None: no database behind these screens
     last_good: LastGood = field(default_factory=LastGood)  # for pages opened in an outage
+    # A record's wall-clock timestamp on ``now``'s timeline (the demo's clock runs fast).
+    record_time: Callable[[datetime], datetime] = field(default=lambda moment: moment)
+
+    def shown(self, value: str | None) -> str | None:
+        """A record's timestamp (ISO text) as the screens show it: on their clock."""
+        moment = parse_time(value)
+        return None if moment is None else self.record_time(moment).isoformat()
 
 
 BANNER = "stale-banner"

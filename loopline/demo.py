@@ -3,15 +3,18 @@ factory and a simulated CRM, so a newcomer sees it work with one command."""
 
 from __future__ import annotations
 
+import json
 import logging
 import random
+import shlex
 import socket
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import partial
+from urllib.parse import urlsplit
 
 import httpx
 import uvicorn
@@ -33,6 +36,7 @@ from loopline.simulators.crm import CrmFeedbackServer, CrmSimulator
 from loopline.simulators.factory import FactorySimulator
 from models.clock import Clock
 from models.db import transaction
+from models.planning import backend as planner_backend
 
 log = logging.getLogger("loopline.demo")
 
@@ -68,6 +72,7 @@ class Demo:
     crm_feedback_url: str
     stop_event: threading.Event = field(default_factory=threading.Event)
     stoppers: list[Callable[[], object]] = field(default_factory=list)
+    planner_compile: planner_backend.BackgroundCompile | None = None
 
     def stop(self) -> None:
         self.stop_event.set()
@@ -90,9 +95,35 @@ def start_demo(
     orders: int = INITIAL_ORDERS,
     simulate: bool = True,
 ) -> Demo:
-    """Start every part of the loop in this process and return once the server answers."""
+    """Start every part of the loop in this process and return once the server answers.
+
+    The planner's one-time compile (about a minute) runs in a child process meanwhile;
+    until it is loaded, replans run the same kernel as plain Python.
+    """
     if not port_free(host, port):
         raise SystemExit(f"port {port} on {host} is in use; choose another with --port")
+    # Also when the cache is warm: loading it then takes the child a few seconds.
+    compiling = planner_backend.compile_in_background(
+        on_ready=lambda s: log.info("planner compiled in %.0f s; replans use it now", s)
+    )
+    try:
+        return _start(settings, compiling, host, port, mqtt_port, speed, seed, orders, simulate)
+    except BaseException:
+        compiling.stop()
+        raise
+
+
+def _start(
+    settings: Settings,
+    compiling: planner_backend.BackgroundCompile,
+    host: str,
+    port: int,
+    mqtt_port: int,
+    speed: float,
+    seed: int,
+    orders: int,
+    simulate: bool,
+) -> Demo:
     if settings.database_url is None:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         db_file = (settings.data_dir / "demo.db").resolve()
@@ -104,6 +135,8 @@ def start_demo(
         seed_factory(session)
     demo = Demo(rt, url=f"http://{host}:{port}", mqtt_url="", crm_feedback_url="")
     stoppers = demo.stoppers
+    demo.planner_compile = compiling
+    stoppers.append(compiling.stop)
 
     # MQTT: the embedded broker unless a real one is configured.
     if rt.resolved.mqtt_url:
@@ -141,7 +174,7 @@ def start_demo(
     stoppers.append(stop_server)
     _wait_http(f"{demo.url}/api/v1/healthz")
 
-    loop = build_loop(rt, crm_url=demo.crm_feedback_url)
+    loop = build_loop(rt, crm_url=demo.crm_feedback_url, warm_planner=False)
     consumer = build_consumer(rt, demo.mqtt_url)
     consumer.start()
     stoppers.append(consumer.stop)
@@ -197,7 +230,7 @@ def print_banner(demo: Demo, console: Console) -> None:
     """Tell the user where everything is and how to poke it."""
     rt = demo.runtime
     token = rt.resolved.api_token
-    console.print("\n[bold green]Loopline demo is running[/]  (Ctrl-C stops it)\n")
+    console.print("\n[bold green]Loopline demo is ready[/]  (Ctrl-C stops it)\n")
     for name, path in (
         ("Wall screen", "/wall"),
         ("Orders board", "/board"),
@@ -216,7 +249,14 @@ def print_banner(demo: Demo, console: Console) -> None:
     console.print(f"  CRM secret     {rt.resolved.crm_secret}")
     console.print(f"  MQTT broker    {demo.mqtt_url}")
     console.print(f"  CRM feedback   {demo.crm_feedback_url}")
-    console.print(f"  Clock speed    x{rt.clock.speed:g}\n")
+    console.print(f"  Clock speed    x{rt.clock.speed:g}")
+    if planner_backend.compiled_ready():
+        console.print("  Planner        compiled\n")
+    else:
+        console.print(
+            "  Planner        plain Python while its one-time compile runs in the background"
+            " (about a minute; a line says when it is done)\n"
+        )
     console.print("  Try:  curl -H 'Authorization: Bearer " + token + f"' {demo.url}/api/v1/lines")
     sku = next(iter(PRODUCTS))
     console.print(
@@ -225,10 +265,30 @@ def print_banner(demo: Demo, console: Console) -> None:
         f'"{(rt.clock.now() + timedelta(days=5)).date()}", "priority": "rush"}}\''
         f" {demo.url}/api/v1/quotes"
     )
-    host, port = demo.mqtt_url.removeprefix("mqtt://").split("@")[-1].split(":")
-    console.print(
-        f"        mosquitto_pub -h {host} -p {port} -q 1 -t loopline/v1/{SITE[0]}/L2/state"
-        ' -m \'{"seq": 100000, "ts": "'
-        + rt.clock.now().strftime("%Y-%m-%dT%H:%M:%SZ")
-        + '", "state": "down", "reason": "jam"}\'\n'
+    console.print(f"        {mosquitto_example(demo.mqtt_url, rt.clock.now())}\n")
+
+
+def mosquitto_example(mqtt_url: str, now: datetime) -> str:
+    """A ready-to-paste ``mosquitto_pub`` that sets line L2 down on the demo's real broker.
+
+    It names its own ``source``, so its ``seq`` is a stream of its own (the first message
+    of a source is never a gap, and the simulated sensor's count is untouched); raise the
+    seq for each further message from that source, a repeated one is ignored.
+    """
+    url = urlsplit(mqtt_url)
+    auth = ""
+    if url.username:
+        auth = f" -u {shlex.quote(url.username)} -P {shlex.quote(url.password or '')}"
+    body = json.dumps(
+        {
+            "seq": 1,
+            "ts": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "state": "down",
+            "reason": "jam",
+            "source": "manual",
+        }
+    )
+    return (
+        f"mosquitto_pub -h {url.hostname} -p {url.port or 1883}{auth} -q 1"
+        f" -t loopline/v1/{SITE[0]}/L2/state -m {shlex.quote(body)}"
     )

@@ -124,12 +124,17 @@ def build_app(rt: Runtime) -> FastAPI:
     return create_app(api_context(rt))
 
 
-def build_loop(rt: Runtime, crm_url: str | None = None) -> Loop:
-    """The worker's duties; CRM feedback is relayed when a CRM URL is known."""
-    from models.planning.optimize import warm_up
+def build_loop(rt: Runtime, crm_url: str | None = None, *, warm_planner: bool = True) -> Loop:
+    """The worker's duties; CRM feedback is relayed when a CRM URL is known.
 
-    # Load the planner's compiled kernels now, not in the first replan.
-    warm_up()
+    ``warm_planner=False`` when the caller compiles the planner otherwise (the demo does it
+    in the background, ``models.planning.backend``).
+    """
+    if warm_planner:
+        from models.planning.optimize import warm_up
+
+        # Load the planner's compiled kernels now, not in the first replan.
+        warm_up()
     url = crm_url or rt.resolved.crm_url
     relay = (
         OutboxRelay(

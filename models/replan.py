@@ -41,7 +41,7 @@ from models.planning import (
 from models.planning.problem import PRIORITIES, check_problem, parse_calendar
 from models.quarantine import Findings, count_problem, run_isolated
 from models.quarantine import record as record_quarantine
-from models.records import BomLine, Order, PlanRevision, PurchaseRequest, WorkOrder
+from models.records import BomLine, Order, PlanRevision, PurchaseRequest, Site, WorkOrder
 from models.records import Line as LineRecord
 from models.records import Material as MaterialRecord
 from models.records import PurchaseOrder as PurchaseOrderRecord
@@ -596,10 +596,12 @@ def sync_live(
             line_id = line_id or wo.line_id
             if line_id and wo.planned_start:
                 queues[str(line_id)].append((wo.planned_start, wo.id))
+    site_names = {i: name for i, name in session.execute(select(Site.id, Site.name))}
     for ln in lines:
         fields: dict[str, Any] = {
             "name": ln.name,
             "site": ln.site_id,
+            "site_name": site_names.get(ln.site_id, ln.site_id),
             "queue": [w for _, w in sorted(queues.get(ln.id, []))],
             "rates": {r.sku: r.units_per_hour for r in ln.rates},
         }

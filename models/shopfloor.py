@@ -91,6 +91,15 @@ class ShopfloorOutcome:
     updates: list[Update] = field(default_factory=list)
 
 
+def seq_fields(source: str) -> tuple[str, str]:
+    """The line fields holding a publisher's last seq and last state seq: each publisher
+    (``source``; "" is the line's own sensor) counts on its own, so a second one on the
+    same line is neither a gap nor a restart of the first."""
+    if not source:
+        return "seq", "state_seq"
+    return f"seq@{source}", f"state_seq@{source}"
+
+
 def restarted(last_seq: int, seq: int) -> bool:
     """Whether ``seq`` means the line's sensor started counting again (a reboot)."""
     return last_seq - seq > SEQ_RESTART_WINDOW
@@ -140,7 +149,8 @@ def plan_reports(
             continue
         lp = pending.setdefault(("line", report.line), {})
         current = {**line, **lp}
-        last_seq = current.get("seq")
+        seq_key, state_seq_key = seq_fields(getattr(report, "source", ""))
+        last_seq = current.get(seq_key)
         if last_seq is not None and jumped(last_seq, report.seq):
             out.jumps.append(Gap(report.line, last_seq + 1, report.seq))
         if last_seq is not None and (
@@ -149,13 +159,13 @@ def plan_reports(
             # The sensor restarted its counter: start over rather than ignore it forever.
             out.resets.append(report.line)
             last_seq = None
-            lp["state_seq"] = None
-            current["state_seq"] = None
+            lp[state_seq_key] = None
+            current[state_seq_key] = None
         if last_seq is not None and report.seq > last_seq + 1:
             out.gaps.append(Gap(report.line, last_seq + 1, report.seq))
         is_new = last_seq is None or report.seq > last_seq
         if is_new:
-            lp["seq"] = report.seq
+            lp[seq_key] = report.seq
         lp["last_seen"] = iso(received_at)
         if current.get("state") == "unavailable":
             lp["state"] = current.get("reported_state") or "idle"
@@ -164,9 +174,9 @@ def plan_reports(
         if hasattr(report, "state"):
             # Order holds per topic only (MQTT 4.6), so a state report is judged against the
             # last state report: a progress message overtaking it must not hide it.
-            state_seq = current.get("state_seq")
+            state_seq = current.get(state_seq_key)
             if state_seq is None or report.seq > state_seq:
-                lp["state_seq"] = report.seq
+                lp[state_seq_key] = report.seq
                 _apply_state({**current, **lp}, lp, cast(StateReport, report))
             continue
         report = cast(ProgressReport, report)

@@ -370,7 +370,7 @@ def render_change(change: dict[str, Any], lang: str, *, screens: Screens, now: d
     received = t(
         "plan.change.received",
         lang,
-        when=fmt_eta(change.get("created_at"), lang, tz=screens.tz, now=now),
+        when=fmt_eta(screens.shown(change.get("created_at")), lang, tz=screens.tz, now=now),
         source=change.get("source") or NONE,
     )
     who = [t("plan.change.by", lang, who=order["sales_rep"])] if order.get("sales_rep") else []
@@ -438,7 +438,7 @@ def render_decided(
             lang,
             status=label("change", status, lang),
             who=c.get("decided_by") or NONE,
-            when=fmt_eta(c.get("decided_at"), lang, tz=screens.tz, now=now),
+            when=fmt_eta(screens.shown(c.get("decided_at")), lang, tz=screens.tz, now=now),
         )
         items.append(
             html.Li(
@@ -649,7 +649,7 @@ def render_revision(
     meta = t(
         "plan.revision.meta",
         lang,
-        when=fmt_eta(plan.get("created_at"), lang, tz=screens.tz, now=now),
+        when=fmt_eta(screens.shown(plan.get("created_at")), lang, tz=screens.tz, now=now),
         jobs=fmt_int(plan.get("jobs") or 0),
         solver=plan.get("solver") or NONE,
         ms=fmt_int(plan.get("solve_ms")),

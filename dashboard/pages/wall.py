@@ -50,6 +50,8 @@ KEY = "line"  # the dict-id key of tile parts
 COUNT = "wall-count"  # summary chip parts, keyed by state
 CHIP = "wall-chip"
 STATES = ("running", "idle", "changeover", "down", "unavailable")
+# States in which a tile shows no rate and no ETA.
+STOPPED = frozenset({"down", "unavailable"})
 
 
 # -- reading ---------------------------------------------------------------------------
@@ -104,6 +106,9 @@ def tile_view(
         wo_text = str(line.get("work_order") or "") or t("wall.no_wo", lang)
         eta_value = line.get("eta")
     rate = line.get("rate_uph")
+    if state in STOPPED:
+        # Its last rate and the ETA at that rate are no longer true: it makes nothing now.
+        rate, eta_value = None, None
     nominal = line.get("nominal_uph")
     next_wo = _next_wo(line)
     eta_text = fmt_eta(eta_value, lang, tz=screens.tz, now=now)
@@ -170,8 +175,13 @@ def header_singles(
     lines: list[dict[str, Any]], site: str | None, *, lang: str, screens: Screens, now: datetime
 ) -> Singles:
     """The header's site name, clock and date."""
-    sites = sorted({str(ln.get("site")) for ln in lines if ln.get("site")})
-    name = site or (" · ".join(sites) if sites else t("app.name", lang))
+    names = {
+        str(ln["site"]): str(ln.get("site_name") or ln["site"]) for ln in lines if ln.get("site")
+    }
+    if site:
+        name = names.get(site, site)
+    else:
+        name = " · ".join(names[k] for k in sorted(names)) if names else t("app.name", lang)
     return {
         ids.WALL_SITE: {"children": name},
         ids.WALL_CLOCK: {"children": fmt_clock(now, screens.tz)},

@@ -3,7 +3,10 @@
 Pure parsing, no I/O. The contract is DESIGN.md "MQTT (shop floor → Loopline)":
 topic ``loopline/v1/{site}/{line}/{kind}``, names ``[A-Za-z0-9_-]+``, kinds ``progress``
 and ``state``, ``ts`` as RFC 3339 or epoch milliseconds. Unknown extra fields are ignored
-(the contract lets producers add fields).
+(the contract lets producers add fields). One added field is read: ``source`` (optional, a
+name like the topic's) says which publisher's ``seq`` stream a message belongs to, so a
+second device or a hand-typed message on a line has a sequence of its own (default: the
+line's own sensor).
 
 Hot path: one pydantic-core ``validate_json`` call (JSON decoding and field checks in Rust)
 plus a little Python for the timestamp. Only a payload that fails takes the slow path that
@@ -105,6 +108,7 @@ class ProgressMessage:
     work_order: str
     good: int
     scrap: int
+    source: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +122,7 @@ class StateMessage:
     ts: datetime
     state: State
     reason: str | None
+    source: str = ""
 
 
 Message = ProgressMessage | StateMessage
@@ -125,6 +130,7 @@ Message = ProgressMessage | StateMessage
 _Seq = Annotated[int, Field(ge=0, le=MAX_SEQ)]
 _Count = Annotated[int, Field(ge=0, le=MAX_COUNTER)]
 _Ts = StrictStr | StrictInt | StrictFloat
+_Source = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 _STRICT = ConfigDict(strict=True, extra="ignore")
 
 
@@ -135,6 +141,7 @@ class _ProgressBody(TypedDict):
     work_order: Annotated[str, Field(min_length=1, max_length=MAX_WORK_ORDER_CHARS)]
     good: _Count
     scrap: _Count
+    source: NotRequired[_Source]
 
 
 @with_config(_STRICT)
@@ -143,6 +150,7 @@ class _StateBody(TypedDict):
     ts: _Ts
     state: State
     reason: NotRequired[Annotated[str, Field(max_length=_MAX_TEXT)] | None]
+    source: NotRequired[_Source]
 
 
 _PROGRESS: Final = TypeAdapter(_ProgressBody)
@@ -173,7 +181,14 @@ def parse(topic: str, payload: bytes) -> Message:
         if "\x00" in p["work_order"]:
             raise Rejected(REASON_NUL_BYTE, "work_order contains U+0000", "work_order")
         return ProgressMessage(
-            site, line, p["seq"], _timestamp(p["ts"]), p["work_order"], p["good"], p["scrap"]
+            site,
+            line,
+            p["seq"],
+            _timestamp(p["ts"]),
+            p["work_order"],
+            p["good"],
+            p["scrap"],
+            p.get("source", ""),
         )
     if kind == "state":
         try:
@@ -183,7 +198,15 @@ def parse(topic: str, payload: bytes) -> Message:
         reason = s.get("reason")
         if reason is not None and "\x00" in reason:
             raise Rejected(REASON_NUL_BYTE, "reason contains U+0000", "reason")
-        return StateMessage(site, line, s["seq"], _timestamp(s["ts"]), s["state"], reason)
+        return StateMessage(
+            site,
+            line,
+            s["seq"],
+            _timestamp(s["ts"]),
+            s["state"],
+            reason,
+            s.get("source", ""),
+        )
     raise Rejected(REASON_UNKNOWN_KIND, f"kind {kind!r} is not one of {', '.join(KINDS)}")
 
 

@@ -4,7 +4,8 @@ The problem arrives as plain numpy arrays (``Arrays``): jobs on parallel lines w
 eligibility (``proc`` = inf where a line cannot make a job), release times, due dates,
 weights, hard deadlines, sequence-dependent changeovers, working calendars and the time
 and product each line becomes free with. The objective is total weighted tardiness. The
-numerical work happens in ``models.planning.kernel`` (numba); this module validates,
+numerical work happens in ``models.planning.kernel`` (numba; ``backend.active()`` picks the
+compiled build or, while that is not ready, its plain-Python twin); this module validates,
 chooses the search and keeps the wall-clock budget, since compiled code cannot read the
 clock: the search runs in short chunks of rounds and the time is checked in between.
 """
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.planning import kernel
+from models.planning import backend
 
 # A deadline counts as met when missed by less than this (hours; about 4 ms).
 DEADLINE_TOLERANCE_H = 1e-6
@@ -179,11 +180,11 @@ def decode(arrays: Arrays, line_of: np.ndarray, order: np.ndarray, rounds: int =
     if n and not np.all(np.isfinite(arrays.proc[np.arange(n), line_of])):
         raise ValueError("line_of: a job on a line that cannot make it")
     a = arrays
-    start, end, setup_h = kernel.decode_kernel(
+    start, end, setup_h = backend.active().decode_kernel(
         a.proc, a.ready, a.product, a.setup, a.cal_ptr, a.cal_open, a.cal_close,
         a.free_at, a.last_product, line_of, order,
     )  # fmt: skip
-    cost = float(kernel.tardy_cost(end, a.due, a.weight)) + float(a.flow_array @ end)
+    cost = float(backend.active().tardy_cost(end, a.due, a.weight)) + float(a.flow_array @ end)
     return Solution(line_of, order, start, end, setup_h, cost, rounds)
 
 
@@ -216,14 +217,14 @@ def construct(arrays: Arrays) -> Solution:
         el_ptr, el_line,
     )  # fmt: skip
     for prio in orders:
-        candidates.append(kernel.construct_list(prio, a.proc, a.ready, *lines))
+        candidates.append(backend.active().construct_list(prio, a.proc, a.ready, *lines))
     pool, ks = (n, ATC_K) if n <= ATC_EXACT_UP_TO else (ATC_POOL, ATC_K_LARGE)
     dues = [(k, a.due) for k in ks]
     if np.any(np.isfinite(a.deadline)):
         dues.append((2.0, tight_due))
     for k, duekey in dues:
         candidates.append(
-            kernel.construct_atc(
+            backend.active().construct_atc(
                 k, pbar, pool, duekey, by_due, by_ratio, a.proc, a.ready, a.weight, *lines
             )
         )
@@ -315,7 +316,7 @@ def _wt_search(
 
     def step(rounds: int) -> int:
         return int(
-            kernel.wt_rounds(
+            backend.active().wt_rounds(
                 p, a.weight, a.due, base, seq, best_seq, costs, ctl, rng, params, rounds
             )
         )
@@ -367,7 +368,7 @@ def _general_search(
 
     def step(rounds: int) -> int:
         return int(
-            kernel.ls_rounds(
+            backend.active().ls_rounds(
                 prob,
                 state,
                 el_ptr,

@@ -74,9 +74,13 @@ def test_a_down_tile_shows_its_reason_and_the_current_work_order(screens):
     assert view[ids.TILE_WO]["children"] == "WO-1 · GEAR-B"
     assert view[ids.TILE_BAR]["style"] == {"width": "25.0%"}
     assert view[ids.TILE_COUNT]["children"] == "500 / 2,000"
-    assert view[ids.TILE_RATE]["children"] == "42"
-    assert view[ids.TILE_ETA]["children"] == "11:05"
+    # Down, it makes nothing: no rate from before it stopped, no ETA at that rate.
+    assert view[ids.TILE_RATE]["children"] == "—"
+    assert view[ids.TILE_ETA]["children"] == "—"
     assert view[ids.TILE_NEXT]["children"] == "Next: WO-2"
+    running = wall.tile_view({**line, "state": "running"}, wo, lang="en", screens=screens, now=NOW)
+    assert running[ids.TILE_RATE]["children"] == "42"
+    assert running[ids.TILE_ETA]["children"] == "11:05"
 
 
 def test_a_running_tile_hides_a_leftover_reason_and_a_line_without_work_says_so(screens):
@@ -219,7 +223,22 @@ def test_a_site_filter_keeps_other_sites_off_the_wall(screens):
     assert find(wall.layout(screens), ids.WALL.start).data["shown"]["order"][-1] == "X1"
     only = find(wall.layout(screens, site="plant-2"), ids.WALL.start).data
     assert only["shown"]["order"] == ["X1"]
+    # Without a known name, the id.
     assert only["shown"]["singles"][ids.WALL_SITE]["children"] == "plant-2"
+
+
+def test_the_wall_header_names_the_site_not_its_id(screens):
+    screens.live.apply(
+        [
+            Update(
+                "line",
+                "X1",
+                {"name": "Other", "site": "plant-2", "site_name": "Plant Two", "state": "idle"},
+            )
+        ]
+    )
+    only = find(wall.layout(screens, site="plant-2"), ids.WALL.start).data
+    assert only["shown"]["singles"][ids.WALL_SITE]["children"] == "Plant Two"
 
 
 # -- /plan ---------------------------------------------------------------------------------
@@ -535,3 +554,17 @@ def test_the_plan_stream_redraws_only_the_sections_that_changed(plan_screens, mo
     assert sent == [ids.PLAN_CHANGES]
     assert stream.wants(Change("plan", "2", {}, {"revision": 2}))
     assert not stream.wants(Change("order", "SO-1", {}, {"eta": "x"}))
+
+
+def test_record_times_on_the_plan_page_are_on_the_screens_clock(plan_screens):
+    """Records carry wall-clock times; the demo's screens run on its fast clock, so the
+    page shows each record's time on that clock (not "received 07:37" beside 10:49)."""
+    on_clock = dataclasses.replace(
+        plan_screens, record_time=lambda moment: NOW - timedelta(minutes=5)
+    )
+    data = plan.read_plan_page(on_clock.sessions, on_clock.live)
+    changes = str(plan.render_changes(data["changes"], "en", screens=on_clock, now=NOW))
+    revision = str(plan.render_revision(data["plan"], "en", screens=on_clock, now=NOW))
+    assert "received 08:25" in changes
+    assert "08:25" in changes.split("received 08:25", 1)[1]  # the decided change too
+    assert "08:25" in revision

@@ -198,3 +198,41 @@ def test_redis_out_of_memory_is_an_outage_not_a_poison_message(sessions, live):
     handler([_progress(1, 4)])  # the same batch again, once Redis has room
     assert live.get("work_order", "WO-1-1")["good"] == 4
     assert _dead_letters(sessions) == []
+
+
+def test_a_second_publisher_on_a_line_raises_no_false_gap(sessions, live):
+    """A manual message (or a second device) names its ``source``: its seq is its own
+    stream, so neither it nor the sensor's next message looks like lost messages."""
+    live.apply([Update("line", "L2", {"state": "running", "queue": []})])
+    handler = ShopfloorHandler(sessions, live, Clock())
+    ts = NOW.isoformat()
+    topic = "loopline/v1/s1/L2/state"
+    handler([_msg(topic, {"seq": s, "ts": ts, "state": "running"}) for s in (40, 41, 42)])
+    handler([_msg(topic, {"seq": 1, "ts": ts, "state": "down", "reason": "jam", "source": "me"})])
+    line = live.get("line", "L2")
+    assert (line["state"], line["reason"]) == ("down", "jam")
+    # The sensor goes on counting from where it was; a repeat of the manual one is ignored.
+    handler([_msg(topic, {"seq": 43, "ts": ts, "state": "down", "reason": "jam"})])
+    handler([_msg(topic, {"seq": 1, "ts": ts, "state": "running", "source": "me"})])
+    assert live.get("line", "L2")["state"] == "down"
+    handler([_msg(topic, {"seq": 2, "ts": ts, "state": "running", "source": "me"})])
+    assert live.get("line", "L2")["state"] == "running"
+    with sessions() as s:
+        assert s.scalar(select(Alert).where(Alert.kind == "mqtt_gap")) is None
+        assert list(s.scalars(select(DeadLetter))) == []
+    # Each stream still reports its own real gaps.
+    handler([_msg(topic, {"seq": 5, "ts": ts, "state": "idle", "source": "me"})])
+    with sessions() as s:
+        gap = s.scalar(select(Alert).where(Alert.kind == "mqtt_gap"))
+    assert gap is not None and "3–4" in gap.message
+
+
+def test_a_bad_source_is_dead_lettered(sessions, live):
+    live.apply([Update("line", "L2", {"state": "running", "queue": []})])
+    handler = ShopfloorHandler(sessions, live, Clock())
+    ts = NOW.isoformat()
+    handler(
+        [_msg("loopline/v1/s1/L2/state", {"seq": 1, "ts": ts, "state": "idle", "source": "a b"})]
+    )
+    with sessions() as s:
+        assert [d.reason for d in s.scalars(select(DeadLetter))] != []

@@ -10,7 +10,7 @@ import pytest
 from models.planning import kernel
 from models.planning.optimize import Arrays, Solution, construct, decode, optimize
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).resolve().parents[3] / "bench" / "data" / "orlib-wt"
 WT_N = 40
 
 
@@ -74,8 +74,8 @@ def random_instance(n: int, n_lines: int, seed: int, deadlines: bool = False) ->
 
 def wt40(index: int) -> tuple[Arrays, float]:
     """Vendored OR-Library wt40 instance ``index`` (0-based) and its optimum."""
-    numbers = np.array((DATA / "wt40_first10.txt").read_text().split(), dtype=float)
-    optima = [float(v) for v in (DATA / "wtopt40_first10.txt").read_text().split()]
+    numbers = np.array((DATA / "wt40.txt").read_text().split(), dtype=float)
+    optima = [float(v) for v in (DATA / "wtopt40.txt").read_text().split()]
     block = numbers[index * 3 * WT_N : (index + 1) * 3 * WT_N]
     p, w, d = block[:WT_N], block[WT_N : 2 * WT_N], block[2 * WT_N :]
     arrays = Arrays(

@@ -382,7 +382,7 @@ def test_orlib_wt40_mean_gap_within_the_target() -> None:
     # A fixed amount of search, so this checks quality, never speed. bench/planner.py
     # measures the target (mean gap <= 0.1 % within 1 s, about 20,000 rounds
     # there); this guards against regressions with 1,000 rounds (measured: 0.36 %).
-    data = Path(__file__).parent / "data"
+    data = Path(__file__).resolve().parents[3] / "bench" / "data" / "orlib-wt"
     numbers = [float(x) for x in (data / "wt40.txt").read_text().split()]
     optima = [float(x) for x in (data / "wtopt40.txt").read_text().split()]
     gaps = []
