@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from collections.abc import Callable
 from datetime import datetime, tzinfo
@@ -65,8 +66,9 @@ def create_dash(
         tz=tz,
         now=now,
         sessions=sessions,
-        **({"record_time": record_time} if record_time is not None else {}),
     )
+    if record_time is not None:
+        screens = dataclasses.replace(screens, record_time=record_time)
     for page in (wall, board, plan, alerts, orders):
         page.register(app, screens)
     app.layout = html.Div(dash.page_container, className="app")

@@ -51,13 +51,13 @@ def python_kernel() -> ModuleType:
             )
             assert spec is not None and spec.loader is not None
             module = importlib.util.module_from_spec(spec)
-            saved = numba_config.DISABLE_JIT
+            saved = numba_config.DISABLE_JIT  # type: ignore[attr-defined]
             # njit reads the flag when it decorates: this copy's functions stay Python.
-            numba_config.DISABLE_JIT = True
+            numba_config.DISABLE_JIT = True  # type: ignore[attr-defined]
             try:
                 spec.loader.exec_module(module)
             finally:
-                numba_config.DISABLE_JIT = saved
+                numba_config.DISABLE_JIT = saved  # type: ignore[attr-defined]
             for name in dir(module):
                 fn = getattr(module, name)
                 if callable(fn) and getattr(fn, "__module__", None) == module.__name__:
