@@ -172,7 +172,7 @@ def test_a_redis_outage_is_a_503_naming_redis_and_the_api_recovers(postgres_url,
     spec = httpx.get(f"{stack.url}/openapi.json").json()
     try:
         assert stack.send_crm(order_event("SO-R1"), "r-1").status_code == 202
-        assert stack.get("/api/v1/orders").json()
+        assert wait_until(lambda: stack.get("/api/v1/orders").json())  # the worker applied it
         own_redis.stop()
         for path, route in (("/api/v1/lines", "/api/v1/lines"), ("/api/v1/orders", None)):
             resp = stack.get(path)
