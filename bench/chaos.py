@@ -109,7 +109,7 @@ class Sizes:
     @staticmethod
     def of(quick: bool) -> Sizes:
         if quick:
-            return Sizes(True, 2400, 80.0, 4, 8.0, 4.0, 40, 24, 30, 1, 8, 8, 20.0, 30.0)
+            return Sizes(True, 2400, 80.0, 4, 8.0, 4.0, 40, 24, 30, 2, 8, 8, 20.0, 30.0)
         return Sizes(False, 10_000, 150.0, 10, 15.0, 8.0, 120, 60, 100, 3, 12, 10, 90.0, 200.0)
 
 
