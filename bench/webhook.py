@@ -268,7 +268,7 @@ def run() -> int:
                 )
                 baseline_proc, base_url = start_baseline(env, workdir)
                 samples, baseline, outcomes, errors = measure(args, book, hook, base_url, secret)
-                applied, parked, neither = settle(api, book, 20.0 if args.quick else 60.0)
+                applied, parked, neither = settle(api, book, 45.0 if args.quick else 180.0)
             finally:
                 procs.stop_all()
                 if baseline_proc is not None:
