@@ -335,6 +335,7 @@ class Delivery:
     at: float  # time.time(), wall clock: comparable with the outbox's timestamps
     data: dict[str, Any]
     status: int
+    arrived: float = 0.0  # when the request came in (``at`` is when it was answered)
 
 
 class RecordingCrm:
@@ -388,6 +389,7 @@ class RecordingCrm:
             protocol_version = "HTTP/1.1"  # keep-alive, as a real CRM's server would
 
             def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+                arrived = time.time()
                 with crm._lock:
                     crm.busy += 1
                 try:
@@ -408,7 +410,9 @@ class RecordingCrm:
                         if status == 401:
                             crm.bad_signatures += 1
                         crm.deliveries.append(
-                            Delivery(headers.get("webhook-id", ""), time.time(), data, status)
+                            Delivery(
+                                headers.get("webhook-id", ""), time.time(), data, status, arrived
+                            )
                         )
                     self.send_response(status)
                     self.send_header("content-length", "0")
