@@ -15,23 +15,26 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from datetime import datetime
+from typing import Literal, NamedTuple
 
 from sqlalchemy import exists, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from models.approvals import Gate, GateResult, apply_gated
+from models.approvals import Gate, GateResult, apply_gated, impact_of, planned_ends
 from models.db import transaction
 from models.events import OrderCancelled, OrderUpserted, parse_crm_event
 from models.orders import UnknownProduct, check_products, high_water, record_stale
+from models.planning import ProblemError
 from models.records import DeadLetter, InboxEvent, Order
 
 log = logging.getLogger("loopline.intake")
 
 Receipt = Literal["accepted", "stale", "duplicate"]
 RECEIVED = "received"
-# Orders applied in one round before the worker replans (each may cost a preview solve).
+# Orders applied in one round before the worker replans (together, at one or two preview
+# solves, unless they move someone past a promise: then one by one through the gate).
 INTAKE_BATCH_ORDERS = 50
 # A received event that keeps failing to apply is given up (dead-lettered) after this.
 MAX_APPLY_ATTEMPTS = 5
@@ -146,11 +149,20 @@ def apply_received(
     by_order: dict[str, list[tuple[int, int]]] = {}
     for row_id, order_id, version in rows:
         by_order.setdefault(order_id or "", []).append((version or 0, row_id))
-    intake = Intake(more=len(by_order) > max_orders)
+    more = len(by_order) > max_orders
+    winners: list[_Winner] = []
     for order_id, received in list(by_order.items())[:max_orders]:
         # The newest version wins; among equal versions the first to arrive.
         received.sort(key=lambda vr: (-vr[0], vr[1]))
         (version, winner), older = received[0], [row_id for _, row_id in received[1:]]
+        winners.append(_Winner(order_id, version, winner, older))
+    if gate is not None and len(winners) > 1:
+        together = _apply_together(sessions, winners, gate, actor)
+        if together is not None:
+            together.more = more
+            return together
+    intake = Intake(more=more)
+    for order_id, version, winner, older in winners:
         try:
             with transaction(sessions) as session:
                 intake.stale += _mark_superseded(session, older, order_id, version, actor)
@@ -176,6 +188,88 @@ def apply_received(
         if on_change is not None and result.change_id is not None:
             on_change(result)
     return intake
+
+
+class _Winner(NamedTuple):
+    """An order's newest received version in a round, and its older received rows."""
+
+    order_id: str
+    version: int
+    inbox_id: int
+    older: list[int]
+
+
+class _GateNeeded(Exception):
+    """The round, applied together, moves someone past a promise: gate it order by order."""
+
+
+def _apply_together(
+    sessions: sessionmaker[Session], winners: list[_Winner], gate: Gate, actor: str
+) -> Intake | None:
+    """Apply a round's newest versions in one transaction when, all applied, they push no
+    other order past its promise (None: nothing was written; gate them one by one).
+
+    Why: the gate costs a whole-factory preview solve per event. A burst of changes that
+    slips nobody, the common case, then costs one or two solves instead of one per order.
+    """
+    try:
+        with transaction(sessions) as session:
+            savepoint = session.begin_nested()
+            intake = _apply_all(session, winners, actor)
+            changed = {r.order_id for r in intake.applied}
+            if not changed:
+                savepoint.commit()
+                return intake
+            session.flush()
+            now = gate.now()
+            after = planned_ends(session, gate.live, now, gate.window)
+            if not _slipped(session, changed, before={}, after=after):
+                savepoint.commit()
+                return intake
+            # Someone ends past a promise: is it the round's doing, or late anyway?
+            savepoint.rollback()
+            session.expunge_all()  # see apply_gated: rows the savepoint made may linger
+            before = planned_ends(session, gate.live, now, gate.window)
+            if _slipped(session, changed, before=before, after=after):
+                raise _GateNeeded
+            return _apply_all(session, winners, actor)
+    except _GateNeeded:
+        return None
+    except (ProblemError, UnknownProduct):
+        return None  # the one-by-one path says which order and why
+    except Exception:
+        log.exception("applying %d orders together failed; one by one instead", len(winners))
+        return None
+
+
+def _apply_all(session: Session, winners: list[_Winner], actor: str) -> Intake:
+    """Apply each winner without the gate, in the caller's transaction."""
+    intake = Intake()
+    for w in winners:
+        intake.stale += _mark_superseded(session, w.older, w.order_id, w.version, actor)
+        result = _apply_one(session, w.inbox_id, None, actor)
+        if result is None:
+            continue
+        if result.outcome == "applied":
+            intake.applied.append(result)
+        else:
+            intake.stale += 1
+    return intake
+
+
+def _slipped(
+    session: Session,
+    changed: set[str],
+    *,
+    before: dict[str, datetime],
+    after: dict[str, datetime],
+) -> bool:
+    """Whether an order outside ``changed`` ends past its promise (moved by the change when
+    ``before`` is given, see ``impact_of``)."""
+    return any(
+        i["order_id"] not in changed
+        for i in impact_of(session, order_id="", before=before, after=after)
+    )
 
 
 def _apply_one(session: Session, inbox_id: int, gate: Gate | None, actor: str) -> GateResult | None:

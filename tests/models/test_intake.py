@@ -100,3 +100,78 @@ def test_a_product_gone_before_the_apply_rejects_the_event(sessions):
     assert _outcomes(sessions) == {"a1": "rejected"}
     with sessions() as s:
         assert s.scalar(select(DeadLetter.reason)) == "unknown_product"
+
+
+# -- a round applied together -------------------------------------------------------------
+
+
+def _gate(live):
+    from models.approvals import ApprovalPolicy, Gate
+    from models.replan import PlanWindow
+    from tests.models.test_approvals import NOW
+
+    return Gate(live, lambda: NOW, ApprovalPolicy(), PlanWindow())
+
+
+@pytest.fixture
+def promised(sessions, live):
+    """SO-A and SO-V promised (test_approvals' victim), SO-A running on L1."""
+    from models.replan import replan
+    from tests.models.test_approvals import NOW, seed_victim, start_running
+
+    seed_victim(lambda body, webhook_id: _record(sessions, body, webhook_id))
+    apply_received(sessions, gate=None)
+    replan(sessions, live, now=NOW, trigger="test")
+    start_running(live)
+    with sessions() as s:
+        assert s.get(Order, "SO-V").promised_date is not None
+
+
+def _count_previews(monkeypatch):
+    calls = []
+    real = intake_module.planned_ends
+    monkeypatch.setattr(
+        intake_module, "planned_ends", lambda *a, **k: calls.append(1) or real(*a, **k)
+    )
+    import models.approvals as approvals_module
+
+    real_gate = approvals_module.planned_ends
+    monkeypatch.setattr(
+        approvals_module, "planned_ends", lambda *a, **k: calls.append(1) or real_gate(*a, **k)
+    )
+    return calls
+
+
+def test_a_burst_that_slips_nobody_costs_one_preview_not_one_per_order(
+    sessions, live, promised, monkeypatch
+):
+    from tests.models.test_approvals import DAY1
+
+    for n in range(6):
+        _record(sessions, order_event(f"SO-N{n}", 1, [("P1", 20)], DAY1), f"n{n}")
+    previews = _count_previews(monkeypatch)
+    done = apply_received(sessions, gate=_gate(live))
+    assert sorted(r.order_id for r in done.applied) == [f"SO-N{n}" for n in range(6)]
+    assert done.parked == [] and len(previews) == 1  # was 6, one per order
+    with sessions() as s:
+        assert all(s.get(Order, f"SO-N{n}") is not None for n in range(6))
+
+
+def test_a_round_with_a_promise_breaker_parks_it_and_applies_the_rest(
+    sessions, live, promised, monkeypatch
+):
+    from models.records import PendingChange
+    from tests.models.test_approvals import BIG, DAY1
+
+    _record(sessions, order_event("SO-N1", 1, [("P1", 20)], DAY1), "n1")
+    _record(sessions, order_event("SO-H", 1, [("P2", BIG)], DAY1, priority="high"), "h1")
+    _record(sessions, order_event("SO-N2", 1, [("P1", 20)], DAY1), "n2")
+    done = apply_received(sessions, gate=_gate(live))
+    assert sorted(r.order_id for r in done.applied) == ["SO-N1", "SO-N2"]
+    assert [r.order_id for r in done.parked] == ["SO-H"]
+    with sessions() as s:
+        assert s.get(Order, "SO-H") is None
+        [change] = s.scalars(select(PendingChange))
+        assert change.order_id == "SO-H" and change.impact[0]["order_id"] == "SO-V"
+    outcomes = _outcomes(sessions)
+    assert (outcomes["n1"], outcomes["n2"], outcomes["h1"]) == ("applied", "applied", "pending")
