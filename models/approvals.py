@@ -29,7 +29,7 @@ from models.clock import utcnow
 from models.estimate import end_of_day, iso
 from models.events import OrderCancelled, OrderUpserted, parse_crm_event
 from models.live import Change, LiveState
-from models.orders import OPEN_STATUSES, apply_crm_event
+from models.orders import OPEN_STATUSES, ApplyResult, apply_crm_event
 from models.outbox import enqueue
 from models.planning import ProblemError, solve
 from models.records import InboxEvent, Order, PendingChange
@@ -131,8 +131,8 @@ def apply_gated(
     """
     order_id, version = event.order.id, event.order.version
 
-    def apply() -> GateResult:
-        result = apply_crm_event(
+    def write() -> ApplyResult:
+        return apply_crm_event(
             session,
             event=event,
             source=source,
@@ -141,6 +141,9 @@ def apply_gated(
             actor=actor,
             inbox_id=inbox_id,
         )
+
+    def apply() -> GateResult:
+        result = write()
         if result.outcome == "applied":
             supersede_older(session, order_id=order_id, version=version, actor=actor)
         return GateResult(result.outcome, order_id, version, result.changes)
@@ -150,15 +153,7 @@ def apply_gated(
     now = gate.now()
     savepoint = session.begin_nested()
     try:
-        result = apply_crm_event(
-            session,
-            event=event,
-            source=source,
-            webhook_id=webhook_id,
-            raw=raw,
-            actor=actor,
-            inbox_id=inbox_id,
-        )
+        result = write()
         after: dict[str, datetime] | None = None
         if result.outcome == "applied":
             session.flush()
