@@ -370,7 +370,13 @@ class MosquittoServer(Server):
     def __init__(self, *, port: int | None = None, options: dict[str, str] | None = None) -> None:
         self.binary = ensure_installed("mosquitto", "mosquitto")
         super().__init__(port=port)
-        self.options = {**MOSQUITTO_DEFAULTS, **(options or {})}
+        # Why ``user``: started as root, mosquitto switches to its own user, and a change
+        # of user clears the death signal (prctl PR_SET_PDEATHSIG): it would outlive us.
+        self.options = {
+            **MOSQUITTO_DEFAULTS,
+            "user": pwd.getpwuid(os.geteuid()).pw_name,
+            **(options or {}),
+        }
         self.config_path = self.workdir / "mosquitto.conf"
 
     @property
