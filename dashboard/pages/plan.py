@@ -47,7 +47,7 @@ from dashboard.live_push import (
 from models.approvals import change_view, list_changes
 from models.live import Change, LiveState
 from models.purchasing import open_purchase_requests
-from models.records import Order
+from models.records import Customer, Order
 from models.stores import STORE_DOWN
 from models.views import current_plan, order_view
 
@@ -94,17 +94,23 @@ def read_plan_page(sessions: sessionmaker[Session] | None, live: LiveState) -> D
         return None
     with sessions() as session:
         changes = [change_view(c) for c in list_changes(session)]
-        pending = [c for c in changes if c["status"] == "pending"]
+        # Oldest first: a change that arrives joins the end of the list, so the ones a
+        # manager is reading do not move under the cursor.
+        pending = [c for c in reversed(changes) if c["status"] == "pending"]
         decided = [c for c in changes if c["status"] != "pending"][:DECIDED_SHOWN]
         stored = _stored_orders(session, list(dict.fromkeys(c["order_id"] for c in pending)))
+        hit = sorted({str(i["order_id"]) for c in pending for i in c.get("impact") or []})
+        # From SQL: the live model has no record of an order that is not being made.
+        customer = dict(
+            session.execute(
+                select(Order.id, Customer.name)
+                .join(Customer, Order.customer_id == Customer.id)
+                .where(Order.id.in_(hit))
+            ).all()
+        )
         requests = open_purchase_requests(session)
         plan = current_plan(session)
         current_assignments = (plan or {}).get("assignments") or []
-    hit = sorted({str(i["order_id"]) for c in pending for i in c.get("impact") or []})
-    customer = {
-        order_id: (found or {}).get("customer")
-        for order_id, found in zip(hit, live.get_many("order", hit), strict=True)
-    }
     for c in pending:
         c["current"] = stored.get(c["order_id"])
         c["impact"] = [{**i, "customer": customer.get(i["order_id"])} for i in c["impact"] or []]
