@@ -128,6 +128,9 @@ def gantt_figure(
         font={"color": PALETTE["text"], "size": 13, "family": FONT_FAMILY},
         legend={"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 1, "xanchor": "right"},
         bargap=0.3,
+        # A label that does not fit its bar is hidden, not shrunk to an unreadable size
+        # (the hover still names the work order).
+        uniformtext={"minsize": 11, "mode": "hide"},
         hoverlabel={"font": {"size": 13}},
         xaxis={
             "type": "date",

@@ -236,6 +236,18 @@ def layout(screens: Screens, lang: str | None = None, **_query: Any) -> html.Div
             html.Main(
                 className="desk",
                 children=[
+                    # The lines' plan first, at a glance; the long order table below it.
+                    html.Section(
+                        className="panel",
+                        children=[
+                            panel_head(t("board.gantt", lang)),
+                            dcc.Graph(
+                                id=ids.BOARD_GANTT,
+                                figure=gantt_figure(wos, lines, lang, now=now, tz=screens.tz),
+                                config=GRAPH_CONFIG,
+                            ),
+                        ],
+                    ),
                     html.Section(
                         className="panel",
                         children=[
@@ -253,17 +265,6 @@ def layout(screens: Screens, lang: str | None = None, **_query: Any) -> html.Div
                                     ),
                                 ],
                                 className="table table--orders",
-                            ),
-                        ],
-                    ),
-                    html.Section(
-                        className="panel",
-                        children=[
-                            panel_head(t("board.gantt", lang)),
-                            dcc.Graph(
-                                id=ids.BOARD_GANTT,
-                                figure=gantt_figure(wos, lines, lang, now=now, tz=screens.tz),
-                                config=GRAPH_CONFIG,
                             ),
                         ],
                     ),

@@ -83,3 +83,8 @@ def test_signature_changes_only_with_what_the_chart_draws():
     assert gantt_signature(WOS) == gantt_signature(reversed(same))
     moved = [*WOS[:-1], wo("WO-4", "L2", 6, 1)]
     assert gantt_signature(moved) != gantt_signature(WOS)
+
+
+def test_a_bar_label_that_does_not_fit_is_hidden_not_shrunk_unreadable():
+    fig = gantt_figure(WOS, LINES, "en", tz=UTC)
+    assert fig.layout.uniformtext.mode == "hide" and fig.layout.uniformtext.minsize >= 11

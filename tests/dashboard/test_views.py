@@ -208,6 +208,9 @@ def test_layouts_render_from_the_live_state_and_ignore_other_query_params(screen
     board_page = board.layout(screens, lang="en")
     assert find(board_page, ids.BOARD.start).data["shown"]["order"][0] == "SO-1003"
     assert find(board_page, ids.BOARD_GANTT).figure.layout.uirevision == "gantt"
+    # The lines' plan comes first, above the long order table, not below it.
+    text = str(board_page)
+    assert text.index(repr(ids.BOARD_GANTT)) < text.index(repr(ids.BOARD_ROWS))
 
     alerts_page = alerts.layout(screens, role="supervisor")
     assert find(alerts_page, ids.ALERTS.start).data["shown"]["order"] == ["A-1", "A-2"]
