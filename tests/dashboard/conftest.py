@@ -95,3 +95,28 @@ def page(browser):  # type: ignore[no-untyped-def]
         yield tab
     finally:
         context.close()
+
+
+@pytest.fixture
+def plan_stack(postgres_url, redis_server):
+    """A whole stack for the plan and approvals screens (tests/api/test_changes' scenario)."""
+    from models.db import transaction
+    from models.records import BomLine, Material
+    from tests.dashboard.test_screens_browser import PLAN_MANAGER, PLAN_ORIGIN
+    from tests.stack import start_stack
+
+    s = start_stack(
+        database_url=postgres_url,
+        redis_url=redis_server,
+        mqtt_url=None,
+        crm_url=None,
+        origin=PLAN_ORIGIN,
+        manager_token=PLAN_MANAGER,
+    )
+    with transaction(s.runtime.sessions) as session:
+        # Two of M1 in each P1 and ten in stock: an order for 100 P1 is short of it.
+        session.add(Material(id="M1", name="Steel bar", unit="kg", on_hand=10, lead_time_days=4))
+        session.flush()
+        session.add(BomLine(sku="P1", material_id="M1", qty_per_unit=2.0))
+    yield s
+    s.stop()

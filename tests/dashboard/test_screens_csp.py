@@ -15,8 +15,6 @@ import pytest
 from dashboard import ids
 from tests.dashboard.test_screens_browser import (
     LOAD_TIMEOUT_MS,
-    PLAN_MANAGER,
-    PLAN_ORIGIN,
     PUSH_TIMEOUT_MS,
     open_page,
     seed_plan_scenario,
@@ -33,28 +31,6 @@ document.addEventListener('securitypolicyviolation', e => window.__csp.push(
     `${e.violatedDirective} blocked ${e.blockedURI || 'inline'}`
     + ` at ${e.sourceFile}:${e.lineNumber}`));
 """
-
-
-@pytest.fixture
-def csp_stack(postgres_url, redis_server):
-    from models.db import transaction
-    from models.records import BomLine, Material
-    from tests.stack import start_stack
-
-    s = start_stack(
-        database_url=postgres_url,
-        redis_url=redis_server,
-        mqtt_url=None,
-        crm_url=None,
-        origin=PLAN_ORIGIN,
-        manager_token=PLAN_MANAGER,
-    )
-    with transaction(s.runtime.sessions) as session:
-        session.add(Material(id="M1", name="Steel bar", unit="kg", on_hand=10, lead_time_days=4))
-        session.flush()
-        session.add(BomLine(sku="P1", material_id="M1", qty_per_unit=2.0))
-    yield s
-    s.stop()
 
 
 def _open_alert(stack) -> str:  # type: ignore[no-untyped-def]
@@ -79,12 +55,12 @@ def _open_alert(stack) -> str:  # type: ignore[no-untyped-def]
 
 
 def test_every_screen_works_under_the_content_security_policy(
-    csp_stack, browser, artifacts_dir: Path
+    plan_stack, browser, artifacts_dir: Path
 ):
     from tests.stack import API_TOKEN
 
-    change_id = str(seed_plan_scenario(csp_stack))
-    alert_id = _open_alert(csp_stack)
+    change_id = str(seed_plan_scenario(plan_stack))
+    alert_id = _open_alert(plan_stack)
     context = browser.new_context(viewport={"width": 1920, "height": 1080})
     context.add_init_script(WATCH_VIOLATIONS)
     page = context.new_page()
@@ -99,11 +75,11 @@ def test_every_screen_works_under_the_content_security_policy(
 
     page.on("response", keep)
     try:
-        open_page(page, f"{csp_stack.url}/wall?token={API_TOKEN}", sel(ids.TILE, "line", "L1"))
+        open_page(page, f"{plan_stack.url}/wall?token={API_TOKEN}", sel(ids.TILE, "line", "L1"))
         wait_beat(page, ids.WALL.heartbeat)  # the push websocket runs under connect-src
         page.screenshot(path=str(artifacts_dir / "csp-wall.png"))
 
-        open_page(page, f"{csp_stack.url}/board", f"#{ids.BOARD_GANTT} .main-svg")
+        open_page(page, f"{plan_stack.url}/board", f"#{ids.BOARD_GANTT} .main-svg")
         wait_beat(page, ids.BOARD.heartbeat)
         page.locator(f"#{ids.BOARD_GANTT} text", has_text="WO-").first.wait_for(
             timeout=LOAD_TIMEOUT_MS
@@ -111,7 +87,7 @@ def test_every_screen_works_under_the_content_security_policy(
         page.wait_for_timeout(300)
         page.screenshot(path=str(artifacts_dir / "csp-board.png"))
 
-        open_page(page, f"{csp_stack.url}/orders", f"#{ids.ORDERS_SEARCH}")
+        open_page(page, f"{plan_stack.url}/orders", f"#{ids.ORDERS_SEARCH}")
         page.fill(f"#{ids.ORDERS_SEARCH}", "SO-V")
         page.locator(f"#{ids.ORDERS_RESULTS} tbody tr").filter(has_text="SO-V").first.wait_for(
             timeout=PUSH_TIMEOUT_MS
@@ -120,7 +96,7 @@ def test_every_screen_works_under_the_content_security_policy(
 
         # Acknowledge runs code Dash inlines in the page: allowed by its hash, nothing else.
         button = sel(ids.ALERT_ACK, "alert", alert_id)
-        open_page(page, f"{csp_stack.url}/alerts", button)
+        open_page(page, f"{plan_stack.url}/alerts", button)
         wait_beat(page, ids.ALERTS.heartbeat)
         page.screenshot(path=str(artifacts_dir / "csp-alerts.png"))
         page.click(button)
@@ -131,7 +107,7 @@ def test_every_screen_works_under_the_content_security_policy(
         )
 
         card = sel(ids.CHANGE, "change", change_id)
-        open_page(page, f"{csp_stack.url}/approvals", card)
+        open_page(page, f"{plan_stack.url}/approvals", card)
         wait_beat(page, ids.PLAN.heartbeat)
         page.screenshot(path=str(artifacts_dir / "csp-approvals.png"), full_page=True)
         page.click(sel(ids.CHANGE_APPROVE, "change", change_id))

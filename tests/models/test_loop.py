@@ -214,6 +214,22 @@ def test_the_duty_lock_is_short_renewed_while_held_and_names_its_worker(live):
     other.release()
 
 
+def _run_until_promised(loop, sessions, order_id: str, timeout_s: float = 10.0) -> None:
+    """Run the loop's threads until ``order_id`` has a promise (or the time is up)."""
+
+    def promised():
+        with sessions() as s:
+            return s.get(Order, order_id).promised_date is not None
+
+    loop.start()
+    try:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and not promised():
+            time.sleep(0.05)
+    finally:
+        loop.stop()
+
+
 def test_a_failed_replan_keeps_its_requests_and_retries(sessions, live, monkeypatch):
     import models.loop as loop_module
 
@@ -230,16 +246,7 @@ def test_a_failed_replan_keeps_its_requests_and_retries(sessions, live, monkeypa
     monkeypatch.setattr(loop_module, "REPLAN_RETRY_BASE_S", 0.05)
     loop = Loop(sessions, live, Clock(), LoopConfig(replan_debounce_ms=10))
     request_replan(live.redis, "crm SO-1 v1")
-    loop.start()
-    try:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with sessions() as s:
-                if s.get(Order, "SO-1").promised_date is not None:
-                    break
-            time.sleep(0.05)
-    finally:
-        loop.stop()
+    _run_until_promised(loop, sessions, "SO-1")
     with sessions() as s:
         assert s.get(Order, "SO-1").promised_date is not None  # promised without a new event
     assert len(calls) >= 2 and "crm SO-1 v1" in calls[1]
@@ -254,16 +261,7 @@ def test_a_request_taken_by_a_worker_that_died_is_replanned_by_the_next(sessions
     request_replan(live.redis, "crm SO-1 v1")
     assert dead.take_replan_requests(wait_s=1) == ["crm SO-1 v1"]  # then killed -9
     loop = Loop(sessions, live, Clock(), LoopConfig(replan_debounce_ms=10))
-    loop.start()
-    try:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with sessions() as s:
-                if s.get(Order, "SO-1").promised_date is not None:
-                    break
-            time.sleep(0.05)
-    finally:
-        loop.stop()
+    _run_until_promised(loop, sessions, "SO-1")
     with sessions() as s:
         assert s.get(Order, "SO-1").promised_date is not None
     assert live.redis.llen(loop_module.REPLAN_QUEUE) == 0
