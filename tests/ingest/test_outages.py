@@ -40,10 +40,9 @@ FAST = {
 }
 
 
-@pytest.fixture
-def pg_sessions(postgres_url: str) -> Iterator[sessionmaker[Session]]:
-    """A seeded PostgreSQL database with ORDERS open orders of one work order each."""
-    engine = make_engine(postgres_url)
+def _seeded(url: str) -> sessionmaker[Session]:
+    """Migrate the database at ``url`` and seed ORDERS open orders of one work order each."""
+    engine = make_engine(url)
     migrate(engine)
     sessions = make_sessions(engine)
     with transaction(sessions) as s:
@@ -57,8 +56,15 @@ def pg_sessions(postgres_url: str) -> Iterator[sessionmaker[Session]]:
                 raw="{}",
                 actor="crm",
             )
+    return sessions
+
+
+@pytest.fixture
+def pg_sessions(postgres_url: str) -> Iterator[sessionmaker[Session]]:
+    """A seeded PostgreSQL database with ORDERS open orders of one work order each."""
+    sessions = _seeded(postgres_url)
     yield sessions
-    engine.dispose()
+    sessions.kw["bind"].dispose()
 
 
 def _redis(**extra: str) -> Iterator[RedisServer]:
@@ -215,20 +221,7 @@ def test_postgres_outage_loses_no_message_and_no_dead_letter(
     mqtt_broker, own_postgres: PostgresServer, redis_server: str
 ) -> None:
     url = own_postgres.url_for(own_postgres.create_database())
-    engine = make_engine(url)
-    migrate(engine)
-    sessions = make_sessions(engine)
-    with transaction(sessions) as s:
-        seed_small_factory(s)
-        for n in range(1, ORDERS + 1):
-            apply_crm_event(
-                s,
-                event=parse_crm_event(order_event(f"SO-{n}", lines=[("P1", 1000)])),
-                source="canonical",
-                webhook_id=f"w{n}",
-                raw="{}",
-                actor="crm",
-            )
+    sessions = _seeded(url)
     live = LiveState(open_live_store(redis_server).sync)
     live.redis.flushdb()
     with sessions() as s:
@@ -263,7 +256,7 @@ def test_postgres_outage_loses_no_message_and_no_dead_letter(
             assert ingest.consumer.stats()["poisoned"] == 0
     finally:
         line.close()
-        engine.dispose()
+        sessions.kw["bind"].dispose()
         live.redis.flushdb()
     with sessions() as s:
         reasons = set(s.scalars(select(DeadLetter.reason)))
