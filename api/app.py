@@ -7,13 +7,22 @@ from collections.abc import Callable, Iterable
 from fastapi import APIRouter, Depends, FastAPI
 from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi_offline import FastAPIOffline
-
-from api.auth import BrowserSessions, PageAuthMiddleware, Tokens
-from api.context import ApiContext
-from api.errors import error_body, error_responses, install_error_handlers, refuse_nul
-from api.routes import alerts, changes, crm, factory, health, orders, purchasing, quotes, stream
-from api.routes import sessions as session_routes
-from api.security import install_security
+from loopline.api.auth import BrowserSessions, PageAuthMiddleware, Tokens
+from loopline.api.context import ApiContext
+from loopline.api.errors import error_body, error_responses, install_error_handlers, refuse_nul
+from loopline.api.routes import (
+    alerts,
+    changes,
+    crm,
+    factory,
+    health,
+    orders,
+    purchasing,
+    quotes,
+    stream,
+)
+from loopline.api.routes import sessions as session_routes
+from loopline.api.security import install_security
 
 API_PREFIX = "/api/v1"
 # Swagger UI's and Redoc's files, from the fastapi-offline package (no CDN: /docs works
@@ -62,7 +71,7 @@ def create_app(ctx: ApiContext, *, with_dashboard: bool = True) -> FastAPI:
 
     script_hashes: Callable[[], Iterable[str]] = tuple
     if with_dashboard:
-        from dashboard.app import create_dash
+        from loopline.dashboard.app import create_dash
 
         script_hashes = create_dash(
             app,

@@ -6,13 +6,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import redis.asyncio as aredis
+from loopline.models.approvals import ApprovalPolicy
+from loopline.models.clock import Clock
+from loopline.models.live import LiveState
+from loopline.models.replan import PlanWindow
+from loopline.models.web_sessions import SessionPolicy
 from sqlalchemy.orm import Session, sessionmaker
-
-from models.approvals import ApprovalPolicy
-from models.clock import Clock
-from models.live import LiveState
-from models.replan import PlanWindow
-from models.web_sessions import SessionPolicy
 
 
 @dataclass(frozen=True)

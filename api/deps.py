@@ -7,11 +7,18 @@ from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from loopline.api.auth import (
+    ADMIN,
+    COOKIE,
+    ROLES,
+    BrowserSessions,
+    Principal,
+    SessionStoreDown,
+    Tokens,
+)
+from loopline.api.context import ApiContext
+from loopline.models.live import LiveState
 from sqlalchemy.orm import Session
-
-from api.auth import ADMIN, COOKIE, ROLES, BrowserSessions, Principal, SessionStoreDown, Tokens
-from api.context import ApiContext
-from models.live import LiveState
 
 _bearer = HTTPBearer(auto_error=False)
 

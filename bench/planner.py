@@ -26,7 +26,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from models.planning.optimize import Arrays, construct, optimize, warm_up  # noqa: E402
+from loopline.models.planning.optimize import Arrays, construct, optimize, warm_up  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO / "bench" / "data" / "orlib-wt"

@@ -32,7 +32,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from models.planning import (  # noqa: E402
+from loopline.models.planning import (  # noqa: E402
     Calendar,
     Job,
     Line,
@@ -43,9 +43,9 @@ from models.planning import (  # noqa: E402
     WeeklyWindow,
     solve,
 )
-from models.planning.optimize import warm_up  # noqa: E402
-from models.planning.quote import QuoteRequest, quote, with_plan  # noqa: E402
-from models.planning.solver import PlanModel  # noqa: E402
+from loopline.models.planning.optimize import warm_up  # noqa: E402
+from loopline.models.planning.quote import QuoteRequest, quote, with_plan  # noqa: E402
+from loopline.models.planning.solver import PlanModel  # noqa: E402
 
 START = datetime(2026, 12, 1, tzinfo=UTC)
 TWO_SHIFTS = Calendar(

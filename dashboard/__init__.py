@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from dashboard.app import create_dash as create_dash
+    from loopline.dashboard.app import create_dash as create_dash
 
 __all__ = ["create_dash"]
 
@@ -13,7 +13,7 @@ __all__ = ["create_dash"]
 def __getattr__(name: str) -> Any:
     # Imported lazily so `import dashboard.i18n` (tests, the CLI) does not load Dash.
     if name == "create_dash":
-        from dashboard.app import create_dash
+        from loopline.dashboard.app import create_dash
 
         return create_dash
     raise AttributeError(name)

@@ -12,13 +12,12 @@ import dash
 import fastapi
 import redis.asyncio as aredis
 from dash import html
+from loopline.dashboard.i18n import normalize_lang
+from loopline.dashboard.live_push import Screens, utcnow
+from loopline.dashboard.pages import alerts, board, orders, plan, wall
+from loopline.models.live import LiveState
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.types import ASGIApp, Receive, Scope, Send
-
-from dashboard.i18n import normalize_lang
-from dashboard.live_push import Screens, utcnow
-from dashboard.pages import alerts, board, orders, plan, wall
-from models.live import LiveState
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 

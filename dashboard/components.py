@@ -5,10 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from dash import dcc, html
-
-from dashboard import ids
-from dashboard.i18n import LANGS, t
-from dashboard.live_push import BANNER, BANNER_SHOWN, WATCHDOG_INTERVAL_MS
+from loopline.dashboard import ids
+from loopline.dashboard.i18n import LANGS, t
+from loopline.dashboard.live_push import BANNER, BANNER_SHOWN, WATCHDOG_INTERVAL_MS
 
 NAV_PAGES = (
     ("board", "/board"),

@@ -13,8 +13,7 @@ from datetime import datetime, tzinfo
 from typing import Any
 
 import plotly.graph_objects as go
-
-from dashboard.i18n import NONE, fmt_int, label, parse_time, t
+from loopline.dashboard.i18n import NONE, fmt_int, label, parse_time, t
 
 # Mirrors assets/loopline.css (:root).
 PALETTE = {

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Generic, TypeVar
 
-from models.stores import STORE_DOWN, store_down
+from loopline.models.stores import STORE_DOWN, store_down
 
 log = logging.getLogger("loopline.dashboard")
 

@@ -42,12 +42,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 import redis.asyncio as aredis
 from dash import Input, Output, State, ctx, set_props
 from dash.exceptions import PreventUpdate
-
-from dashboard.i18n import fmt_clock, normalize_lang, parse_time, t
-from dashboard.ids import LiveIds, part
-from dashboard.last_good import LastGood, Reading
-from models.live import Change, LiveState, follow
-from models.stores import STORE_DOWN
+from loopline.dashboard.i18n import fmt_clock, normalize_lang, parse_time, t
+from loopline.dashboard.ids import LiveIds, part
+from loopline.dashboard.last_good import LastGood, Reading
+from loopline.models.live import Change, LiveState, follow
+from loopline.models.stores import STORE_DOWN
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker

@@ -44,14 +44,9 @@ import contextlib
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, ValidationError
-from pydantic_core import PydanticCustomError
-from sqlalchemy import select
-from sqlalchemy.orm import Session
-
-from models.audit import record
-from models.events import format_path
-from models.planning.problem import (
+from loopline.models.audit import record
+from loopline.models.events import format_path
+from loopline.models.planning.problem import (
     MAX_TOPIC_NAME_CHARS,
     Days,
     Hours,
@@ -65,7 +60,7 @@ from models.planning.problem import (
     parse_calendar,
     printable,
 )
-from models.records import (
+from loopline.models.records import (
     BomLine,
     Customer,
     Line,
@@ -75,6 +70,10 @@ from models.records import (
     PurchaseOrder,
     Site,
 )
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, ValidationError
+from pydantic_core import PydanticCustomError
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 _KEY = re.compile(r"^[A-Za-z0-9_.-]+$")
 MAX_KEY_CHARS = 64  # the id columns

@@ -14,20 +14,19 @@ from contextlib import contextmanager, suppress
 from typing import Final
 
 import redis.exceptions as redis_errors
+from loopline.ingest.mqtt.consumer import STATUS_TOPIC, Inbound, StoreUnavailable
+from loopline.ingest.mqtt.messages import ProgressMessage, Rejected, StateMessage, parse
+from loopline.models.alerts import open_alert, resolve_alert
+from loopline.models.clock import Clock, utcnow
+from loopline.models.db import transaction
+from loopline.models.live import LiveState
+from loopline.models.loop import DUTY_LOCK, DUTY_LOCK_TTL_S, REPLAN_WAIT_S
+from loopline.models.records import DeadLetter
+from loopline.models.replan import sync_live
+from loopline.models.shopfloor import ShopfloorOutcome, plan_reports
+from loopline.models.watch import mirror_alerts
 from sqlalchemy import exc as sql_errors
 from sqlalchemy.orm import Session, sessionmaker
-
-from ingest.mqtt.consumer import STATUS_TOPIC, Inbound, StoreUnavailable
-from ingest.mqtt.messages import ProgressMessage, Rejected, StateMessage, parse
-from models.alerts import open_alert, resolve_alert
-from models.clock import Clock, utcnow
-from models.db import transaction
-from models.live import LiveState
-from models.loop import DUTY_LOCK, DUTY_LOCK_TTL_S, REPLAN_WAIT_S
-from models.records import DeadLetter
-from models.replan import sync_live
-from models.shopfloor import ShopfloorOutcome, plan_reports
-from models.watch import mirror_alerts
 
 log = logging.getLogger("loopline.ingest")
 

@@ -147,16 +147,16 @@ def ingest(verbose: bool = False) -> None:
 def worker(verbose: bool = False) -> None:
     """Replan on order changes, evaluate alerts, and relay feedback to the CRM."""
     _logging(verbose)
+    from loopline.models.loop import request_replan
     from loopline.runtime import build_loop, build_runtime, build_status_watcher
     from loopline.settings import Settings
-    from models.loop import request_replan
 
     rt = build_runtime(Settings(), demo=False)
     loop = build_loop(rt)
     # A dead ingest (its Will says offline) is an alert; the worker is who watches.
     watcher = build_status_watcher(rt, rt.resolved.mqtt_url) if rt.resolved.mqtt_url else None
     if not rt.live.ids("line"):
-        from models.replan import sync_live
+        from loopline.models.replan import sync_live
 
         with rt.sessions() as session:
             sync_live(session, rt.live, now=rt.clock.now(), rebuild=True)
@@ -191,7 +191,7 @@ def plan(
     ``materials``; the output has the assignments, ``total_weighted_tardiness_h``, the
     late and at-risk jobs with their reasons, and purchase requests.
     """
-    from models.planning import ProblemError, plan_json
+    from loopline.models.planning import ProblemError, plan_json
 
     data = _read_json(input)
     try:
@@ -207,9 +207,9 @@ def plan(
 def rebuild_state() -> None:
     """Restore the live state in Redis from SQL (after a Redis loss)."""
     _logging(False)
+    from loopline.models.replan import sync_live
     from loopline.runtime import build_runtime
     from loopline.settings import Settings
-    from models.replan import sync_live
 
     rt = build_runtime(Settings(), demo=False)
     with rt.sessions() as session:
@@ -239,10 +239,10 @@ def import_factory_cmd(
 ) -> None:
     """Create or update sites, products, lines (rates, calendars), customers, materials."""
     _logging(False)
-    from ingest.factory_file import FactoryFileError, import_factory, parse_factory
+    from loopline.ingest.factory_file import FactoryFileError, import_factory, parse_factory
+    from loopline.models.db import make_sessions, transaction
     from loopline.runtime import open_database
     from loopline.settings import Settings
-    from models.db import make_sessions, transaction
 
     def refuse(exc: FactoryFileError) -> NoReturn:
         issues = [f"{e['field']}: {e['message']}" for e in exc.errors]
@@ -272,11 +272,11 @@ app.add_typer(sessions_app, name="sessions")
 def sessions_list() -> None:
     """List the browser sessions still valid."""
     _logging(False)
+    from loopline.models.clock import utcnow
+    from loopline.models.db import make_sessions
+    from loopline.models.web_sessions import listing
     from loopline.runtime import open_database
     from loopline.settings import Settings
-    from models.clock import utcnow
-    from models.db import make_sessions
-    from models.web_sessions import listing
 
     engine = open_database(Settings())
     try:
@@ -300,11 +300,11 @@ def sessions_revoke(
     """Sign browsers out: one session by id, or all of them (running servers notice
     within a few seconds)."""
     _logging(False)
+    from loopline.models.clock import utcnow
+    from loopline.models.db import make_sessions, transaction
+    from loopline.models.web_sessions import revoke, revoke_all
     from loopline.runtime import open_database
     from loopline.settings import Settings
-    from models.clock import utcnow
-    from models.db import make_sessions, transaction
-    from models.web_sessions import revoke, revoke_all
 
     if (session_id is None) == (not all_):
         console.print("[red]give a session id or --all[/]")

@@ -20,8 +20,11 @@ import httpx
 import uvicorn
 from rich.console import Console
 
-from ingest.mqtt.broker import EmbeddedBroker
-from ingest.mqtt.publisher import LinePublisher
+from loopline.ingest.mqtt.broker import EmbeddedBroker
+from loopline.ingest.mqtt.publisher import LinePublisher
+from loopline.models.clock import Clock
+from loopline.models.db import transaction
+from loopline.models.planning import backend as planner_backend
 from loopline.runtime import (
     Runtime,
     build_app,
@@ -34,9 +37,6 @@ from loopline.seed import CUSTOMERS, PRODUCTS, SITE, seed_factory
 from loopline.settings import Settings
 from loopline.simulators.crm import CrmFeedbackServer, CrmSimulator
 from loopline.simulators.factory import FactorySimulator
-from models.clock import Clock
-from models.db import transaction
-from models.planning import backend as planner_backend
 
 log = logging.getLogger("loopline.demo")
 

@@ -11,22 +11,22 @@ from fastapi import FastAPI
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from api.app import create_app
-from api.context import ApiContext
-from api.security import redact_logs
-from ingest.mqtt.consumer import MqttConsumer
-from ingest.mqtt.status import StatusWatcher
-from ingest.shopfloor import ShopfloorHandler, ingest_status_changed
+from loopline.api.app import create_app
+from loopline.api.context import ApiContext
+from loopline.api.security import redact_logs
+from loopline.ingest.mqtt.consumer import MqttConsumer
+from loopline.ingest.mqtt.status import StatusWatcher
+from loopline.ingest.shopfloor import ShopfloorHandler, ingest_status_changed
+from loopline.models.approvals import ApprovalPolicy
+from loopline.models.clock import Clock
+from loopline.models.db import make_engine, make_sessions, migrate
+from loopline.models.live import LiveState
+from loopline.models.live_store import LiveStore, open_live_store
+from loopline.models.loop import Loop, LoopConfig
+from loopline.models.outbox import OutboxRelay
+from loopline.models.replan import PlanWindow
+from loopline.models.web_sessions import SessionPolicy
 from loopline.settings import Resolved, Settings, resolve
-from models.approvals import ApprovalPolicy
-from models.clock import Clock
-from models.db import make_engine, make_sessions, migrate
-from models.live import LiveState
-from models.live_store import LiveStore, open_live_store
-from models.loop import Loop, LoopConfig
-from models.outbox import OutboxRelay
-from models.replan import PlanWindow
-from models.web_sessions import SessionPolicy
 
 log = logging.getLogger("loopline")
 
@@ -131,7 +131,7 @@ def build_loop(rt: Runtime, crm_url: str | None = None, *, warm_planner: bool = 
     in the background, ``models.planning.backend``).
     """
     if warm_planner:
-        from models.planning.optimize import warm_up
+        from loopline.models.planning.optimize import warm_up
 
         # Load the planner's compiled kernels now, not in the first replan.
         warm_up()

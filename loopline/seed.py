@@ -14,9 +14,9 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from ingest.factory_file import import_factory, parse_factory
-from models.clock import utcnow
-from models.records import Site
+from loopline.ingest.factory_file import import_factory, parse_factory
+from loopline.models.clock import utcnow
+from loopline.models.records import Site
 
 SITE = ("plant-1", "Suzhou Gearworks")
 TIMEZONE = "Asia/Shanghai"

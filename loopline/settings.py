@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from models.events import Priority
+from loopline.models.events import Priority
 
 log = logging.getLogger("loopline.settings")
 

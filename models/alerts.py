@@ -6,12 +6,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from loopline.models.audit import record
+from loopline.models.clock import utcnow
+from loopline.models.records import Alert
 from sqlalchemy import select
 from sqlalchemy.orm import Session
-
-from models.audit import record
-from models.clock import utcnow
-from models.records import Alert
 
 ACTIVE = ("open", "acked")
 

@@ -20,20 +20,19 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Literal
 
+from loopline.models.audit import record
+from loopline.models.clock import utcnow
+from loopline.models.estimate import end_of_day, iso
+from loopline.models.events import OrderCancelled, OrderUpserted, parse_crm_event
+from loopline.models.live import Change, LiveState
+from loopline.models.orders import OPEN_STATUSES, ApplyResult, apply_crm_event
+from loopline.models.outbox import enqueue
+from loopline.models.planning import ProblemError, solve
+from loopline.models.records import InboxEvent, Order, PendingChange
+from loopline.models.replan import PlanWindow, build_problem
 from sqlalchemy import case, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
-
-from models.audit import record
-from models.clock import utcnow
-from models.estimate import end_of_day, iso
-from models.events import OrderCancelled, OrderUpserted, parse_crm_event
-from models.live import Change, LiveState
-from models.orders import OPEN_STATUSES, ApplyResult, apply_crm_event
-from models.outbox import enqueue
-from models.planning import ProblemError, solve
-from models.records import InboxEvent, Order, PendingChange
-from models.replan import PlanWindow, build_problem
 
 log = logging.getLogger("loopline.approvals")
 

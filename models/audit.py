@@ -5,10 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from loopline.models.records import AuditEntry
 from sqlalchemy import select
 from sqlalchemy.orm import Session
-
-from models.records import AuditEntry
 
 
 def record(

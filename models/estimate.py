@@ -6,8 +6,8 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from models.live import LiveState, Update
-from models.quarantine import Findings, count_problem
+from loopline.models.live import LiveState, Update
+from loopline.models.quarantine import Findings, count_problem
 
 # Below this share of the planned rate a line counts as running slow (a risk reason).
 SLOW_SHARE = 0.85

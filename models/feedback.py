@@ -11,17 +11,16 @@ from collections import defaultdict
 from datetime import timedelta
 from typing import Any
 
+from loopline.models.audit import record
+from loopline.models.clock import utcnow
+from loopline.models.live import LiveState
+from loopline.models.orders import OPEN_STATUSES
+from loopline.models.outbox import enqueue
+from loopline.models.purchasing import consume_materials
+from loopline.models.quarantine import Findings, count_problem
+from loopline.models.records import Order
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
-
-from models.audit import record
-from models.clock import utcnow
-from models.live import LiveState
-from models.orders import OPEN_STATUSES
-from models.outbox import enqueue
-from models.purchasing import consume_materials
-from models.quarantine import Findings, count_problem
-from models.records import Order
 
 FEEDBACK_EVENT = "order.updated"
 FEEDBACK_STEP = "feedback"  # checkpointing live counters into SQL, and the feedback

@@ -22,21 +22,20 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 import redis
+from loopline.models.approvals import ApprovalPolicy, Gate, GateResult, announce_change
+from loopline.models.clock import Clock, utcnow
+from loopline.models.db import transaction
+from loopline.models.estimate import estimate
+from loopline.models.feedback import FEEDBACK_STEP, sync_feedback
+from loopline.models.intake import Intake, apply_received, has_received
+from loopline.models.live import LiveState
+from loopline.models.quarantine import Findings, run_isolated
+from loopline.models.quarantine import record as record_quarantine
+from loopline.models.replan import PlanOutcome, PlanWindow, replan
+from loopline.models.watch import ALERTS_STEP, evaluate_alerts, mark_stale_lines, mirror_alerts
 from redis.exceptions import LockError
 from redis.lock import Lock
 from sqlalchemy.orm import Session, sessionmaker
-
-from models.approvals import ApprovalPolicy, Gate, GateResult, announce_change
-from models.clock import Clock, utcnow
-from models.db import transaction
-from models.estimate import estimate
-from models.feedback import FEEDBACK_STEP, sync_feedback
-from models.intake import Intake, apply_received, has_received
-from models.live import LiveState
-from models.quarantine import Findings, run_isolated
-from models.quarantine import record as record_quarantine
-from models.replan import PlanOutcome, PlanWindow, replan
-from models.watch import ALERTS_STEP, evaluate_alerts, mark_stale_lines, mirror_alerts
 
 log = logging.getLogger("loopline.loop")
 

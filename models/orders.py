@@ -6,13 +6,9 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
-
-from models.audit import record
-from models.events import OrderCancelled, OrderUpserted
-from models.records import (
+from loopline.models.audit import record
+from loopline.models.events import OrderCancelled, OrderUpserted
+from loopline.models.records import (
     Customer,
     InboxEvent,
     Order,
@@ -21,6 +17,9 @@ from models.records import (
     Product,
     WorkOrder,
 )
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 log = logging.getLogger("loopline.orders")
 

@@ -22,14 +22,13 @@ from types import TracebackType
 from typing import Any
 
 import httpx
+from loopline.models.alerts import open_alert, resolve_alert
+from loopline.models.clock import utcnow
+from loopline.models.db import transaction
+from loopline.models.records import OutboxEvent
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session, aliased, sessionmaker
 from standardwebhooks import Webhook
-
-from models.alerts import open_alert, resolve_alert
-from models.clock import utcnow
-from models.db import transaction
-from models.records import OutboxEvent
 
 log = logging.getLogger("loopline.outbox")
 

@@ -10,17 +10,16 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
+from loopline.models.audit import record
+from loopline.models.estimate import end_of_day, iso, promise_day
+from loopline.models.live import LiveState
+from loopline.models.records import LineRate, Order, Product, WorkOrder
+from loopline.models.replan import PRIORITY_WEIGHT, PlanWindow, build_problem
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from models.audit import record
-from models.estimate import end_of_day, iso, promise_day
-from models.live import LiveState
-from models.records import LineRate, Order, Product, WorkOrder
-from models.replan import PRIORITY_WEIGHT, PlanWindow, build_problem
-
 if TYPE_CHECKING:
-    from models.planning.quote import Placement
+    from loopline.models.planning.quote import Placement
 
 QUOTE_TIME_LIMIT_S = 0.05
 
@@ -59,7 +58,7 @@ def make_quote(
     (going first, with the orders that would slip).
     """
     # Imported when asked: the planner's quote module is heavier than the rest of the app.
-    from models.planning.quote import QuoteRequest, quote
+    from loopline.models.planning.quote import QuoteRequest, quote
 
     if session.get(Product, ask.sku) is None:
         raise UnknownSku(ask.sku, f"unknown product '{ask.sku}'")

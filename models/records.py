@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 from typing import Any
 
+from loopline.models.clock import utcnow
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -20,8 +21,6 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
-
-from models.clock import utcnow
 
 
 class UTCDateTime(TypeDecorator[datetime]):

@@ -14,18 +14,15 @@ from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session, sessionmaker
-
-from models.alerts import alert_view, list_alerts
-from models.audit import record
-from models.clock import utcnow
-from models.db import transaction
-from models.estimate import end_of_day, estimate, iso, parse_ts, promise_day
-from models.feedback import FEEDBACK_STEP, sync_feedback
-from models.live import Change, LiveState, Update
-from models.orders import OPEN_STATUSES
-from models.planning import (
+from loopline.models.alerts import alert_view, list_alerts
+from loopline.models.audit import record
+from loopline.models.clock import utcnow
+from loopline.models.db import transaction
+from loopline.models.estimate import end_of_day, estimate, iso, parse_ts, promise_day
+from loopline.models.feedback import FEEDBACK_STEP, sync_feedback
+from loopline.models.live import Change, LiveState, Update
+from loopline.models.orders import OPEN_STATUSES
+from loopline.models.planning import (
     Calendar,
     Job,
     LateJob,
@@ -38,13 +35,15 @@ from models.planning import (
     Schedule,
     solve,
 )
-from models.planning.problem import PRIORITIES, check_problem, parse_calendar
-from models.quarantine import Findings, count_problem, run_isolated
-from models.quarantine import record as record_quarantine
-from models.records import BomLine, Order, PlanRevision, PurchaseRequest, Site, WorkOrder
-from models.records import Line as LineRecord
-from models.records import Material as MaterialRecord
-from models.records import PurchaseOrder as PurchaseOrderRecord
+from loopline.models.planning.problem import PRIORITIES, check_problem, parse_calendar
+from loopline.models.quarantine import Findings, count_problem, run_isolated
+from loopline.models.quarantine import record as record_quarantine
+from loopline.models.records import BomLine, Order, PlanRevision, PurchaseRequest, Site, WorkOrder
+from loopline.models.records import Line as LineRecord
+from loopline.models.records import Material as MaterialRecord
+from loopline.models.records import PurchaseOrder as PurchaseOrderRecord
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
 
 log = logging.getLogger("loopline.replan")
 

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, cast
 
-from models.estimate import estimate, iso, parse_ts
-from models.live import Change, LiveState, Update
+from loopline.models.estimate import estimate, iso, parse_ts
+from loopline.models.live import Change, LiveState, Update
 
 # Weight of the newest observation in the smoothed rate (exponential moving average).
 RATE_SMOOTHING = 0.3

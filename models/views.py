@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from loopline.models.audit import history
+from loopline.models.estimate import iso
+from loopline.models.live import LiveState
+from loopline.models.records import Customer, Line, Order, PlanRevision
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
-
-from models.audit import history
-from models.estimate import iso
-from models.live import LiveState
-from models.records import Customer, Line, Order, PlanRevision
 
 
 def order_view(

@@ -12,10 +12,9 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from loopline.models.records import WebSession
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
-
-from models.records import WebSession
 
 SECRET_BYTES = 32
 USER_AGENT_CHARS = 200

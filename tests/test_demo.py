@@ -15,13 +15,13 @@ import time
 
 import httpx
 import pytest
+from loopline.models.planning import backend
+from loopline.models.records import Alert
 from rich.console import Console
 from sqlalchemy import select
 
 from loopline.demo import free_port, print_banner, start_demo
 from loopline.settings import Settings
-from models.planning import backend
-from models.records import Alert
 
 # Seconds from launch to the banner with nothing compiled (measured: about 6 s idle; the
 # compile alone used to take 60-100 s on these 2 cores).

@@ -19,11 +19,11 @@ import pytest
 import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from loopline.models.live import LiveState
 
 from loopline.seed import factory_data
 from loopline.settings import new_webhook_secret
 from loopline.simulators.crm import CrmFeedbackServer
-from models.live import LiveState
 from tests.factories import order_event
 from tests.stack import free_port, post_signed, wait_until
 

@@ -5,12 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, HTTPException
-
-from api.deps import LiveDep, PrincipalDep, SessionDep, WriterDep
-from api.errors import RowId, error_responses
-from models.alerts import ack_alert, alert_view, list_alerts
-from models.estimate import iso
-from models.watch import mirror_alerts
+from loopline.api.deps import LiveDep, PrincipalDep, SessionDep, WriterDep
+from loopline.api.errors import RowId, error_responses
+from loopline.models.alerts import ack_alert, alert_view, list_alerts
+from loopline.models.estimate import iso
+from loopline.models.watch import mirror_alerts
 
 router = APIRouter(prefix="/alerts", tags=["alerts"], responses=error_responses(401))
 

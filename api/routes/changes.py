@@ -7,13 +7,10 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Query
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy.orm import Session
-
-from api.auth import PRODUCTION_MANAGER, Principal
-from api.deps import LiveDep, PrincipalDep, SessionDep, require_roles
-from api.errors import RowId, error_body, error_responses
-from models.approvals import (
+from loopline.api.auth import PRODUCTION_MANAGER, Principal
+from loopline.api.deps import LiveDep, PrincipalDep, SessionDep, require_roles
+from loopline.api.errors import RowId, error_body, error_responses
+from loopline.models.approvals import (
     AlreadyDecided,
     ChangeStatus,
     Decision,
@@ -24,7 +21,9 @@ from models.approvals import (
     list_changes,
     reject,
 )
-from models.loop import request_replan
+from loopline.models.loop import request_replan
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.orm import Session
 
 router = APIRouter(prefix="/changes", tags=["changes"], responses=error_responses(401))
 

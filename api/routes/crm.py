@@ -10,14 +10,11 @@ import logging
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from redis.exceptions import RedisError
-from starlette.concurrency import run_in_threadpool
-
-from api.context import ApiContext
-from api.deps import ContextDep
-from api.errors import FieldError, error_body, error_responses
-from ingest.crm.mappings import UnknownSource
-from ingest.crm.receive import (
+from loopline.api.context import ApiContext
+from loopline.api.deps import ContextDep
+from loopline.api.errors import FieldError, error_body, error_responses
+from loopline.ingest.crm.mappings import UnknownSource
+from loopline.ingest.crm.receive import (
     BadBody,
     BadSignature,
     Receipt,
@@ -25,7 +22,9 @@ from ingest.crm.receive import (
     UnsupportedMediaType,
     receive,
 )
-from models.loop import request_replan
+from loopline.models.loop import request_replan
+from redis.exceptions import RedisError
+from starlette.concurrency import run_in_threadpool
 
 log = logging.getLogger("loopline.api.crm")
 

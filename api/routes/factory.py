@@ -5,10 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, HTTPException
-
-from api.deps import LiveDep, PrincipalDep, SessionDep
-from api.errors import error_responses
-from models.views import current_plan, list_lines
+from loopline.api.deps import LiveDep, PrincipalDep, SessionDep
+from loopline.api.errors import error_responses
+from loopline.models.views import current_plan, list_lines
 
 router = APIRouter(tags=["factory"], responses=error_responses(401))
 

@@ -6,11 +6,10 @@ from typing import Literal
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
+from loopline.api.deps import ContextDep
+from loopline.api.errors import RETRY_AFTER_S
 from pydantic import BaseModel, Field
 from sqlalchemy import text
-
-from api.deps import ContextDep
-from api.errors import RETRY_AFTER_S
 
 router = APIRouter(tags=["health"])
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Query
-
-from api.deps import LiveDep, PrincipalDep, SessionDep
-from api.errors import error_responses
-from models.views import get_order, list_orders
+from loopline.api.deps import LiveDep, PrincipalDep, SessionDep
+from loopline.api.errors import error_responses
+from loopline.models.views import get_order, list_orders
 
 router = APIRouter(prefix="/orders", tags=["orders"], responses=error_responses(401))
 

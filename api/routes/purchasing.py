@@ -5,11 +5,10 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
-
-from api.auth import PRODUCTION_MANAGER, PURCHASING, Principal
-from api.deps import PrincipalDep, SessionDep, require_roles
-from api.errors import error_responses
-from models.purchasing import materials_view, open_purchase_requests
+from loopline.api.auth import PRODUCTION_MANAGER, PURCHASING, Principal
+from loopline.api.deps import PrincipalDep, SessionDep, require_roles
+from loopline.api.errors import error_responses
+from loopline.models.purchasing import materials_view, open_purchase_requests
 
 router = APIRouter(tags=["purchasing"], responses=error_responses(401))
 

@@ -6,8 +6,7 @@ import asyncio
 import contextlib
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
-
-from api.auth import (
+from loopline.api.auth import (
     COOKIE,
     SESSION_RECHECK_S,
     WS_UNAUTHORIZED,
@@ -17,7 +16,7 @@ from api.auth import (
     Tokens,
     same_origin,
 )
-from models.live import follow
+from loopline.models.live import follow
 
 router = APIRouter(tags=["stream"])
 

@@ -13,11 +13,10 @@ from typing import Any
 
 import dash
 from dash import ALL, Input, Output, dcc, html
-
-from dashboard import ids
-from dashboard.components import live_frame, nav_bar, panel_head
-from dashboard.i18n import alert_text, fmt_age, label, normalize_lang, t
-from dashboard.live_push import (
+from loopline.dashboard import ids
+from loopline.dashboard.components import live_frame, nav_bar, panel_head
+from loopline.dashboard.i18n import alert_text, fmt_age, label, normalize_lang, t
+from loopline.dashboard.live_push import (
     Screens,
     Singles,
     Views,
@@ -28,7 +27,7 @@ from dashboard.live_push import (
     register_live_page,
     stale_since,
 )
-from models.live import Change, LiveState
+from loopline.models.live import Change, LiveState
 
 PATH = "/alerts"
 KEY = "alert"

@@ -15,11 +15,10 @@ from typing import Any
 
 import dash
 from dash import dcc, html
-
-from dashboard import ids
-from dashboard.components import live_frame, nav_bar, panel_head
-from dashboard.figures import gantt_figure, gantt_signature
-from dashboard.i18n import (
+from loopline.dashboard import ids
+from loopline.dashboard.components import live_frame, nav_bar, panel_head
+from loopline.dashboard.figures import gantt_figure, gantt_signature
+from loopline.dashboard.i18n import (
     fmt_date,
     fmt_eta,
     fmt_pct,
@@ -31,7 +30,7 @@ from dashboard.i18n import (
     t,
     t_count,
 )
-from dashboard.live_push import (
+from loopline.dashboard.live_push import (
     Screens,
     Singles,
     Views,
@@ -42,7 +41,7 @@ from dashboard.live_push import (
     register_live_page,
     stale_since,
 )
-from models.live import Change, LiveState
+from loopline.models.live import Change, LiveState
 
 PATH = "/board"
 KEY = "order"

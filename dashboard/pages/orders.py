@@ -13,11 +13,19 @@ from typing import Any
 
 import dash
 from dash import Input, Output, State, dcc, html
-
-from dashboard import ids
-from dashboard.components import nav_bar, panel_head
-from dashboard.i18n import fmt_date, fmt_eta, fmt_pct, label, normalize_lang, risk_text, t, t_count
-from dashboard.live_push import Screens, outage_notice
+from loopline.dashboard import ids
+from loopline.dashboard.components import nav_bar, panel_head
+from loopline.dashboard.i18n import (
+    fmt_date,
+    fmt_eta,
+    fmt_pct,
+    label,
+    normalize_lang,
+    risk_text,
+    t,
+    t_count,
+)
+from loopline.dashboard.live_push import Screens, outage_notice
 
 PATH = "/orders"
 MAX_RESULTS = 100

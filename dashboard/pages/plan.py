@@ -23,11 +23,9 @@ from typing import TYPE_CHECKING, Any
 
 import dash
 from dash import ALL, Input, Output, State, dcc, html, set_props
-from sqlalchemy import select
-
-from dashboard import ids
-from dashboard.components import live_frame, nav_bar, panel_head
-from dashboard.i18n import (
+from loopline.dashboard import ids
+from loopline.dashboard.components import live_frame, nav_bar, panel_head
+from loopline.dashboard.i18n import (
     MESSAGES,
     NONE,
     fmt_date,
@@ -37,19 +35,20 @@ from dashboard.i18n import (
     normalize_lang,
     t,
 )
-from dashboard.live_push import (
+from loopline.dashboard.live_push import (
     Screens,
     new_token,
     outage_notice,
     register_live_page,
     stale_since,
 )
-from models.approvals import change_view, list_changes
-from models.live import Change, LiveState
-from models.purchasing import open_purchase_requests
-from models.records import Customer, Order
-from models.stores import STORE_DOWN
-from models.views import current_plan, order_view
+from loopline.models.approvals import change_view, list_changes
+from loopline.models.live import Change, LiveState
+from loopline.models.purchasing import open_purchase_requests
+from loopline.models.records import Customer, Order
+from loopline.models.stores import STORE_DOWN
+from loopline.models.views import current_plan, order_view
+from sqlalchemy import select
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker

@@ -15,10 +15,9 @@ from typing import Any
 
 import dash
 from dash import html
-
-from dashboard import ids
-from dashboard.components import live_frame
-from dashboard.i18n import (
+from loopline.dashboard import ids
+from loopline.dashboard.components import live_frame
+from loopline.dashboard.i18n import (
     NONE,
     fmt_clock,
     fmt_duration,
@@ -31,7 +30,7 @@ from dashboard.i18n import (
     parse_time,
     t,
 )
-from dashboard.live_push import (
+from loopline.dashboard.live_push import (
     Screens,
     Singles,
     Views,
@@ -43,7 +42,7 @@ from dashboard.live_push import (
     register_live_page,
     stale_since,
 )
-from models.live import Change, LiveState
+from loopline.models.live import Change, LiveState
 
 PATH = "/wall"
 KEY = "line"  # the dict-id key of tile parts

@@ -1,7 +1,7 @@
 """The CRM way in: Standard-Webhooks-verified order events, mapped per source, applied once."""
 
-from ingest.crm.mappings import MAPPINGS, MappingError, UnknownSource, get_mapping
-from ingest.crm.receive import (
+from loopline.ingest.crm.mappings import MAPPINGS, MappingError, UnknownSource, get_mapping
+from loopline.ingest.crm.receive import (
     BadBody,
     BadSignature,
     Receipt,

@@ -14,12 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import ValidationError
-from sqlalchemy.orm import Session, sessionmaker
-from standardwebhooks import Webhook
-from standardwebhooks.webhooks import WebhookVerificationError
-
-from ingest.crm.mappings import (
+from loopline.ingest.crm.mappings import (
     CANONICAL,
     CANONICAL_TYPES,
     MappingError,
@@ -27,18 +22,22 @@ from ingest.crm.mappings import (
     get_mapping,
     source_field,
 )
-from models.db import transaction
-from models.events import (
+from loopline.models.db import transaction
+from loopline.models.events import (
     OrderCancelled,
     OrderUpserted,
     field_errors,
     format_path,
     parse_crm_event,
 )
-from models.intake import Receipt as Outcome
-from models.intake import record_received
-from models.orders import UnknownProduct
-from models.records import DeadLetter
+from loopline.models.intake import Receipt as Outcome
+from loopline.models.intake import record_received
+from loopline.models.orders import UnknownProduct
+from loopline.models.records import DeadLetter
+from pydantic import ValidationError
+from sqlalchemy.orm import Session, sessionmaker
+from standardwebhooks import Webhook
+from standardwebhooks.webhooks import WebhookVerificationError
 
 log = logging.getLogger("loopline.ingest.crm")
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ingest.mqtt.consumer import Inbound, MqttConsumer, StoreUnavailable
-from ingest.mqtt.messages import (
+from loopline.ingest.mqtt.consumer import Inbound, MqttConsumer, StoreUnavailable
+from loopline.ingest.mqtt.messages import (
     REASONS,
     Message,
     ProgressMessage,
@@ -13,11 +13,11 @@ from ingest.mqtt.messages import (
     StateMessage,
     parse,
 )
-from ingest.mqtt.publisher import LinePublisher
-from ingest.mqtt.url import MqttUrl, parse_mqtt_url
+from loopline.ingest.mqtt.publisher import LinePublisher
+from loopline.ingest.mqtt.url import MqttUrl, parse_mqtt_url
 
 if TYPE_CHECKING:
-    from ingest.mqtt.broker import EmbeddedBroker
+    from loopline.ingest.mqtt.broker import EmbeddedBroker
 
 __all__ = [
     "REASONS",
@@ -39,7 +39,7 @@ __all__ = [
 def __getattr__(name: str) -> Any:
     # Why lazy: amqtt (asyncio, plugins) is only needed by the demo's embedded broker.
     if name == "EmbeddedBroker":
-        from ingest.mqtt.broker import EmbeddedBroker
+        from loopline.ingest.mqtt.broker import EmbeddedBroker
 
         return EmbeddedBroker
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -31,6 +31,7 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 import paho.mqtt.client as mqtt
+from loopline.ingest.mqtt.url import MqttUrl, parse_mqtt_url
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -42,8 +43,6 @@ from tenacity import (
     stop_when_event_set,
     wait_exponential,
 )
-
-from ingest.mqtt.url import MqttUrl, parse_mqtt_url
 
 log = logging.getLogger("loopline.ingest.mqtt")
 

@@ -16,12 +16,7 @@ from collections.abc import Callable
 from typing import Any, Final
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.properties import Properties
-from paho.mqtt.reasoncodes import ReasonCode
-from tenacity import Retrying, stop_when_event_set, wait_exponential
-
-from ingest.mqtt.consumer import (
+from loopline.ingest.mqtt.consumer import (
     KEEPALIVE_S,
     PAHO_LOG,
     RECONNECT_MAX_S,
@@ -30,7 +25,11 @@ from ingest.mqtt.consumer import (
     STATUS_ONLINE,
     STATUS_TOPIC,
 )
-from ingest.mqtt.url import parse_mqtt_url
+from loopline.ingest.mqtt.url import parse_mqtt_url
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+from tenacity import Retrying, stop_when_event_set, wait_exponential
 
 log = logging.getLogger("loopline.ingest.mqtt.status")
 

@@ -12,9 +12,9 @@ import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from ingest.mqtt.publisher import LinePublisher
-from models.clock import Clock
-from models.live import LiveState
+from loopline.ingest.mqtt.publisher import LinePublisher
+from loopline.models.clock import Clock
+from loopline.models.live import LiveState
 
 log = logging.getLogger("loopline.sim.factory")
 

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from alembic import context
+from loopline.models.records import Base
 from sqlalchemy import create_engine
-
-from models.records import Base
 
 config = context.config
 target_metadata = Base.metadata

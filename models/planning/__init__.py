@@ -6,8 +6,8 @@ explanations (``explain.py``). ``quote`` answers "when could this order be done"
 ``dispatch.py`` keeps v0 (ATC dispatch) as a baseline for comparisons.
 """
 
-from models.planning.materials import PurchaseRequest
-from models.planning.problem import (
+from loopline.models.planning.materials import PurchaseRequest
+from loopline.models.planning.problem import (
     Calendar,
     Closure,
     Issue,
@@ -22,7 +22,7 @@ from models.planning.problem import (
     check_problem,
     parse_problem,
 )
-from models.planning.schedule import (
+from loopline.models.planning.schedule import (
     Assignment,
     LateJob,
     Schedule,
@@ -33,7 +33,7 @@ from models.planning.schedule import (
     to_json,
     weighted_tardiness,
 )
-from models.planning.solver import solve
+from loopline.models.planning.solver import solve
 
 __all__ = [
     "Assignment",

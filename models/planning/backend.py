@@ -24,9 +24,8 @@ from types import ModuleType
 from typing import Any
 
 import numpy as np
+from loopline.models.planning import kernel as compiled
 from numba.core import config as numba_config
-
-from models.planning import kernel as compiled
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +46,7 @@ def python_kernel() -> ModuleType:
     with _lock:
         if _python is None:
             spec = importlib.util.spec_from_file_location(
-                "models.planning._kernel_python", compiled.__file__
+                "loopline.models.planning._kernel_python", compiled.__file__
             )
             assert spec is not None and spec.loader is not None
             module = importlib.util.module_from_spec(spec)
@@ -106,7 +105,7 @@ def use_compiled_kernel() -> None:
 def load_compiled() -> None:
     """Load (or compile) the compiled kernel in this thread, then switch every thread to it."""
     global _use_python
-    from models.planning.optimize import warm_up
+    from loopline.models.planning.optimize import warm_up
 
     _local.module = compiled
     try:

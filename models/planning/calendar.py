@@ -17,7 +17,7 @@ from datetime import date, datetime, time, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from models.planning.problem import (
+from loopline.models.planning.problem import (
     MAX_HORIZON_H,
     Calendar,
     Issue,
@@ -166,7 +166,10 @@ def calendar_issues(problem: Problem) -> list[Issue]:
     solver lays out (``solver.MAX_CALENDAR_SPAN``), past which a line would silently
     work round the clock. The work is estimated the way the solver sizes its horizon.
     """
-    from models.planning.solver import HORIZON_MARGIN, MAX_CALENDAR_SPAN  # solver imports us
+    from loopline.models.planning.solver import (  # solver imports us
+        HORIZON_MARGIN,
+        MAX_CALENDAR_SPAN,
+    )
 
     issues: list[Issue] = []
     weekly: dict[str, float] = {}

@@ -19,8 +19,8 @@ import math
 from datetime import datetime, timedelta
 from heapq import heapify, heappop, heappush
 
-from models.planning.problem import Problem, check_problem
-from models.planning.schedule import Assignment, Schedule, build_schedule
+from loopline.models.planning.problem import Problem, check_problem
+from loopline.models.planning.schedule import Assignment, Schedule, build_schedule
 
 # ATC look-ahead: slack is measured in units of k mean processing times.
 ATC_K = 2.0

@@ -18,11 +18,11 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from models.planning.problem import Job
-from models.planning.schedule import Assignment, LateJob, rfc3339, tardiness_h
+from loopline.models.planning.problem import Job
+from loopline.models.planning.schedule import Assignment, LateJob, rfc3339, tardiness_h
 
 if TYPE_CHECKING:
-    from models.planning.solver import PlanModel
+    from loopline.models.planning.solver import PlanModel
 
 # Start times equal to an arrival within this many hours count as waiting for it.
 SAME_INSTANT_H = 1e-6

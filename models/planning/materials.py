@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from itertools import accumulate
 
-from models.planning.problem import Job, Problem
+from loopline.models.planning.problem import Job, Problem
 
 # A little below a whole unit: float sums of fractional BOM quantities must not read as short.
 SHORT_EPSILON = 1e-6

@@ -17,8 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-
-from models.planning import backend
+from loopline.models.planning import backend
 
 # A deadline counts as met when missed by less than this (hours; about 4 ms).
 DEADLINE_TOLERANCE_H = 1e-6

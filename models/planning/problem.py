@@ -740,7 +740,7 @@ def check_problem(problem: Problem) -> None:
     issues += _check_jobs_extra(problem, lines)
     issues += _check_calendars(problem)
     # calendar.py builds on this module, hence the import here.
-    from models.planning.calendar import calendar_issues
+    from loopline.models.planning.calendar import calendar_issues
 
     issues += calendar_issues(problem)
     issues += _check_changeovers(problem, lines, products)
@@ -937,7 +937,7 @@ def parse_calendar(name: str, data: Any, *, naive_is_utc: bool = True) -> Calend
                     "the line out instead",
                 )
             )
-    from models.planning.calendar import weekly_hours  # calendar.py builds on this module
+    from loopline.models.planning.calendar import weekly_hours  # calendar.py builds on this module
 
     if weekly_hours(calendar) <= 0:
         issues.append(Issue("shifts", "leave no working time in a week"))

@@ -22,11 +22,10 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 import numpy as np
-
-from models.planning.optimize import Solution, decode
-from models.planning.problem import Issue, Job, Problem, ProblemError
-from models.planning.schedule import Schedule
-from models.planning.solver import PlanModel, solve
+from loopline.models.planning.optimize import Solution, decode
+from loopline.models.planning.problem import Issue, Job, Problem, ProblemError
+from loopline.models.planning.schedule import Schedule
+from loopline.models.planning.solver import PlanModel, solve
 
 QUOTE_JOB = "__quote__"
 # Jobs that end later by less than this are not reported as slipping (hours).

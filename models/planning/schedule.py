@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from models.planning.materials import PurchaseRequest
-from models.planning.problem import Job, Problem, parse_problem
+from loopline.models.planning.materials import PurchaseRequest
+from loopline.models.planning.problem import Job, Problem, parse_problem
 
 # Float hours turned into microsecond datetimes can overshoot a due date by a hair;
 # lateness below this is rounding, not lateness.
@@ -173,7 +173,7 @@ def plan_json(
 ) -> dict[str, Any]:
     """Parse a problem document, solve it and return the schedule's JSON form."""
     # Imported here because the solver builds on this module's types.
-    from models.planning.solver import solve
+    from loopline.models.planning.solver import solve
 
     problem = parse_problem(data)
     return to_json(solve(problem, time_limit=time_limit, max_rounds=max_rounds, seed=seed))

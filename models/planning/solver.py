@@ -15,13 +15,12 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 import numpy as np
-
-from models.planning.calendar import Timeline, weekly_hours, working_windows
-from models.planning.explain import explain
-from models.planning.materials import MaterialPlan, net_materials
-from models.planning.optimize import Arrays, Solution, decode, optimize
-from models.planning.problem import Issue, Job, Problem, ProblemError, check_problem
-from models.planning.schedule import Assignment, Schedule, weighted_tardiness
+from loopline.models.planning.calendar import Timeline, weekly_hours, working_windows
+from loopline.models.planning.explain import explain
+from loopline.models.planning.materials import MaterialPlan, net_materials
+from loopline.models.planning.optimize import Arrays, Solution, decode, optimize
+from loopline.models.planning.problem import Issue, Job, Problem, ProblemError, check_problem
+from loopline.models.planning.schedule import Assignment, Schedule, weighted_tardiness
 
 SOLVER_NAME = "ils-v1"
 # Calendars are laid out this far past the last date anything in the problem names, plus

@@ -9,10 +9,10 @@ from datetime import UTC, date, datetime
 
 import httpx
 import pytest
+from loopline.models.live import STREAM, Change, Update
 
 from loopline.settings import new_webhook_secret
 from loopline.simulators.crm import CrmFeedbackServer
-from models.live import STREAM, Change, Update
 from tests.factories import order_event
 from tests.stack import API_TOKEN, DISPLAY_TOKEN, start_stack, wait_until
 
@@ -150,7 +150,6 @@ def test_quote_input_errors_name_the_field(stack):
 
 
 def test_quote_names_the_orders_that_would_slip(stack):
-    pytest.importorskip("models.planning.quote", reason="the planner's quote is not there yet")
     seed_victim(stack)
     body = {"sku": "P2", "qty": BIG, "requested_date": "2026-12-01", "priority": "rush"}
     resp = httpx.post(f"{stack.url}/api/v1/quotes", headers=bearer(SALES), json=body)
@@ -281,7 +280,7 @@ def test_auto_approve_by_slip_and_by_priority(stack, crm):
 def test_the_gate_runs_in_the_worker_not_in_the_webhook(stack):
     """The webhook answers at once even while the worker holds the duty lock (busy
     replanning); the approval decision is taken when the worker gets to it."""
-    from models.loop import DUTY_LOCK
+    from loopline.models.loop import DUTY_LOCK
 
     seed_victim(stack)
     busy = stack.runtime.live.redis.lock(DUTY_LOCK, timeout=30)

@@ -22,9 +22,9 @@ from pathlib import Path
 import httpx
 import uvicorn
 import websockets
+from loopline.api.app import create_app
+from loopline.api.auth import COOKIE
 
-from api.app import create_app
-from api.auth import COOKIE
 from loopline.runtime import api_context, build_app
 from tests.factories import order_event
 from tests.stack import API_TOKEN, DISPLAY_TOKEN, free_port, run_async, wait_until
@@ -144,7 +144,7 @@ def test_rotating_a_token_ends_the_sessions_it_signed_in(api_stack):
 
 
 def test_sessions_expire_when_unused(api_stack):
-    from models.web_sessions import SessionPolicy
+    from loopline.models.web_sessions import SessionPolicy
 
     ctx = dataclasses.replace(
         api_context(api_stack.runtime),

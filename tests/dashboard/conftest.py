@@ -15,9 +15,9 @@ from datetime import UTC, datetime
 import pytest
 import uvicorn
 from fastapi import FastAPI
+from loopline.models.live import LiveState
+from loopline.models.live_store import open_live_store
 
-from models.live import LiveState
-from models.live_store import open_live_store
 from tests.dashboard.seed import seed
 from tests.servers import free_port
 
@@ -44,7 +44,7 @@ class LiveServer:
 @pytest.fixture(scope="session")
 def live_server() -> Iterator[LiveServer]:
     """Loopline's screens on a FastAPI app in a background thread, over seeded live state."""
-    from dashboard import create_dash
+    from loopline.dashboard import create_dash
 
     store = open_live_store(None)
     live = LiveState(store.sync)
@@ -100,8 +100,9 @@ def page(browser):  # type: ignore[no-untyped-def]
 @pytest.fixture
 def plan_stack(postgres_url, redis_server):
     """A whole stack for the plan and approvals screens (tests/api/test_changes' scenario)."""
-    from models.db import transaction
-    from models.records import BomLine, Material
+    from loopline.models.db import transaction
+    from loopline.models.records import BomLine, Material
+
     from tests.dashboard.test_screens_browser import PLAN_MANAGER, PLAN_ORIGIN
     from tests.stack import start_stack
 

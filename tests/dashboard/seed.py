@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from models.live import LiveState, Update
+from loopline.models.live import LiveState, Update
 
 
 def _iso(moment: datetime) -> str:

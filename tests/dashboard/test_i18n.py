@@ -6,8 +6,7 @@ import re
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
-
-from dashboard.i18n import (
+from loopline.dashboard.i18n import (
     LANGS,
     MESSAGES,
     NONE,
@@ -116,7 +115,7 @@ def test_parse_time_needs_an_offset():
 
 
 def test_alert_and_risk_texts_are_worded_from_details():
-    from dashboard.i18n import alert_text, risk_text
+    from loopline.dashboard.i18n import alert_text, risk_text
 
     down = {
         "kind": "line_down",

@@ -8,13 +8,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import redis
+from loopline.dashboard import ids
+from loopline.dashboard.last_good import LastGood
+from loopline.dashboard.live_push import BANNER_SHOWN, Screens
+from loopline.dashboard.pages import alerts, board, orders, plan, wall
+from loopline.models.live import LiveState
+from loopline.models.live_store import open_live_store
 
-from dashboard import ids
-from dashboard.last_good import LastGood
-from dashboard.live_push import BANNER_SHOWN, Screens
-from dashboard.pages import alerts, board, orders, plan, wall
-from models.live import LiveState
-from models.live_store import open_live_store
 from tests.dashboard.seed import seed
 from tests.dashboard.test_views import find
 from tests.servers import free_port
@@ -104,7 +104,7 @@ def test_last_good_readings_are_bounded_and_copied():
 
 
 def test_the_plan_page_keeps_its_last_good_reading_through_a_database_outage(up, sessions):
-    from models.db import make_engine, make_sessions
+    from loopline.models.db import make_engine, make_sessions
 
     with_db = dataclasses.replace(up, sessions=sessions)
     plan.layout(with_db)

@@ -7,10 +7,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-
-from dashboard import ids
-from dashboard.i18n import fmt_eta
-from models.live import Change, Update, index_key, key
+from loopline.dashboard import ids
+from loopline.dashboard.i18n import fmt_eta
+from loopline.models.live import Change, Update, index_key, key
 
 pytestmark = pytest.mark.browser
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from loopline.dashboard import ids
 
-from dashboard import ids
 from tests.dashboard.test_screens_browser import (
     LOAD_TIMEOUT_MS,
     PUSH_TIMEOUT_MS,
@@ -34,9 +34,9 @@ document.addEventListener('securitypolicyviolation', e => window.__csp.push(
 
 
 def _open_alert(stack) -> str:  # type: ignore[no-untyped-def]
-    from models.alerts import open_alert
-    from models.db import transaction
-    from models.watch import mirror_alerts
+    from loopline.models.alerts import open_alert
+    from loopline.models.db import transaction
+    from loopline.models.watch import mirror_alerts
 
     with transaction(stack.runtime.sessions) as s:
         alert = open_alert(

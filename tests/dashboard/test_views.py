@@ -6,15 +6,14 @@ import dataclasses
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
-
-from dashboard import ids
-from dashboard.live_push import Screens, diff_singles, diff_views
-from dashboard.pages import alerts, board, orders, plan, wall
-from models.db import transaction
-from models.live import Change, LiveState, Update
-from models.live_store import open_live_store
-from models.purchasing import open_purchase_requests
-from models.records import (
+from loopline.dashboard import ids
+from loopline.dashboard.live_push import Screens, diff_singles, diff_views
+from loopline.dashboard.pages import alerts, board, orders, plan, wall
+from loopline.models.db import transaction
+from loopline.models.live import Change, LiveState, Update
+from loopline.models.live_store import open_live_store
+from loopline.models.purchasing import open_purchase_requests
+from loopline.models.records import (
     Material,
     Order,
     OrderLine,
@@ -23,7 +22,8 @@ from models.records import (
     PurchaseRequest,
     WorkOrder,
 )
-from models.views import current_plan
+from loopline.models.views import current_plan
+
 from tests.dashboard.seed import seed
 from tests.factories import order_event
 

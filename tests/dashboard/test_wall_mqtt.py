@@ -11,8 +11,8 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
+from loopline.dashboard import ids
 
-from dashboard import ids
 from tests.dashboard.test_screens_browser import open_page, sel, wait_beat
 from tests.factories import order_event
 from tests.stack import DISPLAY_TOKEN, start_stack, wait_until
@@ -97,9 +97,10 @@ def test_down_reason_over_mqtt_reaches_the_wall_live(stack, mqtt_broker, page, a
 
 
 def test_acknowledge_on_the_alert_panel_goes_through_the_api(stack, page, browser):
-    from models.alerts import open_alert
-    from models.db import transaction
-    from models.watch import mirror_alerts
+    from loopline.models.alerts import open_alert
+    from loopline.models.db import transaction
+    from loopline.models.watch import mirror_alerts
+
     from tests.stack import API_TOKEN
 
     rt = stack.runtime

@@ -6,12 +6,12 @@ import copy
 import json
 
 import pytest
+from loopline.ingest.factory_file import FactoryFileError, import_factory, parse_factory
+from loopline.models.db import transaction
+from loopline.models.records import BomLine, Line, Material, PurchaseOrder
 from sqlalchemy import select
 
-from ingest.factory_file import FactoryFileError, import_factory, parse_factory
 from loopline.seed import factory_data
-from models.db import transaction
-from models.records import BomLine, Line, Material, PurchaseOrder
 
 
 def test_import_is_an_upsert(sessions):

@@ -10,20 +10,20 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
 import pytest
+from loopline.ingest.mqtt.consumer import MqttConsumer
+from loopline.ingest.mqtt.publisher import LinePublisher
+from loopline.ingest.shopfloor import ShopfloorHandler
+from loopline.models.clock import Clock
+from loopline.models.db import make_engine, make_sessions, migrate, transaction
+from loopline.models.events import parse_crm_event
+from loopline.models.live import LiveState
+from loopline.models.live_store import open_live_store
+from loopline.models.orders import apply_crm_event
+from loopline.models.records import DeadLetter
+from loopline.models.replan import sync_live
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from ingest.mqtt.consumer import MqttConsumer
-from ingest.mqtt.publisher import LinePublisher
-from ingest.shopfloor import ShopfloorHandler
-from models.clock import Clock
-from models.db import make_engine, make_sessions, migrate, transaction
-from models.events import parse_crm_event
-from models.live import LiveState
-from models.live_store import open_live_store
-from models.orders import apply_crm_event
-from models.records import DeadLetter
-from models.replan import sync_live
 from tests.factories import order_event, seed_small_factory
 from tests.ingest.mqtt.conftest import wait_for
 from tests.servers import PostgresServer, RedisServer

@@ -8,17 +8,17 @@ from datetime import UTC, datetime
 
 import pytest
 import redis
+from loopline.ingest.mqtt.consumer import Inbound, StoreUnavailable
+from loopline.ingest.shopfloor import ShopfloorHandler
+from loopline.models.clock import Clock
+from loopline.models.db import make_engine, make_sessions, transaction
+from loopline.models.events import parse_crm_event
+from loopline.models.live import LiveState, Update
+from loopline.models.orders import apply_crm_event
+from loopline.models.records import Alert, DeadLetter
+from loopline.models.replan import sync_live
 from sqlalchemy import select
 
-from ingest.mqtt.consumer import Inbound, StoreUnavailable
-from ingest.shopfloor import ShopfloorHandler
-from models.clock import Clock
-from models.db import make_engine, make_sessions, transaction
-from models.events import parse_crm_event
-from models.live import LiveState, Update
-from models.orders import apply_crm_event
-from models.records import Alert, DeadLetter
-from models.replan import sync_live
 from tests.factories import order_event
 from tests.servers import free_port
 

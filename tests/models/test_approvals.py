@@ -5,9 +5,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 
 import pytest
-from sqlalchemy import select
-
-from models.approvals import (
+from loopline.models.approvals import (
     AlreadyDecided,
     ApprovalPolicy,
     Gate,
@@ -15,13 +13,15 @@ from models.approvals import (
     approve,
     reject,
 )
-from models.audit import history
-from models.db import transaction
-from models.events import parse_crm_event
-from models.live import Update
-from models.orders import apply_crm_event
-from models.records import InboxEvent, Order, OutboxEvent, PendingChange
-from models.replan import PlanWindow, replan
+from loopline.models.audit import history
+from loopline.models.db import transaction
+from loopline.models.events import parse_crm_event
+from loopline.models.live import Update
+from loopline.models.orders import apply_crm_event
+from loopline.models.records import InboxEvent, Order, OutboxEvent, PendingChange
+from loopline.models.replan import PlanWindow, replan
+from sqlalchemy import select
+
 from tests.factories import order_event
 
 # A Tuesday morning: L1 is the only line for P2 (50/h), so P2 orders queue on it.

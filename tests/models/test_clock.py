@@ -5,8 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-
-from models.clock import Clock, utcnow
+from loopline.models.clock import Clock, utcnow
 
 
 def test_a_real_clock_leaves_record_times_as_they_are() -> None:

@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import json
 
+import loopline.models.intake as intake_module
 import pytest
+from loopline.models.db import transaction
+from loopline.models.events import parse_crm_event
+from loopline.models.intake import MAX_APPLY_ATTEMPTS, apply_received, record_received
+from loopline.models.records import DeadLetter, InboxEvent, Order, Product
 from sqlalchemy import select
 
-import models.intake as intake_module
-from models.db import transaction
-from models.events import parse_crm_event
-from models.intake import MAX_APPLY_ATTEMPTS, apply_received, record_received
-from models.records import DeadLetter, InboxEvent, Order, Product
 from tests.factories import order_event
 
 
@@ -106,8 +106,9 @@ def test_a_product_gone_before_the_apply_rejects_the_event(sessions):
 
 
 def _gate(live):
-    from models.approvals import ApprovalPolicy, Gate
-    from models.replan import PlanWindow
+    from loopline.models.approvals import ApprovalPolicy, Gate
+    from loopline.models.replan import PlanWindow
+
     from tests.models.test_approvals import NOW
 
     return Gate(live, lambda: NOW, ApprovalPolicy(), PlanWindow())
@@ -116,7 +117,8 @@ def _gate(live):
 @pytest.fixture
 def promised(sessions, live):
     """SO-A and SO-V promised (test_approvals' victim), SO-A running on L1."""
-    from models.replan import replan
+    from loopline.models.replan import replan
+
     from tests.models.test_approvals import NOW, seed_victim, start_running
 
     seed_victim(lambda body, webhook_id: _record(sessions, body, webhook_id))
@@ -133,7 +135,7 @@ def _count_previews(monkeypatch):
     monkeypatch.setattr(
         intake_module, "planned_ends", lambda *a, **k: calls.append(1) or real(*a, **k)
     )
-    import models.approvals as approvals_module
+    import loopline.models.approvals as approvals_module
 
     real_gate = approvals_module.planned_ends
     monkeypatch.setattr(
@@ -160,7 +162,8 @@ def test_a_burst_that_slips_nobody_costs_one_preview_not_one_per_order(
 def test_a_round_with_a_promise_breaker_parks_it_and_applies_the_rest(
     sessions, live, promised, monkeypatch
 ):
-    from models.records import PendingChange
+    from loopline.models.records import PendingChange
+
     from tests.models.test_approvals import BIG, DAY1
 
     _record(sessions, order_event("SO-N1", 1, [("P1", 20)], DAY1), "n1")

@@ -6,16 +6,13 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from redis.lock import Lock
-from sqlalchemy import select
-
-from models.alerts import list_alerts
-from models.clock import Clock
-from models.db import transaction
-from models.events import parse_crm_event
-from models.feedback import sync_feedback
-from models.live import Update
-from models.loop import (
+from loopline.models.alerts import list_alerts
+from loopline.models.clock import Clock
+from loopline.models.db import transaction
+from loopline.models.events import parse_crm_event
+from loopline.models.feedback import sync_feedback
+from loopline.models.live import Update
+from loopline.models.loop import (
     DUTY_LOCK,
     DUTY_LOCK_TTL_S,
     WORKER_ID,
@@ -25,10 +22,13 @@ from models.loop import (
     request_replan,
     summarize_triggers,
 )
-from models.orders import apply_crm_event
-from models.records import BomLine, Material, Order, OutboxEvent, PlanRevision
-from models.replan import build_problem, replan, sync_live
-from models.watch import evaluate_alerts, mark_stale_lines
+from loopline.models.orders import apply_crm_event
+from loopline.models.records import BomLine, Material, Order, OutboxEvent, PlanRevision
+from loopline.models.replan import build_problem, replan, sync_live
+from loopline.models.watch import evaluate_alerts, mark_stale_lines
+from redis.lock import Lock
+from sqlalchemy import select
+
 from tests.factories import order_event
 
 NOW = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)
@@ -231,7 +231,7 @@ def _run_until_promised(loop, sessions, order_id: str, timeout_s: float = 10.0) 
 
 
 def test_a_failed_replan_keeps_its_requests_and_retries(sessions, live, monkeypatch):
-    import models.loop as loop_module
+    import loopline.models.loop as loop_module
 
     _order(sessions, "SO-1")
     calls = []
@@ -254,7 +254,7 @@ def test_a_failed_replan_keeps_its_requests_and_retries(sessions, live, monkeypa
 
 
 def test_a_request_taken_by_a_worker_that_died_is_replanned_by_the_next(sessions, live):
-    import models.loop as loop_module
+    import loopline.models.loop as loop_module
 
     _order(sessions, "SO-1")
     dead = Loop(sessions, live, Clock(), LoopConfig(replan_debounce_ms=10))
@@ -270,8 +270,8 @@ def test_a_request_taken_by_a_worker_that_died_is_replanned_by_the_next(sessions
 def test_a_replan_that_fails_after_the_intake_applied_asks_again(sessions, live, monkeypatch):
     import json
 
-    import models.loop as loop_module
-    from models.intake import record_received
+    import loopline.models.loop as loop_module
+    from loopline.models.intake import record_received
 
     body = order_event("SO-9", 1, [("P1", 10)], (NOW + timedelta(days=3)).date())
     # Recorded by a webhook whose wake-up never reached Redis: only the inbox knows.

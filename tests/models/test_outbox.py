@@ -12,14 +12,8 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import select
-from sqlalchemy.orm import Session, sessionmaker
-from standardwebhooks import Webhook
-
-from loopline.settings import new_webhook_secret
-from loopline.simulators.crm import CrmFeedbackServer
-from models.db import make_engine, make_sessions, migrate, transaction
-from models.outbox import (
+from loopline.models.db import make_engine, make_sessions, migrate, transaction
+from loopline.models.outbox import (
     CLAIM_CHUNK,
     LEASE_S,
     UNREACHABLE_KEY,
@@ -28,7 +22,13 @@ from models.outbox import (
     envelope,
     requeue_dead,
 )
-from models.records import Alert, OutboxEvent
+from loopline.models.records import Alert, OutboxEvent
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+from standardwebhooks import Webhook
+
+from loopline.settings import new_webhook_secret
+from loopline.simulators.crm import CrmFeedbackServer
 
 T0 = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)
 

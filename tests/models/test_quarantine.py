@@ -8,16 +8,16 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from loopline.models.clock import Clock
+from loopline.models.db import transaction
+from loopline.models.events import parse_crm_event
+from loopline.models.live import Update, key
+from loopline.models.loop import Loop, LoopConfig
+from loopline.models.orders import apply_crm_event
+from loopline.models.quarantine import QUARANTINE_KIND, Findings, count_problem, record
+from loopline.models.records import Alert, LineRate, OrderLine, OutboxEvent, WorkOrder
 from sqlalchemy import select, update
 
-from models.clock import Clock
-from models.db import transaction
-from models.events import parse_crm_event
-from models.live import Update, key
-from models.loop import Loop, LoopConfig
-from models.orders import apply_crm_event
-from models.quarantine import QUARANTINE_KIND, Findings, count_problem, record
-from models.records import Alert, LineRate, OrderLine, OutboxEvent, WorkOrder
 from tests.factories import order_event
 
 

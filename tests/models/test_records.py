@@ -5,13 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import inspect, select
-from sqlalchemy.exc import IntegrityError
-
-from models.db import make_engine, make_sessions, migrate, transaction
-from models.events import parse_crm_event
-from models.orders import apply_crm_event
-from models.records import (
+from loopline.models.db import make_engine, make_sessions, migrate, transaction
+from loopline.models.events import parse_crm_event
+from loopline.models.orders import apply_crm_event
+from loopline.models.records import (
     Alert,
     BomLine,
     InboxEvent,
@@ -24,6 +21,9 @@ from models.records import (
     PurchaseRequest,
     WorkOrder,
 )
+from sqlalchemy import inspect, select
+from sqlalchemy.exc import IntegrityError
+
 from tests.factories import order_event, seed_small_factory
 
 
@@ -144,8 +144,7 @@ def test_work_order_ids_follow_design_naming(db):
 def test_migrations_match_the_models(db):
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
-
-    from models.records import Base
+    from loopline.models.records import Base
 
     engine, _ = db
     with engine.connect() as conn:

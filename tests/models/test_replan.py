@@ -6,14 +6,12 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import select
-
-from models.db import transaction
-from models.estimate import end_of_day
-from models.events import parse_crm_event
-from models.live import Update
-from models.orders import apply_crm_event
-from models.records import (
+from loopline.models.db import transaction
+from loopline.models.estimate import end_of_day
+from loopline.models.events import parse_crm_event
+from loopline.models.live import Update
+from loopline.models.orders import apply_crm_event
+from loopline.models.records import (
     AuditEntry,
     BomLine,
     Line,
@@ -24,7 +22,9 @@ from models.records import (
     PurchaseRequest,
     WorkOrder,
 )
-from models.replan import PlanWindow, build_problem, replan
+from loopline.models.replan import PlanWindow, build_problem, replan
+from sqlalchemy import select
+
 from tests.factories import order_event
 
 NOW = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)  # a Tuesday

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from models.estimate import parse_ts
-from models.live import Update
-from models.shopfloor import COUNTER_QTY_FACTOR, SEQ_JUMP_MAX, apply_reports
+from loopline.models.estimate import parse_ts
+from loopline.models.live import Update
+from loopline.models.shopfloor import COUNTER_QTY_FACTOR, SEQ_JUMP_MAX, apply_reports
 
 T0 = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from loopline.models.db import make_engine, make_sessions, migrate, transaction
 from sqlalchemy.orm import Session, sessionmaker
 
 from loopline.settings import new_webhook_secret
-from models.db import make_engine, make_sessions, migrate, transaction
 from tests.factories import seed_small_factory
 
 

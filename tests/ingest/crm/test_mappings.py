@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import select
-
-from ingest.crm.mappings import (
+from loopline.ingest.crm.mappings import (
     MAPPINGS,
     MappingError,
     UnknownSource,
@@ -13,10 +11,12 @@ from ingest.crm.mappings import (
     get_mapping,
     source_field,
 )
-from ingest.crm.receive import BadBody, receive
-from models.events import parse_crm_event
-from models.intake import apply_received
-from models.records import DeadLetter, InboxEvent, Order
+from loopline.ingest.crm.receive import BadBody, receive
+from loopline.models.events import parse_crm_event
+from loopline.models.intake import apply_received
+from loopline.models.records import DeadLetter, InboxEvent, Order
+from sqlalchemy import select
+
 from tests.factories import order_event
 from tests.ingest.crm.signing import encode, sign
 

@@ -7,9 +7,7 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import func, select
-
-from ingest.crm.receive import (
+from loopline.ingest.crm.receive import (
     DEAD_LETTER_PAYLOAD_BYTES,
     BadBody,
     BadSignature,
@@ -18,8 +16,10 @@ from ingest.crm.receive import (
     UnsupportedMediaType,
     receive,
 )
-from models.intake import apply_received
-from models.records import AuditEntry, DeadLetter, InboxEvent, Order, WorkOrder
+from loopline.models.intake import apply_received
+from loopline.models.records import AuditEntry, DeadLetter, InboxEvent, Order, WorkOrder
+from sqlalchemy import func, select
+
 from tests.factories import order_event
 from tests.ingest.crm.signing import encode, sign
 

@@ -12,14 +12,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
+from loopline.ingest.crm.receive import BadBody, BadSignature, receive
+from loopline.models.events import OrderCancelled, OrderUpserted, parse_crm_event
+from loopline.models.intake import apply_received
+from loopline.models.records import Order
 from standardwebhooks import Webhook
 
-from ingest.crm.receive import BadBody, BadSignature, receive
 from loopline.simulators import crm as crm_module
 from loopline.simulators.crm import CrmFeedbackServer, CrmSimulator
-from models.events import OrderCancelled, OrderUpserted, parse_crm_event
-from models.intake import apply_received
-from models.records import Order
 
 TODAY = date(2026, 12, 1)
 CUSTOMERS = [("C-1", "Acme"), ("C-2", "Globex")]

@@ -9,9 +9,8 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import pytest
-
-from ingest.mqtt.consumer import Inbound, MqttConsumer
-from ingest.mqtt.publisher import LinePublisher
+from loopline.ingest.mqtt.consumer import Inbound, MqttConsumer
+from loopline.ingest.mqtt.publisher import LinePublisher
 
 WAIT_S = 5.0
 # Fast reconnects keep the broker-restart tests short.

@@ -6,8 +6,7 @@ import json
 from datetime import UTC, datetime
 
 import pytest
-
-from ingest.mqtt.messages import (
+from loopline.ingest.mqtt.messages import (
     MAX_COUNTER,
     MAX_NAME_CHARS,
     MAX_PAYLOAD_BYTES,

@@ -14,11 +14,11 @@ from functools import partial
 from pathlib import Path
 
 import pytest
+from loopline.ingest.mqtt.status import StatusWatcher
+from loopline.ingest.shopfloor import ingest_status_changed
+from loopline.models.records import Alert
 from sqlalchemy import select
 
-from ingest.mqtt.status import StatusWatcher
-from ingest.shopfloor import ingest_status_changed
-from models.records import Alert
 from tests.ingest.mqtt.conftest import Collector, start_subscribed, wait_for
 from tests.servers import MosquittoServer
 
@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[3]
 # A bare ingest consumer, as `loopline ingest` runs it, that says when it is subscribed.
 CONSUMER = """
 import sys, time
-from ingest.mqtt.consumer import MqttConsumer
+from loopline.ingest.mqtt.consumer import MqttConsumer
 c = MqttConsumer(sys.argv[1], sys.argv[2], lambda batch: None)
 c.start()
 while not c.subscribed:

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-
-from ingest.mqtt.url import MqttUrl, parse_mqtt_url
+from loopline.ingest.mqtt.url import MqttUrl, parse_mqtt_url
 
 
 def test_full_url() -> None:

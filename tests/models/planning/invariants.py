@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from datetime import datetime, timedelta
 
-from models.planning import Problem, Schedule, to_json, weighted_tardiness
-from models.planning.calendar import Timeline, working_windows
+from loopline.models.planning import Problem, Schedule, to_json, weighted_tardiness
+from loopline.models.planning.calendar import Timeline, working_windows
 
 # Assignment times are float hours turned into microsecond datetimes.
 TIME_TOLERANCE = timedelta(microseconds=2)

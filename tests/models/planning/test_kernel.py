@@ -6,9 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from models.planning import kernel
-from models.planning.optimize import Arrays, Solution, construct, decode, optimize
+from loopline.models.planning import kernel
+from loopline.models.planning.optimize import Arrays, Solution, construct, decode, optimize
 
 DATA = Path(__file__).resolve().parents[3] / "bench" / "data" / "orlib-wt"
 WT_N = 40

@@ -7,8 +7,15 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-
-from models.planning import Job, Line, Problem, ProblemError, check_problem, parse_problem, solve
+from loopline.models.planning import (
+    Job,
+    Line,
+    Problem,
+    ProblemError,
+    check_problem,
+    parse_problem,
+    solve,
+)
 
 START = datetime(2026, 12, 1, tzinfo=UTC)
 

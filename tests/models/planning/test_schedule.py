@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
 
-from models.planning import (
+from loopline.models.planning import (
     Assignment,
     Job,
     Line,

@@ -11,8 +11,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from models.planning import (
+from loopline.models.planning import (
     Calendar,
     Closure,
     Job,
@@ -26,7 +25,8 @@ from models.planning import (
     plan_json,
     solve,
 )
-from models.planning.quote import QuoteRequest, quote, with_plan
+from loopline.models.planning.quote import QuoteRequest, quote, with_plan
+
 from tests.models.planning.invariants import assert_valid
 
 SCENARIOS = Path(__file__).parent / "scenarios"
