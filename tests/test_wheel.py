@@ -8,6 +8,7 @@ migrations they read at run time.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -24,9 +25,13 @@ FOLDERS |= {"ingest": "loopline/ingest", "dashboard": "loopline/dashboard"}
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
     build = tmp_path_factory.mktemp("build")
+    # setuptools writes build/ and *.egg-info beside the sources: build from a copy.
+    source = build / "src"
+    skip = shutil.ignore_patterns(".*", "build", "*.egg-info", "test-artifacts", "__pycache__")
+    shutil.copytree(ROOT, source, ignore=skip)
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation"]
-        + ["--wheel-dir", str(out), str(ROOT)],
+        + ["--wheel-dir", str(out), str(source)],
         check=True,
         env={**os.environ, "TMPDIR": str(build)},
         timeout=240,
