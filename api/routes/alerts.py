@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter, HTTPException
 from loopline.api.deps import LiveDep, PrincipalDep, SessionDep, WriterDep
 from loopline.api.errors import RowId, error_responses
+from loopline.api.schemas import AlertView
 from loopline.models.alerts import ack_alert, alert_view, list_alerts
 from loopline.models.estimate import iso
 from loopline.models.watch import mirror_alerts
@@ -18,12 +19,17 @@ def _json(view: dict[str, Any]) -> dict[str, Any]:
     return {k: iso(v) if hasattr(v, "tzinfo") else v for k, v in view.items()}
 
 
-@router.get("", summary="Active alerts (all=true: resolved too)")
+@router.get("", summary="Active alerts (all=true: resolved too)", response_model=list[AlertView])
 def alerts(session: SessionDep, _: PrincipalDep, all: bool = False) -> list[dict[str, Any]]:
     return [_json(alert_view(a)) for a in list_alerts(session, include_resolved=all)]
 
 
-@router.post("/{alert_id}/ack", summary="Acknowledge an alert", responses=error_responses(403, 404))
+@router.post(
+    "/{alert_id}/ack",
+    summary="Acknowledge an alert",
+    response_model=AlertView,
+    responses=error_responses(403, 404),
+)
 def ack(alert_id: RowId, session: SessionDep, live: LiveDep, who: WriterDep) -> dict[str, Any]:
     with session.begin():
         alert = ack_alert(session, alert_id=alert_id, actor=who.name)

@@ -7,17 +7,27 @@ from typing import Any
 from fastapi import APIRouter, HTTPException
 from loopline.api.deps import LiveDep, PrincipalDep, SessionDep
 from loopline.api.errors import error_responses
+from loopline.api.schemas import LineView, PlanView
 from loopline.models.views import current_plan, list_lines
 
 router = APIRouter(tags=["factory"], responses=error_responses(401))
 
 
-@router.get("/lines", summary="Lines with live state and rates per product SKU")
+@router.get(
+    "/lines",
+    summary="Lines with live state and rates per product SKU",
+    response_model=list[LineView],
+)
 def lines(session: SessionDep, live: LiveDep, _: PrincipalDep) -> list[dict[str, Any]]:
     return list_lines(session, live)
 
 
-@router.get("/plan", summary="The current plan revision", responses=error_responses(404))
+@router.get(
+    "/plan",
+    summary="The current plan revision",
+    response_model=PlanView,
+    responses=error_responses(404),
+)
 def plan(session: SessionDep, _: PrincipalDep) -> dict[str, Any]:
     view = current_plan(session)
     if view is None:

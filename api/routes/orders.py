@@ -7,12 +7,13 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Query
 from loopline.api.deps import LiveDep, PrincipalDep, SessionDep
 from loopline.api.errors import error_responses
+from loopline.api.schemas import OrderView
 from loopline.models.views import get_order, list_orders
 
 router = APIRouter(prefix="/orders", tags=["orders"], responses=error_responses(401))
 
 
-@router.get("", summary="List orders")
+@router.get("", summary="List orders", response_model=list[OrderView])
 def orders(
     session: SessionDep,
     live: LiveDep,
@@ -27,6 +28,7 @@ def orders(
 @router.get(
     "/{order_id}",
     summary="One order with its work orders and history",
+    response_model=OrderView,
     responses=error_responses(404),
 )
 def order(order_id: str, session: SessionDep, live: LiveDep, _: PrincipalDep) -> dict[str, Any]:
