@@ -42,23 +42,18 @@ from loopline.dashboard.live_push import (
     register_live_page,
     stale_since,
 )
-from loopline.models.approvals import change_view, list_changes
-from loopline.models.live import Change, LiveState
-from loopline.models.purchasing import open_purchase_requests
-from loopline.models.records import Customer, Order
+from loopline.models.live import Change
+from loopline.models.plan_view import read_plan_page
 from loopline.models.stores import STORE_DOWN
-from loopline.models.views import current_plan, order_view
-from sqlalchemy import select
 
 if TYPE_CHECKING:
-    from sqlalchemy.orm import Session, sessionmaker
+    pass
 
 log = logging.getLogger("loopline.dashboard.plan")
 
 PATH = "/plan"
 APPROVALS_PATH = "/approvals"  # the contract's name for it (DESIGN.md, Screens)
 KEY = "change"
-DECIDED_SHOWN = 5  # decided changes listed under the pending ones
 MAX_ROWS = 30  # rows per table before "and N more"
 MIN_REDRAW_S = 1.0  # a burst of announcements is read once
 WANTED = frozenset({"plan", "change"})  # purchase requests come with each plan
@@ -66,62 +61,6 @@ SECTIONS = (ids.PLAN_CHANGES, ids.PLAN_REQUESTS, ids.PLAN_REVISION)
 DECISION_STATUS = {"approve": "approved", "reject": "rejected"}
 
 Data = dict[str, Any]
-
-
-# -- reading ---------------------------------------------------------------------------
-STORED_FIELDS = ("version", "priority", "requested_date", "lines", "customer", "promised_date")
-
-
-def _stored_orders(session: Session, order_ids: Sequence[str]) -> dict[str, Data]:
-    """What changes would change: the orders as stored now, in one query (a new order is
-    missing)."""
-    if not order_ids:
-        return {}
-    orders = session.scalars(select(Order).where(Order.id.in_(order_ids)))
-    return {
-        o.id: {k: view.get(k) for k in STORED_FIELDS}
-        for o in orders
-        for view in (order_view(o, None, {}, []),)
-    }
-
-
-def read_plan_page(sessions: sessionmaker[Session] | None, live: LiveState) -> Data | None:
-    """Pending changes (each with the stored order it would change and the customers its
-    impact hits), the changes decided lately, open purchase requests and the newest plan
-    revision; None when there is no database behind the screens."""
-    if sessions is None:
-        return None
-    with sessions() as session:
-        changes = [change_view(c) for c in list_changes(session)]
-        # Oldest first: a change that arrives joins the end of the list, so the ones a
-        # manager is reading do not move under the cursor.
-        pending = [c for c in reversed(changes) if c["status"] == "pending"]
-        decided = [c for c in changes if c["status"] != "pending"][:DECIDED_SHOWN]
-        stored = _stored_orders(session, list(dict.fromkeys(c["order_id"] for c in pending)))
-        hit = sorted({str(i["order_id"]) for c in pending for i in c.get("impact") or []})
-        # From SQL: the live model has no record of an order that is not being made.
-        customer = dict(
-            session.execute(
-                select(Order.id, Customer.name)
-                .join(Customer, Order.customer_id == Customer.id)
-                .where(Order.id.in_(hit))
-            ).all()
-        )
-        requests = open_purchase_requests(session)
-        plan = current_plan(session)
-        current_assignments = (plan or {}).get("assignments") or []
-    for c in pending:
-        c["current"] = stored.get(c["order_id"])
-        c["impact"] = [{**i, "customer": customer.get(i["order_id"])} for i in c["impact"] or []]
-    if plan is not None:
-        # The assignments are the Gantt's business (and long); here only their number.
-        plan = {k: v for k, v in plan.items() if k != "assignments"}
-        plan["jobs"] = len(current_assignments)
-    return {
-        "changes": {"pending": pending, "decided": decided},
-        "requests": requests,
-        "plan": plan,
-    }
 
 
 def section_data(data: Data | None) -> dict[str, Any]:
