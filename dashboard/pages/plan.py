@@ -22,7 +22,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import dash
-from dash import ALL, Input, Output, State, dcc, html, set_props
+from dash import ALL, ClientsideFunction, Input, Output, State, dcc, html, set_props
 from loopline.dashboard import ids
 from loopline.dashboard.components import live_frame, nav_bar, panel_head
 from loopline.dashboard.i18n import (
@@ -810,7 +810,7 @@ def register(app: dash.Dash, screens: Screens) -> None:
     # plus a header no other site can send), so the API's roles apply; what it answered
     # lands in the decision Store.
     app.clientside_callback(
-        DECIDE_JS,
+        ClientsideFunction(namespace="loopline_plan", function_name="decide"),
         Output(ids.PLAN_DECISION, "data"),
         Input(ids.part(ids.CHANGE_APPROVE, KEY, ALL), "n_clicks"),
         Input(ids.part(ids.CHANGE_REJECT, KEY, ALL), "n_clicks"),
@@ -829,27 +829,3 @@ def register(app: dash.Dash, screens: Screens) -> None:
         # the changes (the decided one leaves the pending list) within a moment.
         lang = normalize_lang(((start or {}).get("params") or {}).get("lang"), screens.default_lang)
         return decision_message(result, lang)
-
-
-DECIDE_JS = """
-async function (approveClicks, rejectClicks) {
-    const cc = dash_clientside.callback_context;
-    const trig = cc.triggered_id;
-    // Buttons drawn afresh fire with n_clicks 0: only a real click decides.
-    if (!trig || !cc.triggered.some(t => t.value)) { return dash_clientside.no_update; }
-    const action = trig.type === "__APPROVE__" ? "approve" : "reject";
-    const url = `/api/v1/changes/${encodeURIComponent(trig.change)}/${action}`;
-    try {
-        const resp = await fetch(url, {
-            method: "POST", credentials: "same-origin",
-            headers: {"X-Requested-By": "loopline"}});
-        let body = null;
-        try { body = await resp.json(); } catch (e) { body = {detail: resp.statusText}; }
-        return {change: trig.change, action: action, status: resp.status, body: body,
-                at: Date.now()};
-    } catch (e) {
-        return {change: trig.change, action: action, status: 0, body: {detail: String(e)},
-                at: Date.now()};
-    }
-}
-""".replace("__APPROVE__", ids.CHANGE_APPROVE)
