@@ -43,7 +43,7 @@ from loopline.dashboard.live_push import (
     stale_since,
 )
 from loopline.models.live import Change
-from loopline.models.plan_view import read_plan_page
+from loopline.models.plan_view import PlanChanges, PlanPage, read_plan_page
 from loopline.models.stores import STORE_DOWN
 
 if TYPE_CHECKING:
@@ -60,7 +60,8 @@ WANTED = frozenset({"plan", "change"})  # purchase requests come with each plan
 SECTIONS = (ids.PLAN_CHANGES, ids.PLAN_REQUESTS, ids.PLAN_REVISION)
 DECISION_STATUS = {"approve": "approved", "reject": "rejected"}
 
-Data = dict[str, Any]
+# What the page reads, section by section (the read model's shape).
+Data = PlanPage
 
 
 def section_data(data: Data | None) -> dict[str, Any]:
@@ -403,7 +404,7 @@ def render_decided(
 
 
 def render_changes(
-    content: dict[str, Any], lang: str, *, screens: Screens, now: datetime
+    content: PlanChanges, lang: str, *, screens: Screens, now: datetime
 ) -> list[Any]:
     """The changes section: a count, the pending changes, then the ones decided lately."""
     pending = content.get("pending") or []
