@@ -114,7 +114,10 @@ def approval_policy(rt: Runtime) -> ApprovalPolicy:
 def plan_window(rt: Runtime) -> PlanWindow:
     """How replans, previews and quotes cut the problem (the same settings for all)."""
     return PlanWindow(
-        frozen_h=rt.settings.frozen_window_h, line_down_assume_h=rt.settings.line_down_assume_h
+        frozen_h=rt.settings.frozen_window_h,
+        line_down_assume_h=rt.settings.line_down_assume_h,
+        promise_policy=rt.settings.promise_policy,
+        promise_margin_h=rt.settings.promise_margin_h,
     )
 
 

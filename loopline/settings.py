@@ -7,7 +7,7 @@ import logging
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
-from typing import get_args
+from typing import Literal, get_args
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator
@@ -68,6 +68,10 @@ class Settings(BaseSettings):
     # and a line reported down is assumed back this many hours from each replan.
     frozen_window_h: float = Field(default=1.0, ge=0.0)
     line_down_assume_h: float = Field(default=1.0, ge=0.0)
+    # Promise the requested date when the plan meets it this many hours early, else the
+    # earliest safe date ("requested"); or always the planned finish day ("earliest").
+    promise_policy: Literal["requested", "earliest"] = "requested"
+    promise_margin_h: float = Field(default=24.0, ge=0.0)
 
     @field_validator("auto_approve_priorities")
     @classmethod

@@ -57,6 +57,9 @@ DEFAULT_FROZEN_H = 1.0
 # A line reported down is assumed back this many hours from now (LOOPLINE_LINE_DOWN_ASSUME_H):
 # nobody knows when a jam is cleared, and each replan pushes the guess on.
 DEFAULT_LINE_DOWN_ASSUME_H = 1.0
+# How much earlier than the end of the requested day the plan must finish an order for the
+# promise to be the requested date itself (``LOOPLINE_PROMISE_MARGIN_H``).
+DEFAULT_PROMISE_MARGIN_H = 24.0
 REPLAN_STEP = "replan"
 # Each round of the planner's check leaves out the jobs and lines it names; a bad part
 # can hide another (a total over the horizon), so a few rounds.
@@ -73,6 +76,11 @@ class PlanWindow:
 
     frozen_h: float = DEFAULT_FROZEN_H
     line_down_assume_h: float = DEFAULT_LINE_DOWN_ASSUME_H
+    # The promise policy (``LOOPLINE_PROMISE_POLICY``): "requested" promises the requested
+    # date when the plan meets it with ``promise_margin_h`` to spare, else the earliest safe
+    # date; "earliest" always promises the day the last unit is planned to finish.
+    promise_policy: str = "requested"
+    promise_margin_h: float = DEFAULT_PROMISE_MARGIN_H
 
 
 @dataclass(frozen=True)
@@ -340,7 +348,9 @@ def replan(
         started = time.perf_counter()
         schedule = solve(problem)
         solve_ms = (time.perf_counter() - started) * 1000
-        outcome = _publish_sql(session, problem, schedule, wos, trigger, solve_ms)
+        outcome = _publish_sql(
+            session, problem, schedule, wos, trigger, solve_ms, window or PlanWindow()
+        )
         session.flush()
         # Live state first, so the promise and the ETA it implies reach the CRM together;
         # the outbox rows commit with the promises they report.
@@ -384,6 +394,7 @@ def _publish_sql(
     wos: dict[str, WorkOrder],
     trigger: str,
     solve_ms: float,
+    window: PlanWindow,
 ) -> PlanOutcome:
     previous = session.scalar(select(PlanRevision).order_by(PlanRevision.id.desc()).limit(1))
     before = {a["job"]: a for a in (previous.assignments if previous else [])}
@@ -441,7 +452,7 @@ def _publish_sql(
     )
     session.add(revision)
     session.flush()
-    promised = _promise(session, order_end, revision.id)
+    promised = _promise(session, order_end, revision.id, window)
     requests = _publish_purchase_requests(session, schedule, revision.id)
     record(
         session,
@@ -528,7 +539,23 @@ def _hours(delta: timedelta) -> float:
     return delta.total_seconds() / 3600
 
 
-def _promise(session: Session, order_end: dict[str, datetime], revision_id: int) -> dict[str, str]:
+def promise_for(requested: date, planned_end: datetime, window: PlanWindow) -> tuple[date, str]:
+    """The date to promise for an order planned to finish at ``planned_end``, and the rule
+    that chose it: the requested date when the plan meets it with the margin to spare (the
+    slack stays the factory's, so later orders do not "break" a promise made too early),
+    otherwise the earliest safe date, the day the last unit is planned to finish."""
+    earliest = promise_day(planned_end)
+    margin = timedelta(hours=window.promise_margin_h)
+    if window.promise_policy == "requested" and planned_end + margin <= end_of_day(requested):
+        return requested, f"requested date met with {window.promise_margin_h:g} h margin"
+    if window.promise_policy == "requested":
+        return earliest, "earliest safe date (requested date not met with margin)"
+    return earliest, "earliest safe date"
+
+
+def _promise(
+    session: Session, order_end: dict[str, datetime], revision_id: int, window: PlanWindow
+) -> dict[str, str]:
     """Promise a date to every order whose current version has none yet."""
     promised: dict[str, str] = {}
     if not order_end:
@@ -537,8 +564,7 @@ def _promise(session: Session, order_end: dict[str, datetime], revision_id: int)
     for order in orders:
         if order.promised_date is not None and order.promise_version == order.version:
             continue
-        # The promise is the day the last unit is planned to finish.
-        new = promise_day(order_end[order.id])
+        new, rule = promise_for(order.requested_date, order_end[order.id], window)
         old = order.promised_date
         order.promised_date, order.promise_version = new, order.version
         promised[order.id] = new.isoformat()
@@ -552,6 +578,7 @@ def _promise(session: Session, order_end: dict[str, datetime], revision_id: int)
                 "version": order.version,
                 "old": old.isoformat() if old else None,
                 "new": new.isoformat(),
+                "rule": rule,
                 "plan_revision": revision_id,
             },
         )

@@ -194,3 +194,30 @@ def test_revision_diff_names_the_trigger_what_moved_and_what_is_late(sessions, l
     # The job that started at once on L1 now waits for the line to be back.
     assert max(m["start_shift_h"] for m in moved.values()) >= 3.0 - 0.01
     assert all(set(m) >= {"order", "start_shift_h", "end_shift_h"} for m in moved.values())
+
+
+def test_promise_is_the_requested_date_when_the_plan_meets_it_with_margin(sessions, live):
+    """An order asking for a date weeks out is promised that date, not the day its work is
+    planned to end (which left no slack, so later orders "broke" it); one the plan cannot
+    meet with the margin is promised the earliest safe date; the history says which."""
+    _order(sessions, "SO-1", lines=[("P1", 100)], days=20)  # 1 h of work, due in 20 days
+    _order(sessions, "SO-3", lines=[("P2", 2000)], days=0)  # 40 h of work due today
+    replan(sessions, live, now=NOW, trigger="t", window=PlanWindow(frozen_h=0.0))
+    with sessions() as s:
+        far, tight = s.get(Order, "SO-1"), s.get(Order, "SO-3")
+        assert far.promised_date == far.requested_date == (NOW + timedelta(days=20)).date()
+        assert tight.promised_date > tight.requested_date
+        rules = {
+            a.entity_id: a.details["rule"]
+            for a in s.scalars(select(AuditEntry).where(AuditEntry.action == "order.promised"))
+        }
+    assert rules["SO-1"].startswith("requested date met")
+    assert rules["SO-3"].startswith("earliest safe date")
+
+
+def test_earliest_policy_promises_the_planned_finish_day(sessions, live):
+    _order(sessions, "SO-1", lines=[("P1", 100)], days=20)
+    window = PlanWindow(frozen_h=0.0, promise_policy="earliest")
+    replan(sessions, live, now=NOW, trigger="t", window=window)
+    with sessions() as s:
+        assert s.get(Order, "SO-1").promised_date == NOW.date()
