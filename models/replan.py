@@ -78,8 +78,9 @@ class PlanWindow:
     line_down_assume_h: float = DEFAULT_LINE_DOWN_ASSUME_H
     # The promise policy (``LOOPLINE_PROMISE_POLICY``): "requested" promises the requested
     # date when the plan meets it with ``promise_margin_h`` to spare, else the earliest safe
-    # date; "earliest" always promises the day the last unit is planned to finish.
-    promise_policy: str = "requested"
+    # date; "earliest" always promises the day the last unit is planned to finish. The
+    # runtime passes the setting (default "requested"); a bare PlanWindow keeps "earliest".
+    promise_policy: str = "earliest"
     promise_margin_h: float = DEFAULT_PROMISE_MARGIN_H
 
 

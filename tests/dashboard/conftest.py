@@ -113,6 +113,8 @@ def plan_stack(postgres_url, redis_server):
         crm_url=None,
         origin=PLAN_ORIGIN,
         manager_token=PLAN_MANAGER,
+        # The scenario needs a promise with no slack, so that a change breaks it.
+        promise_policy="earliest",
     )
     with transaction(s.runtime.sessions) as session:
         # Two of M1 in each P1 and ten in stock: an order for 100 P1 is short of it.

@@ -202,7 +202,8 @@ def test_promise_is_the_requested_date_when_the_plan_meets_it_with_margin(sessio
     meet with the margin is promised the earliest safe date; the history says which."""
     _order(sessions, "SO-1", lines=[("P1", 100)], days=20)  # 1 h of work, due in 20 days
     _order(sessions, "SO-3", lines=[("P2", 2000)], days=0)  # 40 h of work due today
-    replan(sessions, live, now=NOW, trigger="t", window=PlanWindow(frozen_h=0.0))
+    window = PlanWindow(frozen_h=0.0, promise_policy="requested")
+    replan(sessions, live, now=NOW, trigger="t", window=window)
     with sessions() as s:
         far, tight = s.get(Order, "SO-1"), s.get(Order, "SO-3")
         assert far.promised_date == far.requested_date == (NOW + timedelta(days=20)).date()
