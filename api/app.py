@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable
 from fastapi import APIRouter, Depends, FastAPI
 from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi_offline import FastAPIOffline
+
 from loopline.api.auth import BrowserSessions, PageAuthMiddleware, Tokens
 from loopline.api.context import ApiContext
 from loopline.api.errors import error_body, error_responses, install_error_handlers, refuse_nul

@@ -24,15 +24,16 @@ from http.cookies import CookieError, SimpleCookie
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from itsdangerous import BadSignature, TimestampSigner
-from loopline.models import web_sessions
-from loopline.models.clock import utcnow
-from loopline.models.db import transaction
-from loopline.models.web_sessions import SessionPolicy
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import PlainTextResponse, RedirectResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from loopline.models import web_sessions
+from loopline.models.clock import utcnow
+from loopline.models.db import transaction
+from loopline.models.web_sessions import SessionPolicy
 
 log = logging.getLogger("loopline.auth")
 

@@ -6,12 +6,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import redis.asyncio as aredis
+from sqlalchemy.orm import Session, sessionmaker
+
 from loopline.models.approvals import ApprovalPolicy
 from loopline.models.clock import Clock
 from loopline.models.live import LiveState
 from loopline.models.replan import PlanWindow
 from loopline.models.web_sessions import SessionPolicy
-from sqlalchemy.orm import Session, sessionmaker
 
 
 @dataclass(frozen=True)

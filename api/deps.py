@@ -7,6 +7,8 @@ from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session
+
 from loopline.api.auth import (
     ADMIN,
     COOKIE,
@@ -18,7 +20,6 @@ from loopline.api.auth import (
 )
 from loopline.api.context import ApiContext
 from loopline.models.live import LiveState
-from sqlalchemy.orm import Session
 
 _bearer = HTTPBearer(auto_error=False)
 

@@ -15,11 +15,12 @@ from typing import Annotated, Any, Literal
 from fastapi import FastAPI, Path, Request, WebSocketException, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from loopline.models.events import format_path
-from loopline.models.stores import STORE_DOWN, store_down
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import HTTPConnection
+
+from loopline.models.events import format_path
+from loopline.models.stores import STORE_DOWN, store_down
 
 log = logging.getLogger("loopline.api")
 

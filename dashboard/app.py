@@ -12,12 +12,13 @@ import dash
 import fastapi
 import redis.asyncio as aredis
 from dash import html
+from sqlalchemy.orm import Session, sessionmaker
+from starlette.types import ASGIApp, Receive, Scope, Send
+
 from loopline.dashboard.i18n import normalize_lang
 from loopline.dashboard.live_push import Screens, utcnow
 from loopline.dashboard.pages import alerts, board, orders, plan, wall
 from loopline.models.live import LiveState
-from sqlalchemy.orm import Session, sessionmaker
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 

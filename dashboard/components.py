@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from dash import dcc, html
+
 from loopline.dashboard import ids
 from loopline.dashboard.i18n import LANGS, t
 from loopline.dashboard.live_push import BANNER, BANNER_SHOWN, WATCHDOG_INTERVAL_MS

@@ -13,6 +13,7 @@ from datetime import datetime, tzinfo
 from typing import Any
 
 import plotly.graph_objects as go
+
 from loopline.dashboard.i18n import NONE, fmt_int, label, parse_time, t
 
 # Mirrors assets/loopline.css (:root).

@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import redis.asyncio as aredis
 from dash import Input, Output, State, ctx, set_props
 from dash.exceptions import PreventUpdate
+
 from loopline.dashboard.i18n import fmt_clock, normalize_lang, parse_time, t
 from loopline.dashboard.ids import LiveIds, part
 from loopline.dashboard.last_good import LastGood, Reading

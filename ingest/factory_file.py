@@ -44,6 +44,11 @@ import contextlib
 import re
 from typing import Annotated, Any, Literal
 
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, ValidationError
+from pydantic_core import PydanticCustomError
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
 from loopline.models.audit import record
 from loopline.models.events import format_path
 from loopline.models.planning.problem import (
@@ -70,10 +75,6 @@ from loopline.models.records import (
     PurchaseOrder,
     Site,
 )
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, ValidationError
-from pydantic_core import PydanticCustomError
-from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 _KEY = re.compile(r"^[A-Za-z0-9_.-]+$")
 MAX_KEY_CHARS = 64  # the id columns

@@ -14,6 +14,9 @@ from contextlib import contextmanager, suppress
 from typing import Final
 
 import redis.exceptions as redis_errors
+from sqlalchemy import exc as sql_errors
+from sqlalchemy.orm import Session, sessionmaker
+
 from loopline.ingest.mqtt.consumer import STATUS_TOPIC, Inbound, StoreUnavailable
 from loopline.ingest.mqtt.messages import ProgressMessage, Rejected, StateMessage, parse
 from loopline.models.alerts import open_alert, resolve_alert
@@ -25,8 +28,6 @@ from loopline.models.records import DeadLetter
 from loopline.models.replan import sync_live
 from loopline.models.shopfloor import ShopfloorOutcome, plan_reports
 from loopline.models.watch import mirror_alerts
-from sqlalchemy import exc as sql_errors
-from sqlalchemy.orm import Session, sessionmaker
 
 log = logging.getLogger("loopline.ingest")
 

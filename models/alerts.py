@@ -6,11 +6,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
 from loopline.models.audit import record
 from loopline.models.clock import utcnow
 from loopline.models.records import Alert
-from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 ACTIVE = ("open", "acked")
 

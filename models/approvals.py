@@ -20,6 +20,10 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Literal
 
+from sqlalchemy import case, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
 from loopline.models.audit import record
 from loopline.models.clock import utcnow
 from loopline.models.estimate import end_of_day, iso
@@ -30,9 +34,6 @@ from loopline.models.outbox import enqueue
 from loopline.models.planning import ProblemError, solve
 from loopline.models.records import InboxEvent, Order, PendingChange
 from loopline.models.replan import PlanWindow, build_problem
-from sqlalchemy import case, select
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
 
 log = logging.getLogger("loopline.approvals")
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from loopline.models.records import AuditEntry
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+
+from loopline.models.records import AuditEntry
 
 
 def record(

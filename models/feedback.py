@@ -11,6 +11,9 @@ from collections import defaultdict
 from datetime import timedelta
 from typing import Any
 
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session
+
 from loopline.models.audit import record
 from loopline.models.clock import utcnow
 from loopline.models.live import LiveState
@@ -19,8 +22,6 @@ from loopline.models.outbox import enqueue
 from loopline.models.purchasing import consume_materials
 from loopline.models.quarantine import Findings, count_problem
 from loopline.models.records import Order
-from sqlalchemy import or_, select
-from sqlalchemy.orm import Session
 
 FEEDBACK_EVENT = "order.updated"
 FEEDBACK_STEP = "feedback"  # checkpointing live counters into SQL, and the feedback

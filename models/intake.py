@@ -18,15 +18,16 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal, NamedTuple
 
+from sqlalchemy import exists, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
 from loopline.models.approvals import Gate, GateResult, apply_gated, impact_of, planned_ends
 from loopline.models.db import transaction
 from loopline.models.events import OrderCancelled, OrderUpserted, parse_crm_event
 from loopline.models.orders import UnknownProduct, check_products, high_water, record_stale
 from loopline.models.planning import ProblemError
 from loopline.models.records import DeadLetter, InboxEvent, Order
-from sqlalchemy import exists, select, update
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, sessionmaker
 
 log = logging.getLogger("loopline.intake")
 

@@ -22,6 +22,10 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 import redis
+from redis.exceptions import LockError
+from redis.lock import Lock
+from sqlalchemy.orm import Session, sessionmaker
+
 from loopline.models.approvals import ApprovalPolicy, Gate, GateResult, announce_change
 from loopline.models.clock import Clock, utcnow
 from loopline.models.db import transaction
@@ -33,9 +37,6 @@ from loopline.models.quarantine import Findings, run_isolated
 from loopline.models.quarantine import record as record_quarantine
 from loopline.models.replan import PlanOutcome, PlanWindow, replan
 from loopline.models.watch import ALERTS_STEP, evaluate_alerts, mark_stale_lines, mirror_alerts
-from redis.exceptions import LockError
-from redis.lock import Lock
-from sqlalchemy.orm import Session, sessionmaker
 
 log = logging.getLogger("loopline.loop")
 

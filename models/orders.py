@@ -6,6 +6,10 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
 from loopline.models.audit import record
 from loopline.models.events import OrderCancelled, OrderUpserted
 from loopline.models.records import (
@@ -17,9 +21,6 @@ from loopline.models.records import (
     Product,
     WorkOrder,
 )
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
 
 log = logging.getLogger("loopline.orders")
 

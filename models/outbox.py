@@ -22,13 +22,14 @@ from types import TracebackType
 from typing import Any
 
 import httpx
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.orm import Session, aliased, sessionmaker
+from standardwebhooks import Webhook
+
 from loopline.models.alerts import open_alert, resolve_alert
 from loopline.models.clock import utcnow
 from loopline.models.db import transaction
 from loopline.models.records import OutboxEvent
-from sqlalchemy import func, or_, select, update
-from sqlalchemy.orm import Session, aliased, sessionmaker
-from standardwebhooks import Webhook
 
 log = logging.getLogger("loopline.outbox")
 

@@ -8,12 +8,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, TypedDict
 
+from sqlalchemy import select
+
 from loopline.models.approvals import change_view, list_changes
 from loopline.models.live import LiveState
 from loopline.models.purchasing import open_purchase_requests
 from loopline.models.records import Customer, Order
 from loopline.models.views import current_plan, order_view
-from sqlalchemy import select
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker

@@ -6,10 +6,11 @@ from collections import defaultdict
 from collections.abc import Mapping
 from typing import Any
 
-from loopline.models.estimate import iso
-from loopline.models.records import BomLine, Material, PurchaseOrder, PurchaseRequest, WorkOrder
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+
+from loopline.models.estimate import iso
+from loopline.models.records import BomLine, Material, PurchaseOrder, PurchaseRequest, WorkOrder
 
 
 def open_purchase_requests(session: Session) -> list[dict[str, Any]]:

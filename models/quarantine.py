@@ -15,10 +15,11 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, TypeVar
 
-from loopline.models.alerts import ACTIVE, open_alert, resolve_alert
-from loopline.models.records import Alert
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+
+from loopline.models.alerts import ACTIVE, open_alert, resolve_alert
+from loopline.models.records import Alert
 
 log = logging.getLogger("loopline.quarantine")
 

@@ -10,13 +10,14 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
 from loopline.models.audit import record
 from loopline.models.estimate import end_of_day, iso, promise_day
 from loopline.models.live import LiveState
 from loopline.models.records import LineRate, Order, Product, WorkOrder
 from loopline.models.replan import PRIORITY_WEIGHT, PlanWindow, build_problem
-from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 if TYPE_CHECKING:
     from loopline.models.planning.quote import Placement

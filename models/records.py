@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 from typing import Any
 
-from loopline.models.clock import utcnow
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -21,6 +20,8 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from loopline.models.clock import utcnow
 
 
 class UTCDateTime(TypeDecorator[datetime]):

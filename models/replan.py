@@ -14,6 +14,9 @@ from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from typing import Any
 
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
 from loopline.models.alerts import alert_view, list_alerts
 from loopline.models.audit import record
 from loopline.models.clock import utcnow
@@ -42,8 +45,6 @@ from loopline.models.records import BomLine, Order, PlanRevision, PurchaseReques
 from loopline.models.records import Line as LineRecord
 from loopline.models.records import Material as MaterialRecord
 from loopline.models.records import PurchaseOrder as PurchaseOrderRecord
-from sqlalchemy import select
-from sqlalchemy.orm import Session, sessionmaker
 
 log = logging.getLogger("loopline.replan")
 
@@ -546,12 +547,11 @@ def promise_for(requested: date, planned_end: datetime, window: PlanWindow) -> t
     slack stays the factory's, so later orders do not "break" a promise made too early),
     otherwise the earliest safe date, the day the last unit is planned to finish."""
     earliest = promise_day(planned_end)
-    margin = timedelta(hours=window.promise_margin_h)
-    if window.promise_policy == "requested" and planned_end + margin <= end_of_day(requested):
+    if window.promise_policy != "requested":
+        return earliest, "earliest safe date"
+    if planned_end + timedelta(hours=window.promise_margin_h) <= end_of_day(requested):
         return requested, f"requested date met with {window.promise_margin_h:g} h margin"
-    if window.promise_policy == "requested":
-        return earliest, "earliest safe date (requested date not met with margin)"
-    return earliest, "earliest safe date"
+    return earliest, "earliest safe date (requested date not met with margin)"
 
 
 def _promise(

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import func, or_, select
+from sqlalchemy.orm import Session
+
 from loopline.models.audit import history
 from loopline.models.estimate import iso
 from loopline.models.live import LiveState
 from loopline.models.records import Customer, Line, Order, PlanRevision
-from sqlalchemy import func, or_, select
-from sqlalchemy.orm import Session
 
 
 def order_view(

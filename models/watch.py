@@ -6,13 +6,14 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
 from loopline.models.alerts import Condition, alert_view, open_alert, resolve_alert
 from loopline.models.estimate import iso, parse_ts
 from loopline.models.live import LiveState, Update
 from loopline.models.quarantine import Findings
 from loopline.models.records import Alert
-from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 RULE_KINDS = ("line_down", "line_unavailable", "order_at_risk")
 # Informational alerts (a sequence gap) close by themselves after this long.

@@ -12,9 +12,10 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from loopline.models.records import WebSession
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
+
+from loopline.models.records import WebSession
 
 SECRET_BYTES = 32
 USER_AGENT_CHARS = 200

@@ -16,10 +16,10 @@ from typing import TypeVar
 import pytest
 import redis
 from hypothesis import settings
-from loopline.models.db import make_engine, make_sessions, migrate, transaction
-from loopline.models.live import LiveState
 from sqlalchemy.orm import Session, sessionmaker
 
+from loopline.models.db import make_engine, make_sessions, migrate, transaction
+from loopline.models.live import LiveState
 from tests.factories import seed_small_factory
 from tests.servers import (
     MosquittoServer,

@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import date, timedelta
 from typing import Any
 
-from loopline.models.records import Customer, Line, LineRate, Product, Site
 from sqlalchemy.orm import Session
+
+from loopline.models.records import Customer, Line, LineRate, Product, Site
 
 RATES = {"L1": {"P1": 100.0, "P2": 50.0}, "L2": {"P1": 50.0}}
 

@@ -16,11 +16,11 @@ from typing import Any
 
 import httpx
 import uvicorn
+from standardwebhooks import Webhook
+
 from loopline.models.clock import Clock
 from loopline.models.db import transaction
 from loopline.models.loop import Loop
-from standardwebhooks import Webhook
-
 from loopline.runtime import Runtime, build_app, build_consumer, build_loop, build_runtime
 from loopline.settings import Settings, new_webhook_secret
 from tests.factories import seed_small_factory

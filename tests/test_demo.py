@@ -15,12 +15,12 @@ import time
 
 import httpx
 import pytest
-from loopline.models.planning import backend
-from loopline.models.records import Alert
 from rich.console import Console
 from sqlalchemy import select
 
 from loopline.demo import free_port, print_banner, start_demo
+from loopline.models.planning import backend
+from loopline.models.records import Alert
 from loopline.settings import Settings
 
 # Seconds from launch to the banner with nothing compiled (measured: about 6 s idle; the

@@ -19,8 +19,8 @@ import pytest
 import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from loopline.models.live import LiveState
 
+from loopline.models.live import LiveState
 from loopline.seed import factory_data
 from loopline.settings import new_webhook_secret
 from loopline.simulators.crm import CrmFeedbackServer

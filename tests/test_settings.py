@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from loopline.api.auth import Tokens
 
+from loopline.api.auth import Tokens
 from loopline.settings import Settings, resolve
 
 

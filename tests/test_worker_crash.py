@@ -21,15 +21,15 @@ from pathlib import Path
 
 import pytest
 import redis
+from sqlalchemy import func, select, text
+from sqlalchemy.orm import Session, sessionmaker
+
 from loopline.models.db import make_engine, make_sessions, migrate, transaction
 from loopline.models.events import parse_crm_event
 from loopline.models.loop import DUTY_LOCK, REPLAN_QUEUE
 from loopline.models.orders import apply_crm_event
 from loopline.models.outbox import enqueue
 from loopline.models.records import OutboxEvent, PlanRevision
-from sqlalchemy import func, select, text
-from sqlalchemy.orm import Session, sessionmaker
-
 from loopline.settings import new_webhook_secret
 from tests.factories import order_event, seed_small_factory
 from tests.stack import wait_until

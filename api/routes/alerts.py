@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, HTTPException
+
 from loopline.api.deps import LiveDep, PrincipalDep, SessionDep, WriterDep
 from loopline.api.errors import RowId, error_responses
 from loopline.api.schemas import AlertView

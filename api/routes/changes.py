@@ -7,6 +7,9 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Query
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.orm import Session
+
 from loopline.api.auth import PRODUCTION_MANAGER, Principal
 from loopline.api.deps import LiveDep, PrincipalDep, SessionDep, require_roles
 from loopline.api.errors import RowId, error_body, error_responses
@@ -22,8 +25,6 @@ from loopline.models.approvals import (
     reject,
 )
 from loopline.models.loop import request_replan
-from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy.orm import Session
 
 router = APIRouter(prefix="/changes", tags=["changes"], responses=error_responses(401))
 

@@ -10,6 +10,9 @@ import logging
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from redis.exceptions import RedisError
+from starlette.concurrency import run_in_threadpool
+
 from loopline.api.context import ApiContext
 from loopline.api.deps import ContextDep
 from loopline.api.errors import FieldError, error_body, error_responses
@@ -23,8 +26,6 @@ from loopline.ingest.crm.receive import (
     receive,
 )
 from loopline.models.loop import request_replan
-from redis.exceptions import RedisError
-from starlette.concurrency import run_in_threadpool
 
 log = logging.getLogger("loopline.api.crm")
 

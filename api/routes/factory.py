@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, HTTPException
+
 from loopline.api.deps import LiveDep, PrincipalDep, SessionDep
 from loopline.api.errors import error_responses
 from loopline.api.schemas import LineView, PlanView

@@ -6,10 +6,11 @@ from typing import Literal
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
-from loopline.api.deps import ContextDep
-from loopline.api.errors import RETRY_AFTER_S
 from pydantic import BaseModel, Field
 from sqlalchemy import text
+
+from loopline.api.deps import ContextDep
+from loopline.api.errors import RETRY_AFTER_S
 
 router = APIRouter(tags=["health"])
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
+
 from loopline.api.auth import PRODUCTION_MANAGER, PURCHASING, Principal
 from loopline.api.deps import PrincipalDep, SessionDep, require_roles
 from loopline.api.errors import error_responses

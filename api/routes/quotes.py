@@ -7,12 +7,13 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
 from loopline.api.auth import PRODUCTION_MANAGER, SALES, Principal
 from loopline.api.deps import ContextDep, SessionDep, require_roles
 from loopline.api.errors import FieldError, error_body, error_responses
 from loopline.models.events import Name, Priority, format_path
 from loopline.models.quotes import QuoteAsk, UnknownSku, make_quote
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 router = APIRouter(prefix="/quotes", tags=["quotes"], responses=error_responses(401, 403))
 

@@ -6,10 +6,11 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path, Request, Response, status
+from pydantic import BaseModel
+
 from loopline.api.auth import BrowserSessions
 from loopline.api.deps import WriterDep
 from loopline.api.errors import error_responses
-from pydantic import BaseModel
 
 router = APIRouter(prefix="/sessions", tags=["sessions"], responses=error_responses(401, 403))
 

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+
 from loopline.api.auth import (
     COOKIE,
     SESSION_RECHECK_S,

@@ -13,6 +13,7 @@ from typing import Any
 
 import dash
 from dash import ALL, Input, Output, dcc, html
+
 from loopline.dashboard import ids
 from loopline.dashboard.components import live_frame, nav_bar, panel_head
 from loopline.dashboard.i18n import alert_text, fmt_age, label, normalize_lang, t

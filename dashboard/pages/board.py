@@ -15,6 +15,7 @@ from typing import Any
 
 import dash
 from dash import dcc, html
+
 from loopline.dashboard import ids
 from loopline.dashboard.components import live_frame, nav_bar, panel_head
 from loopline.dashboard.figures import gantt_figure, gantt_signature

@@ -13,6 +13,7 @@ from typing import Any
 
 import dash
 from dash import Input, Output, State, dcc, html
+
 from loopline.dashboard import ids
 from loopline.dashboard.components import nav_bar, panel_head
 from loopline.dashboard.i18n import (

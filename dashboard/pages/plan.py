@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import dash
 from dash import ALL, ClientsideFunction, Input, Output, State, dcc, html, set_props
+
 from loopline.dashboard import ids
 from loopline.dashboard.components import live_frame, nav_bar, panel_head
 from loopline.dashboard.i18n import (

@@ -15,6 +15,7 @@ from typing import Any
 
 import dash
 from dash import html
+
 from loopline.dashboard import ids
 from loopline.dashboard.components import live_frame
 from loopline.dashboard.i18n import (

@@ -14,6 +14,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import ValidationError
+from sqlalchemy.orm import Session, sessionmaker
+from standardwebhooks import Webhook
+from standardwebhooks.webhooks import WebhookVerificationError
+
 from loopline.ingest.crm.mappings import (
     CANONICAL,
     CANONICAL_TYPES,
@@ -34,10 +39,6 @@ from loopline.models.intake import Receipt as Outcome
 from loopline.models.intake import record_received
 from loopline.models.orders import UnknownProduct
 from loopline.models.records import DeadLetter
-from pydantic import ValidationError
-from sqlalchemy.orm import Session, sessionmaker
-from standardwebhooks import Webhook
-from standardwebhooks.webhooks import WebhookVerificationError
 
 log = logging.getLogger("loopline.ingest.crm")
 

@@ -31,7 +31,6 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 import paho.mqtt.client as mqtt
-from loopline.ingest.mqtt.url import MqttUrl, parse_mqtt_url
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -43,6 +42,8 @@ from tenacity import (
     stop_when_event_set,
     wait_exponential,
 )
+
+from loopline.ingest.mqtt.url import MqttUrl, parse_mqtt_url
 
 log = logging.getLogger("loopline.ingest.mqtt")
 

@@ -15,10 +15,11 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 import paho.mqtt.client as mqtt
-from loopline.ingest.mqtt.consumer import PAHO_LOG
-from loopline.ingest.mqtt.url import parse_mqtt_url
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
+
+from loopline.ingest.mqtt.consumer import PAHO_LOG
+from loopline.ingest.mqtt.url import parse_mqtt_url
 
 log = logging.getLogger("loopline.ingest.mqtt.publisher")
 

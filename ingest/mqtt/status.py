@@ -16,6 +16,11 @@ from collections.abc import Callable
 from typing import Any, Final
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+from tenacity import Retrying, stop_when_event_set, wait_exponential
+
 from loopline.ingest.mqtt.consumer import (
     KEEPALIVE_S,
     PAHO_LOG,
@@ -26,10 +31,6 @@ from loopline.ingest.mqtt.consumer import (
     STATUS_TOPIC,
 )
 from loopline.ingest.mqtt.url import parse_mqtt_url
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.properties import Properties
-from paho.mqtt.reasoncodes import ReasonCode
-from tenacity import Retrying, stop_when_event_set, wait_exponential
 
 log = logging.getLogger("loopline.ingest.mqtt.status")
 

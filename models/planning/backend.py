@@ -24,8 +24,9 @@ from types import ModuleType
 from typing import Any
 
 import numpy as np
-from loopline.models.planning import kernel as compiled
 from numba.core import config as numba_config
+
+from loopline.models.planning import kernel as compiled
 
 log = logging.getLogger(__name__)
 

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+
 from loopline.models.planning import backend
 
 # A deadline counts as met when missed by less than this (hours; about 4 ms).

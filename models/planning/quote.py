@@ -22,6 +22,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 import numpy as np
+
 from loopline.models.planning.optimize import Solution, decode
 from loopline.models.planning.problem import Issue, Job, Problem, ProblemError
 from loopline.models.planning.schedule import Schedule

@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 import numpy as np
+
 from loopline.models.planning.calendar import Timeline, weekly_hours, working_windows
 from loopline.models.planning.explain import explain
 from loopline.models.planning.materials import MaterialPlan, net_materials

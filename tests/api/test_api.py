@@ -8,11 +8,11 @@ import time
 
 import httpx
 import websockets
+
 from loopline.models.alerts import open_alert
 from loopline.models.db import transaction
 from loopline.models.records import DeadLetter
 from loopline.models.watch import mirror_alerts
-
 from tests.factories import order_event
 from tests.stack import API_TOKEN, DISPLAY_TOKEN, run_async, wait_until
 

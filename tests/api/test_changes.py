@@ -9,8 +9,8 @@ from datetime import UTC, date, datetime
 
 import httpx
 import pytest
-from loopline.models.live import STREAM, Change, Update
 
+from loopline.models.live import STREAM, Change, Update
 from loopline.settings import new_webhook_secret
 from loopline.simulators.crm import CrmFeedbackServer
 from tests.factories import order_event

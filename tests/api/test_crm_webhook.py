@@ -15,9 +15,9 @@ import pytest
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
-from loopline.models.records import DeadLetter, InboxEvent, Order
 from sqlalchemy import func, select
 
+from loopline.models.records import DeadLetter, InboxEvent, Order
 from tests.factories import order_event
 from tests.stack import post_signed, start_stack, wait_until
 

@@ -6,9 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
+
 from loopline.models.db import transaction
 from loopline.models.records import BomLine, Material, PurchaseOrder
-
 from tests.factories import order_event
 from tests.stack import DISPLAY_TOKEN, start_stack, wait_until
 

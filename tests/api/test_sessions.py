@@ -22,9 +22,9 @@ from pathlib import Path
 import httpx
 import uvicorn
 import websockets
+
 from loopline.api.app import create_app
 from loopline.api.auth import COOKIE
-
 from loopline.runtime import api_context, build_app
 from tests.factories import order_event
 from tests.stack import API_TOKEN, DISPLAY_TOKEN, free_port, run_async, wait_until

@@ -15,9 +15,9 @@ from datetime import UTC, datetime
 import pytest
 import uvicorn
 from fastapi import FastAPI
+
 from loopline.models.live import LiveState
 from loopline.models.live_store import open_live_store
-
 from tests.dashboard.seed import seed
 from tests.servers import free_port
 
@@ -102,7 +102,6 @@ def plan_stack(postgres_url, redis_server):
     """A whole stack for the plan and approvals screens (tests/api/test_changes' scenario)."""
     from loopline.models.db import transaction
     from loopline.models.records import BomLine, Material
-
     from tests.dashboard.test_screens_browser import PLAN_MANAGER, PLAN_ORIGIN
     from tests.stack import start_stack
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import plotly.graph_objects as go
+
 from loopline.dashboard.figures import PALETTE, UIREVISION, gantt_figure, gantt_signature
 
 START = datetime(2026, 12, 1, 6, 0, tzinfo=UTC)

@@ -6,6 +6,7 @@ import re
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
+
 from loopline.dashboard.i18n import (
     LANGS,
     MESSAGES,

@@ -8,13 +8,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import redis
+
 from loopline.dashboard import ids
 from loopline.dashboard.last_good import LastGood
 from loopline.dashboard.live_push import BANNER_SHOWN, Screens
 from loopline.dashboard.pages import alerts, board, orders, plan, wall
 from loopline.models.live import LiveState
 from loopline.models.live_store import open_live_store
-
 from tests.dashboard.seed import seed
 from tests.dashboard.test_views import find
 from tests.servers import free_port

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+
 from loopline.dashboard import ids
 from loopline.dashboard.i18n import fmt_eta
 from loopline.models.live import Change, Update, index_key, key

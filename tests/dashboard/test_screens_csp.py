@@ -11,8 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from loopline.dashboard import ids
 
+from loopline.dashboard import ids
 from tests.dashboard.test_screens_browser import (
     LOAD_TIMEOUT_MS,
     PUSH_TIMEOUT_MS,

@@ -10,9 +10,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+
 from loopline.dashboard import ids
 from loopline.models.live import Update
-
 from tests.dashboard.test_screens_browser import LOAD_TIMEOUT_MS, open_page, sel, wait_beat
 from tests.servers import RedisServer
 from tests.stack import DISPLAY_TOKEN, start_stack

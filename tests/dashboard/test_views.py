@@ -6,6 +6,7 @@ import dataclasses
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
+
 from loopline.dashboard import ids
 from loopline.dashboard.live_push import Screens, diff_singles, diff_views
 from loopline.dashboard.pages import alerts, board, orders, plan, wall
@@ -23,7 +24,6 @@ from loopline.models.records import (
     WorkOrder,
 )
 from loopline.models.views import current_plan
-
 from tests.dashboard.seed import seed
 from tests.factories import order_event
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
-from loopline.dashboard import ids
 
+from loopline.dashboard import ids
 from tests.dashboard.test_screens_browser import open_page, sel, wait_beat
 from tests.factories import order_event
 from tests.stack import DISPLAY_TOKEN, start_stack, wait_until
@@ -100,7 +100,6 @@ def test_acknowledge_on_the_alert_panel_goes_through_the_api(stack, page, browse
     from loopline.models.alerts import open_alert
     from loopline.models.db import transaction
     from loopline.models.watch import mirror_alerts
-
     from tests.stack import API_TOKEN
 
     rt = stack.runtime

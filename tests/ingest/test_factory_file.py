@@ -6,11 +6,11 @@ import copy
 import json
 
 import pytest
+from sqlalchemy import select
+
 from loopline.ingest.factory_file import FactoryFileError, import_factory, parse_factory
 from loopline.models.db import transaction
 from loopline.models.records import BomLine, Line, Material, PurchaseOrder
-from sqlalchemy import select
-
 from loopline.seed import factory_data
 
 

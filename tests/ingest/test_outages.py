@@ -10,6 +10,9 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
 import pytest
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
 from loopline.ingest.mqtt.consumer import MqttConsumer
 from loopline.ingest.mqtt.publisher import LinePublisher
 from loopline.ingest.shopfloor import ShopfloorHandler
@@ -21,9 +24,6 @@ from loopline.models.live_store import open_live_store
 from loopline.models.orders import apply_crm_event
 from loopline.models.records import DeadLetter
 from loopline.models.replan import sync_live
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session, sessionmaker
-
 from tests.factories import order_event, seed_small_factory
 from tests.ingest.mqtt.conftest import wait_for
 from tests.servers import PostgresServer, RedisServer

@@ -8,6 +8,8 @@ from datetime import UTC, datetime
 
 import pytest
 import redis
+from sqlalchemy import select
+
 from loopline.ingest.mqtt.consumer import Inbound, StoreUnavailable
 from loopline.ingest.shopfloor import ShopfloorHandler
 from loopline.models.clock import Clock
@@ -17,8 +19,6 @@ from loopline.models.live import LiveState, Update
 from loopline.models.orders import apply_crm_event
 from loopline.models.records import Alert, DeadLetter
 from loopline.models.replan import sync_live
-from sqlalchemy import select
-
 from tests.factories import order_event
 from tests.servers import free_port
 

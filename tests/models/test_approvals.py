@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 
 import pytest
+from sqlalchemy import select
+
 from loopline.models.approvals import (
     AlreadyDecided,
     ApprovalPolicy,
@@ -20,8 +22,6 @@ from loopline.models.live import Update
 from loopline.models.orders import apply_crm_event
 from loopline.models.records import InboxEvent, Order, OutboxEvent, PendingChange
 from loopline.models.replan import PlanWindow, replan
-from sqlalchemy import select
-
 from tests.factories import order_event
 
 # A Tuesday morning: L1 is the only line for P2 (50/h), so P2 orders queue on it.

@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import json
 
-import loopline.models.intake as intake_module
 import pytest
+from sqlalchemy import select
+
+import loopline.models.intake as intake_module
 from loopline.models.db import transaction
 from loopline.models.events import parse_crm_event
 from loopline.models.intake import MAX_APPLY_ATTEMPTS, apply_received, record_received
 from loopline.models.records import DeadLetter, InboxEvent, Order, Product
-from sqlalchemy import select
-
 from tests.factories import order_event
 
 
@@ -108,7 +108,6 @@ def test_a_product_gone_before_the_apply_rejects_the_event(sessions):
 def _gate(live):
     from loopline.models.approvals import ApprovalPolicy, Gate
     from loopline.models.replan import PlanWindow
-
     from tests.models.test_approvals import NOW
 
     return Gate(live, lambda: NOW, ApprovalPolicy(), PlanWindow())
@@ -118,7 +117,6 @@ def _gate(live):
 def promised(sessions, live):
     """SO-A and SO-V promised (test_approvals' victim), SO-A running on L1."""
     from loopline.models.replan import replan
-
     from tests.models.test_approvals import NOW, seed_victim, start_running
 
     seed_victim(lambda body, webhook_id: _record(sessions, body, webhook_id))
@@ -163,7 +161,6 @@ def test_a_round_with_a_promise_breaker_parks_it_and_applies_the_rest(
     sessions, live, promised, monkeypatch
 ):
     from loopline.models.records import PendingChange
-
     from tests.models.test_approvals import BIG, DAY1
 
     _record(sessions, order_event("SO-N1", 1, [("P1", 20)], DAY1), "n1")

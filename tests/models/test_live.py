@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 
 import redis.asyncio as aredis
-from loopline.models.live import STREAM, Change, Update, follow
 
+from loopline.models.live import STREAM, Change, Update, follow
 from tests.stack import run_async
 
 

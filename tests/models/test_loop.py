@@ -6,6 +6,9 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from redis.lock import Lock
+from sqlalchemy import select
+
 from loopline.models.alerts import list_alerts
 from loopline.models.clock import Clock
 from loopline.models.db import transaction
@@ -26,9 +29,6 @@ from loopline.models.orders import apply_crm_event
 from loopline.models.records import BomLine, Material, Order, OutboxEvent, PlanRevision
 from loopline.models.replan import build_problem, replan, sync_live
 from loopline.models.watch import evaluate_alerts, mark_stale_lines
-from redis.lock import Lock
-from sqlalchemy import select
-
 from tests.factories import order_event
 
 NOW = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)

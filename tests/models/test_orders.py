@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from sqlalchemy import func, select
+
 from loopline.models.audit import history
 from loopline.models.db import transaction
 from loopline.models.events import parse_crm_event
 from loopline.models.orders import UnknownProduct, apply_crm_event
 from loopline.models.records import InboxEvent, Order
-from sqlalchemy import func, select
-
 from tests.factories import order_event
 
 

@@ -12,6 +12,10 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+from standardwebhooks import Webhook
+
 from loopline.models.db import make_engine, make_sessions, migrate, transaction
 from loopline.models.outbox import (
     CLAIM_CHUNK,
@@ -23,10 +27,6 @@ from loopline.models.outbox import (
     requeue_dead,
 )
 from loopline.models.records import Alert, OutboxEvent
-from sqlalchemy import select
-from sqlalchemy.orm import Session, sessionmaker
-from standardwebhooks import Webhook
-
 from loopline.settings import new_webhook_secret
 from loopline.simulators.crm import CrmFeedbackServer
 

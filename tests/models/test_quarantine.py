@@ -8,6 +8,8 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import select, update
+
 from loopline.models.clock import Clock
 from loopline.models.db import transaction
 from loopline.models.events import parse_crm_event
@@ -16,8 +18,6 @@ from loopline.models.loop import Loop, LoopConfig
 from loopline.models.orders import apply_crm_event
 from loopline.models.quarantine import QUARANTINE_KIND, Findings, count_problem, record
 from loopline.models.records import Alert, LineRate, OrderLine, OutboxEvent, WorkOrder
-from sqlalchemy import select, update
-
 from tests.factories import order_event
 
 

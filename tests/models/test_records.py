@@ -5,6 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
+from sqlalchemy import inspect, select
+from sqlalchemy.exc import IntegrityError
+
 from loopline.models.db import make_engine, make_sessions, migrate, transaction
 from loopline.models.events import parse_crm_event
 from loopline.models.orders import apply_crm_event
@@ -21,9 +24,6 @@ from loopline.models.records import (
     PurchaseRequest,
     WorkOrder,
 )
-from sqlalchemy import inspect, select
-from sqlalchemy.exc import IntegrityError
-
 from tests.factories import order_event, seed_small_factory
 
 
@@ -144,6 +144,7 @@ def test_work_order_ids_follow_design_naming(db):
 def test_migrations_match_the_models(db):
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
+
     from loopline.models.records import Base
 
     engine, _ = db

@@ -6,6 +6,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import select
+
 from loopline.models.db import transaction
 from loopline.models.estimate import end_of_day
 from loopline.models.events import parse_crm_event
@@ -23,8 +25,6 @@ from loopline.models.records import (
     WorkOrder,
 )
 from loopline.models.replan import PlanWindow, build_problem, replan
-from sqlalchemy import select
-
 from tests.factories import order_event
 
 NOW = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)  # a Tuesday

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from loopline.models.db import make_engine, make_sessions, migrate, transaction
 from sqlalchemy.orm import Session, sessionmaker
 
+from loopline.models.db import make_engine, make_sessions, migrate, transaction
 from loopline.settings import new_webhook_secret
 from tests.factories import seed_small_factory
 

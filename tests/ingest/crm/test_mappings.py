@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from sqlalchemy import select
+
 from loopline.ingest.crm.mappings import (
     MAPPINGS,
     MappingError,
@@ -15,8 +17,6 @@ from loopline.ingest.crm.receive import BadBody, receive
 from loopline.models.events import parse_crm_event
 from loopline.models.intake import apply_received
 from loopline.models.records import DeadLetter, InboxEvent, Order
-from sqlalchemy import select
-
 from tests.factories import order_event
 from tests.ingest.crm.signing import encode, sign
 

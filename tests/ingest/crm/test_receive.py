@@ -7,6 +7,8 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import func, select
+
 from loopline.ingest.crm.receive import (
     DEAD_LETTER_PAYLOAD_BYTES,
     BadBody,
@@ -18,8 +20,6 @@ from loopline.ingest.crm.receive import (
 )
 from loopline.models.intake import apply_received
 from loopline.models.records import AuditEntry, DeadLetter, InboxEvent, Order, WorkOrder
-from sqlalchemy import func, select
-
 from tests.factories import order_event
 from tests.ingest.crm.signing import encode, sign
 

@@ -12,12 +12,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
+from standardwebhooks import Webhook
+
 from loopline.ingest.crm.receive import BadBody, BadSignature, receive
 from loopline.models.events import OrderCancelled, OrderUpserted, parse_crm_event
 from loopline.models.intake import apply_received
 from loopline.models.records import Order
-from standardwebhooks import Webhook
-
 from loopline.simulators import crm as crm_module
 from loopline.simulators.crm import CrmFeedbackServer, CrmSimulator
 

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import pytest
+
 from loopline.ingest.mqtt.consumer import Inbound, MqttConsumer
 from loopline.ingest.mqtt.publisher import LinePublisher
 

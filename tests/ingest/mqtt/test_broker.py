@@ -8,11 +8,11 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
 import pytest
+
 from loopline.ingest.mqtt.broker import EmbeddedBroker
 from loopline.ingest.mqtt.consumer import MqttConsumer
 from loopline.ingest.mqtt.messages import parse
 from loopline.ingest.mqtt.publisher import LinePublisher
-
 from tests.ingest.mqtt.conftest import Collector, Events, start_subscribed
 
 T0 = datetime(2026, 11, 28, 8, 0, tzinfo=UTC)

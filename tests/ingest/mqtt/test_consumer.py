@@ -11,11 +11,11 @@ from datetime import UTC, datetime
 
 import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
 from loopline.ingest.mqtt.consumer import STATUS_TOPIC, Inbound, MqttConsumer, StoreUnavailable
 from loopline.ingest.mqtt.messages import ProgressMessage, parse
 from loopline.ingest.mqtt.publisher import LinePublisher
-from paho.mqtt.enums import CallbackAPIVersion
-
 from tests.ingest.mqtt.conftest import Collector, Events, start_subscribed, wait_for
 from tests.servers import MosquittoServer, free_port
 

@@ -6,6 +6,7 @@ import json
 from datetime import UTC, datetime
 
 import pytest
+
 from loopline.ingest.mqtt.messages import (
     MAX_COUNTER,
     MAX_NAME_CHARS,

@@ -6,10 +6,10 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+
 from loopline.ingest.mqtt.consumer import MqttConsumer
 from loopline.ingest.mqtt.messages import ProgressMessage, StateMessage, parse
 from loopline.ingest.mqtt.publisher import LinePublisher, format_ts
-
 from tests.ingest.mqtt.conftest import Collector, start_subscribed
 
 T0 = datetime(2026, 11, 28, 8, 0, 0, 250000, tzinfo=UTC)

@@ -14,11 +14,11 @@ from functools import partial
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
+
 from loopline.ingest.mqtt.status import StatusWatcher
 from loopline.ingest.shopfloor import ingest_status_changed
 from loopline.models.records import Alert
-from sqlalchemy import select
-
 from tests.ingest.mqtt.conftest import Collector, start_subscribed, wait_for
 from tests.servers import MosquittoServer
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from loopline.ingest.mqtt.url import MqttUrl, parse_mqtt_url
 
 

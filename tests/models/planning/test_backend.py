@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from loopline.models.planning import backend, kernel
 from loopline.models.planning.optimize import optimize
-
 from tests.models.planning.test_kernel import random_instance
 
 

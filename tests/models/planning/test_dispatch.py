@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from loopline.models.planning import Job, Line, Problem
 from loopline.models.planning.dispatch import ATC_K, dispatch_atc, solve
-
 from tests.models.planning.invariants import assert_valid
 
 SCENARIOS = Path(__file__).parent / "scenarios"

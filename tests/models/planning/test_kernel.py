@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from loopline.models.planning import kernel
 from loopline.models.planning.optimize import Arrays, Solution, construct, decode, optimize
 

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from loopline.models.planning import (
     Calendar,
     Closure,
@@ -26,7 +27,6 @@ from loopline.models.planning import (
     solve,
 )
 from loopline.models.planning.quote import QuoteRequest, quote, with_plan
-
 from tests.models.planning.invariants import assert_valid
 
 SCENARIOS = Path(__file__).parent / "scenarios"
