@@ -37,8 +37,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from functools import partial
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
+import dash
 import redis.asyncio as aredis
 from dash import Input, Output, State, ctx, set_props
 from dash.exceptions import PreventUpdate
@@ -195,24 +196,86 @@ def push_list(
     push_views(key, None, views)
 
 
-class PageStream(Protocol):
-    """One page's live behaviour, driven by :func:`run_stream`."""
+class PageStream:
+    """Base of one open page's live behaviour, driven by :func:`run_stream`.
+
+    It keeps what the browser said it was rendered with (``params``, ``shown``) and the
+    page's language; a subclass says which changes it wants and how it reads and pushes.
+    Pages whose text moves with the clock ("5 min ago", "tomorrow") call ``redraw`` from
+    ``on_tick`` once a minute through :meth:`new_minute`.
+    """
+
+    def __init__(self, screens: Screens, start: dict[str, Any]) -> None:
+        self.screens = screens
+        self.params: dict[str, Any] = start.get("params") or {}
+        self.shown: dict[str, Any] = start.get("shown") or {}
+        self.lang = normalize_lang(self.params.get("lang"), screens.default_lang)
+        self.minute = ""
 
     def wants(self, change: Change) -> bool:
         """Whether a change can alter this page."""
-        ...
+        raise NotImplementedError
 
     async def resync(self) -> None:
         """Read the state afresh and push whatever differs from what the page shows."""
-        ...
+        raise NotImplementedError
 
     async def on_changes(self, changes: list[Change]) -> None:
         """Apply a batch of wanted changes (possibly empty) and push what they alter."""
-        ...
+        raise NotImplementedError
 
     async def on_tick(self, now: datetime) -> None:
-        """Time passed: update clocks and ages."""
-        ...
+        """Time passed: by default, redraw once a minute (clocks and ages move)."""
+        if self.new_minute(now):
+            self.redraw(now)
+
+    def redraw(self, now: datetime) -> None:
+        """Push what the page shows at ``now`` (pages that move with the clock)."""
+
+    def new_minute(self, now: datetime) -> bool:
+        """Whether ``now`` is in another minute than the last redraw; marks it drawn."""
+        minute = now.strftime("%Y%m%d%H%M")
+        if minute == self.minute:
+            return False
+        self.minute = minute
+        return True
+
+
+class ListStream(PageStream):
+    """A page showing a list of repeated items plus single counters: remembers the order,
+    the items' views and the singles it last pushed, and sends only what changed."""
+
+    def __init__(self, screens: Screens, start: dict[str, Any]) -> None:
+        super().__init__(screens, start)
+        self.order: list[str] | None = self.shown.get("order")
+        self.views: Views | None = self.shown.get("views")
+        self.singles: Singles | None = self.shown.get("singles")
+
+    def push(
+        self,
+        container_id: str,
+        *,
+        key: str,
+        order: list[str],
+        views: Views,
+        render: Callable[[], Any],
+        singles: Singles,
+        container_props: dict[str, Any] | None = None,
+    ) -> None:
+        """Send the list (see :func:`push_list`) and the singles, and remember them."""
+        push_list(
+            container_id,
+            key=key,
+            old_order=self.order,
+            order=order,
+            old_views=self.views,
+            views=views,
+            render=render,
+            container_props=container_props,
+        )
+        self.order, self.views = order, views
+        push_singles(self.singles, singles)
+        self.singles = singles
 
 
 async def _pump(client: aredis.Redis, queue: asyncio.Queue[Change]) -> None:
@@ -406,12 +469,30 @@ function(_n, beat, start) {{
 """
 
 
+def register_screen(
+    app: Any,
+    module: str,
+    *,
+    screens: Screens,
+    path: str,
+    name: str,
+    title: str,
+    layout: Callable[..., Any],
+    live_ids: LiveIds,
+    stream: type[PageStream],
+) -> None:
+    """Register a live page: its Dash page at ``path`` and its stream (see
+    :func:`register_live_page`)."""
+    dash.register_page(module, path=path, title=title, name=name, layout=layout)
+    register_live_page(app, screens=screens, live_ids=live_ids, stream=stream)
+
+
 def register_live_page(
     app: Any,
     *,
     screens: Screens,
     live_ids: LiveIds,
-    make_page: Callable[[dict[str, Any]], PageStream],
+    stream: type[PageStream],
 ) -> None:
     """Wire a page's stream (websocket callback) and its client-side watchdog."""
     start_id, heartbeat_id = live_ids.start, live_ids.heartbeat
@@ -433,7 +514,7 @@ def register_live_page(
             start.get("shown") is None,
         )
         await run_stream(
-            make_page(start),
+            stream(screens, start),
             screens=screens,
             start_id=start_id,
             heartbeat_id=heartbeat_id,

@@ -18,14 +18,13 @@ from loopline.dashboard import ids
 from loopline.dashboard.components import live_frame, nav_bar, panel_head
 from loopline.dashboard.i18n import alert_text, fmt_age, label, normalize_lang, t
 from loopline.dashboard.live_push import (
+    ListStream,
     Screens,
     Singles,
     Views,
     new_token,
     outage_notice,
-    push_list,
-    push_singles,
-    register_live_page,
+    register_screen,
     stale_since,
 )
 from loopline.models.live import Change, LiveState
@@ -189,19 +188,13 @@ def layout(
     )
 
 
-class AlertsStream:
+class AlertsStream(ListStream):
     """Keeps one open alert panel in step with the live state."""
 
     def __init__(self, screens: Screens, start: dict[str, Any]) -> None:
-        self.screens = screens
-        params, shown = start.get("params") or {}, start.get("shown") or {}
-        self.lang = normalize_lang(params.get("lang"), screens.default_lang)
-        self.role = params.get("role")
-        self.order: list[str] | None = shown.get("order")
-        self.views: Views | None = shown.get("views")
-        self.singles: Singles | None = shown.get("singles")
+        super().__init__(screens, start)
+        self.role = self.params.get("role")
         self.alerts: dict[str, dict[str, Any]] = {}
-        self.minute = ""
 
     def wants(self, change: Change) -> bool:
         """Alert changes only."""
@@ -236,45 +229,33 @@ class AlertsStream:
                     self.alerts[str(a["id"])] = a
         self.redraw(self.screens.now())
 
-    async def on_tick(self, now: datetime) -> None:
-        """Ages move once a minute."""
-        if now.strftime("%Y%m%d%H%M") != self.minute:
-            self.redraw(now)
-
     def redraw(self, now: datetime) -> None:
         """Send the items that changed, or the whole list when items came, went or moved."""
-        self.minute = now.strftime("%Y%m%d%H%M")
+        self.new_minute(now)
         order = alert_order(self.alerts)
         views = alert_views(self.alerts, order, lang=self.lang, now=now)
-        push_list(
+        self.push(
             ids.ALERTS_LIST,
             key=KEY,
-            old_order=self.order,
             order=order,
-            old_views=self.views,
             views=views,
             render=lambda: render_alerts(order, views, self.lang),
+            singles=count_singles(self.alerts, self.lang),
         )
-        self.order, self.views = order, views
-        singles = count_singles(self.alerts, self.lang)
-        push_singles(self.singles, singles)
-        self.singles = singles
 
 
 def register(app: dash.Dash, screens: Screens) -> None:
     """Register the page and its live stream on ``app``."""
-    dash.register_page(
-        __name__,
-        path=PATH,
-        title="Loopline · Alerts",
-        name="alerts",
-        layout=partial(layout, screens),
-    )
-    register_live_page(
+    register_screen(
         app,
+        __name__,
         screens=screens,
+        path=PATH,
+        name="alerts",
+        title="Loopline · Alerts",
+        layout=partial(layout, screens),
         live_ids=ids.ALERTS,
-        make_page=lambda start: AlertsStream(screens, start),
+        stream=AlertsStream,
     )
     # Acknowledging goes through the API like any other client (the signed-in browser's
     # cookie plus a header no other site can send); the change comes back by the stream.

@@ -32,14 +32,13 @@ from loopline.dashboard.i18n import (
     t_count,
 )
 from loopline.dashboard.live_push import (
+    ListStream,
     Screens,
     Singles,
     Views,
     new_token,
     outage_notice,
-    push_list,
-    push_singles,
-    register_live_page,
+    register_screen,
     stale_since,
 )
 from loopline.models.live import Change, LiveState
@@ -275,21 +274,15 @@ def layout(screens: Screens, lang: str | None = None, **_query: Any) -> html.Div
 
 
 # -- live ------------------------------------------------------------------------------
-class BoardStream:
+class BoardStream(ListStream):
     """Keeps one open board in step with the live state."""
 
     def __init__(self, screens: Screens, start: dict[str, Any]) -> None:
-        self.screens = screens
-        params, shown = start.get("params") or {}, start.get("shown") or {}
-        self.lang = normalize_lang(params.get("lang"), screens.default_lang)
-        self.order_ids: list[str] | None = shown.get("order")
-        self.views: Views | None = shown.get("views")
-        self.singles: Singles | None = shown.get("singles")
-        self.gantt_sig: str | None = shown.get("gantt")
+        super().__init__(screens, start)
+        self.gantt_sig: str | None = self.shown.get("gantt")
         self.orders: dict[str, dict[str, Any]] = {}
         self.gantt_dirty = True  # the first resync checks the plan against the snapshot
         self.gantt_built = 0.0
-        self.minute = ""
 
     def wants(self, change: Change) -> bool:
         """Order changes, new plans, and work orders that move on the chart."""
@@ -341,7 +334,7 @@ class BoardStream:
 
         Rows are recomputed once a minute: "tomorrow 06:10" becomes "06:10" at midnight.
         """
-        if now.strftime("%Y%m%d%H%M") != self.minute:
+        if self.new_minute(now):
             self.redraw_rows(now)
         if time.monotonic() - self.gantt_built >= GANTT_REDRAW_S:
             self.gantt_dirty = True
@@ -350,22 +343,17 @@ class BoardStream:
 
     def redraw_rows(self, now: datetime) -> None:
         """Send the rows that changed, or the whole body when rows moved."""
-        self.minute = now.strftime("%Y%m%d%H%M")
+        self.new_minute(now)
         order_ids = board_order(self.orders)
         views = board_views(self.orders, order_ids, lang=self.lang, screens=self.screens, now=now)
-        push_list(
+        self.push(
             ids.BOARD_ROWS,
             key=KEY,
-            old_order=self.order_ids,
             order=order_ids,
-            old_views=self.views,
             views=views,
             render=lambda: render_rows(order_ids, views, self.lang),
+            singles=count_singles(len(order_ids), self.lang),
         )
-        self.order_ids, self.views = order_ids, views
-        singles = count_singles(len(order_ids), self.lang)
-        push_singles(self.singles, singles)
-        self.singles = singles
 
     async def maybe_rebuild_gantt(self, *, force: bool = False) -> None:
         """Rebuild the Gantt if the plan changed, at most once per second."""
@@ -388,16 +376,14 @@ class BoardStream:
 
 def register(app: dash.Dash, screens: Screens) -> None:
     """Register the page and its live stream on ``app``."""
-    dash.register_page(
-        __name__,
-        path=PATH,
-        title="Loopline · Board",
-        name="board",
-        layout=partial(layout, screens),
-    )
-    register_live_page(
+    register_screen(
         app,
+        __name__,
         screens=screens,
+        path=PATH,
+        name="board",
+        title="Loopline · Board",
+        layout=partial(layout, screens),
         live_ids=ids.BOARD,
-        make_page=lambda start: BoardStream(screens, start),
+        stream=BoardStream,
     )

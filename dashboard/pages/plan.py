@@ -37,10 +37,11 @@ from loopline.dashboard.i18n import (
     t,
 )
 from loopline.dashboard.live_push import (
+    PageStream,
     Screens,
     new_token,
     outage_notice,
-    register_live_page,
+    register_screen,
     stale_since,
 )
 from loopline.models.live import Change
@@ -721,14 +722,12 @@ def layout(screens: Screens, lang: str | None = None, **_query: Any) -> html.Div
 
 
 # -- live ------------------------------------------------------------------------------
-class PlanStream:
+class PlanStream(PageStream):
     """Keeps one open plan page in step with the records."""
 
     def __init__(self, screens: Screens, start: dict[str, Any]) -> None:
-        self.screens = screens
-        params, shown = start.get("params") or {}, start.get("shown") or {}
-        self.lang = normalize_lang(params.get("lang"), screens.default_lang)
-        self.sigs: dict[str, str] = dict(shown.get("sigs") or {})
+        super().__init__(screens, start)
+        self.sigs: dict[str, str] = dict(self.shown.get("sigs") or {})
         self.dirty = False
         self.read_at = 0.0  # time.monotonic() of the last read
 
@@ -772,9 +771,9 @@ class PlanStream:
         except Exception:  # noqa: BLE001 - the database may be restarting; try again later
             log.warning("plan page: reading the records failed", exc_info=True)
             return
-        self.redraw(data, self.screens.now())
+        self.redraw_sections(data, self.screens.now())
 
-    def redraw(self, data: Data | None, now: datetime) -> None:
+    def redraw_sections(self, data: Data | None, now: datetime) -> None:
         """Send the sections whose content changed."""
         sigs = signatures(data, now.astimezone(self.screens.tz).date())
         changed = [s for s, sig in sigs.items() if self.sigs.get(s) != sig]
@@ -787,12 +786,16 @@ class PlanStream:
 
 def register(app: dash.Dash, screens: Screens) -> None:
     """Register the page, its live stream and its Approve/Reject buttons on ``app``."""
-    dash.register_page(
+    register_screen(
+        app,
         __name__,
+        screens=screens,
         path=PATH,
-        title="Loopline · Plan",
         name="plan",
+        title="Loopline · Plan",
         layout=partial(layout, screens),
+        live_ids=ids.PLAN,
+        stream=PlanStream,
     )
     # DESIGN.md names the screen for deciding on changes /approvals: the same page.
     dash.register_page(
@@ -801,12 +804,6 @@ def register(app: dash.Dash, screens: Screens) -> None:
         title="Loopline · Approvals",
         name="approvals",
         layout=partial(layout, screens),
-    )
-    register_live_page(
-        app,
-        screens=screens,
-        live_ids=ids.PLAN,
-        make_page=lambda start: PlanStream(screens, start),
     )
     # Deciding goes through the API like any other client (the signed-in browser's cookie
     # plus a header no other site can send), so the API's roles apply; what it answered

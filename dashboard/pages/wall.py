@@ -32,15 +32,14 @@ from loopline.dashboard.i18n import (
     t,
 )
 from loopline.dashboard.live_push import (
+    ListStream,
     Screens,
     Singles,
     Views,
     new_token,
     outage_notice,
-    push_list,
-    push_singles,
     push_views,
-    register_live_page,
+    register_screen,
     stale_since,
 )
 from loopline.models.live import Change, LiveState
@@ -359,21 +358,15 @@ def layout(
 
 
 # -- live ------------------------------------------------------------------------------
-class WallStream:
+class WallStream(ListStream):
     """Keeps the tiles of one open wall in step with the live state."""
 
     def __init__(self, screens: Screens, start: dict[str, Any]) -> None:
-        self.screens = screens
-        params, shown = start.get("params") or {}, start.get("shown") or {}
-        self.lang = normalize_lang(params.get("lang"), screens.default_lang)
-        self.site = params.get("site")
-        self.order: list[str] | None = shown.get("order")
-        self.views: Views | None = shown.get("views")
-        self.singles: Singles | None = shown.get("singles")
-        self.summary: Views | None = shown.get("summary")
+        super().__init__(screens, start)
+        self.site = self.params.get("site")
+        self.summary: Views | None = self.shown.get("summary")
         self.lines: dict[str, dict[str, Any]] = {}
         self.wos: dict[str, dict[str, Any]] = {}
-        self.minute = ""
 
     def wants(self, change: Change) -> bool:
         """Line changes, and changes of a work order some line is making."""
@@ -422,32 +415,21 @@ class WallStream:
         for stale in set(self.wos) - current:
             del self.wos[stale]
 
-    async def on_tick(self, now: datetime) -> None:
-        """Redraw once a minute: the clock, 'since' durations and relative days move."""
-        minute = now.strftime("%Y%m%d%H%M")
-        if minute != self.minute:
-            self.redraw(now)
-
     def redraw(self, now: datetime) -> None:
         """Compute every view and send only what differs from what the browser shows."""
-        self.minute = now.strftime("%Y%m%d%H%M")
+        self.new_minute(now)
         lines = [self.lines[k] for k in sorted(self.lines)]
         order = [str(ln["id"]) for ln in lines]
         views = wall_views(lines, self.wos, lang=self.lang, screens=self.screens, now=now)
-        push_list(
+        self.push(
             ids.WALL_GRID,
             key=KEY,
-            old_order=self.order,
             order=order,
-            old_views=self.views,
             views=views,
             render=lambda: render_tiles(order, views, self.lang),
+            singles=header_singles(lines, self.site, lang=self.lang, screens=self.screens, now=now),
             container_props={"className": grid_class(len(order))},
         )
-        self.order, self.views = order, views
-        singles = header_singles(lines, self.site, lang=self.lang, screens=self.screens, now=now)
-        push_singles(self.singles, singles)
-        self.singles = singles
         summary = summary_views(lines, self.lang)
         push_views("state", self.summary, summary)
         self.summary = summary
@@ -455,12 +437,14 @@ class WallStream:
 
 def register(app: dash.Dash, screens: Screens) -> None:
     """Register the page and its live stream on ``app``."""
-    dash.register_page(
-        __name__, path=PATH, title="Loopline · Wall", name="wall", layout=partial(layout, screens)
-    )
-    register_live_page(
+    register_screen(
         app,
+        __name__,
         screens=screens,
+        path=PATH,
+        name="wall",
+        title="Loopline · Wall",
+        layout=partial(layout, screens),
         live_ids=ids.WALL,
-        make_page=lambda start: WallStream(screens, start),
+        stream=WallStream,
     )

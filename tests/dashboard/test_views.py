@@ -550,11 +550,11 @@ def test_the_plan_stream_redraws_only_the_sections_that_changed(plan_screens, mo
     sent: list[str] = []
     monkeypatch.setattr(plan, "set_props", lambda cid, props: sent.append(cid))
     data = plan.read_plan_page(plan_screens.sessions, plan_screens.live)
-    stream.redraw(data, NOW)
+    stream.redraw_sections(data, NOW)
     assert sent == []  # nothing changed since the render
     with transaction(plan_screens.sessions) as s:
         s.get(PendingChange, 2).status = "approved"
-    stream.redraw(plan.read_plan_page(plan_screens.sessions, plan_screens.live), NOW)
+    stream.redraw_sections(plan.read_plan_page(plan_screens.sessions, plan_screens.live), NOW)
     assert sent == [ids.PLAN_CHANGES]
     assert stream.wants(Change("plan", "2", {}, {"revision": 2}))
     assert not stream.wants(Change("order", "SO-1", {}, {"eta": "x"}))
