@@ -306,8 +306,8 @@ def _file_errors(factory: FactoryFile, failing: _Names) -> list[dict[str, str]]:
     """References, calendars and duplicate ids of a file whose fields are valid."""
     skus = {p.sku for p in factory.products}
     sites = {s.id for s in factory.sites}
-    file_skus = (skus | failing.skus) if skus or failing.skus else set()
-    file_sites = (sites | failing.sites) if sites or failing.sites else set()
+    file_skus = (skus | failing.skus) if skus or failing.skus else None
+    file_sites = (sites | failing.sites) if sites or failing.sites else None
     errors = _duplicates(factory)
     for i, line in enumerate(factory.lines):
         errors += _line_references(i, line, file_skus, file_sites)
@@ -351,15 +351,15 @@ def _duplicates(factory: FactoryFile) -> list[dict[str, str]]:
 
 
 def _check_materials(
-    materials: MaterialsIn, skus: set[str], *, known_materials: set[str] | None
+    materials: MaterialsIn, skus: set[str] | None, *, known_materials: set[str] | None
 ) -> list[dict[str, str]]:
-    """Unknown products in the BOM and unknown materials. Empty ``skus`` skips products;
+    """Unknown products in the BOM and unknown materials. ``skus`` None skips products;
     ``known_materials`` None checks materials only when the file lists some."""
     names = set(materials.items) | (known_materials or set())
     check = known_materials is not None or bool(materials.items)
     errors = []
     for sku, parts in materials.bom.items():
-        if skus and sku not in skus:
+        if skus is not None and sku not in skus:
             errors.append(_error(f"materials.bom.{sku}", f"unknown product '{sku}'"))
         for material in parts:
             if check and material not in names:
@@ -377,12 +377,15 @@ def _check_materials(
     return errors
 
 
-def _line_references(i: int, line: LineIn, skus: set[str], sites: set[str]) -> list[dict[str, str]]:
-    """A line's unknown site and products (an empty set of names skips that check)."""
+def _line_references(
+    i: int, line: LineIn, skus: set[str] | None, sites: set[str] | None
+) -> list[dict[str, str]]:
+    """A line's unknown site and products (None skips that check: the file alone may
+    rely on master data the database already has)."""
     errors = []
-    if sites and line.site not in sites:
+    if sites is not None and line.site not in sites:
         errors.append(_error(f"lines[{i}].site", f"unknown site '{line.site}'"))
-    if not skus:
+    if skus is None:
         return errors
     for sku in line.rates:
         if sku not in skus:

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import select
 
 from loopline.ingest.factory_file import FactoryFileError, import_factory, parse_factory
-from loopline.models.db import transaction
+from loopline.models.db import make_engine, make_sessions, migrate, transaction
 from loopline.models.records import BomLine, Line, Material, PurchaseOrder
 from loopline.seed import factory_data
 
@@ -248,3 +248,19 @@ def test_field_errors_and_reference_errors_are_listed_together():
         "lines[2].calendar.timezone",
         "materials.bom.NOPE",
     ]
+
+
+def test_a_line_on_a_site_nobody_defined_is_refused_not_a_traceback(postgres_url):
+    """Found by the fuzz test: a file with lines but no sites, into an empty database,
+    passed the file check (no sites named: nothing to check against) and then broke the
+    site foreign key inside the import."""
+    data = {
+        "products": [{"sku": "GEAR-A", "name": "Gear A"}],
+        "lines": [{"id": "L9", "site": "plant-9", "name": "Cell", "rates": {"GEAR-A": 60}}],
+    }
+    engine = make_engine(postgres_url)  # empty, and it enforces foreign keys
+    migrate(engine)
+    with pytest.raises(FactoryFileError) as refused, transaction(make_sessions(engine)) as s:
+        import_factory(s, parse_factory(data), actor="t")
+    engine.dispose()
+    assert {"field": "lines[0].site", "message": "unknown site 'plant-9'"} in refused.value.errors
