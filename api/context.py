@@ -17,6 +17,8 @@ from loopline.models.web_sessions import SessionPolicy
 
 @dataclass(frozen=True)
 class ApiContext:
+    """Every value comes from Settings (``loopline.runtime.api_context`` builds it)."""
+
     sessions: sessionmaker[Session]
     live: LiveState
     new_async_redis: Callable[[], aredis.Redis]
@@ -26,14 +28,14 @@ class ApiContext:
     crm_secret: str
     max_body_bytes: int
     site: str
-    default_lang: str = "en"
-    manager_token: str | None = None
-    purchasing_token: str | None = None
-    sales_token: str | None = None
-    approval_policy: ApprovalPolicy = ApprovalPolicy()
-    plan_window: PlanWindow = PlanWindow()
+    default_lang: str
+    manager_token: str | None
+    purchasing_token: str | None
+    sales_token: str | None
+    approval_policy: ApprovalPolicy
+    plan_window: PlanWindow
     # Browser sessions (api/auth.py): the signing key (None: derived from the API token),
     # how long sign-ins last, and the foreign origins CORS lets in (none by default).
-    session_secret: str | None = None
-    session_policy: SessionPolicy = SessionPolicy()
-    cors_origins: tuple[str, ...] = ()
+    session_secret: str | None
+    session_policy: SessionPolicy
+    cors_origins: tuple[str, ...]

@@ -16,8 +16,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from loopline.dashboard.i18n import normalize_lang
-from loopline.dashboard.live_push import Screens, utcnow
+from loopline.dashboard.live_push import Screens
 from loopline.dashboard.pages import alerts, board, orders, plan, wall
+from loopline.models.clock import utcnow
 from loopline.models.live import LiveState
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"

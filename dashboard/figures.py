@@ -14,7 +14,8 @@ from typing import Any
 
 import plotly.graph_objects as go
 
-from loopline.dashboard.i18n import NONE, fmt_int, label, parse_time, t
+from loopline.dashboard.i18n import NONE, fmt_int, label, t
+from loopline.models.clock import parse_time
 
 # Mirrors assets/loopline.css (:root).
 PALETTE = {

@@ -11,6 +11,8 @@ import string
 from datetime import date, datetime, timedelta, tzinfo
 from typing import Any
 
+from loopline.models.clock import parse_date, parse_time
+
 LANGS = ("en", "zh-CN")
 DEFAULT_LANG = "en"
 NONE = "—"
@@ -339,29 +341,6 @@ def label(prefix: str, value: str | None, lang: str) -> str:
 
 
 # -- formats -----------------------------------------------------------------------
-def parse_time(value: str | None) -> datetime | None:
-    """An RFC 3339 timestamp (``Z`` or offset) as an aware datetime; None when absent or bad."""
-    if not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if parsed.tzinfo is None:
-        return None
-    return parsed
-
-
-def parse_date(value: str | None) -> date | None:
-    """A ``YYYY-MM-DD`` date; None when absent or bad."""
-    if not value:
-        return None
-    try:
-        return date.fromisoformat(str(value)[:10])
-    except ValueError:
-        return None
-
-
 def fmt_int(n: float | int | None) -> str:
     """A count with thousands separators."""
     if n is None:

@@ -35,7 +35,7 @@ import logging
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, tzinfo
+from datetime import datetime, tzinfo
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -44,9 +44,10 @@ import redis.asyncio as aredis
 from dash import Input, Output, State, ctx, set_props
 from dash.exceptions import PreventUpdate
 
-from loopline.dashboard.i18n import fmt_clock, normalize_lang, parse_time, t
+from loopline.dashboard.i18n import fmt_clock, normalize_lang, t
 from loopline.dashboard.ids import LiveIds, part
 from loopline.dashboard.last_good import LastGood, Reading
+from loopline.models.clock import parse_time, utcnow
 from loopline.models.live import Change, LiveState, follow
 from loopline.models.stores import STORE_DOWN
 
@@ -79,11 +80,6 @@ _active = 0
 def active_streams() -> int:
     """How many page streams this process is running (for metrics and tests)."""
     return _active
-
-
-def utcnow() -> datetime:
-    """Wall-clock UTC now."""
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)

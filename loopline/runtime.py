@@ -26,7 +26,7 @@ from loopline.models.loop import Loop, LoopConfig
 from loopline.models.outbox import OutboxRelay
 from loopline.models.replan import PlanWindow
 from loopline.models.web_sessions import SessionPolicy
-from loopline.settings import Resolved, Settings, resolve
+from loopline.settings import Resolved, Settings, resolve, split_list
 
 log = logging.getLogger("loopline")
 
@@ -91,33 +91,65 @@ def api_context(rt: Runtime) -> ApiContext:
         manager_token=rt.resolved.manager_token,
         purchasing_token=rt.resolved.purchasing_token,
         sales_token=rt.resolved.sales_token,
-        approval_policy=approval_policy(rt),
-        plan_window=plan_window(rt),
+        approval_policy=approval_policy(rt.settings),
+        plan_window=plan_window(rt.settings),
         session_secret=rt.resolved.session_secret,
-        session_policy=SessionPolicy(
-            idle_s=rt.settings.session_idle_h * 3600,
-            max_age_s=rt.settings.session_max_age_h * 3600,
-            kiosk_max_age_s=rt.settings.kiosk_session_max_age_h * 3600,
-        ),
+        session_policy=session_policy(rt.settings),
         cors_origins=rt.resolved.cors_origins,
     )
 
 
-def approval_policy(rt: Runtime) -> ApprovalPolicy:
+# The parts below hold no defaults of their own: Settings is the one place a default lives.
+def approval_policy(settings: Settings) -> ApprovalPolicy:
     """The auto-approve rules the worker's approval gate applies."""
     return ApprovalPolicy(
-        max_slip_h=rt.resolved.auto_approve_max_slip_h,
-        priorities=frozenset(rt.resolved.auto_approve_priorities),
+        max_slip_h=settings.auto_approve_max_slip_h,
+        priorities=frozenset(split_list(settings.auto_approve_priorities)),
     )
 
 
-def plan_window(rt: Runtime) -> PlanWindow:
+def plan_window(settings: Settings) -> PlanWindow:
     """How replans, previews and quotes cut the problem (the same settings for all)."""
     return PlanWindow(
-        frozen_h=rt.settings.frozen_window_h,
-        line_down_assume_h=rt.settings.line_down_assume_h,
-        promise_policy=rt.settings.promise_policy,
-        promise_margin_h=rt.settings.promise_margin_h,
+        frozen_h=settings.frozen_window_h,
+        line_down_assume_h=settings.line_down_assume_h,
+        promise_policy=settings.promise_policy,
+        promise_margin_h=settings.promise_margin_h,
+    )
+
+
+def session_policy(settings: Settings) -> SessionPolicy:
+    """How long browser sign-ins last."""
+    return SessionPolicy(
+        idle_s=settings.session_idle_h * 3600,
+        max_age_s=settings.session_max_age_h * 3600,
+        kiosk_max_age_s=settings.kiosk_session_max_age_h * 3600,
+    )
+
+
+def loop_config(settings: Settings) -> LoopConfig:
+    """The worker's timings, plan window and approval rules."""
+    return LoopConfig(
+        replan_debounce_ms=settings.replan_debounce_ms,
+        line_down_alert_after_s=settings.line_down_alert_after_s,
+        stale_after_s=settings.stale_after_s,
+        window=plan_window(settings),
+        approval_policy=approval_policy(settings),
+    )
+
+
+def outbox_relay(
+    settings: Settings, sessions: sessionmaker[Session], *, url: str, secret: str
+) -> OutboxRelay:
+    """The CRM feedback relay with the outbox's retry settings."""
+    return OutboxRelay(
+        sessions,
+        url=url,
+        secret=secret,
+        max_attempts=settings.outbox_max_attempts,
+        backoff_base_s=settings.outbox_backoff_base_s,
+        backoff_max_s=settings.outbox_backoff_max_s,
+        timeout_s=settings.outbox_timeout_s,
     )
 
 
@@ -140,25 +172,11 @@ def build_loop(rt: Runtime, crm_url: str | None = None, *, warm_planner: bool = 
         warm_up()
     url = crm_url or rt.resolved.crm_url
     relay = (
-        OutboxRelay(
-            rt.sessions,
-            url=url,
-            secret=rt.resolved.crm_secret,
-            max_attempts=rt.settings.outbox_max_attempts,
-            backoff_base_s=rt.settings.outbox_backoff_base_s,
-            backoff_max_s=rt.settings.outbox_backoff_max_s,
-        )
+        outbox_relay(rt.settings, rt.sessions, url=url, secret=rt.resolved.crm_secret)
         if url
         else None
     )
-    config = LoopConfig(
-        replan_debounce_ms=rt.settings.replan_debounce_ms,
-        line_down_alert_after_s=rt.settings.line_down_alert_after_s,
-        stale_after_s=rt.settings.stale_after_s,
-        window=plan_window(rt),
-        approval_policy=approval_policy(rt),
-    )
-    return Loop(rt.sessions, rt.live, rt.clock, config, relay=relay)
+    return Loop(rt.sessions, rt.live, rt.clock, loop_config(rt.settings), relay=relay)
 
 
 def build_consumer(rt: Runtime, mqtt_url: str) -> MqttConsumer:

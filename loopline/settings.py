@@ -63,6 +63,7 @@ class Settings(BaseSettings):
     outbox_max_attempts: int = 8
     outbox_backoff_base_s: float = 1.0
     outbox_backoff_max_s: float = 300.0
+    outbox_timeout_s: float = Field(default=5.0, gt=0.0)  # one delivery attempt's HTTP timeout
     mqtt_client_id: str = "loopline-ingest"
     # Planning (models/replan.py): planned work starting within this many hours stays put,
     # and a line reported down is assumed back this many hours from each replan.

@@ -25,8 +25,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from loopline.models.audit import record
-from loopline.models.clock import utcnow
-from loopline.models.estimate import end_of_day, iso
+from loopline.models.clock import end_of_day, iso, utcnow
 from loopline.models.events import OrderCancelled, OrderUpserted, parse_crm_event
 from loopline.models.live import Change, LiveState
 from loopline.models.orders import OPEN_STATUSES, ApplyResult, apply_crm_event
@@ -52,8 +51,8 @@ class ApprovalPolicy:
     """Auto-approve rules: slips all within ``max_slip_h`` (0: off), or the changed order's
     priority is one of ``priorities``."""
 
-    max_slip_h: float = 0.0
-    priorities: frozenset[str] = frozenset()
+    max_slip_h: float
+    priorities: frozenset[str]
 
     def rule_for(self, *, priority: str, impact: Sequence[dict[str, Any]]) -> str | None:
         """The rule that lets a change with this impact in, or None."""
@@ -70,8 +69,8 @@ class Gate:
 
     live: LiveState
     now: Callable[[], datetime]
-    policy: ApprovalPolicy = field(default_factory=ApprovalPolicy)
-    window: PlanWindow = field(default_factory=PlanWindow)
+    policy: ApprovalPolicy
+    window: PlanWindow
 
 
 @dataclass(frozen=True)
@@ -235,7 +234,7 @@ def _others_promised(session: Session, order_id: str) -> bool:
 
 
 def planned_ends(
-    session: Session, live: LiveState, now: datetime, window: PlanWindow | None = None
+    session: Session, live: LiveState, now: datetime, window: PlanWindow
 ) -> dict[str, datetime]:
     """When each open order would finish if the plan were redone now, promises aside.
 

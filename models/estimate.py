@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
+from loopline.models.clock import end_of_day, iso, parse_ts
 from loopline.models.live import LiveState, Update
 from loopline.models.quarantine import Findings, count_problem
 
@@ -13,34 +14,6 @@ from loopline.models.quarantine import Findings, count_problem
 SLOW_SHARE = 0.85
 MIN_RATE_UPH = 1e-6
 ESTIMATE_STEP = "estimate"
-
-
-def parse_ts(value: Any) -> datetime | None:
-    """An RFC 3339 string from the live state as an aware datetime (None stays None)."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, datetime):
-        return value
-    return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-
-
-def iso(value: datetime | None) -> str | None:
-    """An aware datetime as RFC 3339 with 'Z'."""
-    if value is None:
-        return None
-    return value.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-def end_of_day(day: date | str) -> datetime:
-    """The instant a promised date ends (UTC): a promise for the 10th holds until midnight."""
-    d = date.fromisoformat(day) if isinstance(day, str) else day
-    return datetime.combine(d + timedelta(days=1), time(0), tzinfo=UTC)
-
-
-def promise_day(end: datetime) -> date:
-    """The date a promise must name for work ending at ``end`` (a partial day counts): the
-    inverse of ``end_of_day``."""
-    return (end.astimezone(UTC) - timedelta(microseconds=1)).date()
 
 
 def planned_rate(wo: Mapping[str, Any]) -> float | None:

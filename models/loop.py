@@ -18,7 +18,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 import redis
@@ -171,11 +171,13 @@ class Relay(Protocol):
 
 @dataclass(frozen=True)
 class LoopConfig:
-    replan_debounce_ms: int = 300
-    line_down_alert_after_s: float = 300.0
-    stale_after_s: float = 120.0
-    window: PlanWindow = field(default_factory=PlanWindow)
-    approval_policy: ApprovalPolicy = field(default_factory=ApprovalPolicy)
+    """The worker's settings (built from Settings by ``loopline.runtime.loop_config``)."""
+
+    replan_debounce_ms: int
+    line_down_alert_after_s: float
+    stale_after_s: float
+    window: PlanWindow
+    approval_policy: ApprovalPolicy
 
 
 class Loop:

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from loopline.models.estimate import iso
+from loopline.models.clock import iso
 from loopline.models.records import BomLine, Material, PurchaseOrder, PurchaseRequest, WorkOrder
 
 

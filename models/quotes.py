@@ -14,7 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from loopline.models.audit import record
-from loopline.models.estimate import end_of_day, iso, promise_day
+from loopline.models.clock import end_of_day, iso, promise_day
 from loopline.models.live import LiveState
 from loopline.models.records import LineRate, Order, Product, WorkOrder
 from loopline.models.replan import PRIORITY_WEIGHT, PlanWindow, build_problem
@@ -51,7 +51,7 @@ def make_quote(
     ask: QuoteAsk,
     now: datetime,
     actor: str,
-    window: PlanWindow | None = None,
+    window: PlanWindow,
 ) -> dict[str, Any]:
     """Quote ``ask`` against the current plan; audited as ``quote.made``.
 

@@ -19,9 +19,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from loopline.models.alerts import alert_view, list_alerts
 from loopline.models.audit import record
-from loopline.models.clock import utcnow
+from loopline.models.clock import end_of_day, iso, parse_ts, promise_day, utcnow
 from loopline.models.db import transaction
-from loopline.models.estimate import end_of_day, estimate, iso, parse_ts, promise_day
+from loopline.models.estimate import estimate
 from loopline.models.feedback import FEEDBACK_STEP, sync_feedback
 from loopline.models.live import Change, LiveState, Update
 from loopline.models.orders import OPEN_STATUSES
@@ -53,14 +53,6 @@ PLANNABLE = ("planned", "running")
 # A job whose planned end moved by less than this is not reported as moved: time passing
 # alone shifts every replan a little.
 MOVE_EPSILON_H = 0.25
-# Planned work starting within this many hours stays put (LOOPLINE_FROZEN_WINDOW_H).
-DEFAULT_FROZEN_H = 1.0
-# A line reported down is assumed back this many hours from now (LOOPLINE_LINE_DOWN_ASSUME_H):
-# nobody knows when a jam is cleared, and each replan pushes the guess on.
-DEFAULT_LINE_DOWN_ASSUME_H = 1.0
-# How much earlier than the end of the requested day the plan must finish an order for the
-# promise to be the requested date itself (``LOOPLINE_PROMISE_MARGIN_H``).
-DEFAULT_PROMISE_MARGIN_H = 24.0
 REPLAN_STEP = "replan"
 # Each round of the planner's check leaves out the jobs and lines it names; a bad part
 # can hide another (a total over the horizon), so a few rounds.
@@ -71,18 +63,22 @@ _LINE_PATH = re.compile(r"^lines\[(\d+)\]")
 
 @dataclass(frozen=True)
 class PlanWindow:
-    """How the problem is cut from the present: the frozen window and how long a line
-    that is down is assumed to stay down (``LOOPLINE_FROZEN_WINDOW_H``,
-    ``LOOPLINE_LINE_DOWN_ASSUME_H``), the same for replans, previews and quotes."""
+    """How the problem is cut from the present, the same for replans, previews and
+    quotes, and how promises are made. Every value comes from Settings (their defaults and
+    meaning live there: ``frozen_window_h``, ``line_down_assume_h``, ``promise_policy``,
+    ``promise_margin_h``); ``loopline.runtime.plan_window`` builds it.
 
-    frozen_h: float = DEFAULT_FROZEN_H
-    line_down_assume_h: float = DEFAULT_LINE_DOWN_ASSUME_H
-    # The promise policy (``LOOPLINE_PROMISE_POLICY``): "requested" promises the requested
-    # date when the plan meets it with ``promise_margin_h`` to spare, else the earliest safe
-    # date; "earliest" always promises the day the last unit is planned to finish. The
-    # runtime passes the setting (default "requested"); a bare PlanWindow keeps "earliest".
-    promise_policy: str = "earliest"
-    promise_margin_h: float = DEFAULT_PROMISE_MARGIN_H
+    ``frozen_h``: planned work starting this soon stays put. ``line_down_assume_h``: a line
+    reported down is assumed back this long from each replan (nobody knows when a jam is
+    cleared). ``promise_policy``: "requested" promises the requested date when the plan
+    meets it ``promise_margin_h`` early, else the earliest safe date; "earliest" always
+    promises the day the last unit is planned to finish.
+    """
+
+    frozen_h: float
+    line_down_assume_h: float
+    promise_policy: str
+    promise_margin_h: float
 
 
 @dataclass(frozen=True)
@@ -100,7 +96,7 @@ def build_problem(
     session: Session,
     live: LiveState,
     now: datetime,
-    window: PlanWindow | None = None,
+    window: PlanWindow,
     findings: Findings | None = None,
 ) -> tuple[Problem, dict[str, WorkOrder]]:
     """The planning problem for all open work: lines with their calendars, changeovers,
@@ -110,7 +106,6 @@ def build_problem(
     Work orders and lines whose data the planner cannot take (or whose live counters are
     not believable) are left out and named in ``findings`` (step ``replan``).
     """
-    window = window or PlanWindow()
     findings = findings if findings is not None else Findings()
     lines = list(session.scalars(select(LineRecord).order_by(LineRecord.id)))
     makeable = {r.sku for ln in lines for r in ln.rates}
@@ -340,7 +335,7 @@ def replan(
     *,
     now: datetime,
     trigger: str,
-    window: PlanWindow | None = None,
+    window: PlanWindow,
 ) -> PlanOutcome:
     """Plan all open work now, store the revision, promises and purchase requests, and
     update live state."""
@@ -350,9 +345,7 @@ def replan(
         started = time.perf_counter()
         schedule = solve(problem)
         solve_ms = (time.perf_counter() - started) * 1000
-        outcome = _publish_sql(
-            session, problem, schedule, wos, trigger, solve_ms, window or PlanWindow()
-        )
+        outcome = _publish_sql(session, problem, schedule, wos, trigger, solve_ms, window)
         session.flush()
         # Live state first, so the promise and the ETA it implies reach the CRM together;
         # the outbox rows commit with the promises they report.

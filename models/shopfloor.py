@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, cast
 
-from loopline.models.estimate import estimate, iso, parse_ts
+from loopline.models.clock import iso, parse_ts
+from loopline.models.estimate import estimate
 from loopline.models.live import Change, LiveState, Update
 
 # Weight of the newest observation in the smoothed rate (exponential moving average).

@@ -8,7 +8,7 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from loopline.models.audit import history
-from loopline.models.estimate import iso
+from loopline.models.clock import iso
 from loopline.models.live import LiveState
 from loopline.models.records import Customer, Line, Order, PlanRevision
 

@@ -10,7 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from loopline.models.alerts import Condition, alert_view, open_alert, resolve_alert
-from loopline.models.estimate import iso, parse_ts
+from loopline.models.clock import iso, parse_ts
 from loopline.models.live import LiveState, Update
 from loopline.models.quarantine import Findings
 from loopline.models.records import Alert

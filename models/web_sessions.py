@@ -36,9 +36,9 @@ class SessionPolicy:
     over a holiday still shows its screen, and ends ``kiosk_max_age_s`` after sign-in.
     """
 
-    idle_s: float = 12 * 3600.0
-    max_age_s: float = 7 * 24 * 3600.0
-    kiosk_max_age_s: float = 30 * 24 * 3600.0
+    idle_s: float
+    max_age_s: float
+    kiosk_max_age_s: float
 
     def max_age_for(self, role: str) -> float:
         """The longest a sign-in of ``role`` may last."""

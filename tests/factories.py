@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import date, timedelta
 from typing import Any
 
 from sqlalchemy.orm import Session
 
+from loopline import runtime
+from loopline.models.approvals import ApprovalPolicy
+from loopline.models.loop import LoopConfig
 from loopline.models.records import Customer, Line, LineRate, Product, Site
+from loopline.models.replan import PlanWindow
+from loopline.settings import Settings
 
 RATES = {"L1": {"P1": 100.0, "P2": 50.0}, "L2": {"P1": 50.0}}
 
@@ -52,3 +58,24 @@ def order_event(
             "sales_rep": "zhang.wei",
         },
     }
+
+
+def settings(**overrides: Any) -> Settings:
+    """Settings as a fresh install has them (no environment, no .env), with overrides."""
+    return Settings.model_validate(overrides)
+
+
+def plan_window(**overrides: Any) -> PlanWindow:
+    """The plan window of a fresh install (Settings' defaults); ``overrides`` replace
+    PlanWindow fields, e.g. ``frozen_h=0``."""
+    return replace(runtime.plan_window(settings()), **overrides)
+
+
+def approval_policy(**overrides: Any) -> ApprovalPolicy:
+    """The auto-approve rules of a fresh install, with PlanWindow-style overrides."""
+    return replace(runtime.approval_policy(settings()), **overrides)
+
+
+def loop_config(**overrides: Any) -> LoopConfig:
+    """The worker's config of a fresh install, with LoopConfig field overrides."""
+    return replace(runtime.loop_config(settings()), **overrides)

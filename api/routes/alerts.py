@@ -10,7 +10,7 @@ from loopline.api.deps import LiveDep, PrincipalDep, SessionDep, WriterDep
 from loopline.api.errors import RowId, error_responses
 from loopline.api.schemas import AlertView
 from loopline.models.alerts import ack_alert, alert_view, list_alerts
-from loopline.models.estimate import iso
+from loopline.models.clock import iso
 from loopline.models.watch import mirror_alerts
 
 router = APIRouter(prefix="/alerts", tags=["alerts"], responses=error_responses(401))

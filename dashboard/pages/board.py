@@ -25,8 +25,6 @@ from loopline.dashboard.i18n import (
     fmt_pct,
     label,
     normalize_lang,
-    parse_date,
-    parse_time,
     risk_text,
     t,
     t_count,
@@ -41,6 +39,7 @@ from loopline.dashboard.live_push import (
     register_screen,
     stale_since,
 )
+from loopline.models.clock import parse_date, parse_time
 from loopline.models.live import Change, LiveState
 
 PATH = "/board"

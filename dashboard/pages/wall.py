@@ -28,7 +28,6 @@ from loopline.dashboard.i18n import (
     fmt_today,
     label,
     normalize_lang,
-    parse_time,
     t,
 )
 from loopline.dashboard.live_push import (
@@ -42,6 +41,7 @@ from loopline.dashboard.live_push import (
     register_screen,
     stale_since,
 )
+from loopline.models.clock import parse_time
 from loopline.models.live import Change, LiveState
 
 PATH = "/wall"

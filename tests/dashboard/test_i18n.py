@@ -19,10 +19,10 @@ from loopline.dashboard.i18n import (
     fmt_today,
     label,
     normalize_lang,
-    parse_time,
     t,
     t_count,
 )
+from loopline.models.clock import parse_time
 
 NOW = datetime(2026, 11, 28, 8, 30, tzinfo=UTC)
 

@@ -21,8 +21,8 @@ from loopline.models.events import parse_crm_event
 from loopline.models.live import Update
 from loopline.models.orders import apply_crm_event
 from loopline.models.records import InboxEvent, Order, OutboxEvent, PendingChange
-from loopline.models.replan import PlanWindow, replan
-from tests.factories import order_event
+from loopline.models.replan import replan
+from tests.factories import order_event, plan_window
 
 # A Tuesday morning: L1 is the only line for P2 (50/h), so P2 orders queue on it.
 NOW = datetime(2026, 12, 1, 6, 0, tzinfo=UTC)
@@ -42,7 +42,7 @@ def _send(sessions, live, body, webhook_id, policy=POLICY, window=None):
     with transaction(sessions) as s:
         return apply_gated(
             s,
-            gate=Gate(live, lambda: NOW, policy, window or PlanWindow()),
+            gate=Gate(live, lambda: NOW, policy, window or plan_window(promise_policy="earliest")),
             event=parse_crm_event(body),
             source="crm:canonical",
             webhook_id=webhook_id,
@@ -77,7 +77,7 @@ def victim(sessions, live):
             )
 
     seed_victim(apply)
-    replan(sessions, live, now=NOW, trigger="test")
+    replan(sessions, live, now=NOW, trigger="test", window=plan_window(promise_policy="earliest"))
     start_running(live)
     with sessions() as s:
         assert s.get(Order, "SO-A").promised_date == DAY1
@@ -103,7 +103,9 @@ def test_the_preview_keeps_the_configured_frozen_window(sessions, live, victim):
     # SO-V starts at 22:00, 16 h from now: inside a 24 h frozen window nothing can go
     # before it, so the change breaks no promise and is applied.
     body = order_event("SO-H", 1, [("P2", BIG)], DAY1, priority="high")
-    result = _send(sessions, live, body, "h1", window=PlanWindow(frozen_h=24.0))
+    result = _send(
+        sessions, live, body, "h1", window=plan_window(promise_policy="earliest", frozen_h=24.0)
+    )
     assert result.outcome == "applied" and result.change_id is None
 
 
@@ -160,7 +162,9 @@ def test_approve_applies_releases_the_broken_promise_and_tells_the_crm(sessions,
     }
     with transaction(sessions) as s, pytest.raises(AlreadyDecided):
         reject(s, change_id=change_id, actor="admin")
-    outcome = replan(sessions, live, now=NOW, trigger="approved")
+    outcome = replan(
+        sessions, live, now=NOW, trigger="approved", window=plan_window(promise_policy="earliest")
+    )
     assert "SO-V" in outcome.promised  # a new, later promise
 
 

@@ -14,7 +14,7 @@ from loopline.models.db import transaction
 from loopline.models.events import parse_crm_event
 from loopline.models.intake import MAX_APPLY_ATTEMPTS, apply_received, record_received
 from loopline.models.records import DeadLetter, InboxEvent, Order, Product
-from tests.factories import order_event
+from tests.factories import approval_policy, order_event, plan_window
 
 
 @pytest.fixture
@@ -106,11 +106,10 @@ def test_a_product_gone_before_the_apply_rejects_the_event(sessions):
 
 
 def _gate(live):
-    from loopline.models.approvals import ApprovalPolicy, Gate
-    from loopline.models.replan import PlanWindow
+    from loopline.models.approvals import Gate
     from tests.models.test_approvals import NOW
 
-    return Gate(live, lambda: NOW, ApprovalPolicy(), PlanWindow())
+    return Gate(live, lambda: NOW, approval_policy(), plan_window(promise_policy="earliest"))
 
 
 @pytest.fixture
@@ -121,7 +120,7 @@ def promised(sessions, live):
 
     seed_victim(lambda body, webhook_id: _record(sessions, body, webhook_id))
     apply_received(sessions, gate=None)
-    replan(sessions, live, now=NOW, trigger="test")
+    replan(sessions, live, now=NOW, trigger="test", window=plan_window(promise_policy="earliest"))
     start_running(live)
     with sessions() as s:
         assert s.get(Order, "SO-V").promised_date is not None

@@ -21,7 +21,6 @@ from loopline.models.loop import (
     WORKER_ID,
     KeptLock,
     Loop,
-    LoopConfig,
     request_replan,
     summarize_triggers,
 )
@@ -29,7 +28,7 @@ from loopline.models.orders import apply_crm_event
 from loopline.models.records import BomLine, Material, Order, OutboxEvent, PlanRevision
 from loopline.models.replan import build_problem, replan, sync_live
 from loopline.models.watch import evaluate_alerts, mark_stale_lines
-from tests.factories import order_event
+from tests.factories import loop_config, order_event, plan_window
 
 NOW = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)
 
@@ -56,7 +55,9 @@ def _order(sessions, order_id, version=1, lines=None, days=5, webhook=None, **kw
 def test_replan_assigns_promises_and_records_a_revision(sessions, live):
     _order(sessions, "SO-1", lines=[("P1", 200)])
     _order(sessions, "SO-2", lines=[("P2", 100)])
-    outcome = replan(sessions, live, now=NOW, trigger="test")
+    outcome = replan(
+        sessions, live, now=NOW, trigger="test", window=plan_window(promise_policy="earliest")
+    )
     assert outcome.jobs == 2 and set(outcome.promised) == {"SO-1", "SO-2"}
     with sessions() as s:
         rev = s.scalar(select(PlanRevision))
@@ -66,32 +67,40 @@ def test_replan_assigns_promises_and_records_a_revision(sessions, live):
     assert live.get("line", "L1")["queue"]
     assert live.get("order", "SO-1")["eta"]
     # A second plan keeps the promise of an unchanged order and diffs against the first.
-    again = replan(sessions, live, now=NOW + timedelta(minutes=1), trigger="again")
+    again = replan(
+        sessions,
+        live,
+        now=NOW + timedelta(minutes=1),
+        trigger="again",
+        window=plan_window(promise_policy="earliest"),
+    )
     assert again.promised == {}
 
 
 def test_changed_order_gets_a_new_promise(sessions, live):
     _order(sessions, "SO-1", lines=[("P1", 100)])
-    replan(sessions, live, now=NOW, trigger="t")
+    replan(sessions, live, now=NOW, trigger="t", window=plan_window(promise_policy="earliest"))
     _order(sessions, "SO-1", version=2, lines=[("P1", 3000)])
-    outcome = replan(sessions, live, now=NOW, trigger="t2")
+    outcome = replan(
+        sessions, live, now=NOW, trigger="t2", window=plan_window(promise_policy="earliest")
+    )
     assert "SO-1" in outcome.promised
     assert outcome.promised["SO-1"] > NOW.date().isoformat()
 
 
 def test_running_work_is_pinned_to_its_line(sessions, live):
     _order(sessions, "SO-1", lines=[("P1", 100)])
-    replan(sessions, live, now=NOW, trigger="t")
+    replan(sessions, live, now=NOW, trigger="t", window=plan_window(promise_policy="earliest"))
     live.apply([Update("work_order", "WO-1-1", {"status": "running", "line": "L2", "good": 40})])
     with sessions() as s:
-        problem, _ = build_problem(s, live, NOW)
+        problem, _ = build_problem(s, live, NOW, plan_window(promise_policy="earliest"))
     [job] = problem.jobs
     assert (job.pinned_line, job.qty) == ("L2", 60.0)
 
 
 def test_rebuild_restores_live_state_from_sql(sessions, live):
     _order(sessions, "SO-1", lines=[("P1", 100)])
-    replan(sessions, live, now=NOW, trigger="t")
+    replan(sessions, live, now=NOW, trigger="t", window=plan_window(promise_policy="earliest"))
     before = live.get("order", "SO-1")
     live.redis.flushdb()
     with sessions() as s:
@@ -104,7 +113,7 @@ def test_rebuild_restores_live_state_from_sql(sessions, live):
 
 def test_alert_rules_open_and_resolve(sessions, live):
     _order(sessions, "SO-1", lines=[("P1", 100)], days=0)
-    replan(sessions, live, now=NOW, trigger="t")
+    replan(sessions, live, now=NOW, trigger="t", window=plan_window(promise_policy="earliest"))
     live.apply(
         [
             Update(
@@ -142,7 +151,9 @@ def test_silent_line_becomes_unavailable(live):
 
 def test_feedback_is_queued_once_per_real_change(sessions, live):
     _order(sessions, "SO-1", lines=[("P1", 100)])
-    replan(sessions, live, now=NOW, trigger="t")  # queues the first promise
+    replan(
+        sessions, live, now=NOW, trigger="t", window=plan_window(promise_policy="earliest")
+    )  # queues the first promise
     with transaction(sessions) as s:
         assert sync_feedback(s, live) == 0  # nothing new
     live.apply([Update("order", "SO-1", {"risk": "at_risk", "risk_reason": "x"})])
@@ -160,7 +171,7 @@ def test_reported_progress_takes_its_material_out_of_stock(sessions, live):
         s.add(Material(id="STEEL", name="Steel", on_hand=500.0, lead_time_days=3))
         s.flush()
         s.add(BomLine(sku="P1", material_id="STEEL", qty_per_unit=2.0))
-    replan(sessions, live, now=NOW, trigger="t")
+    replan(sessions, live, now=NOW, trigger="t", window=plan_window(promise_policy="earliest"))
     live.apply([Update("work_order", "WO-1-1", {"good": 30, "scrap": 5, "status": "running"})])
     with transaction(sessions) as s:
         sync_feedback(s, live)
@@ -177,7 +188,12 @@ def test_reported_progress_takes_its_material_out_of_stock(sessions, live):
 
 def test_loop_debounces_a_burst_into_one_replan(sessions, live):
     _order(sessions, "SO-1")
-    loop = Loop(sessions, live, Clock(), LoopConfig(replan_debounce_ms=100))
+    loop = Loop(
+        sessions,
+        live,
+        Clock(),
+        loop_config(window=plan_window(promise_policy="earliest"), replan_debounce_ms=100),
+    )
     for i in range(5):
         request_replan(live.redis, f"crm SO-{i}")
     triggers = loop.take_replan_requests(wait_s=1)
@@ -188,8 +204,12 @@ def test_loop_debounces_a_burst_into_one_replan(sessions, live):
 
 def test_only_one_worker_at_a_time_does_the_duties(sessions, live):
     _order(sessions, "SO-1")
-    first = Loop(sessions, live, Clock(), LoopConfig())
-    second = Loop(sessions, live, Clock(), LoopConfig())
+    first = Loop(
+        sessions, live, Clock(), loop_config(window=plan_window(promise_policy="earliest"))
+    )
+    second = Loop(
+        sessions, live, Clock(), loop_config(window=plan_window(promise_policy="earliest"))
+    )
     held = live.redis.lock(DUTY_LOCK, timeout=30)
     assert held.acquire(blocking=False)
     assert second.tick() is False  # another worker is busy: skip, never race
@@ -244,7 +264,12 @@ def test_a_failed_replan_keeps_its_requests_and_retries(sessions, live, monkeypa
 
     monkeypatch.setattr(loop_module, "replan", flaky)
     monkeypatch.setattr(loop_module, "REPLAN_RETRY_BASE_S", 0.05)
-    loop = Loop(sessions, live, Clock(), LoopConfig(replan_debounce_ms=10))
+    loop = Loop(
+        sessions,
+        live,
+        Clock(),
+        loop_config(window=plan_window(promise_policy="earliest"), replan_debounce_ms=10),
+    )
     request_replan(live.redis, "crm SO-1 v1")
     _run_until_promised(loop, sessions, "SO-1")
     with sessions() as s:
@@ -257,10 +282,20 @@ def test_a_request_taken_by_a_worker_that_died_is_replanned_by_the_next(sessions
     import loopline.models.loop as loop_module
 
     _order(sessions, "SO-1")
-    dead = Loop(sessions, live, Clock(), LoopConfig(replan_debounce_ms=10))
+    dead = Loop(
+        sessions,
+        live,
+        Clock(),
+        loop_config(window=plan_window(promise_policy="earliest"), replan_debounce_ms=10),
+    )
     request_replan(live.redis, "crm SO-1 v1")
     assert dead.take_replan_requests(wait_s=1) == ["crm SO-1 v1"]  # then killed -9
-    loop = Loop(sessions, live, Clock(), LoopConfig(replan_debounce_ms=10))
+    loop = Loop(
+        sessions,
+        live,
+        Clock(),
+        loop_config(window=plan_window(promise_policy="earliest"), replan_debounce_ms=10),
+    )
     _run_until_promised(loop, sessions, "SO-1")
     with sessions() as s:
         assert s.get(Order, "SO-1").promised_date is not None
@@ -288,7 +323,7 @@ def test_a_replan_that_fails_after_the_intake_applied_asks_again(sessions, live,
         raise RuntimeError("solver crashed")
 
     monkeypatch.setattr(loop_module, "replan", broken)
-    loop = Loop(sessions, live, Clock(), LoopConfig())
+    loop = Loop(sessions, live, Clock(), loop_config(window=plan_window(promise_policy="earliest")))
     with pytest.raises(RuntimeError):
         loop.work([])
     with sessions() as s:

@@ -29,6 +29,7 @@ from loopline.models.outbox import (
 from loopline.models.records import Alert, OutboxEvent
 from loopline.settings import new_webhook_secret
 from loopline.simulators.crm import CrmFeedbackServer
+from tests import factories
 
 T0 = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)
 
@@ -70,9 +71,20 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
-def relay_for(db, url: str, secret: str, clock: FakeClock, **kw) -> OutboxRelay:
-    kw.setdefault("timeout_s", 2.0)
-    return OutboxRelay(db, url=url, secret=secret, now=clock, rng=random.Random(1), **kw)
+def relay_for(db, url: str, secret: str, clock: FakeClock | None = None, **kw) -> OutboxRelay:
+    """A relay with a fresh install's retry settings (Settings' defaults), over ``kw``."""
+    base = factories.settings()
+    kw = {
+        "max_attempts": base.outbox_max_attempts,
+        "backoff_base_s": base.outbox_backoff_base_s,
+        "backoff_max_s": base.outbox_backoff_max_s,
+        "timeout_s": 2.0,
+        "rng": random.Random(1),
+        **kw,
+    }
+    if clock is not None:
+        kw["now"] = clock
+    return OutboxRelay(db, url=url, secret=secret, **kw)
 
 
 def add(db, order_id: str | None = "SO-1", clock: FakeClock | None = None, **payload) -> str:
@@ -287,7 +299,7 @@ def test_concurrent_relays_on_postgres_send_each_event_once_in_order(postgres_ur
         order = f"SO-{i % 6}"
         expected.setdefault(order, []).append(add(db, order_id=order, n=i))
     with CrmFeedbackServer(secret) as crm:
-        relays = [OutboxRelay(db, url=crm.url, secret=secret) for _ in range(3)]
+        relays = [relay_for(db, crm.url, secret, rng=None) for _ in range(3)]
         delivered = [0] * len(relays)
 
         def work(k: int) -> None:

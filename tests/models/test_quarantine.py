@@ -14,11 +14,11 @@ from loopline.models.clock import Clock
 from loopline.models.db import transaction
 from loopline.models.events import parse_crm_event
 from loopline.models.live import Update, key
-from loopline.models.loop import Loop, LoopConfig
+from loopline.models.loop import Loop
 from loopline.models.orders import apply_crm_event
 from loopline.models.quarantine import QUARANTINE_KIND, Findings, count_problem, record
 from loopline.models.records import Alert, LineRate, OrderLine, OutboxEvent, WorkOrder
-from tests.factories import order_event
+from tests.factories import loop_config, order_event, plan_window
 
 
 @pytest.fixture
@@ -64,7 +64,7 @@ def test_a_poisoned_value_is_quarantined_and_the_plant_goes_on(sessions, live):
         ("SO-4", [("P1", 10)]),
     ]:
         _order(sessions, order_id, lines)
-    loop = Loop(sessions, live, Clock(), LoopConfig())
+    loop = Loop(sessions, live, Clock(), loop_config(window=plan_window(promise_policy="earliest")))
     loop.replan_now("start")
 
     # Poison 1, a work order: a 32-bit overflow straight into Redis (PostgreSQL refuses it).
@@ -180,7 +180,9 @@ def test_quarantine_alert_text_is_safe_for_sql(sessions):
 def test_an_overdue_order_is_late_work_not_bad_data(sessions, live):
     _order(sessions, "SO-1", [("P1", 100)], days=-3)
     _order(sessions, "SO-2", [("P1", 100)])
-    outcome = Loop(sessions, live, Clock(), LoopConfig()).replan_now("overdue")
+    outcome = Loop(
+        sessions, live, Clock(), loop_config(window=plan_window(promise_policy="earliest"))
+    ).replan_now("overdue")
     assert outcome.jobs == 2 and set(outcome.promised) == {"SO-1", "SO-2"}
     assert _quarantined(sessions) == {}
 
@@ -190,7 +192,9 @@ def test_a_line_the_planner_refuses_is_left_out_of_the_replan(sessions, live):
     _order(sessions, "SO-2", [("P2", 50)])
     with transaction(sessions) as s:
         s.execute(update(LineRate).where(LineRate.line_id == "L2").values(units_per_hour=-5.0))
-    outcome = Loop(sessions, live, Clock(), LoopConfig()).replan_now("bad rate")
+    outcome = Loop(
+        sessions, live, Clock(), loop_config(window=plan_window(promise_policy="earliest"))
+    ).replan_now("bad rate")
     assert set(outcome.promised) == {"SO-1", "SO-2"}
     with sessions() as s:
         assert {w.line_id for w in s.scalars(select(WorkOrder))} == {"L1"}

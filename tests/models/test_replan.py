@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select
 
+from loopline.models.clock import end_of_day
 from loopline.models.db import transaction
-from loopline.models.estimate import end_of_day
 from loopline.models.events import parse_crm_event
 from loopline.models.live import Update
 from loopline.models.orders import apply_crm_event
@@ -24,8 +24,8 @@ from loopline.models.records import (
     PurchaseRequest,
     WorkOrder,
 )
-from loopline.models.replan import PlanWindow, build_problem, replan
-from tests.factories import order_event
+from loopline.models.replan import build_problem, replan
+from tests.factories import order_event, plan_window
 
 NOW = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)  # a Tuesday
 BERLIN_SHIFTS = {
@@ -75,7 +75,9 @@ def test_build_problem_maps_calendars_changeovers_materials_and_frozen(sessions,
         line.changeovers = {"P1": {"P2": 0.5, "P9": 1.0}, "P9": {"P1": 1.0}}
     _materials(sessions, on_hand=100.0)
     with sessions() as s:
-        problem, _ = build_problem(s, live, NOW, PlanWindow(frozen_h=2.5))
+        problem, _ = build_problem(
+            s, live, NOW, plan_window(promise_policy="earliest", frozen_h=2.5)
+        )
     lines = {ln.id: ln for ln in problem.lines}
     assert lines["L1"].calendar == "L1" and lines["L2"].calendar is None
     calendar = problem.calendars["L1"]
@@ -96,14 +98,14 @@ def test_build_problem_maps_calendars_changeovers_materials_and_frozen(sessions,
 
 def test_build_problem_without_materials_or_calendars_stays_plain(sessions, live):
     with sessions() as s:
-        problem, _ = build_problem(s, live, NOW)
+        problem, _ = build_problem(s, live, NOW, plan_window(promise_policy="earliest"))
     assert problem.calendars == {} and problem.changeovers == {} and problem.materials is None
     assert problem.frozen_h == 1.0  # LOOPLINE_FROZEN_WINDOW_H's default
 
 
 def test_down_line_is_assumed_back_later_and_setup_is_what_runs(sessions, live):
     _order(sessions, "SO-1", lines=[("P1", 100)])
-    replan(sessions, live, now=NOW, trigger="t")
+    replan(sessions, live, now=NOW, trigger="t", window=plan_window(promise_policy="earliest"))
     live.apply(
         [
             Update("line", "L2", {"state": "down", "reason": "jam"}),
@@ -112,7 +114,9 @@ def test_down_line_is_assumed_back_later_and_setup_is_what_runs(sessions, live):
         ]
     )
     with sessions() as s:
-        problem, _ = build_problem(s, live, NOW, PlanWindow(line_down_assume_h=0.5))
+        problem, _ = build_problem(
+            s, live, NOW, plan_window(promise_policy="earliest", line_down_assume_h=0.5)
+        )
     lines = {ln.id: ln for ln in problem.lines}
     assert lines["L2"].down_until == NOW + timedelta(hours=0.5)
     assert lines["L2"].down_reason == "jam"
@@ -123,10 +127,10 @@ def test_down_line_is_assumed_back_later_and_setup_is_what_runs(sessions, live):
 def test_jobs_carry_priority_order_promise_and_previous_plan(sessions, live):
     _order(sessions, "SO-1", lines=[("P1", 100)], priority="rush")
     _order(sessions, "SO-2", lines=[("P2", 50)])
-    replan(sessions, live, now=NOW, trigger="t")
+    replan(sessions, live, now=NOW, trigger="t", window=plan_window(promise_policy="earliest"))
     _order(sessions, "SO-2", version=2, lines=[("P2", 60)])  # a new version: no promise yet
     with sessions() as s:
-        problem, _ = build_problem(s, live, NOW)
+        problem, _ = build_problem(s, live, NOW, plan_window(promise_policy="earliest"))
         promised = s.get(Order, "SO-1").promised_date
         wo = s.get(WorkOrder, "WO-1-1")
         planned = (wo.line_id, wo.planned_start)
@@ -142,14 +146,22 @@ def test_jobs_carry_priority_order_promise_and_previous_plan(sessions, live):
 def test_replan_raises_purchase_requests_and_supersedes_them(sessions, live):
     _materials(sessions, on_hand=0.0)  # PO-1 brings 10 kg; 100 P1 need 200 kg
     _order(sessions, "SO-1", lines=[("P1", 100)], days=20)
-    first = replan(sessions, live, now=NOW, trigger="t1")
+    first = replan(
+        sessions, live, now=NOW, trigger="t1", window=plan_window(promise_policy="earliest")
+    )
     with sessions() as s:
         [pr] = s.scalars(select(PurchaseRequest)).all()
         assert (pr.material_id, pr.status, pr.plan_revision_id) == ("M1", "open", first.revision_id)
         assert pr.qty >= 190.0 - 1e-6
         assert pr.jobs == ["WO-1-1"]
         assert pr.arrives_if_ordered_now == NOW + timedelta(days=5)
-    second = replan(sessions, live, now=NOW + timedelta(minutes=5), trigger="t2")
+    second = replan(
+        sessions,
+        live,
+        now=NOW + timedelta(minutes=5),
+        trigger="t2",
+        window=plan_window(promise_policy="earliest"),
+    )
     with sessions() as s:
         rows = s.scalars(select(PurchaseRequest).order_by(PurchaseRequest.id)).all()
         assert [(r.status, r.plan_revision_id) for r in rows] == [
@@ -166,7 +178,13 @@ def test_replan_raises_purchase_requests_and_supersedes_them(sessions, live):
 def test_revision_diff_names_the_trigger_what_moved_and_what_is_late(sessions, live):
     _order(sessions, "SO-1", lines=[("P2", 100)])  # P2 only on L1, 2 h
     _order(sessions, "SO-3", lines=[("P2", 2000)], days=0)  # 40 h of work due today
-    first = replan(sessions, live, now=NOW, trigger="crm SO-1 v1", window=PlanWindow(frozen_h=0.0))
+    first = replan(
+        sessions,
+        live,
+        now=NOW,
+        trigger="crm SO-1 v1",
+        window=plan_window(promise_policy="earliest", frozen_h=0.0),
+    )
     with sessions() as s:
         diff = s.get(PlanRevision, first.revision_id).diff
     assert diff["trigger"] == "crm SO-1 v1"
@@ -181,7 +199,7 @@ def test_revision_diff_names_the_trigger_what_moved_and_what_is_late(sessions, l
         live,
         now=NOW,
         trigger="line L1 down",
-        window=PlanWindow(frozen_h=0.0, line_down_assume_h=3.0),
+        window=plan_window(promise_policy="earliest", frozen_h=0.0, line_down_assume_h=3.0),
     )
     with sessions() as s:
         rev = s.get(PlanRevision, second.revision_id)
@@ -202,7 +220,7 @@ def test_promise_is_the_requested_date_when_the_plan_meets_it_with_margin(sessio
     meet with the margin is promised the earliest safe date; the history says which."""
     _order(sessions, "SO-1", lines=[("P1", 100)], days=20)  # 1 h of work, due in 20 days
     _order(sessions, "SO-3", lines=[("P2", 2000)], days=0)  # 40 h of work due today
-    window = PlanWindow(frozen_h=0.0, promise_policy="requested")
+    window = plan_window(frozen_h=0.0, promise_policy="requested")
     replan(sessions, live, now=NOW, trigger="t", window=window)
     with sessions() as s:
         far, tight = s.get(Order, "SO-1"), s.get(Order, "SO-3")
@@ -218,7 +236,7 @@ def test_promise_is_the_requested_date_when_the_plan_meets_it_with_margin(sessio
 
 def test_earliest_policy_promises_the_planned_finish_day(sessions, live):
     _order(sessions, "SO-1", lines=[("P1", 100)], days=20)
-    window = PlanWindow(frozen_h=0.0, promise_policy="earliest")
+    window = plan_window(frozen_h=0.0, promise_policy="earliest")
     replan(sessions, live, now=NOW, trigger="t", window=window)
     with sessions() as s:
         assert s.get(Order, "SO-1").promised_date == NOW.date()

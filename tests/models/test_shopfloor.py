@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from loopline.models.estimate import parse_ts
+from loopline.models.clock import parse_ts
 from loopline.models.live import Update
 from loopline.models.shopfloor import COUNTER_QTY_FACTOR, SEQ_JUMP_MAX, apply_reports
 
