@@ -11,6 +11,9 @@ import string
 from datetime import date, datetime, timedelta, tzinfo
 from typing import Any
 
+from babel import Locale
+from babel.dates import format_skeleton
+
 from loopline.models.clock import parse_date, parse_time
 
 LANGS = ("en", "zh-CN")
@@ -297,11 +300,14 @@ MESSAGES: dict[str, dict[str, str]] = {
     },
 }
 
-_MONTHS_EN = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
-_WEEKDAYS = {
-    "en": ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"),
-    "zh-CN": ("周一", "周二", "周三", "周四", "周五", "周六", "周日"),
-}
+# Month and weekday names, date patterns and plural rules come from CLDR through Babel.
+# English reads day-month ("1 Dec", as factories outside the US write it): en_GB.
+_LOCALES = {"en": Locale.parse("en_GB"), "zh-CN": Locale.parse("zh_Hans_CN")}
+
+
+def locale_of(lang: str) -> Locale:
+    """The CLDR locale a supported language formats with."""
+    return _LOCALES.get(lang, _LOCALES[DEFAULT_LANG])
 
 
 def normalize_lang(lang: str | None, default: str = DEFAULT_LANG) -> str:
@@ -326,9 +332,11 @@ def t(key: str, lang: str, **values: Any) -> str:
 
 
 def t_count(key: str, lang: str, n: int) -> str:
-    """A label with a count, using ``<key>.one`` for exactly one where there is one."""
-    if n == 1 and f"{key}.one" in MESSAGES:
-        return t(f"{key}.one", lang)
+    """A label with a count in the plural form ``lang``'s rules choose for ``n`` (CLDR:
+    ``<key>.one``, ``<key>.few``... where the messages have it, else ``<key>``)."""
+    form = locale_of(lang).plural_form(n)
+    if f"{key}.{form}" in MESSAGES:
+        return t(f"{key}.{form}", lang, n=n)
     return t(key, lang, n=n)
 
 
@@ -351,11 +359,7 @@ def fmt_int(n: float | int | None) -> str:
 def fmt_day(day: date, lang: str, *, today: date | None = None) -> str:
     """A calendar day: ``1 Dec`` / ``12月1日``, with the year when it is not this year."""
     same_year = today is not None and today.year == day.year
-    if lang == "zh-CN":
-        text = f"{day.month}月{day.day}日"
-        return text if same_year else f"{day.year}年{text}"
-    text = f"{day.day} {_MONTHS_EN[day.month - 1]}"
-    return text if same_year else f"{text} {day.year}"
+    return format_skeleton("MMMd" if same_year else "yMMMd", day, locale=locale_of(lang))
 
 
 def fmt_date(value: str | None, lang: str, *, today: date | None = None) -> str:
@@ -370,12 +374,8 @@ def fmt_clock(moment: datetime, tz: tzinfo | None) -> str:
 
 
 def fmt_today(moment: datetime, lang: str, tz: tzinfo | None) -> str:
-    """The wall header's date: ``Sat 28 Nov`` / ``11月28日 周六``."""
-    local = moment.astimezone(tz)
-    weekday = _WEEKDAYS[lang][local.weekday()]
-    if lang == "zh-CN":
-        return f"{local.month}月{local.day}日 {weekday}"
-    return f"{weekday} {local.day} {_MONTHS_EN[local.month - 1]}"
+    """The wall header's date: ``Sat 28 Nov`` / ``11月28日周六``."""
+    return format_skeleton("MMMEd", moment.astimezone(tz).date(), locale=locale_of(lang))
 
 
 def fmt_eta(value: str | None, lang: str, *, tz: tzinfo | None, now: datetime) -> str:

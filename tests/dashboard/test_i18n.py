@@ -106,7 +106,7 @@ def test_durations_dates_and_percentages():
     assert fmt_date(None, "en") == NONE
     assert fmt_pct(0.624) == "62 %"
     assert fmt_pct(1.7) == "100 %"
-    assert fmt_today(NOW, "zh-CN", UTC) == "11月28日 周六"
+    assert fmt_today(NOW, "zh-CN", UTC) == "11月28日周六"
     assert fmt_today(NOW, "en", UTC) == "Sat 28 Nov"
 
 
