@@ -157,7 +157,7 @@ def evaluate_alerts(
             or alert.severity == "info"
             and wall_now - alert.opened_at > INFO_TTL
         ):
-            resolve_alert(session, key=alert.key, now=now)
+            resolve_alert(session, key=alert.key, now=wall_now)
     for c in holding.values():
         with findings.unit(session, ALERTS_STEP, c.entity, c.entity_id, isolate=isolate):
             open_alert(
@@ -169,7 +169,7 @@ def evaluate_alerts(
                 severity=c.severity,
                 message=c.message,
                 role=c.role,
-                at=now,
+                at=wall_now,  # a record's time is wall-clock time (the screens convert)
                 details=c.details,
             )
     session.flush()

@@ -55,8 +55,11 @@ def alert_order(alerts: dict[str, dict[str, Any]]) -> list[str]:
     return [str(a["id"]) for a in ranked]
 
 
-def alert_view(alert: dict[str, Any], *, lang: str, now: datetime) -> dict[str, dict[str, Any]]:
-    """Every prop of one alert item, by part."""
+def alert_view(
+    alert: dict[str, Any], *, lang: str, screens: Screens, now: datetime
+) -> dict[str, dict[str, Any]]:
+    """Every prop of one alert item, by part; its age on the screens' clock (an alert is
+    a record, opened at wall-clock time, while the demo's screens run simulated time)."""
     severity = str(alert.get("severity") or "info")
     status = str(alert.get("status") or "open")
     entity = str(alert.get("entity") or "")
@@ -73,7 +76,7 @@ def alert_view(alert: dict[str, Any], *, lang: str, now: datetime) -> dict[str, 
         ids.ALERT_SEVERITY: {"children": label("severity", severity, lang)},
         ids.ALERT_MESSAGE: {"children": alert_text(alert, lang)},
         ids.ALERT_ENTITY: {"children": entity_text},
-        ids.ALERT_AGE: {"children": fmt_age(alert.get("opened_at"), lang, now=now)},
+        ids.ALERT_AGE: {"children": fmt_age(screens.shown(alert.get("opened_at")), lang, now=now)},
         ids.ALERT_STATUS: {"children": label("alert", status, lang)},
         ids.ALERT_ACK: {
             "className": "alert-ack" if status == "open" else "alert-ack alert-ack--done"
@@ -82,10 +85,15 @@ def alert_view(alert: dict[str, Any], *, lang: str, now: datetime) -> dict[str, 
 
 
 def alert_views(
-    alerts: dict[str, dict[str, Any]], order: list[str], *, lang: str, now: datetime
+    alerts: dict[str, dict[str, Any]],
+    order: list[str],
+    *,
+    lang: str,
+    screens: Screens,
+    now: datetime,
 ) -> Views:
     """The views of the shown alerts, by id."""
-    return {i: alert_view(alerts[i], lang=lang, now=now) for i in order}
+    return {i: alert_view(alerts[i], lang=lang, screens=screens, now=now) for i in order}
 
 
 def count_singles(alerts: dict[str, dict[str, Any]], lang: str) -> Singles:
@@ -144,7 +152,7 @@ def layout(
     reading = screens.last_good.read(("alerts", role), lambda: read_alerts(screens.live, role), now)
     alerts = reading.value or {}
     order = alert_order(alerts)
-    views = alert_views(alerts, order, lang=lang, now=now)
+    views = alert_views(alerts, order, lang=lang, screens=screens, now=now)
     singles = count_singles(alerts, lang)
     if reading.value is None:  # no count to give: nothing has been read
         singles = {ids.ALERTS_COUNT: {"children": ""}}
@@ -233,7 +241,7 @@ class AlertsStream(ListStream):
         """Send the items that changed, or the whole list when items came, went or moved."""
         self.new_minute(now)
         order = alert_order(self.alerts)
-        views = alert_views(self.alerts, order, lang=self.lang, now=now)
+        views = alert_views(self.alerts, order, lang=self.lang, screens=self.screens, now=now)
         self.push(
             ids.ALERTS_LIST,
             key=KEY,

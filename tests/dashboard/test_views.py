@@ -572,3 +572,18 @@ def test_record_times_on_the_plan_page_are_on_the_screens_clock(plan_screens):
     assert "received 08:25" in changes
     assert "08:25" in changes.split("received 08:25", 1)[1]  # the decided change too
     assert "08:25" in revision
+
+
+def test_alert_ages_are_on_the_screens_clock(screens):
+    """An alert is a record opened at wall-clock time; the demo's screens run simulated
+    time, so its age is taken on the screens' clock (it showed the two clocks' gap)."""
+    wall_opened = datetime(2026, 11, 28, 6, 0, tzinfo=UTC)  # real time, hours "behind"
+    demo = dataclasses.replace(screens, record_time=lambda moment: NOW - timedelta(minutes=14))
+    alert = {
+        "id": "a",
+        "status": "open",
+        "severity": "warning",
+        "opened_at": wall_opened.isoformat(),
+    }
+    view = alerts.alert_view(alert, lang="en", screens=demo, now=NOW)
+    assert view[ids.ALERT_AGE]["children"] == "14 min"
