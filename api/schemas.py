@@ -113,3 +113,103 @@ class AlertView(_View):
     acked_by: str | None
     resolved_at: str | None
     details: Any
+
+
+class ImpactEntry(_View):
+    """An order whose promise a change would break."""
+
+    order_id: str
+    promised_date: str = Field(description="YYYY-MM-DD")
+    planned_end_before: str | None = Field(description="ISO 8601, UTC")
+    planned_end_after: str | None = Field(description="ISO 8601, UTC")
+    slip_h: float = Field(description="hours past the end of the promised day")
+    delay_h: float | None = Field(description="how much later than in the current plan")
+
+
+class ChangeView(_View):
+    id: int
+    order_id: str
+    version: int
+    status: str = Field(description="pending, approved, rejected or superseded")
+    impact: list[ImpactEntry]
+    event: dict[str, Any] = Field(description="the canonical CRM event that waits")
+    source: str
+    webhook_id: str | None
+    created_at: str | None = Field(description="ISO 8601, UTC")
+    decided_at: str | None = Field(description="ISO 8601, UTC")
+    decided_by: str | None
+    note: str | None
+
+
+class QuoteSlip(_View):
+    order_id: str | None
+    work_order: str
+    slip_h: float
+    old_end: str | None = Field(description="ISO 8601, UTC")
+    new_end: str | None = Field(description="ISO 8601, UTC")
+    promised_date: str | None = Field(description="YYYY-MM-DD")
+    breaks_promise: bool
+
+
+class QuotePlacement(_View):
+    date: str = Field(description="YYYY-MM-DD: the date that would be promised")
+    start: str | None = Field(description="ISO 8601, UTC")
+    end: str | None = Field(description="ISO 8601, UTC")
+    line: str | None
+    meets_requested: bool
+
+
+class PrioritizedPlacement(QuotePlacement):
+    slips: list[QuoteSlip] = Field(description="the orders that would finish later")
+
+
+class QuoteView(_View):
+    sku: str
+    qty: int
+    requested_date: str = Field(description="YYYY-MM-DD")
+    priority: str
+    earliest: QuotePlacement = Field(description="moving nobody")
+    prioritized: PrioritizedPlacement = Field(description="going first")
+
+
+class WaitingJob(_View):
+    job: str
+    order: str | None
+
+
+class PurchaseRequestView(_View):
+    id: int
+    material: str
+    name: str
+    unit: str
+    qty: float
+    needed_by: str | None = Field(description="ISO 8601, UTC")
+    arrives_if_ordered_now: str | None = Field(description="ISO 8601, UTC")
+    late_by_h: float
+    jobs: list[WaitingJob]
+    orders: list[str]
+    plan_revision: int | None
+    created_at: str | None = Field(description="ISO 8601, UTC")
+
+
+class PurchaseOrderRef(_View):
+    id: str
+    qty: float
+    arrives: str | None = Field(description="ISO 8601, UTC")
+
+
+class MaterialView(_View):
+    id: str
+    name: str
+    unit: str
+    on_hand: float
+    lead_time_days: float
+    on_order: float
+    purchase_orders: list[PurchaseOrderRef]
+    used_in: dict[str, float] = Field(description="quantity per unit, by product SKU")
+    short: bool
+
+
+class MaterialsView(_View):
+    materials: list[MaterialView]
+    bom: dict[str, dict[str, float]] = Field(description="material quantity per unit, by SKU")

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from loopline.api.auth import PRODUCTION_MANAGER, Principal
 from loopline.api.deps import LiveDep, PrincipalDep, SessionDep, require_roles
 from loopline.api.errors import RowId, error_body, error_responses
+from loopline.api.schemas import ChangeView
 from loopline.models.approvals import (
     AlreadyDecided,
     ChangeStatus,
@@ -39,7 +40,11 @@ class DecisionIn(BaseModel):
 DecisionBody = Annotated[DecisionIn | None, Body()]
 
 
-@router.get("", summary="Changes waiting for approval first, then decided ones, newest first")
+@router.get(
+    "",
+    summary="Changes waiting for approval first, then decided ones, newest first",
+    response_model=list[ChangeView],
+)
 def changes(
     session: SessionDep,
     _: PrincipalDep,
@@ -49,7 +54,12 @@ def changes(
     return [change_view(c) for c in list_changes(session, status=status, limit=limit)]
 
 
-@router.get("/{change_id}", summary="One change with its impact", responses=error_responses(404))
+@router.get(
+    "/{change_id}",
+    summary="One change with its impact",
+    response_model=ChangeView,
+    responses=error_responses(404),
+)
 def change(change_id: RowId, session: SessionDep, _: PrincipalDep) -> dict[str, Any]:
     found = get_change(session, change_id=change_id)
     if found is None:
@@ -80,7 +90,7 @@ def _decide(
 @router.post(
     "/{change_id}/approve",
     summary="Apply a pending change (production manager); 409 if decided or superseded",
-    response_model=None,
+    response_model=ChangeView,
     responses=error_responses(403, 404, 409),
 )
 def approve_change(
@@ -103,6 +113,7 @@ def approve_change(
 @router.post(
     "/{change_id}/reject",
     summary="Turn a pending change down (production manager); the order stays as it was",
+    response_model=ChangeView,
     responses=error_responses(403, 404, 409),
 )
 def reject_change(

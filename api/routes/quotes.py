@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from loopline.api.auth import PRODUCTION_MANAGER, SALES, Principal
 from loopline.api.deps import ContextDep, SessionDep, require_roles
 from loopline.api.errors import FieldError, error_body, error_responses
+from loopline.api.schemas import QuoteView
 from loopline.models.events import Name, Priority, format_path
 from loopline.models.quotes import QuoteAsk, UnknownSku, make_quote
 
@@ -39,7 +40,7 @@ def _unprocessable(errors: list[dict[str, str]]) -> JSONResponse:
     "",
     summary="Quote a possible order: earliest promise, and the orders that would slip if it "
     "went first",
-    response_model=None,
+    response_model=QuoteView,
     openapi_extra={
         "requestBody": {
             "required": True,
