@@ -113,3 +113,31 @@ class AlertView(_View):
     acked_by: str | None
     resolved_at: str | None
     details: Any
+
+
+class TaskView(_View):
+    """A sales rep's follow-up task after a delivery (models/followup.py)."""
+
+    id: int
+    order_id: str
+    customer: str | None
+    kind: str = Field(description="delivery_confirmation or satisfaction")
+    assignee: str | None = Field(description="the order's sales rep")
+    status: str = Field(description="open or done")
+    created_at: str | None
+    due_at: str | None
+    done_at: str | None
+    done_by: str | None
+    score: int | None = Field(description="satisfaction 0-100, once done")
+    note: str | None
+    delivered_at: str | None
+
+
+class DeliveryView(_View):
+    order_id: str
+    status: str
+    delivered_at: str | None = Field(description="ISO 8601, UTC")
+    source: str = Field(description="crm, api or demo")
+    recorded_by: str
+    new: bool = Field(description="false when the order was delivered already")
+    tasks: list[TaskView]

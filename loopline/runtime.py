@@ -157,6 +157,7 @@ def build_loop(rt: Runtime, crm_url: str | None = None, *, warm_planner: bool = 
         stale_after_s=rt.settings.stale_after_s,
         window=plan_window(rt),
         approval_policy=approval_policy(rt),
+        followup_after_days=rt.settings.followup_after_days,
     )
     return Loop(rt.sessions, rt.live, rt.clock, config, relay=relay)
 
