@@ -18,6 +18,7 @@ from loopline.api.routes import (
     factory,
     followups,
     health,
+    kpi,
     orders,
     purchasing,
     quotes,
@@ -58,6 +59,7 @@ def create_app(ctx: ApiContext, *, with_dashboard: bool = True) -> FastAPI:
         api.include_router(module.router)
     api.include_router(session_routes.router)
     api.include_router(followups.router)
+    api.include_router(kpi.router)
 
     @api.api_route(
         "/{rest:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False

@@ -341,7 +341,7 @@ class Loop:
                     findings,
                     "followup",
                     lambda s, _: open_due_followups(
-                        s, now=now, after=timedelta(days=self.config.followup_after_days)
+                        s, now=wall, after=timedelta(days=self.config.followup_after_days)
                     ),
                 )
                 or 0

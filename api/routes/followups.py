@@ -10,9 +10,10 @@ from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from loopline.api.auth import PRODUCTION_MANAGER, SALES, Principal
-from loopline.api.deps import ContextDep, LiveDep, PrincipalDep, SessionDep, require_roles
+from loopline.api.deps import LiveDep, PrincipalDep, SessionDep, require_roles
 from loopline.api.errors import FieldError, RowId, error_body, error_responses
 from loopline.api.schemas import DeliveryView, TaskView
+from loopline.models.clock import utcnow
 from loopline.models.estimate import iso
 from loopline.models.followup import (
     NOTE_MAX_CHARS,
@@ -71,11 +72,12 @@ def deliver(
     order_id: str,
     session: SessionDep,
     live: LiveDep,
-    ctx: ContextDep,
     who: FollowerDep,
     body: Annotated[DeliverIn | None, Body()] = None,
 ) -> dict[str, Any]:
-    at = (body.delivered_at if body else None) or ctx.clock.now()
+    # Records keep wall-clock time (like every received_at); the demo's fast clock is
+    # the screens' business (Screens.record_time).
+    at = (body.delivered_at if body else None) or utcnow()
     with session.begin():
         order = session.get(Order, order_id, with_for_update={"of": Order})
         if order is None:
@@ -142,7 +144,6 @@ def complete(
     task_id: RowId,
     session: SessionDep,
     live: LiveDep,
-    ctx: ContextDep,
     who: FollowerDep,
     body: Annotated[CompleteIn | None, Body()] = None,
 ) -> Any:
@@ -153,7 +154,7 @@ def complete(
                 session,
                 task_id=task_id,
                 actor=who.name,
-                now=ctx.clock.now(),
+                now=utcnow(),
                 score=body.score,
                 note=body.note,
             )

@@ -70,3 +70,26 @@ def test_deliver_opens_tasks_that_the_rep_completes(api_stack):
         ("followup.opened", "satisfaction", "open"),
         ("followup.completed", "satisfaction", "done"),
     ]
+
+
+def test_kpi_answers_the_report_typed(api_stack):
+    resp = api_stack.get("/api/v1/kpi", params={"weeks": 4})
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert body["period_weeks"] == 4 and len(body["weeks"]) == 4
+    keys = [k["key"] for k in body["kpis"]]
+    assert keys == [
+        "on_time_delivery",
+        "lead_time_avg",
+        "lead_time_p90",
+        "promise_reliability",
+        "promise_slip",
+        "inventory_turns",
+        "satisfaction",
+        "open_alerts",
+    ]
+    assert all(len(k["trend"]) == 4 for k in body["kpis"])
+    assert {ln["line"] for ln in body["oee"]["lines"]} == {"L1", "L2"}
+    bad = api_stack.get("/api/v1/kpi", params={"weeks": 5})
+    assert bad.status_code == 422 and bad.json()["detail"][0]["field"] == "weeks"
+    assert httpx.get(f"{api_stack.url}/api/v1/kpi").status_code == 401
