@@ -20,9 +20,10 @@ import httpx
 import uvicorn
 from rich.console import Console
 
+from loopline.history import backfill_history
 from loopline.ingest.mqtt.broker import EmbeddedBroker
 from loopline.ingest.mqtt.publisher import LinePublisher
-from loopline.models.clock import Clock
+from loopline.models.clock import Clock, utcnow
 from loopline.models.db import transaction
 from loopline.models.planning import backend as planner_backend
 from loopline.runtime import (
@@ -133,6 +134,8 @@ def _start(
     rt = build_runtime(settings, demo=True, clock=Clock(speed=speed))
     with transaction(rt.sessions) as session:
         seed_factory(session)
+        # Weeks of delivered orders before today, so the KPI trends are not empty.
+        backfill_history(session, now=utcnow(), rng=random.Random(seed))
     demo = Demo(rt, url=f"http://{host}:{port}", mqtt_url="", crm_feedback_url="")
     stoppers = demo.stoppers
     demo.planner_compile = compiling
