@@ -37,6 +37,7 @@ WALL = LiveIds.of("wall")
 BOARD = LiveIds.of("board")
 ALERTS = LiveIds.of("alerts")
 PLAN = LiveIds.of("plan")
+KPI = LiveIds.of("kpi")
 
 # -- /wall ---------------------------------------------------------------------------
 WALL_GRID = "wall-grid"
@@ -104,6 +105,14 @@ ORDERS_ROOT = "orders-root"
 ORDERS_LANG = "orders-lang"
 ORDERS_SEARCH = "orders-search"
 ORDERS_RESULTS = "orders-results"
+
+# -- /kpi ----------------------------------------------------------------------------
+KPI_BODY = "kpi-body"
+KPI_VALUE = "kpi-value"  # one per figure (dict id, key "kpi")
+KPI_SUB = "kpi-sub"
+KPI_FIG = "kpi-fig"  # a figure's trend chart; also the lines' and the alert ages' charts
+KPI_TABLE = "kpi-table"
+KPI_PERIOD = "kpi-period"
 
 
 def part(kind: str, key: str, entity_id: Any) -> dict[str, Any]:

@@ -1,0 +1,91 @@
+"""/kpi in a real browser on a whole stack with weeks of history, and its live push."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+from loopline.history import backfill_history
+from loopline.models.clock import utcnow
+from loopline.models.db import transaction
+from loopline.models.records import BomLine, Material
+from tests.dashboard.test_screens_browser import LOAD_TIMEOUT_MS, open_page, sel, wait_beat
+from tests.factories import order_event
+from tests.stack import API_TOKEN, start_stack, wait_until
+
+pytestmark = pytest.mark.browser
+
+PUSH_TIMEOUT_MS = 10_000
+
+
+@pytest.fixture(scope="module")
+def kpi_stack(postgres_cluster, redis_server):
+    name = postgres_cluster.create_database()
+    s = start_stack(
+        database_url=postgres_cluster.url_for(name),
+        redis_url=redis_server,
+        mqtt_url=None,
+        crm_url=None,
+    )
+    with transaction(s.runtime.sessions) as session:
+        session.add(
+            Material(id="M1", name="Steel bar", unit="kg", on_hand=60_000, lead_time_days=4)
+        )
+        session.flush()
+        session.add(BomLine(sku="P1", material_id="M1", qty_per_unit=2.0))
+        backfill_history(session, now=utcnow(), rng=random.Random(5))
+    yield s
+    s.stop()
+
+
+def _text(page, kind: str, key: str) -> str:  # type: ignore[no-untyped-def]
+    return page.locator(sel(kind, "kpi", key)).inner_text()
+
+
+def test_kpi_screen_shows_figures_with_trends_and_follows_a_delivery(
+    kpi_stack, page, artifacts_dir: Path
+):
+    open_page(page, f"{kpi_stack.url}/kpi?token={API_TOKEN}&lang=en", ".kpi-card")
+    wait_beat(page, "kpi-heartbeat")
+    assert page.locator(".kpi-card").count() == 8
+    for key in ("on_time_delivery", "lead_time_avg", "promise_reliability", "satisfaction"):
+        assert _text(page, "kpi-value", key) != "—", key
+    # Each card has its weekly bars: 8 weeks by default.
+    page.wait_for_selector(f"{sel('kpi-fig', 'kpi', 'on_time_delivery')} .bars .point")
+    bars = page.locator(f"{sel('kpi-fig', 'kpi', 'on_time_delivery')} .bars .point").count()
+    assert 6 <= bars <= 8
+    assert page.locator(".table--oee tbody tr").count() == 2  # L1, L2
+    page.wait_for_timeout(500)
+    page.screenshot(path=str(artifacts_dir / "kpi.png"), full_page=True)
+
+    # A delivery now moves this week's figures without a reload.
+    before = _text(page, "kpi-sub", "on_time_delivery")
+    assert kpi_stack.send_crm(order_event("SO-9501"), "kpi-1").status_code == 202
+    wait_until(lambda: kpi_stack.get("/api/v1/orders/SO-9501").status_code == 200)
+    assert kpi_stack.post("/api/v1/orders/SO-9501/deliver").status_code == 200
+    n = int(before.split()[0])
+    page.locator(sel("kpi-sub", "kpi", "on_time_delivery")).filter(
+        has_text=f"{n + 1} measured"
+    ).wait_for(timeout=PUSH_TIMEOUT_MS)
+
+    # The period selector: 4 weeks, 4 bars at most.
+    page.click(sel("kpi-period", "kpi", "4"))
+    page.wait_for_selector(".period--active >> text=4 weeks", timeout=LOAD_TIMEOUT_MS)
+    page.wait_for_function(
+        "s => { const g = document.querySelector(s); return g &&"
+        " g.querySelectorAll('.bars .point').length > 0 &&"
+        " g.querySelectorAll('.bars .point').length <= 4; }",
+        arg=sel("kpi-fig", "kpi", "lead_time_avg"),
+        timeout=LOAD_TIMEOUT_MS,
+    )
+    assert not [e for e in page.console_errors if "favicon" not in e]
+
+
+def test_kpi_screen_in_chinese(kpi_stack, page, artifacts_dir: Path):
+    open_page(page, f"{kpi_stack.url}/kpi?token={API_TOKEN}&lang=zh-CN&weeks=13", ".kpi-card")
+    assert "准时交付率" in page.inner_text(".kpi-grid")
+    assert "13 周" in page.inner_text(".period--active")
+    page.wait_for_timeout(800)
+    page.screenshot(path=str(artifacts_dir / "kpi-zh-CN.png"), full_page=True)
