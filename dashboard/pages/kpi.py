@@ -85,6 +85,11 @@ def fmt_value(kpi: Kpi) -> str:
     return f"{value:.1f}"
 
 
+def unit_text(unit: str, lang: str) -> str:
+    """The unit beside a figure (a percent sign needs no words)."""
+    return "%" if unit == "pct" else t(f"kpi.unit.{unit}", lang)
+
+
 def fmt_measure(value: float | None) -> str:
     return NONE if value is None else f"{value:.1f}%"
 
@@ -164,7 +169,7 @@ def kpi_card(kpi: Kpi, props: dict[str, dict[str, Any]], lang: str) -> html.Sect
                         className="kpi-value",
                         **props[ids.KPI_VALUE],
                     ),
-                    html.Span(t(f"kpi.unit.{kpi['unit']}", lang), className="kpi-unit"),
+                    html.Span(unit_text(kpi["unit"], lang), className="kpi-unit"),
                 ],
                 className="kpi-figure",
             ),
