@@ -89,3 +89,76 @@ def test_kpi_screen_in_chinese(kpi_stack, page, artifacts_dir: Path):
     assert "13 周" in page.inner_text(".period--active")
     page.wait_for_timeout(800)
     page.screenshot(path=str(artifacts_dir / "kpi-zh-CN.png"), full_page=True)
+
+
+# -- the phone lookup (/orders at 390 px) and an order's detail ---------------------------
+PHONE = {"width": 390, "height": 844}
+
+
+@pytest.fixture
+def phone(browser):  # type: ignore[no-untyped-def]
+    context = browser.new_context(viewport=PHONE, device_scale_factor=2, is_mobile=True)
+    tab = context.new_page()
+    try:
+        yield tab
+    finally:
+        context.close()
+
+
+def _open_orders(kpi_stack) -> None:  # type: ignore[no-untyped-def]
+    from datetime import date, timedelta
+
+    for n, (lines, days) in enumerate([([("P1", 400)], 6), ([("P2", 300), ("P1", 100)], 3)]):
+        body = order_event(f"SO-96{n:02d}", 1, lines, date.today() + timedelta(days=days))
+        assert kpi_stack.send_crm(body, f"phone-{n}").status_code == 202
+    for n in range(2):
+        wait_until(
+            lambda n=n: kpi_stack.get(f"/api/v1/orders/SO-96{n:02d}").json().get("promised_date")
+        )
+
+
+def _no_sideways_scroll(tab) -> None:  # type: ignore[no-untyped-def]
+    width = tab.evaluate("() => document.documentElement.scrollWidth")
+    assert width <= PHONE["width"], f"the page scrolls sideways: {width} px wide"
+
+
+@pytest.mark.parametrize("lang", ["en", "zh-CN"])
+def test_orders_on_a_phone_are_cards_and_open_their_detail(
+    kpi_stack, phone, lang, artifacts_dir: Path
+):
+    _open_orders(kpi_stack)
+    open_page(phone, f"{kpi_stack.url}/orders?token={API_TOKEN}&lang={lang}", ".order-card")
+    card = phone.locator(".order-card").filter(has_text="SO-9601")
+    card.wait_for(timeout=LOAD_TIMEOUT_MS)
+    _no_sideways_scroll(phone)
+    # Promised and ETA are on the card, each label on one line (not a character a line).
+    text = card.inner_text()
+    assert ("Promised" if lang == "en" else "承诺交期") in text
+    heights = phone.evaluate(
+        "() => [...document.querySelectorAll('.order-facts dt, .order-facts dd')]"
+        ".map(e => e.getBoundingClientRect().height / parseFloat(getComputedStyle(e).fontSize))"
+    )
+    assert heights and max(heights) < 2.0, heights  # in font sizes: one line is about 1.3
+    phone.wait_for_timeout(300)
+    phone.screenshot(path=str(artifacts_dir / f"orders-phone-{lang}.png"), full_page=True)
+
+    card.click()
+    phone.wait_for_url("**/orders/SO-9601**", timeout=LOAD_TIMEOUT_MS)
+    phone.wait_for_selector(".detail-wos .wo", timeout=LOAD_TIMEOUT_MS)
+    assert phone.locator(".detail-wos .wo").count() == 2  # two order lines
+    assert phone.locator(".detail-promises .promise").count() >= 1
+    timeline = phone.inner_text(".detail-timeline")
+    assert ("Order received" if lang == "en" else "收到订单") in timeline
+    _no_sideways_scroll(phone)
+    phone.screenshot(path=str(artifacts_dir / f"order-detail-phone-{lang}.png"), full_page=True)
+
+
+def test_a_delivered_order_shows_its_follow_up_and_timeline(kpi_stack, phone, artifacts_dir):
+    open_page(phone, f"{kpi_stack.url}/orders/SO-H0001?token={API_TOKEN}&lang=en", ".detail-head")
+    assert "Delivered" in phone.inner_text(".detail-head")
+    assert "Confirm delivery" in phone.inner_text(".detail-tasks")
+    timeline = phone.inner_text(".detail-timeline")
+    for step in ("Order received", "Delivery date promised", "Production completed", "Delivered"):
+        assert step in timeline
+    open_page(phone, f"{kpi_stack.url}/orders/NOPE?lang=en", ".detail-none")
+    assert "No order NOPE" in phone.inner_text(".detail-none")
