@@ -17,7 +17,16 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from loopline.dashboard.i18n import normalize_lang
 from loopline.dashboard.live_push import Screens, utcnow
-from loopline.dashboard.pages import alerts, board, kpi, order_detail, orders, plan, wall
+from loopline.dashboard.pages import (
+    alerts,
+    board,
+    inbox,
+    kpi,
+    order_detail,
+    orders,
+    plan,
+    wall,
+)
 from loopline.models.live import LiveState
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -69,7 +78,7 @@ def create_dash(
     )
     if record_time is not None:
         screens = dataclasses.replace(screens, record_time=record_time)
-    for page in (wall, board, plan, alerts, orders, order_detail, kpi):
+    for page in (wall, board, plan, alerts, orders, order_detail, kpi, inbox):
         page.register(app, screens)
     app.layout = html.Div(dash.page_container, className="app")
     server.add_middleware(_SetupDashFirst, dash_app=app)

@@ -16,6 +16,7 @@ NAV_PAGES = (
     ("orders", "/orders"),
     ("alerts", "/alerts"),
     ("kpi", "/kpi"),
+    ("inbox", "/inbox"),
     ("wall", "/wall"),
 )
 

@@ -406,6 +406,23 @@ MESSAGES: dict[str, dict[str, str]] = {
     "task.open": {"en": "Open", "zh-CN": "待办"},
     "task.done": {"en": "Done", "zh-CN": "已完成"},
     "task.score": {"en": "score {score}", "zh-CN": "评分 {score}"},
+    "inbox.rep": {"en": "Sales rep", "zh-CN": "销售代表"},
+    "inbox.rep.all": {"en": "everyone (type a rep's name)", "zh-CN": "全部（输入销售代表）"},
+    "inbox.count": {"en": "{n} open tasks", "zh-CN": "共 {n} 项待办"},
+    "inbox.count.one": {"en": "1 open task", "zh-CN": "共 1 项待办"},
+    "inbox.empty": {"en": "Nothing to follow up", "zh-CN": "没有待跟进事项"},
+    "inbox.delivered": {"en": "delivered {when}", "zh-CN": "{when} 交付"},
+    "inbox.due": {"en": "due {when}", "zh-CN": "{when} 到期"},
+    "inbox.for": {"en": "for {who}", "zh-CN": "负责人 {who}"},
+    "inbox.score": {"en": "Satisfaction (0–100)", "zh-CN": "满意度（0–100）"},
+    "inbox.note": {"en": "Note", "zh-CN": "备注"},
+    "inbox.confirm": {"en": "Confirm delivery", "zh-CN": "确认交付"},
+    "inbox.save": {"en": "Save follow-up", "zh-CN": "提交回访"},
+    "inbox.result.ok": {"en": "Task {id} done ({order})", "zh-CN": "任务 {id} 已完成（{order}）"},
+    "inbox.result.failed": {
+        "en": "Task {id} not saved ({status}): {detail}",
+        "zh-CN": "任务 {id} 未保存（{status}）：{detail}",
+    },
 }
 
 _MONTHS_EN = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")

@@ -38,6 +38,7 @@ BOARD = LiveIds.of("board")
 ALERTS = LiveIds.of("alerts")
 PLAN = LiveIds.of("plan")
 KPI = LiveIds.of("kpi")
+INBOX = LiveIds.of("inbox")
 
 # -- /wall ---------------------------------------------------------------------------
 WALL_GRID = "wall-grid"
@@ -113,6 +114,16 @@ KPI_SUB = "kpi-sub"
 KPI_FIG = "kpi-fig"  # a figure's trend chart; also the lines' and the alert ages' charts
 KPI_TABLE = "kpi-table"
 KPI_PERIOD = "kpi-period"
+
+# -- /inbox --------------------------------------------------------------------------
+INBOX_LIST = "inbox-list"
+INBOX_REP = "inbox-rep"  # the rep whose tasks are shown (search box)
+INBOX_RESULT = "inbox-result"  # dcc.Store: what the last completion answered
+INBOX_MSG = "inbox-msg"
+TASK = "task"  # dict ids, key "task"
+TASK_SCORE = "task-score"
+TASK_NOTE = "task-note"
+TASK_DONE = "task-done"  # button: complete through the API
 
 
 def part(kind: str, key: str, entity_id: Any) -> dict[str, Any]:

@@ -162,3 +162,30 @@ def test_a_delivered_order_shows_its_follow_up_and_timeline(kpi_stack, phone, ar
         assert step in timeline
     open_page(phone, f"{kpi_stack.url}/orders/NOPE?lang=en", ".detail-none")
     assert "No order NOPE" in phone.inner_text(".detail-none")
+
+
+def test_inbox_completes_a_satisfaction_follow_up_through_the_api(
+    kpi_stack, page, artifacts_dir: Path
+):
+    open_tasks = kpi_stack.get("/api/v1/tasks").json()
+    task = next(t for t in open_tasks if t["kind"] == "satisfaction")
+    rep, task_id = task["assignee"], str(task["id"])
+    open_page(page, f"{kpi_stack.url}/inbox?token={API_TOKEN}&lang=en&rep={rep}", ".inbox-task")
+    wait_beat(page, "inbox-heartbeat")
+    shown = page.locator(".inbox-task").count()
+    assert shown == len([t for t in open_tasks if t["assignee"] == rep])
+    assert rep in page.inner_text(".inbox-tasks")
+    page.fill(sel("task-score", "task", task_id), "150")
+    page.click(sel("task-done", "task", task_id))
+    page.locator("#inbox-msg.decision--refused").filter(has_text="score").wait_for(
+        timeout=PUSH_TIMEOUT_MS
+    )
+    page.fill(sel("task-score", "task", task_id), "80")
+    page.fill(sel("task-note", "task", task_id), "Happy with the gears")
+    page.screenshot(path=str(artifacts_dir / "inbox.png"), full_page=True)
+    page.click(sel("task-done", "task", task_id))
+    page.locator("#inbox-msg.decision--ok").wait_for(timeout=PUSH_TIMEOUT_MS)
+    # The API announces it: the stream takes the task off the list.
+    page.locator(sel("task", "task", task_id)).wait_for(state="detached", timeout=PUSH_TIMEOUT_MS)
+    done = kpi_stack.get(f"/api/v1/tasks/{task_id}").json()
+    assert (done["status"], done["score"], done["note"]) == ("done", 80, "Happy with the gears")
