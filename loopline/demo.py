@@ -155,10 +155,11 @@ def _start(
         demo.mqtt_url = f"mqtt://127.0.0.1:{mqtt_port}"
 
     # CRM feedback: the configured CRM, or the simulator's receiving end.
+    feedback_server: CrmFeedbackServer | None = None
     if rt.resolved.crm_url:
         demo.crm_feedback_url = rt.resolved.crm_url
     else:
-        feedback = CrmFeedbackServer(rt.resolved.crm_secret)
+        feedback = feedback_server = CrmFeedbackServer(rt.resolved.crm_secret)
         feedback.start()
         stoppers.append(feedback.stop)
         demo.crm_feedback_url = feedback.url
@@ -207,7 +208,10 @@ def _start(
         publisher = LinePublisher(demo.mqtt_url, client_id="loopline-demo-lines")
         publisher.start()
         factory = FactorySimulator(rt.live, publisher, rt.clock, site=SITE[0], rng=rng)
-        for target, name in ((factory.run, "factory"), (crm.run, "crm")):
+        runs = [(factory.run, "factory"), (crm.run, "crm")]
+        if isinstance(feedback_server, CrmFeedbackServer):
+            runs.append((partial(ship_completed, crm, feedback_server, rng), "shipping"))
+        for target, name in runs:
             t = threading.Thread(
                 target=target, args=(demo.stop_event,), name=f"sim-{name}", daemon=True
             )
@@ -215,6 +219,38 @@ def _start(
             stoppers.append(partial(t.join, 5))
         stoppers.append(publisher.stop)
     return demo
+
+
+def ship_completed(
+    crm: CrmSimulator, feedback: CrmFeedbackServer, rng: random.Random, stop: threading.Event
+) -> None:
+    """The simulated CRM's logistics: an order Loopline reports completed reaches its
+    customer a while later, and the CRM says so (status ``delivered``), which opens the
+    sales rep's follow-up and moves the KPIs."""
+    seen = 0
+    due: dict[str, float] = {}
+    while not stop.wait(CRM_EVENT_EVERY_S):
+        received = feedback.received
+        for delivery in received[seen:]:
+            try:
+                body = delivery.json()
+            except ValueError:
+                continue
+            data = body.get("data") or {}
+            if body.get("type") == "order.updated" and data.get("status") == "completed":
+                due.setdefault(str(data.get("order_id")), time.monotonic() + rng.uniform(20, 90))
+        seen = len(received)
+        for order_id, at in list(due.items()):
+            if time.monotonic() < at:
+                continue
+            del due[order_id]
+            event = crm.delivered_event(order_id)
+            if event is None:
+                continue
+            try:
+                crm.send(event)
+            except Exception:
+                log.exception("the CRM simulator could not deliver %s", order_id)
 
 
 def _wait_http(url: str, timeout_s: float = 20.0) -> None:
@@ -240,6 +276,8 @@ def print_banner(demo: Demo, console: Console) -> None:
         ("Alerts", "/alerts"),
         ("Sales lookup", "/orders"),
         ("Approvals", "/approvals"),
+        ("KPIs", "/kpi"),
+        ("Follow-up", "/inbox"),
     ):
         console.print(f"  {name:<13} {demo.url}{path}?token={token}")
     console.print(f"  {'API docs':<13} {demo.url}/docs")
