@@ -26,6 +26,7 @@ the whole period and for each ISO week in it (Monday 00:00 UTC; the current week
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -323,11 +324,30 @@ def inventory_turns(
                     used[i][material] += per_unit * qty
                 use_at.append((o.delivered_at, material, per_unit * qty))
 
+    # Per material, the moments of use (+) and receipt (-) in time order with running sums,
+    # so the stock at any moment is one bisection.
+    moves: dict[str, list[tuple[datetime, float]]] = defaultdict(list)
+    for at, material, amount in use_at:
+        if at <= now:
+            moves[material].append((at, amount))
+    for material, at, amount in receipts:
+        if at <= now:
+            moves[material].append((at, -amount))
+    times: dict[str, list[datetime]] = {}
+    after: dict[str, list[float]] = {}  # after[m][k]: the sum of the moves from k on
+    for material, ms in moves.items():
+        ms.sort(key=lambda m: m[0])
+        times[material] = [at for at, _ in ms]
+        sums = [0.0] * (len(ms) + 1)
+        for k in range(len(ms) - 1, -1, -1):
+            sums[k] = sums[k + 1] + ms[k][1]
+        after[material] = sums
+
     def stock_at(material: str, moment: datetime) -> float:
         """Today's stock with what was used since added back and what came in since removed."""
-        since_used = sum(q for at, m, q in use_at if m == material and moment <= at <= now)
-        since_in = sum(q for m, at, q in receipts if m == material and moment <= at <= now)
-        return on_hand.get(material, 0.0) + since_used - since_in
+        if material not in times:
+            return on_hand.get(material, 0.0)
+        return on_hand.get(material, 0.0) + after[material][bisect_left(times[material], moment)]
 
     def turns(i_weeks: Sequence[int]) -> tuple[float | None, int]:
         per_material: list[float] = []
@@ -506,6 +526,11 @@ def _pct(share_: float | None) -> float | None:
 
 
 # -- the report --------------------------------------------------------------------------
+# The OEE source every reader uses (one code path for the screen and the API); a source
+# that measures performance plugs in here.
+OEE_SOURCE: OeeSource = AvailabilityFromRecords()
+
+
 def kpi_report(
     session: Session,
     *,
@@ -569,6 +594,6 @@ def kpi_report(
         "end": iso(end) or "",
         "weeks": [w[0].date().isoformat() for w in windows],
         "kpis": kpis,
-        "oee": oee_report(session, windows, oee_source or AvailabilityFromRecords()),
+        "oee": oee_report(session, windows, oee_source or OEE_SOURCE),
         "alerts_by_age": by_age,
     }
