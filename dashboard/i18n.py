@@ -377,8 +377,17 @@ MESSAGES: dict[str, dict[str, str]] = {
     "detail.scrap": {"en": "{n} scrap", "zh-CN": "报废 {n}"},
     "detail.planned": {"en": "planned {start} – {end}", "zh-CN": "计划 {start} – {end}"},
     "detail.promise": {"en": "promised {day}", "zh-CN": "承诺 {day}"},
-    "detail.promise.moved": {"en": "{old} → {new}", "zh-CN": "{old} → {new}"},
+    "detail.promise.moved": {"en": "{old} → {new}", "zh-CN": "由 {old} 改为 {new}"},
     "detail.by": {"en": "by {who}", "zh-CN": "操作人 {who}"},
+    "promise_rule.requested": {
+        "en": "requested date met with {h} h margin",
+        "zh-CN": "按要求交期承诺（余量 {h} 小时）",
+    },
+    "promise_rule.earliest": {"en": "earliest safe date", "zh-CN": "最早可保证日期"},
+    "promise_rule.earliest_missed": {
+        "en": "earliest safe date (requested date not met with margin)",
+        "zh-CN": "最早可保证日期（无法按要求交期留足余量）",
+    },
     "detail.no_db": {
         "en": "History is not available on this screen",
         "zh-CN": "此页面无法显示历史记录",

@@ -8,6 +8,7 @@ screen without a database shows what the live state knows (no history).
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from functools import partial
 from typing import Any
@@ -86,6 +87,22 @@ def read_detail(screens: Screens, order_id: str) -> dict[str, Any] | None:
         "tasks": [],
         "from_records": False,
     }
+
+
+_RULE_MET = re.compile(r"requested date met with ([0-9.]+) h margin")
+
+
+def rule_text(rule: str | None, lang: str) -> str:
+    """The planner's promise rule (models/replan.py, ``promise_for``) in ``lang``."""
+    if not rule:
+        return ""
+    if met := _RULE_MET.fullmatch(rule):
+        return t("promise_rule.requested", lang, h=met.group(1))
+    if rule == "earliest safe date":
+        return t("promise_rule.earliest", lang)
+    if rule.startswith("earliest safe date (requested date not met"):
+        return t("promise_rule.earliest_missed", lang)
+    return rule
 
 
 def action_text(action: str, lang: str) -> str:
@@ -170,7 +187,7 @@ def render_promises(
                         fmt_eta(screens.shown(h.get("at")), lang, tz=screens.tz, now=now),
                         className="tl-at",
                     ),
-                    html.Div(str(d.get("rule") or ""), className="tl-detail"),
+                    html.Div(rule_text(d.get("rule"), lang), className="tl-detail"),
                 ],
                 className="promise",
             )
