@@ -93,3 +93,20 @@ def test_kpi_answers_the_report_typed(api_stack):
     bad = api_stack.get("/api/v1/kpi", params={"weeks": 5})
     assert bad.status_code == 422 and bad.json()["detail"][0]["field"] == "weeks"
     assert httpx.get(f"{api_stack.url}/api/v1/kpi").status_code == 401
+
+
+def test_the_crm_says_delivered_through_the_webhook(api_stack):
+    assert api_stack.send_crm(order_event("SO-8201"), "crm-d1").status_code == 202
+    wait_until(lambda: api_stack.get("/api/v1/orders/SO-8201").status_code == 200)
+    delivered = order_event("SO-8201", 2)
+    delivered["order"]["status"] = "delivered"
+    assert api_stack.send_crm(delivered, "crm-d2").status_code == 202
+    wait_until(lambda: api_stack.get("/api/v1/orders/SO-8201").json()["status"] == "delivered")
+    [task] = api_stack.get("/api/v1/tasks", params={"order_id": "SO-8201"}).json()
+    assert (task["kind"], task["assignee"]) == ("delivery_confirmation", "zhang.wei")
+    assert task["delivered_at"] == delivered["occurred_at"]  # no delivered_at: occurred_at
+    bad = order_event("SO-8201", 3)
+    bad["order"]["status"] = "shipped"
+    refused = api_stack.send_crm(bad, "crm-d3")
+    assert refused.status_code == 422
+    assert refused.json()["detail"][0]["field"] == "order.status"
