@@ -230,25 +230,28 @@ def body(report: KpiReport | None, weeks: int, lang: str) -> list[Any]:
                             t("kpi.oee.pending", lang) if oee["measure"] != "oee" else "",
                             className="kpi-note",
                         ),
-                        html.Table(
-                            [
-                                html.Thead(
-                                    html.Tr(
-                                        [
-                                            html.Th(
-                                                t(f"kpi.col.{c}", lang),
-                                                className="th-num" if c != "line" else None,
-                                            )
-                                            for c in head
-                                        ]
-                                    )
-                                ),
-                                html.Tbody(
-                                    id=ids.part(ids.KPI_TABLE, KEY, OEE_ID),
-                                    **props[OEE_ID][ids.KPI_TABLE],
-                                ),
-                            ],
-                            className="table table--oee",
+                        html.Div(
+                            html.Table(
+                                [
+                                    html.Thead(
+                                        html.Tr(
+                                            [
+                                                html.Th(
+                                                    t(f"kpi.col.{c}", lang),
+                                                    className="th-num" if c != "line" else None,
+                                                )
+                                                for c in head
+                                            ]
+                                        )
+                                    ),
+                                    html.Tbody(
+                                        id=ids.part(ids.KPI_TABLE, KEY, OEE_ID),
+                                        **props[OEE_ID][ids.KPI_TABLE],
+                                    ),
+                                ],
+                                className="table table--oee",
+                            ),
+                            className="table-scroll",
                         ),
                         _graph(OEE_ID, props[OEE_ID][ids.KPI_FIG]["figure"], "kpi-lines"),
                     ],

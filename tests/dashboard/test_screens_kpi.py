@@ -189,3 +189,11 @@ def test_inbox_completes_a_satisfaction_follow_up_through_the_api(
     page.locator(sel("task", "task", task_id)).wait_for(state="detached", timeout=PUSH_TIMEOUT_MS)
     done = kpi_stack.get(f"/api/v1/tasks/{task_id}").json()
     assert (done["status"], done["score"], done["note"]) == ("done", 80, "Happy with the gears")
+
+
+def test_kpi_screen_reads_on_a_phone(kpi_stack, phone, artifacts_dir: Path):
+    open_page(phone, f"{kpi_stack.url}/kpi?token={API_TOKEN}&lang=zh-CN", ".kpi-card")
+    phone.wait_for_selector(".kpi-trend .main-svg", timeout=LOAD_TIMEOUT_MS)
+    phone.wait_for_timeout(500)
+    _no_sideways_scroll(phone)
+    phone.screenshot(path=str(artifacts_dir / "kpi-phone-zh-CN.png"), full_page=True)
