@@ -135,3 +135,26 @@ def test_a_cancelled_order_cannot_be_delivered(sessions):
         _apply(s, order_event("SO-4", 2, event_type="order.cancelled"), "w2")
         with pytest.raises(NotDeliverable):
             mark_delivered(s, order=s.get(Order, "SO-4"), delivered_at=T0, source="api", actor="x")
+
+
+def test_the_workers_tick_opens_due_satisfaction_follow_ups(sessions, live):
+    from loopline.models.clock import Clock, utcnow
+    from loopline.models.loop import Loop, LoopConfig
+
+    with transaction(sessions) as s:
+        _apply(s, order_event("SO-5"), "w1")
+        _apply(s, order_event("SO-6"), "w2")
+        for oid, days_ago in (("SO-5", 3.0), ("SO-6", 1.0)):
+            mark_delivered(
+                s,
+                order=s.get(Order, oid),
+                delivered_at=utcnow() - timedelta(days=days_ago),
+                source="api",
+                actor="x",
+            )
+    loop = Loop(sessions, live, Clock(), LoopConfig(followup_after_days=2.0))
+    loop.replan_now("test")
+    assert loop.tick()
+    with sessions() as s:
+        opened = [(t["order_id"], t["kind"]) for t in list_tasks(s) if t["kind"] == "satisfaction"]
+    assert opened == [("SO-5", "satisfaction")]  # SO-6 was delivered a day ago: not yet
