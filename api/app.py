@@ -16,7 +16,9 @@ from loopline.api.routes import (
     changes,
     crm,
     factory,
+    followups,
     health,
+    kpi,
     orders,
     purchasing,
     quotes,
@@ -56,6 +58,8 @@ def create_app(ctx: ApiContext, *, with_dashboard: bool = True) -> FastAPI:
     for module in (health, crm, orders, factory, alerts, changes, quotes, purchasing, stream):
         api.include_router(module.router)
     api.include_router(session_routes.router)
+    api.include_router(followups.router)
+    api.include_router(kpi.router)
 
     @api.api_route(
         "/{rest:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False

@@ -213,3 +213,84 @@ class MaterialView(_View):
 class MaterialsView(_View):
     materials: list[MaterialView]
     bom: dict[str, dict[str, float]] = Field(description="material quantity per unit, by SKU")
+
+
+class TaskView(_View):
+    """A sales rep's follow-up task after a delivery (models/followup.py)."""
+
+    id: int
+    order_id: str
+    customer: str | None
+    kind: str = Field(description="delivery_confirmation or satisfaction")
+    assignee: str | None = Field(description="the order's sales rep")
+    status: str = Field(description="open or done")
+    created_at: str | None
+    due_at: str | None
+    done_at: str | None
+    done_by: str | None
+    score: int | None = Field(description="satisfaction 0-100, once done")
+    note: str | None
+    delivered_at: str | None
+
+
+class DeliveryView(_View):
+    order_id: str
+    status: str
+    delivered_at: str | None = Field(description="ISO 8601, UTC")
+    source: str = Field(description="crm, api or demo")
+    recorded_by: str
+    new: bool = Field(description="false when the order was delivered already")
+    tasks: list[TaskView]
+
+
+class KpiPoint(_View):
+    week: str = Field(description="the Monday of the ISO week, YYYY-MM-DD (UTC)")
+    value: float | None = Field(description="null: nothing to measure that week")
+    count: int = Field(description="how many orders, scores, materials or alerts it measured")
+
+
+class KpiView(_View):
+    key: str = Field(
+        description="on_time_delivery, lead_time_avg, lead_time_p90, promise_reliability, "
+        "promise_slip, inventory_turns, satisfaction or open_alerts"
+    )
+    value: float | None = Field(description="over the whole period; null: nothing measured")
+    count: int
+    unit: str = Field(description="pct, days, turns, score (0-100) or alerts")
+    better: str = Field(description="higher or lower")
+    trend: list[KpiPoint]
+
+
+class LineKpiView(_View):
+    line: str
+    name: str
+    availability: float | None = Field(description="percent of the period")
+    performance: float | None = Field(description="percent; null until measured")
+    quality: float | None = Field(description="percent good of good and scrap")
+    oee: float | None = Field(description="percent; null until the OEE source measures it")
+    trend: list[KpiPoint] = Field(description="weekly values of the report's oee.measure")
+
+
+class OeeView(_View):
+    measure: str = Field(description="oee, or availability while OEE is not measured")
+    source: str
+    lines: list[LineKpiView]
+
+
+class AlertAgeView(_View):
+    bucket: str = Field(description="lt_1h, 1h_8h, 8h_24h, 1d_7d or gt_7d")
+    count: int
+    critical: int
+
+
+class KpiReportView(_View):
+    """The managers' KPIs over a period of weeks (models/kpi.py says how each is computed)."""
+
+    generated_at: str
+    period_weeks: int
+    start: str
+    end: str
+    weeks: list[str]
+    kpis: list[KpiView]
+    oee: OeeView
+    alerts_by_age: list[AlertAgeView]

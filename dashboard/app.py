@@ -17,7 +17,16 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from loopline.dashboard.i18n import normalize_lang
 from loopline.dashboard.live_push import Screens
-from loopline.dashboard.pages import alerts, board, orders, plan, wall
+from loopline.dashboard.pages import (
+    alerts,
+    board,
+    inbox,
+    kpi,
+    order_detail,
+    orders,
+    plan,
+    wall,
+)
 from loopline.models.clock import utcnow
 from loopline.models.live import LiveState
 
@@ -35,7 +44,7 @@ def create_dash(
     sessions: sessionmaker[Session] | None = None,
     record_time: Callable[[datetime], datetime] | None = None,
 ) -> dash.Dash:
-    """Mount the screens (/wall, /board, /plan, /orders, /alerts) on ``server``.
+    """Mount the screens (/wall, /board, /plan, /orders, /alerts, /kpi) on ``server``.
 
     ``live`` is read to render each page; ``new_async_redis`` opens the connection each
     open page follows changes on. ``tz`` is the site's time zone (default: the server's),
@@ -70,7 +79,7 @@ def create_dash(
     )
     if record_time is not None:
         screens = dataclasses.replace(screens, record_time=record_time)
-    for page in (wall, board, plan, alerts, orders):
+    for page in (wall, board, plan, alerts, orders, order_detail, kpi, inbox):
         page.register(app, screens)
     app.layout = html.Div(dash.page_container, className="app")
     server.add_middleware(_SetupDashFirst, dash_app=app)

@@ -15,6 +15,8 @@ NAV_PAGES = (
     ("plan", "/plan"),
     ("orders", "/orders"),
     ("alerts", "/alerts"),
+    ("kpi", "/kpi"),
+    ("inbox", "/inbox"),
     ("wall", "/wall"),
 )
 

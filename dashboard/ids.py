@@ -37,6 +37,8 @@ WALL = LiveIds.of("wall")
 BOARD = LiveIds.of("board")
 ALERTS = LiveIds.of("alerts")
 PLAN = LiveIds.of("plan")
+KPI = LiveIds.of("kpi")
+INBOX = LiveIds.of("inbox")
 
 # -- /wall ---------------------------------------------------------------------------
 WALL_GRID = "wall-grid"
@@ -104,6 +106,24 @@ ORDERS_ROOT = "orders-root"
 ORDERS_LANG = "orders-lang"
 ORDERS_SEARCH = "orders-search"
 ORDERS_RESULTS = "orders-results"
+
+# -- /kpi ----------------------------------------------------------------------------
+KPI_BODY = "kpi-body"
+KPI_VALUE = "kpi-value"  # one per figure (dict id, key "kpi")
+KPI_SUB = "kpi-sub"
+KPI_FIG = "kpi-fig"  # a figure's trend chart; also the lines' and the alert ages' charts
+KPI_TABLE = "kpi-table"
+KPI_PERIOD = "kpi-period"
+
+# -- /inbox --------------------------------------------------------------------------
+INBOX_LIST = "inbox-list"
+INBOX_REP = "inbox-rep"  # the rep whose tasks are shown (search box)
+INBOX_RESULT = "inbox-result"  # dcc.Store: what the last completion answered
+INBOX_MSG = "inbox-msg"
+TASK = "task"  # dict ids, key "task"
+TASK_SCORE = "task-score"
+TASK_NOTE = "task-note"
+TASK_DONE = "task-done"  # button: complete through the API
 
 
 def part(kind: str, key: str, entity_id: Any) -> dict[str, Any]:

@@ -20,9 +20,10 @@ import httpx
 import uvicorn
 from rich.console import Console
 
+from loopline.history import backfill_history
 from loopline.ingest.mqtt.broker import EmbeddedBroker
 from loopline.ingest.mqtt.publisher import LinePublisher
-from loopline.models.clock import Clock
+from loopline.models.clock import Clock, utcnow
 from loopline.models.db import transaction
 from loopline.models.planning import backend as planner_backend
 from loopline.runtime import (
@@ -133,6 +134,8 @@ def _start(
     rt = build_runtime(settings, demo=True, clock=Clock(speed=speed))
     with transaction(rt.sessions) as session:
         seed_factory(session)
+        # Weeks of delivered orders before today, so the KPI trends are not empty.
+        backfill_history(session, now=utcnow(), rng=random.Random(seed))
     demo = Demo(rt, url=f"http://{host}:{port}", mqtt_url="", crm_feedback_url="")
     stoppers = demo.stoppers
     demo.planner_compile = compiling
@@ -152,10 +155,11 @@ def _start(
         demo.mqtt_url = f"mqtt://127.0.0.1:{mqtt_port}"
 
     # CRM feedback: the configured CRM, or the simulator's receiving end.
+    feedback_server: CrmFeedbackServer | None = None
     if rt.resolved.crm_url:
         demo.crm_feedback_url = rt.resolved.crm_url
     else:
-        feedback = CrmFeedbackServer(rt.resolved.crm_secret)
+        feedback = feedback_server = CrmFeedbackServer(rt.resolved.crm_secret)
         feedback.start()
         stoppers.append(feedback.stop)
         demo.crm_feedback_url = feedback.url
@@ -204,7 +208,10 @@ def _start(
         publisher = LinePublisher(demo.mqtt_url, client_id="loopline-demo-lines")
         publisher.start()
         factory = FactorySimulator(rt.live, publisher, rt.clock, site=SITE[0], rng=rng)
-        for target, name in ((factory.run, "factory"), (crm.run, "crm")):
+        runs = [(factory.run, "factory"), (crm.run, "crm")]
+        if isinstance(feedback_server, CrmFeedbackServer):
+            runs.append((partial(ship_completed, crm, feedback_server, rng), "shipping"))
+        for target, name in runs:
             t = threading.Thread(
                 target=target, args=(demo.stop_event,), name=f"sim-{name}", daemon=True
             )
@@ -212,6 +219,39 @@ def _start(
             stoppers.append(partial(t.join, 5))
         stoppers.append(publisher.stop)
     return demo
+
+
+def ship_completed(
+    crm: CrmSimulator, feedback: CrmFeedbackServer, rng: random.Random, stop: threading.Event
+) -> None:
+    """The simulated CRM's logistics: an order Loopline reports completed reaches its
+    customer a while later, and the CRM says so (status ``delivered``), which opens the
+    sales rep's follow-up and moves the KPIs."""
+    seen = 0
+    due: dict[str, float] = {}
+    while not stop.wait(CRM_EVENT_EVERY_S):
+        received = feedback.received
+        for delivery in received[seen:]:
+            try:
+                body = delivery.json()
+            except ValueError:
+                continue
+            data = body.get("data") or {}
+            if body.get("type") == "order.updated" and data.get("status") == "completed":
+                due.setdefault(str(data.get("order_id")), time.monotonic() + rng.uniform(20, 90))
+        seen = len(received)
+        for order_id, at in list(due.items()):
+            if time.monotonic() < at:
+                continue
+            del due[order_id]
+            # Records keep wall-clock time (models/followup.py); the demo's clock runs fast.
+            event = crm.delivered_event(order_id, at=utcnow())
+            if event is None:
+                continue
+            try:
+                crm.send(event)
+            except Exception:
+                log.exception("the CRM simulator could not deliver %s", order_id)
 
 
 def _wait_http(url: str, timeout_s: float = 20.0) -> None:
@@ -237,6 +277,8 @@ def print_banner(demo: Demo, console: Console) -> None:
         ("Alerts", "/alerts"),
         ("Sales lookup", "/orders"),
         ("Approvals", "/approvals"),
+        ("KPIs", "/kpi"),
+        ("Follow-up", "/inbox"),
     ):
         console.print(f"  {name:<13} {demo.url}{path}?token={token}")
     console.print(f"  {'API docs':<13} {demo.url}/docs")

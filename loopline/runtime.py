@@ -135,6 +135,7 @@ def loop_config(settings: Settings) -> LoopConfig:
         stale_after_s=settings.stale_after_s,
         window=plan_window(settings),
         approval_policy=approval_policy(settings),
+        followup_after_days=settings.followup_after_days,
     )
 
 

@@ -73,6 +73,9 @@ class Settings(BaseSettings):
     # earliest safe date ("requested"); or always the planned finish day ("earliest").
     promise_policy: Literal["requested", "earliest"] = "requested"
     promise_margin_h: float = Field(default=24.0, ge=0.0)
+    # Follow-up after delivery (models/followup.py): the sales rep's satisfaction
+    # follow-up opens this many days after an order is delivered.
+    followup_after_days: float = Field(default=7.0, ge=0.0)
 
     @field_validator("auto_approve_priorities")
     @classmethod

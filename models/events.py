@@ -33,6 +33,10 @@ class OrderIn(_Strict):
     requested_date: date
     priority: Priority = "normal"
     sales_rep: str | None = Field(default=None, max_length=100)
+    # The CRM's word that the order reached its customer (models/followup.py); when
+    # ``delivered_at`` is missing, the event's ``occurred_at`` is the delivery time.
+    status: Literal["delivered"] | None = None
+    delivered_at: datetime | None = None
 
 
 class CancelledOrderIn(_Strict):

@@ -113,7 +113,9 @@ def _sync_order(
         **now_state,
         "eta": (lv or {}).get("eta") if order.status in OPEN_STATUSES else None,
         "risk_reason": (lv or {}).get("risk_reason"),
-        "progress": (lv or {}).get("progress", 1.0 if order.status == "completed" else 0.0),
+        "progress": (lv or {}).get(
+            "progress", 1.0 if order.status in ("completed", "delivered") else 0.0
+        ),
         "changed": sorted(k for k in now_state if order.reported.get(k) != now_state[k]),
     }
     enqueue(session, event_type=FEEDBACK_EVENT, order_id=order.id, payload=payload)

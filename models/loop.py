@@ -19,6 +19,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, Protocol, TypeVar
 
 import redis
@@ -31,6 +32,7 @@ from loopline.models.clock import Clock, utcnow
 from loopline.models.db import transaction
 from loopline.models.estimate import estimate
 from loopline.models.feedback import FEEDBACK_STEP, sync_feedback
+from loopline.models.followup import open_due_followups
 from loopline.models.intake import Intake, apply_received, has_received
 from loopline.models.live import LiveState
 from loopline.models.quarantine import Findings, run_isolated
@@ -178,6 +180,7 @@ class LoopConfig:
     stale_after_s: float
     window: PlanWindow
     approval_policy: ApprovalPolicy
+    followup_after_days: float  # satisfaction follow-up after delivery
 
 
 class Loop:
@@ -331,6 +334,16 @@ class Loop:
                     FEEDBACK_STEP,
                     lambda s, isolate: sync_feedback(
                         s, self.live, findings=findings, isolate=isolate
+                    ),
+                )
+                or 0
+            )
+            queued += (
+                self._in_sql(
+                    findings,
+                    "followup",
+                    lambda s, _: open_due_followups(
+                        s, now=wall, after=timedelta(days=self.config.followup_after_days)
                     ),
                 )
                 or 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import UTC
 from typing import Any, Literal
 
 from sqlalchemy import select
@@ -12,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from loopline.models.audit import record
 from loopline.models.events import OrderCancelled, OrderUpserted
+from loopline.models.followup import mark_delivered
 from loopline.models.records import (
     Customer,
     InboxEvent,
@@ -124,6 +126,8 @@ def apply_crm_event(
     else:
         changes = _upsert(session, stored, event)
         action = "order.created" if stored is None else "order.changed"
+        if event.order.status == "delivered":
+            _deliver(session, event, source, actor, changes)
     record(
         session,
         actor=actor,
@@ -133,6 +137,25 @@ def apply_crm_event(
         details={"version": version, "webhook_id": webhook_id, "changes": changes},
     )
     return ApplyResult("applied", order_id, version, changes)
+
+
+def _deliver(
+    session: Session, event: OrderUpserted, source: str, actor: str, changes: dict[str, Any]
+) -> None:
+    """The CRM says the order reached its customer: record it (once)."""
+    order = session.get(Order, event.order.id)
+    assert order is not None, "upserted just now"
+    old = order.status
+    at = event.order.delivered_at or event.occurred_at
+    done = mark_delivered(
+        session,
+        order=order,
+        delivered_at=at if at.tzinfo else at.replace(tzinfo=UTC),
+        source=source,
+        actor=actor,
+    )
+    if done.new:
+        changes["status"] = [old, order.status]
 
 
 def high_water(session: Session, order_id: str, stored: Order | None) -> int | None:

@@ -12,6 +12,8 @@ from loopline.models.clock import iso
 from loopline.models.live import LiveState
 from loopline.models.records import Customer, Line, Order, PlanRevision
 
+FINISHED = ("completed", "delivered")  # made (and shipped): nothing left at risk
+
 
 def order_view(
     order: Order,
@@ -49,11 +51,11 @@ def order_view(
         "requested_date": order.requested_date.isoformat(),
         "promised_date": order.promised_date.isoformat() if order.promised_date else None,
         "eta": lv.get("eta") if open_ else None,
-        "progress": lv.get("progress", 1.0 if order.status == "completed" else 0.0),
+        "progress": lv.get("progress", 1.0 if order.status in FINISHED else 0.0),
         "risk": {
             "level": lv.get("risk", "on_track")
             if open_
-            else ("done" if order.status == "completed" else None),
+            else ("done" if order.status in FINISHED else None),
             "reason": lv.get("risk_reason") if open_ else None,
         },
         "sales_rep": order.sales_rep,

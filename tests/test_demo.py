@@ -65,6 +65,13 @@ def test_demo_is_ready_with_screens_and_a_first_plan_before_the_planner_compiles
     assert httpx.get(wall, follow_redirects=True).status_code == 200
     plan = httpx.get(f"{demo.url}/api/v1/plan", headers={"Authorization": f"Bearer {token}"})
     assert plan.status_code == 200 and plan.json()["assignments"]
+    # Weeks of history were backfilled: every delivery KPI has a trend from the start.
+    kpi = httpx.get(f"{demo.url}/api/v1/kpi", headers={"Authorization": f"Bearer {token}"})
+    assert kpi.status_code == 200
+    on_time = next(k for k in kpi.json()["kpis"] if k["key"] == "on_time_delivery")
+    assert sum(p["value"] is not None for p in on_time["trend"]) >= 6
+    kpi_screen = re.search(r"KPIs\s+(\S+)", text).group(1)
+    assert httpx.get(kpi_screen, follow_redirects=True).status_code == 200
     assert demo.planner_compile.done.wait(240) and demo.planner_compile.error is None
     assert backend.compiled_ready()
 

@@ -10,6 +10,7 @@ import asyncio
 from datetime import datetime
 from functools import partial
 from typing import Any
+from urllib.parse import quote
 
 import dash
 from dash import Input, Output, State, dcc, html
@@ -62,66 +63,70 @@ def search_orders(orders: list[dict[str, Any]], query: str | None) -> list[dict[
     return found
 
 
+def progress_bar(progress: float) -> html.Div:
+    """A progress bar with its percentage."""
+    return html.Div(
+        [
+            html.Div(
+                html.Div(className="bar-fill", style={"width": f"{min(progress, 1.0) * 100:.1f}%"}),
+                className="bar-track",
+            ),
+            html.Span(fmt_pct(progress), className="cell-pct"),
+        ],
+        className="progress-cell",
+    )
+
+
+def _fact(name: str, value: str, lang: str) -> html.Div:
+    return html.Div([html.Dt(t(f"col.{name}", lang)), html.Dd(value)], className=f"fact--{name}")
+
+
+def order_card(o: dict[str, Any], *, lang: str, screens: Screens, now: datetime) -> dcc.Link:
+    """One order as a card (it reads on a phone); tapping it opens the order's detail."""
+    today = now.astimezone(screens.tz).date()
+    risk = str(o.get("risk") or "on_track")
+    reason = risk_text(o, lang) if risk in ("late", "at_risk") else ""
+    return dcc.Link(
+        href=f"{PATH}/{quote(str(o.get('id')), safe='')}?lang={lang}",
+        className=f"order-card order-row order-row--{risk}",
+        children=[
+            html.Div(
+                [
+                    html.Span(str(o.get("id")), className="order-id"),
+                    html.Span(label("status", o.get("status"), lang), className="order-status"),
+                    html.Span(label("risk", risk, lang), className=f"badge badge--{risk}"),
+                ],
+                className="order-card-head",
+            ),
+            html.Div(str(o.get("customer") or ""), className="cell-customer"),
+            html.Dl(
+                [
+                    _fact("requested", fmt_date(o.get("requested_date"), lang, today=today), lang),
+                    _fact("promised", fmt_date(o.get("promised_date"), lang, today=today), lang),
+                    _fact("eta", fmt_eta(o.get("eta"), lang, tz=screens.tz, now=now), lang),
+                ],
+                className="order-facts",
+            ),
+            progress_bar(float(o.get("progress") or 0.0)),
+            html.Div(reason, className="risk-reason") if reason else None,
+        ],
+    )
+
+
 def render_results(
     found: list[dict[str, Any]], *, lang: str, screens: Screens, now: datetime
 ) -> list[Any]:
-    """The results table, or a line saying nothing matched."""
+    """The matching orders as cards, or a line saying nothing matched."""
     if not found:
         return [html.Div(t("orders.none", lang), className="table-empty")]
-    today = now.astimezone(screens.tz).date()
-    cols = ("order", "customer", "status", "requested", "promised", "eta", "progress", "risk")
-    rows = []
-    for o in found[:MAX_RESULTS]:
-        risk = str(o.get("risk") or "on_track")
-        progress = float(o.get("progress") or 0.0)
-        rows.append(
-            html.Tr(
-                className=f"order-row order-row--{risk}",
-                children=[
-                    html.Td(html.Span(str(o.get("id")), className="order-id")),
-                    html.Td(str(o.get("customer") or ""), className="cell-customer"),
-                    html.Td(label("status", o.get("status"), lang)),
-                    html.Td(
-                        fmt_date(o.get("requested_date"), lang, today=today), className="cell-date"
-                    ),
-                    html.Td(
-                        fmt_date(o.get("promised_date"), lang, today=today), className="cell-date"
-                    ),
-                    html.Td(
-                        fmt_eta(o.get("eta"), lang, tz=screens.tz, now=now), className="cell-eta"
-                    ),
-                    html.Td(
-                        html.Div(
-                            [
-                                html.Div(
-                                    html.Div(
-                                        className="bar-fill",
-                                        style={"width": f"{min(progress, 1.0) * 100:.1f}%"},
-                                    ),
-                                    className="bar-track",
-                                ),
-                                html.Span(fmt_pct(progress), className="cell-pct"),
-                            ],
-                            className="progress-cell",
-                        )
-                    ),
-                    html.Td(
-                        [
-                            html.Span(label("risk", risk, lang), className=f"badge badge--{risk}"),
-                            html.Div(risk_text(o, lang), className="risk-reason"),
-                        ]
-                    ),
-                ],
-            )
-        )
     summary = t_count("orders.count", lang, len(found))
     if len(found) > MAX_RESULTS:
         summary = f"{summary} · {t('orders.more', lang, n=MAX_RESULTS)}"
     return [
         html.Div(summary, className="panel-count"),
-        html.Table(
-            [html.Thead(html.Tr([html.Th(t(f"col.{c}", lang)) for c in cols])), html.Tbody(rows)],
-            className="table table--orders",
+        html.Div(
+            [order_card(o, lang=lang, screens=screens, now=now) for o in found[:MAX_RESULTS]],
+            className="order-cards",
         ),
     ]
 
@@ -150,7 +155,7 @@ def layout(
     return html.Div(
         id=ids.ORDERS_ROOT,
         lang=lang,
-        className=f"page page--desk lang-{lang}",
+        className=f"page page--desk page--orders lang-{lang}",
         children=[
             dcc.Store(id=ids.ORDERS_LANG, data=lang),
             nav_bar("orders", lang),

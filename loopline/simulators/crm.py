@@ -295,6 +295,23 @@ class CrmSimulator:
         order.history.append(kind)
         return self._event(order)
 
+    def delivered_event(self, order_id: str, at: datetime | None = None) -> dict[str, Any] | None:
+        """The order reached its customer (``at``, default: the event's time): an
+        ``order.upserted`` with status ``delivered`` (None for an order this CRM does not
+        hold open)."""
+        order = self.orders.get(order_id)
+        if order is None or order.status != "open":
+            return None
+        order.version += 1
+        order.status = "delivered"
+        order.history.append("delivered")
+        event = self._event(order)
+        event["order"]["status"] = "delivered"
+        event["order"]["delivered_at"] = (
+            at.astimezone(UTC).isoformat().replace("+00:00", "Z") if at else event["occurred_at"]
+        )
+        return event
+
     def _new_order(self, today: date) -> _Order:
         order_id = f"SO-{self._next_no}"
         self._next_no += 1

@@ -181,11 +181,11 @@ def write_silently(live, entity: str, entity_id: str, fields: dict) -> None:  # 
 def test_orders_lookup_searches_by_customer(live_server, page, artifacts_dir: Path):
     open_page(page, f"{live_server.url}/orders?lang=zh-CN", "#orders-search")
     page.fill("#orders-search", "globex")
-    page.locator("#orders-results tbody tr").filter(has_text="SO-1002").wait_for(
+    page.locator("#orders-results .order-card").filter(has_text="SO-1002").wait_for(
         timeout=PUSH_TIMEOUT_MS
     )
     page.wait_for_function(
-        "() => document.querySelectorAll('#orders-results tbody tr').length === 1",
+        "() => document.querySelectorAll('#orders-results .order-card').length === 1",
         timeout=PUSH_TIMEOUT_MS,
     )
     assert "有风险" in page.locator("#orders-results").inner_text()

@@ -89,10 +89,15 @@ def test_every_screen_works_under_the_content_security_policy(
 
         open_page(page, f"{plan_stack.url}/orders", f"#{ids.ORDERS_SEARCH}")
         page.fill(f"#{ids.ORDERS_SEARCH}", "SO-V")
-        page.locator(f"#{ids.ORDERS_RESULTS} tbody tr").filter(has_text="SO-V").first.wait_for(
+        page.locator(f"#{ids.ORDERS_RESULTS} .order-card").filter(has_text="SO-V").first.wait_for(
             timeout=PUSH_TIMEOUT_MS
         )
         page.screenshot(path=str(artifacts_dir / "csp-orders.png"))
+
+        # The KPI charts (Plotly) and the inbox's clientside script.
+        open_page(page, f"{plan_stack.url}/kpi", ".kpi-card")
+        page.wait_for_selector(".kpi-trend .main-svg", timeout=LOAD_TIMEOUT_MS)
+        open_page(page, f"{plan_stack.url}/inbox", "#inbox-list")
 
         # Acknowledge runs code Dash inlines in the page: allowed by its hash, nothing else.
         button = sel(ids.ALERT_ACK, "alert", alert_id)

@@ -240,3 +240,17 @@ def test_send_redelivers_a_5xx_with_the_same_webhook_id(secret):
         server.server_close()
         thread.join(5)
     assert [s for s, _ in seen] == [503, 202] and seen[0][1] == seen[1][1]
+
+
+def test_a_delivered_order_is_a_valid_upsert_with_its_status_and_then_frozen():
+    sim = simulator()
+    [first] = sim.initial_orders(1, CUSTOMERS, TODAY)
+    order_id = first["order"]["id"]
+    raw = sim.delivered_event(order_id)
+    event = parse_crm_event(raw)
+    assert isinstance(event, OrderUpserted)
+    assert event.order.status == "delivered" and event.order.version == 2
+    assert event.order.delivered_at == event.occurred_at
+    assert sim.delivered_event(order_id) is None  # delivered once
+    assert sim.delivered_event("SO-NOPE") is None
+    assert order_id not in {o.id for o in sim.open_orders()}
