@@ -11,6 +11,7 @@ from loopline.api.auth import (
     COOKIE,
     SESSION_RECHECK_S,
     WS_UNAUTHORIZED,
+    ApiKeys,
     BrowserSessions,
     Principal,
     SessionStoreDown,
@@ -29,7 +30,9 @@ async def _caller(websocket: WebSocket) -> tuple[Principal | None, str | None]:
     tokens: Tokens = websocket.app.state.tokens
     header = websocket.headers.get("authorization", "")
     if header.lower().startswith("bearer "):
-        return tokens.principal(header[7:].strip()), None
+        bearer = header[7:].strip()
+        keys: ApiKeys = websocket.app.state.api_keys
+        return tokens.principal(bearer) or await keys.acheck(bearer), None
     cookie = websocket.cookies.get(COOKIE)
     if cookie is None or not same_origin(websocket.scope):
         return None, None

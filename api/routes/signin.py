@@ -1,0 +1,113 @@
+"""Sign-in for people: the form at ``/signin`` (username and password), and sign-out.
+
+A wrong name or password gets the same answer in about the same time
+(``models.users.authenticate``). The post must come from a page of this server (its
+Origin), so another site cannot sign a browser into an account of its choosing.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qsl, urlsplit
+
+from fastapi import APIRouter, Request
+from fastapi.responses import RedirectResponse, Response
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import PlainTextResponse
+
+from loopline.api.auth import COOKIE, BrowserSessions
+from loopline.api.pages import safe_next, signin_page
+from loopline.models.db import transaction
+from loopline.models.users import User, authenticate
+
+router = APIRouter(include_in_schema=False)
+MAX_FORM_BYTES = 4096
+
+
+def _sessions(request: Request) -> BrowserSessions:
+    return request.app.state.browser_sessions  # type: ignore[no-any-return]
+
+
+def _sso(request: Request) -> bool:
+    return getattr(request.app.state, "oidc", None) is not None
+
+
+def foreign_post(request: Request) -> bool:
+    """Whether a form post comes from a page of another site (its Origin is not ours)."""
+    origin = request.headers.get("origin")
+    return bool(origin) and urlsplit(origin).netloc != request.headers.get("host")
+
+
+def signed_in_response(request: Request, user: User, next_url: str | None) -> Response:
+    """Start ``user``'s session and send the browser on to ``next_url`` with its cookie."""
+    sessions = _sessions(request)
+    old = request.cookies.get(COOKIE)
+    if old:
+        sessions.forget(old)
+    value = sessions.sign_in_user(user, user_agent=request.headers.get("user-agent"))
+    response = RedirectResponse(safe_next(next_url), status_code=303)
+    response.set_cookie(
+        COOKIE,
+        value,
+        max_age=sessions.max_age_s(str(user.roles[0])),
+        httponly=True,
+        samesite="lax",
+        secure=request.url.scheme == "https",
+    )
+    return response
+
+
+@router.get("/signin")
+def signin_form(request: Request, next: str = "/") -> Response:
+    return signin_page(next, sso=_sso(request))
+
+
+@router.post("/signin")
+async def signin(request: Request) -> Response:
+    if foreign_post(request):
+        return PlainTextResponse("sign-in from another site refused", status_code=403)
+    raw = await request.body()
+    if len(raw) > MAX_FORM_BYTES:
+        return PlainTextResponse("form too large", status_code=413)
+    form = dict(parse_qsl(raw.decode("utf-8", "replace")))
+    username, password = form.get("username", ""), form.get("password", "")
+    next_url = form.get("next")
+    if not username or not password:
+        return signin_page(
+            next_url, error="Give your user name and password.", status_code=422, sso=_sso(request)
+        )
+    ctx = request.app.state.context
+
+    def check() -> User | None:
+        with transaction(ctx.sessions) as session:
+            return authenticate(session, username=username, password=password)
+
+    try:
+        user = await run_in_threadpool(check)
+        if user is None:
+            return signin_page(
+                next_url,
+                error="Wrong user name or password.",
+                status_code=401,
+                sso=_sso(request),
+            )
+        return await run_in_threadpool(signed_in_response, request, user, next_url)
+    except SQLAlchemyError:
+        return PlainTextResponse(
+            "the session store is unavailable; retry shortly",
+            status_code=503,
+            headers={"Retry-After": "5"},
+        )
+
+
+@router.post("/signin/out")
+async def signout(request: Request) -> Response:
+    """End this browser's session and show the sign-in form."""
+    if foreign_post(request):
+        return PlainTextResponse("refused", status_code=403)
+    cookie = request.cookies.get(COOKIE)
+    if cookie:
+        await run_in_threadpool(_sessions(request).forget, cookie)
+    response = RedirectResponse("/signin", status_code=303)
+    response.delete_cookie(COOKIE)
+    return response
