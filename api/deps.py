@@ -21,6 +21,7 @@ from loopline.api.auth import (
 )
 from loopline.api.context import ApiContext
 from loopline.models.live import LiveState
+from loopline.models.scope import Visible, visible
 
 _bearer = HTTPBearer(auto_error=False)
 
@@ -98,3 +99,11 @@ SessionDep = Annotated[Session, Depends(get_session)]
 LiveDep = Annotated[LiveState, Depends(get_live)]
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 WriterDep = Annotated[Principal, Depends(require_roles())]  # admin only
+
+
+def get_visible(session: SessionDep, principal: PrincipalDep) -> Visible | None:
+    """The orders and work orders the caller may see (None: every one)."""
+    return visible(session, principal.scope)
+
+
+VisibleDep = Annotated[Visible | None, Depends(get_visible)]

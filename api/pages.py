@@ -25,6 +25,14 @@ margin-top:1rem}
 """
 
 
+# These pages run no script and load nothing: only their inline style and a form post home.
+PAGE_CSP = (
+    "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; form-action 'self'; "
+    "object-src 'none'; "
+    "base-uri 'none'; frame-ancestors 'none'"
+)
+
+
 def safe_next(target: str | None) -> str:
     """A local path to go to after signing in (never another site: ``//x`` or a scheme)."""
     if not target or not target.startswith("/") or target.startswith("//") or "\\\\" in target:
@@ -61,4 +69,6 @@ def signin_page(
 <button type="submit">Sign in · 登录</button></form>{sso_link}
 <p class="hint">Wall screens sign in once with <code>?token=</code> in their URL.</p>
 </main></body></html>"""
-    return HTMLResponse(body, status_code=status_code)
+    return HTMLResponse(
+        body, status_code=status_code, headers={"Content-Security-Policy": PAGE_CSP}
+    )

@@ -14,6 +14,7 @@ from loopline.api.deps import ContextDep, SessionDep, require_roles
 from loopline.api.errors import FieldError, error_body, error_responses
 from loopline.models.events import Name, Priority, format_path
 from loopline.models.quotes import QuoteAsk, UnknownSku, make_quote
+from loopline.models.scope import scoped_slips, visible
 
 router = APIRouter(prefix="/quotes", tags=["quotes"], responses=error_responses(401, 403))
 
@@ -65,7 +66,7 @@ def quotes(
     ask = QuoteAsk(body.sku, body.qty, body.requested_date, body.priority)
     try:
         with session.begin():
-            return make_quote(
+            answer = make_quote(
                 session,
                 ctx.live,
                 ask=ask,
@@ -73,5 +74,12 @@ def quotes(
                 actor=who.name,
                 window=ctx.plan_window,
             )
+            vis = visible(session, who.scope)
     except UnknownSku as exc:
         return _unprocessable([{"field": "sku", "message": exc.reason}])
+    # A rep learns how much other orders would slip, never whose they are.
+    prioritized = answer["prioritized"]
+    return {
+        **answer,
+        "prioritized": {**prioritized, "slips": scoped_slips(prioritized["slips"], vis)},
+    }

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from starlette.concurrency import run_in_threadpool
 
 from loopline.api.auth import (
     COOKIE,
@@ -18,7 +19,8 @@ from loopline.api.auth import (
     Tokens,
     same_origin,
 )
-from loopline.models.live import follow
+from loopline.models.live import Change, follow
+from loopline.models.scope import LiveScope
 
 router = APIRouter(tags=["stream"])
 
@@ -58,10 +60,22 @@ async def stream(websocket: WebSocket) -> None:
     await websocket.accept()
     client = websocket.app.state.context.new_async_redis()
 
+    # A person limited to some customers sees only their orders' changes (models/scope.py).
+    scoped = (
+        LiveScope(websocket.app.state.context.sessions, principal.scope)
+        if principal.scope is not None
+        else None
+    )
+
     async def pump() -> None:
         async for change in follow(client):
-            if not wanted or change.entity in wanted:
-                await websocket.send_text(change.to_json())
+            if wanted and change.entity not in wanted:
+                continue
+            shown: Change | None = change
+            if scoped is not None:  # may read SQL: off the event loop
+                shown = await run_in_threadpool(scoped.filter, change)
+            if shown is not None:
+                await websocket.send_text(shown.to_json())
 
     async def watch_session() -> None:
         # A browser's session may be revoked or expire while its stream is open.

@@ -1,0 +1,198 @@
+"""Data scope: what a person limited to some customers' orders (a sales rep) may see.
+
+Everything that names an order or a work order outside the scope is left out or blanked:
+orders, their work orders, lines' current job and queue, plan rows, alerts about them,
+pending changes, quote slips, and the live changes of all of these. Factory facts that
+name no order (lines' states and rates, materials) stay visible. Unknown kinds of live
+change are left out for a scoped person: a new entity must say how it is scoped first.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from loopline.models.live import Change
+from loopline.models.records import Order, WorkOrder
+from loopline.models.users import OrderScope
+
+# What a scoped person is shown instead of a plan trigger (it may name anyone's order).
+HIDDEN_TRIGGER = "replan"
+# Order-naming keys in alert details and plan rows.
+ORDER_KEYS = ("order", "order_id")
+JOB_KEYS = ("job", "work_order")
+
+
+@dataclass(frozen=True)
+class Visible:
+    """The ids of the orders and work orders in a person's scope."""
+
+    orders: frozenset[str]
+    work_orders: frozenset[str]
+
+    def row_ok(self, row: dict[str, Any]) -> bool:
+        """Whether a row naming an order or job (plan row, alert details) is in scope."""
+        for key in ORDER_KEYS:
+            if row.get(key) is not None and row[key] not in self.orders:
+                return False
+        for key in JOB_KEYS:
+            if row.get(key) is not None and row[key] not in self.work_orders:
+                return False
+        return True
+
+
+def visible(session: Session, scope: OrderScope | None) -> Visible | None:
+    """The orders and work orders ``scope`` lets one see (None: no scope, everything)."""
+    if scope is None:
+        return None
+    orders = frozenset(session.scalars(select(Order.id).where(scope.clause())))
+    wos = frozenset(
+        session.scalars(
+            select(WorkOrder.id).join(Order, WorkOrder.order_id == Order.id).where(scope.clause())
+        )
+    )
+    return Visible(orders, wos)
+
+
+def alert_ok(alert: dict[str, Any], vis: Visible | None) -> bool:
+    """Whether an alert (its view) is one the person may see."""
+    if vis is None:
+        return True
+    entity, entity_id = alert.get("entity"), alert.get("entity_id")
+    if entity == "order" and entity_id not in vis.orders:
+        return False
+    if entity == "work_order" and entity_id not in vis.work_orders:
+        return False
+    details = alert.get("details")
+    return not isinstance(details, dict) or vis.row_ok(details)
+
+
+def scoped_line(line: dict[str, Any], vis: Visible | None) -> dict[str, Any]:
+    """A line's view (or live fields) without the jobs of orders out of scope."""
+    if vis is None:
+        return line
+    out = dict(line)
+    if "work_order" in out and out["work_order"] not in vis.work_orders:
+        out["work_order"] = None
+        if "eta" in out:
+            out["eta"] = None
+    if isinstance(out.get("queue"), list):
+        out["queue"] = [w for w in out["queue"] if w in vis.work_orders]
+    return out
+
+
+def scoped_plan(plan: dict[str, Any], vis: Visible | None) -> dict[str, Any]:
+    """A plan revision's view with only the rows of orders in scope."""
+    if vis is None:
+        return plan
+    out = dict(plan)
+    out["trigger"] = HIDDEN_TRIGGER
+    out["assignments"] = [a for a in plan.get("assignments") or [] if vis.row_ok(a)]
+    diff = dict(plan.get("diff") or {})
+    for key in ("moved", "late", "at_risk"):
+        diff[key] = [r for r in diff.get(key) or [] if isinstance(r, dict) and vis.row_ok(r)]
+    for key in ("added", "removed"):
+        diff[key] = [j for j in diff.get(key) or [] if j in vis.work_orders]
+    if "trigger" in diff:
+        diff["trigger"] = HIDDEN_TRIGGER
+    out["diff"] = diff
+    return out
+
+
+def scoped_slips(slips: Iterable[dict[str, Any]], vis: Visible | None) -> list[dict[str, Any]]:
+    """A quote's slipping orders: those out of scope keep their numbers but not their names."""
+    if vis is None:
+        return list(slips)
+    return [
+        s
+        if s.get("order_id") in vis.orders
+        else {**s, "order_id": None, "work_order": None, "promised_date": None}
+        for s in slips
+    ]
+
+
+class LiveScope:
+    """Filters a stream of live changes to a person's scope.
+
+    The visible ids are read again when a change names one not seen yet (a new order or
+    a replan's new work orders), at most every ``refresh_s``, and every ``max_age_s``
+    anyway (an order moved to another customer).
+    """
+
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        scope: OrderScope,
+        *,
+        refresh_s: float = 1.0,
+        max_age_s: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._sessions = sessions
+        self._scope = scope
+        self._refresh_s = refresh_s
+        self._max_age_s = max_age_s
+        self._clock = clock
+        self._vis = Visible(frozenset(), frozenset())
+        self._read_at: float | None = None
+        self._seen: set[tuple[str, str]] = set()  # (entity, id) known to be out of scope
+
+    def refresh(self) -> Visible:
+        """Read the visible ids now."""
+        with self._sessions() as session:
+            vis = visible(session, self._scope)
+        assert vis is not None
+        self._vis, self._read_at = vis, self._clock()
+        self._seen.clear()
+        return vis
+
+    def _current(self, entity: str, ident: str | None) -> Visible:
+        now = self._clock()
+        age = None if self._read_at is None else now - self._read_at
+        stale = age is None or age >= self._max_age_s
+        unknown = (
+            ident is not None
+            and (entity, ident) not in self._seen
+            and ident not in (self._vis.orders if entity == "order" else self._vis.work_orders)
+        )
+        if stale or (unknown and age is not None and age >= self._refresh_s):
+            self.refresh()
+        if ident is not None:
+            in_scope = ident in (self._vis.orders if entity == "order" else self._vis.work_orders)
+            if not in_scope:
+                self._seen.add((entity, ident))
+        return self._vis
+
+    def filter(self, change: Change) -> Change | None:
+        """The change as the person may see it, or None when it is none of theirs."""
+        entity = change.entity
+        if entity == "order":
+            return change if change.id in self._current("order", change.id).orders else None
+        if entity == "work_order":
+            order_id = change.new.get("order_id") or change.old.get("order_id")
+            vis = self._current("work_order", change.id)
+            ok = change.id in vis.work_orders or (order_id is not None and order_id in vis.orders)
+            return change if ok else None
+        if entity == "line":
+            job = change.new.get("work_order") or change.old.get("work_order")
+            vis = self._current("work_order", job)
+            return replace(
+                change, old=scoped_line(change.old, vis), new=scoped_line(change.new, vis)
+            )
+        if entity == "alert":
+            vis = self._current("alert", None)
+            view = change.new or change.old
+            return change if alert_ok(view, vis) else None
+        if entity == "change":
+            order_id = change.new.get("order_id") or change.old.get("order_id")
+            vis = self._current("order", order_id)
+            return change if order_id in vis.orders else None
+        if entity == "plan":
+            new = {k: v for k, v in change.new.items() if k != "trigger"}
+            return replace(change, new=new)
+        return None
