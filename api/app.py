@@ -22,6 +22,7 @@ from loopline.api.routes import (
     quotes,
     signin,
     stream,
+    tracking,
     users,
 )
 from loopline.api.routes import sessions as session_routes
@@ -70,6 +71,7 @@ def create_app(ctx: ApiContext, *, with_dashboard: bool = True) -> FastAPI:
 
     app.include_router(api)
     app.include_router(signin.router)
+    app.include_router(tracking.router)
 
     @app.get("/", include_in_schema=False)
     def root() -> RedirectResponse:

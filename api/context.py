@@ -12,6 +12,7 @@ from loopline.models.approvals import ApprovalPolicy
 from loopline.models.clock import Clock
 from loopline.models.live import LiveState
 from loopline.models.replan import PlanWindow
+from loopline.models.tracking import TrackingLinks
 from loopline.models.web_sessions import SessionPolicy
 
 
@@ -37,3 +38,5 @@ class ApiContext:
     session_secret: str | None = None
     session_policy: SessionPolicy = SessionPolicy()
     cors_origins: tuple[str, ...] = ()
+    # Customer tracking links (models/tracking.py); None: the tracking page finds nothing.
+    tracking: TrackingLinks | None = None

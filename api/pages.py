@@ -27,7 +27,7 @@ margin-top:1rem}
 
 # These pages run no script and load nothing: only their inline style and a form post home.
 PAGE_CSP = (
-    "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; form-action 'self'; "
+    "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; form-action 'self'; "
     "object-src 'none'; "
     "base-uri 'none'; frame-ancestors 'none'"
 )
@@ -58,7 +58,8 @@ def signin_page(
     )
     body = f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<title>Sign in · Loopline</title><style>{PAGE_STYLE}</style></head><body><main>
+<link rel="icon" href="data:,"><title>Sign in · Loopline</title>
+<style>{PAGE_STYLE}</style></head><body><main>
 <h1>Loopline · 登录</h1>{problem}
 <form method="post" action="/signin">
 <input type="hidden" name="next" value="{nxt}">

@@ -25,6 +25,7 @@ from loopline.models.live_store import LiveStore, open_live_store
 from loopline.models.loop import Loop, LoopConfig
 from loopline.models.outbox import OutboxRelay
 from loopline.models.replan import PlanWindow
+from loopline.models.tracking import TrackingLinks, tracking_key
 from loopline.models.web_sessions import SessionPolicy
 from loopline.settings import Resolved, Settings, resolve
 
@@ -100,6 +101,7 @@ def api_context(rt: Runtime) -> ApiContext:
             kiosk_max_age_s=rt.settings.kiosk_session_max_age_h * 3600,
         ),
         cors_origins=rt.resolved.cors_origins,
+        tracking=tracking_links(rt),
     )
 
 
@@ -118,6 +120,16 @@ def plan_window(rt: Runtime) -> PlanWindow:
         line_down_assume_h=rt.settings.line_down_assume_h,
         promise_policy=rt.settings.promise_policy,
         promise_margin_h=rt.settings.promise_margin_h,
+    )
+
+
+def tracking_links(rt: Runtime) -> TrackingLinks:
+    """How tracking links are signed and where they point (the API and the worker agree)."""
+    secret = rt.resolved.session_secret or "api-token:" + rt.resolved.api_token
+    return TrackingLinks(
+        tracking_key(secret),
+        base_url=rt.settings.public_url,
+        max_age_s=rt.settings.tracking_link_days * 86400,
     )
 
 
@@ -157,6 +169,7 @@ def build_loop(rt: Runtime, crm_url: str | None = None, *, warm_planner: bool = 
         stale_after_s=rt.settings.stale_after_s,
         window=plan_window(rt),
         approval_policy=approval_policy(rt),
+        tracking=tracking_links(rt),
     )
     return Loop(rt.sessions, rt.live, rt.clock, config, relay=relay)
 

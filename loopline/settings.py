@@ -72,6 +72,11 @@ class Settings(BaseSettings):
     # earliest safe date ("requested"); or always the planned finish day ("earliest").
     promise_policy: Literal["requested", "earliest"] = "requested"
     promise_margin_h: float = Field(default=24.0, ge=0.0)
+    # Customer tracking links (models/tracking.py), sent to the CRM with each promise: where
+    # customers reach this server (e.g. "https://track.example.com"; empty: the link is a
+    # path), and how long a link stays good. Signed with SESSION_SECRET, else the API token.
+    public_url: str = ""
+    tracking_link_days: float = Field(default=60.0, gt=0.0)
 
     @field_validator("auto_approve_priorities")
     @classmethod

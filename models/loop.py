@@ -36,6 +36,7 @@ from loopline.models.live import LiveState
 from loopline.models.quarantine import Findings, run_isolated
 from loopline.models.quarantine import record as record_quarantine
 from loopline.models.replan import PlanOutcome, PlanWindow, replan
+from loopline.models.tracking import TrackingLinks
 from loopline.models.watch import ALERTS_STEP, evaluate_alerts, mark_stale_lines, mirror_alerts
 
 log = logging.getLogger("loopline.loop")
@@ -176,6 +177,8 @@ class LoopConfig:
     stale_after_s: float = 120.0
     window: PlanWindow = field(default_factory=PlanWindow)
     approval_policy: ApprovalPolicy = field(default_factory=ApprovalPolicy)
+    # Signs the customer tracking link sent with each promise (None: no link is sent).
+    tracking: TrackingLinks | None = None
 
 
 class Loop:
@@ -202,6 +205,10 @@ class Loop:
         self._threads: list[threading.Thread] = []
 
     # -- one step of each duty (also what tests call) -------------------------------
+    def _track(self) -> Callable[[str], str] | None:
+        """What makes the customer tracking link sent with a promise (None: no link)."""
+        return self.config.tracking.url_for if self.config.tracking else None
+
     def replan_now(self, trigger: str) -> PlanOutcome:
         """Apply the received CRM events, then replan (after any other worker's duty)."""
         outcome = self.work([trigger])
@@ -226,6 +233,7 @@ class Loop:
                     now=self.clock.now(),
                     trigger=summarize_triggers(asked)[:200],
                     window=self.config.window,
+                    track=self._track(),
                 )
             except Exception:
                 # What the intake applied is committed but not yet planned: ask again, so
@@ -328,7 +336,11 @@ class Loop:
                     findings,
                     FEEDBACK_STEP,
                     lambda s, isolate: sync_feedback(
-                        s, self.live, findings=findings, isolate=isolate
+                        s,
+                        self.live,
+                        findings=findings,
+                        isolate=isolate,
+                        track=self._track(),
                     ),
                 )
                 or 0
