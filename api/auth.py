@@ -35,6 +35,7 @@ from loopline.models import users as people
 from loopline.models import web_sessions
 from loopline.models.clock import utcnow
 from loopline.models.db import transaction
+from loopline.models.scope import act_as, stop_acting
 from loopline.models.users import OrderScope, User, scope_of
 from loopline.models.web_sessions import SessionPolicy
 
@@ -440,7 +441,12 @@ class PageAuthMiddleware:
             await signin_page(nxt, status_code=401)(scope, receive, send)
             return
         scope.setdefault("state", {})["principal"] = principal
-        await self.app(scope, receive, send)
+        # The screens read the live state through this (models/scope.py ScopedLive).
+        acting = act_as(principal.scope)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            stop_acting(acting)
 
     async def _sign_in(
         self, scope: Scope, receive: Receive, send: Send, token: str, rest: list[tuple[str, str]]

@@ -6,6 +6,7 @@ styled inline (the policy allows inline styles), readable on a phone.
 
 from __future__ import annotations
 
+import secrets
 from html import escape
 from urllib.parse import urlencode
 
@@ -33,6 +34,13 @@ PAGE_CSP = (
 )
 
 
+# The sign-in form's anti-forgery value, also set as a SameSite=Strict cookie: a form posted
+# from another site carries no such cookie. (The Origin header cannot serve: under the
+# pages' no-referrer policy a browser sends "Origin: null" for its own form posts too.)
+CSRF_COOKIE = "loopline_signin"
+CSRF_FIELD = "csrf"
+
+
 def safe_next(target: str | None) -> str:
     """A local path to go to after signing in (never another site: ``//x`` or a scheme)."""
     if not target or not target.startswith("/") or target.startswith("//") or "\\\\" in target:
@@ -49,6 +57,7 @@ def signin_page(
 ) -> HTMLResponse:
     """The sign-in form (username and password; a link to SSO when it is configured)."""
     nxt = escape(safe_next(next_url))
+    csrf = secrets.token_urlsafe(18)
     problem = f'<p class="error" role="alert">{escape(error)}</p>' if error else ""
     sso_link = (
         f'<a class="button" href="/signin/oidc?{escape(urlencode({"next": safe_next(next_url)}))}">'
@@ -63,6 +72,7 @@ def signin_page(
 <h1>Loopline · 登录</h1>{problem}
 <form method="post" action="/signin">
 <input type="hidden" name="next" value="{nxt}">
+<input type="hidden" name="{CSRF_FIELD}" value="{csrf}">
 <label for="username">User name · 用户名</label>
 <input id="username" name="username" autocomplete="username" required autofocus>
 <label for="password">Password · 密码</label>
@@ -70,6 +80,8 @@ def signin_page(
 <button type="submit">Sign in · 登录</button></form>{sso_link}
 <p class="hint">Wall screens sign in once with <code>?token=</code> in their URL.</p>
 </main></body></html>"""
-    return HTMLResponse(
+    response = HTMLResponse(
         body, status_code=status_code, headers={"Content-Security-Policy": PAGE_CSP}
     )
+    response.set_cookie(CSRF_COOKIE, csrf, max_age=3600, httponly=True, samesite="strict")
+    return response

@@ -10,14 +10,15 @@ change are left out for a scoped person: a new entity must say how it is scoped 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from contextvars import ContextVar, Token
 from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from loopline.models.live import Change
+from loopline.models.live import Change, LiveState
 from loopline.models.records import Order, WorkOrder
 from loopline.models.users import OrderScope
 
@@ -196,3 +197,95 @@ class LiveScope:
             new = {k: v for k, v in change.new.items() if k != "trigger"}
             return replace(change, new=new)
         return None
+
+
+# The scope of the person the current request (page, Dash callback, websocket) acts for;
+# set by the pages' sign-in check (api/auth.py), read by the screens' live state below.
+_acting: ContextVar[OrderScope | None] = ContextVar("loopline_acting_scope", default=None)
+
+
+def acting_scope() -> OrderScope | None:
+    """The scope of whoever the current request acts for (None: no limit)."""
+    return _acting.get()
+
+
+def act_as(scope: OrderScope | None) -> Token[OrderScope | None]:
+    """Make ``scope`` the current request's (undo with ``stop_acting``)."""
+    return _acting.set(scope)
+
+
+def stop_acting(token: Token[OrderScope | None]) -> None:
+    """Undo :func:`act_as`."""
+    _acting.reset(token)
+
+
+class ScopedLive:
+    """The live state as the current request's person may see it: reads of orders, work
+    orders, lines and alerts are filtered to :func:`acting_scope`; everything else (and
+    every write) goes to the live state unchanged. The screens read through this."""
+
+    def __init__(
+        self, live: LiveState, sessions: sessionmaker[Session], *, cache_s: float = 2.0
+    ) -> None:
+        self._live = live
+        self._sessions = sessions
+        self._cache_s = cache_s
+        self._cache: dict[OrderScope, tuple[Visible, float]] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._live, name)
+
+    def _visible(self) -> Visible | None:
+        scope = acting_scope()
+        if scope is None:
+            return None
+        hit = self._cache.get(scope)
+        if hit is not None and time.monotonic() - hit[1] < self._cache_s:
+            return hit[0]
+        with self._sessions() as session:
+            vis = visible(session, scope)
+        assert vis is not None
+        if len(self._cache) > 1000:
+            self._cache.clear()
+        self._cache[scope] = (vis, time.monotonic())
+        return vis
+
+    def _shown(
+        self, entity: str, doc: dict[str, Any] | None, vis: Visible | None
+    ) -> dict[str, Any] | None:
+        if doc is None or vis is None:
+            return doc
+        ident = str(doc.get("id", ""))
+        if entity == "order":
+            return doc if ident in vis.orders else None
+        if entity == "work_order":
+            return doc if ident in vis.work_orders else None
+        if entity == "line":
+            return scoped_line(doc, vis)
+        if entity == "alert":
+            return doc if alert_ok(doc, vis) else None
+        return doc
+
+    def get(self, entity: str, entity_id: str) -> dict[str, Any] | None:
+        """``LiveState.get``, scoped."""
+        return self._shown(entity, self._live.get(entity, entity_id), self._visible())
+
+    def get_many(self, entity: str, ids: Sequence[str]) -> list[dict[str, Any] | None]:
+        """``LiveState.get_many``, scoped (an entry out of scope reads as missing)."""
+        vis = self._visible()
+        return [self._shown(entity, d, vis) for d in self._live.get_many(entity, ids)]
+
+    def all(self, entity: str) -> list[dict[str, Any]]:
+        """``LiveState.all``, scoped."""
+        vis = self._visible()
+        shown = (self._shown(entity, d, vis) for d in self._live.all(entity))
+        return [d for d in shown if d is not None]
+
+    def ids(self, entity: str) -> list[str]:
+        """``LiveState.ids``, scoped."""
+        vis = self._visible()
+        found = self._live.ids(entity)
+        if vis is None or entity not in ("order", "work_order"):
+            return found
+        keep = vis.orders if entity == "order" else vis.work_orders
+        return [i for i in found if i in keep]

@@ -1,12 +1,14 @@
 """Sign-in for people: the form at ``/signin`` (username and password), and sign-out.
 
 A wrong name or password gets the same answer in about the same time
-(``models.users.authenticate``). The post must come from a page of this server (its
-Origin), so another site cannot sign a browser into an account of its choosing.
+(``models.users.authenticate``). The post must come from the form this server gave out
+(its anti-forgery cookie), so another site cannot sign a browser into an account of its
+choosing.
 """
 
 from __future__ import annotations
 
+import hmac
 from urllib.parse import parse_qsl, urlsplit
 
 from fastapi import APIRouter, Request
@@ -16,7 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import PlainTextResponse
 
 from loopline.api.auth import COOKIE, BrowserSessions
-from loopline.api.pages import safe_next, signin_page
+from loopline.api.pages import CSRF_COOKIE, CSRF_FIELD, safe_next, signin_page
 from loopline.models.db import transaction
 from loopline.models.users import User, authenticate
 
@@ -33,9 +35,11 @@ def _sso(request: Request) -> bool:
 
 
 def foreign_post(request: Request) -> bool:
-    """Whether a form post comes from a page of another site (its Origin is not ours)."""
+    """Whether a form post comes from a page of another site (its Origin names another)."""
     origin = request.headers.get("origin")
-    return bool(origin) and urlsplit(origin).netloc != request.headers.get("host")
+    if not origin or origin == "null":  # our own pages' posts say null (no-referrer)
+        return False
+    return urlsplit(origin).netloc != request.headers.get("host")
 
 
 def signed_in_response(request: Request, user: User, next_url: str | None) -> Response:
@@ -70,6 +74,12 @@ async def signin(request: Request) -> Response:
     if len(raw) > MAX_FORM_BYTES:
         return PlainTextResponse("form too large", status_code=413)
     form = dict(parse_qsl(raw.decode("utf-8", "replace")))
+    expected = request.cookies.get(CSRF_COOKIE, "")
+    if not expected or not hmac.compare_digest(form.get(CSRF_FIELD, ""), expected):
+        # No cookie of our form: posted from elsewhere, or the form is an hour old.
+        return signin_page(
+            form.get("next"), error="Please sign in again.", status_code=403, sso=_sso(request)
+        )
     username, password = form.get("username", ""), form.get("password", "")
     next_url = form.get("next")
     if not username or not password:

@@ -54,12 +54,30 @@ def people(api_stack):
     return api_stack
 
 
+def form_csrf(html: str) -> str:
+    """The anti-forgery value of a sign-in form."""
+    return html.split('name="csrf" value="')[1].split('"')[0]
+
+
+def post_sign_in(url: str, **fields: str) -> httpx.Response:
+    """Open the sign-in form in a fresh client and post it with ``fields``."""
+    with httpx.Client(base_url=url, timeout=10) as c:
+        csrf = form_csrf(c.get("/signin").text)
+        return c.post("/signin", data={"csrf": csrf, **fields})
+
+
 def browser_sign_in(url: str, username: str, password: str = PASSWORD) -> httpx.Client:
     browser = httpx.Client(base_url=url, timeout=10)
     form = browser.get("/board")
     assert form.status_code == 401 and 'action="/signin"' in form.text  # the form itself
     done = browser.post(
-        "/signin", data={"username": username, "password": password, "next": "/board"}
+        "/signin",
+        data={
+            "username": username,
+            "password": password,
+            "next": "/board",
+            "csrf": form_csrf(form.text),
+        },
     )
     assert done.status_code == 303, done.text
     assert done.headers["location"] == "/board"
@@ -83,22 +101,24 @@ def test_a_person_signs_in_with_a_password(people):
 
 def test_wrong_passwords_and_foreign_posts_are_refused(people):
     url = people.url
-    wrong = httpx.post(f"{url}/signin", data={"username": "li.na", "password": "nope-nope-nope"})
-    nobody = httpx.post(f"{url}/signin", data={"username": "ghost", "password": PASSWORD})
+    wrong = post_sign_in(url, username="li.na", password="nope-nope-nope")
+    nobody = post_sign_in(url, username="ghost", password=PASSWORD)
     assert wrong.status_code == nobody.status_code == 401
     assert "Wrong user name or password" in wrong.text and COOKIE not in wrong.cookies
     assert "Wrong user name or password" in nobody.text
+    # A post from another site has neither our Origin nor the form's cookie.
     foreign = httpx.post(
         f"{url}/signin",
         data={"username": "li.na", "password": PASSWORD},
         headers={"origin": "https://evil.example"},
     )
-    assert foreign.status_code == 403
-    # A next= pointing off-site is not followed.
-    off = httpx.post(
-        f"{url}/signin",
-        data={"username": "li.na", "password": PASSWORD, "next": "//evil.example/x"},
+    assert foreign.status_code == 403 and COOKIE not in foreign.cookies
+    forged = httpx.post(
+        f"{url}/signin", data={"username": "li.na", "password": PASSWORD, "csrf": "guess"}
     )
+    assert forged.status_code == 403 and COOKIE not in forged.cookies
+    # A next= pointing off-site is not followed.
+    off = post_sign_in(url, username="li.na", password=PASSWORD, next="//evil.example/x")
     assert off.status_code == 303 and off.headers["location"] == "/"
     with people.runtime.sessions() as s:
         stored = (
