@@ -35,7 +35,7 @@ from loopline.models import users as people
 from loopline.models import web_sessions
 from loopline.models.clock import utcnow
 from loopline.models.db import transaction
-from loopline.models.scope import act_as, stop_acting
+from loopline.models.scope import Acting, act_as, stop_acting
 from loopline.models.users import OrderScope, User, scope_of
 from loopline.models.web_sessions import SessionPolicy
 
@@ -442,7 +442,7 @@ class PageAuthMiddleware:
             return
         scope.setdefault("state", {})["principal"] = principal
         # The screens read the live state through this (models/scope.py ScopedLive).
-        acting = act_as(principal.scope)
+        acting = act_as(Acting(principal.name, principal.roles, principal.scope))
         try:
             await self.app(scope, receive, send)
         finally:

@@ -18,7 +18,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from loopline.dashboard.i18n import normalize_lang
 from loopline.dashboard.last_good import ScopedLastGood
 from loopline.dashboard.live_push import Screens, utcnow
-from loopline.dashboard.pages import alerts, board, orders, plan, wall
+from loopline.dashboard.pages import alerts, board, orders, plan, users, wall
 from loopline.models.live import LiveState
 from loopline.models.scope import ScopedLive
 
@@ -77,7 +77,7 @@ def create_dash(
         screens = dataclasses.replace(screens, last_good=ScopedLastGood())
     if record_time is not None:
         screens = dataclasses.replace(screens, record_time=record_time)
-    for page in (wall, board, plan, alerts, orders):
+    for page in (wall, board, plan, alerts, orders, users):
         page.register(app, screens)
     app.layout = html.Div(dash.page_container, className="app")
     server.add_middleware(_SetupDashFirst, dash_app=app)

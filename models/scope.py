@@ -199,22 +199,38 @@ class LiveScope:
         return None
 
 
-# The scope of the person the current request (page, Dash callback, websocket) acts for;
-# set by the pages' sign-in check (api/auth.py), read by the screens' live state below.
-_acting: ContextVar[OrderScope | None] = ContextVar("loopline_acting_scope", default=None)
+@dataclass(frozen=True)
+class Acting:
+    """Who the current request of a screen acts for: the name the audit records, their
+    roles, and their scope (None: every order)."""
+
+    name: str
+    roles: tuple[str, ...] = ()
+    scope: OrderScope | None = None
+
+
+# Set by the pages' sign-in check (api/auth.py) for each page request, Dash callback and
+# websocket; read by the screens (their live state below, the admin screen's checks).
+_acting: ContextVar[Acting | None] = ContextVar("loopline_acting", default=None)
+
+
+def acting() -> Acting | None:
+    """Who the current request acts for (None: outside a signed-in request)."""
+    return _acting.get()
 
 
 def acting_scope() -> OrderScope | None:
     """The scope of whoever the current request acts for (None: no limit)."""
-    return _acting.get()
+    who = _acting.get()
+    return who.scope if who is not None else None
 
 
-def act_as(scope: OrderScope | None) -> Token[OrderScope | None]:
-    """Make ``scope`` the current request's (undo with ``stop_acting``)."""
-    return _acting.set(scope)
+def act_as(who: Acting | None) -> Token[Acting | None]:
+    """Make ``who`` the current request's person (undo with ``stop_acting``)."""
+    return _acting.set(who)
 
 
-def stop_acting(token: Token[OrderScope | None]) -> None:
+def stop_acting(token: Token[Acting | None]) -> None:
     """Undo :func:`act_as`."""
     _acting.reset(token)
 
