@@ -53,6 +53,7 @@ def create_app(ctx: ApiContext, *, with_dashboard: bool = True) -> FastAPI:
     )
     app.state.browser_sessions = BrowserSessions(app.state.tokens, ctx.sessions, ctx.session_policy)
     app.state.api_keys = ApiKeys(ctx.sessions)
+    app.state.oidc = ctx.oidc  # None: no single sign-on
     install_error_handlers(app)
     api = APIRouter(
         prefix=API_PREFIX, dependencies=[Depends(refuse_nul)], responses=error_responses(422, 503)

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from loopline.api.app import create_app
 from loopline.api.context import ApiContext
+from loopline.api.oidc import OidcClient
 from loopline.api.security import redact_logs
 from loopline.ingest.mqtt.consumer import MqttConsumer
 from loopline.ingest.mqtt.status import StatusWatcher
@@ -102,6 +103,8 @@ def api_context(rt: Runtime) -> ApiContext:
         ),
         cors_origins=rt.resolved.cors_origins,
         tracking=tracking_links(rt),
+        public_url=rt.settings.public_url,
+        oidc=oidc_client(rt),
     )
 
 
@@ -120,6 +123,21 @@ def plan_window(rt: Runtime) -> PlanWindow:
         line_down_assume_h=rt.settings.line_down_assume_h,
         promise_policy=rt.settings.promise_policy,
         promise_margin_h=rt.settings.promise_margin_h,
+    )
+
+
+def oidc_client(rt: Runtime) -> OidcClient | None:
+    """The single sign-on provider, when one is configured (all three settings)."""
+    s = rt.settings
+    if not (s.oidc_issuer and s.oidc_client_id and s.oidc_client_secret):
+        return None
+    secret = rt.resolved.session_secret or "api-token:" + rt.resolved.api_token
+    return OidcClient(
+        issuer=s.oidc_issuer,
+        client_id=s.oidc_client_id,
+        client_secret=s.oidc_client_secret.get_secret_value(),
+        signing_key=tracking_key("oidc:" + secret),
+        scopes=s.oidc_scopes,
     )
 
 

@@ -77,6 +77,13 @@ class Settings(BaseSettings):
     # path), and how long a link stays good. Signed with SESSION_SECRET, else the API token.
     public_url: str = ""
     tracking_link_days: float = Field(default=60.0, gt=0.0)
+    # Single sign-on (api/oidc.py): an OpenID Connect issuer (e.g. "https://login.example.com/
+    # realms/acme") and this client's id and secret; unset: password sign-in only. The
+    # IdP must allow the redirect URI <public_url or this server>/signin/oidc/callback.
+    oidc_issuer: str = ""
+    oidc_client_id: str = ""
+    oidc_client_secret: SecretStr | None = None
+    oidc_scopes: str = "openid profile email"
 
     @field_validator("auto_approve_priorities")
     @classmethod

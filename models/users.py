@@ -266,6 +266,35 @@ def authenticate(session: Session, *, username: str, password: str) -> User | No
     return user
 
 
+def user_for_oidc(
+    session: Session, *, subject: str, username: str | None, email: str | None
+) -> User | None:
+    """The active user an SSO sign-in stands for: the one linked to ``subject``, else an
+    unlinked user whose username or e-mail the IdP names (then linked, audited); None when
+    no user was set up for this person (SSO proves who they are, the table grants roles)."""
+    user = session.scalar(select(User).where(User.oidc_subject == subject))
+    if user is None:
+        candidates = [
+            u
+            for u in session.scalars(select(User).where(User.oidc_subject.is_(None)))
+            if (username and u.username == username)
+            or (email and u.email and u.email.casefold() == email.casefold())
+        ]
+        if len(candidates) != 1:
+            return None
+        user = candidates[0]
+        user.oidc_subject = subject
+        record(
+            session,
+            actor=user.username,
+            action="user.sso_linked",
+            entity="user",
+            entity_id=user.username,
+            details={"subject": subject},
+        )
+    return user if user.active else None
+
+
 def key_hash(key: str) -> str:
     """The SHA-256 of a key, as stored."""
     return hashlib.sha256(key.encode()).hexdigest()

@@ -18,9 +18,10 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import PlainTextResponse
 
 from loopline.api.auth import COOKIE, BrowserSessions
+from loopline.api.oidc import CALLBACK_PATH, STATE_COOKIE, STATE_MAX_AGE_S, OidcClient, OidcError
 from loopline.api.pages import CSRF_COOKIE, CSRF_FIELD, safe_next, signin_page
 from loopline.models.db import transaction
-from loopline.models.users import User, authenticate
+from loopline.models.users import User, authenticate, user_for_oidc
 
 router = APIRouter(include_in_schema=False)
 MAX_FORM_BYTES = 4096
@@ -108,6 +109,81 @@ async def signin(request: Request) -> Response:
             status_code=503,
             headers={"Retry-After": "5"},
         )
+
+
+def _redirect_uri(request: Request) -> str:
+    base = request.app.state.context.public_url or str(request.base_url)
+    return base.rstrip("/") + CALLBACK_PATH
+
+
+@router.get("/signin/oidc")
+async def oidc_start(request: Request, next: str = "/") -> Response:
+    """Send the browser to the company's sign-in service (404 when SSO is not set up)."""
+    oidc: OidcClient | None = getattr(request.app.state, "oidc", None)
+    if oidc is None:
+        return PlainTextResponse("single sign-on is not configured", status_code=404)
+    try:
+        url, cookie = await run_in_threadpool(
+            oidc.start, redirect_uri=_redirect_uri(request), next_url=safe_next(next)
+        )
+    except OidcError as exc:
+        return signin_page(next, error=str(exc), status_code=502, sso=True)
+    response = RedirectResponse(url, status_code=302)
+    # Lax: the IdP sends the browser back with a top-level GET, which carries it.
+    response.set_cookie(
+        STATE_COOKIE,
+        cookie,
+        max_age=STATE_MAX_AGE_S,
+        httponly=True,
+        samesite="lax",
+        secure=request.url.scheme == "https",
+    )
+    return response
+
+
+@router.get(CALLBACK_PATH)
+async def oidc_callback(request: Request, code: str = "", state: str = "") -> Response:
+    """Finish an SSO sign-in: check the ID token, find the user, start their session."""
+    oidc: OidcClient | None = getattr(request.app.state, "oidc", None)
+    if oidc is None:
+        return PlainTextResponse("single sign-on is not configured", status_code=404)
+    error = request.query_params.get("error")
+    if error or not code or not state:
+        return signin_page(
+            "/", error=f"Single sign-on failed: {error or 'no code'}.", status_code=401, sso=True
+        )
+    ctx = request.app.state.context
+
+    def finish() -> tuple[User | None, str]:
+        claims, next_url = oidc.finish(
+            redirect_uri=_redirect_uri(request),
+            code=code,
+            state=state,
+            cookie=request.cookies.get(STATE_COOKIE),
+        )
+        with transaction(ctx.sessions) as session:
+            user = user_for_oidc(
+                session,
+                subject=f"{oidc.issuer}|{claims['sub']}",
+                username=claims.get("preferred_username"),
+                email=claims.get("email") if claims.get("email_verified", True) else None,
+            )
+        return user, next_url
+
+    try:
+        user, next_url = await run_in_threadpool(finish)
+    except OidcError as exc:
+        return signin_page("/", error=str(exc), status_code=401, sso=True)
+    if user is None:
+        return signin_page(
+            "/",
+            error="You signed in, but no Loopline user is set up for you. Ask an admin.",
+            status_code=403,
+            sso=True,
+        )
+    response = await run_in_threadpool(signed_in_response, request, user, next_url)
+    response.delete_cookie(STATE_COOKIE)
+    return response
 
 
 @router.post("/signin/out")

@@ -105,6 +105,8 @@ def _params(ids: dict[str, Any]) -> dict[str, tuple[str, str]]:
         "key_id": (ids["key"], "000000000000"),
         "source": ("canonical", "nosuch"),
         "rest": (f"orders/{FOREIGN}/x", "orders/x/x"),
+        # A tracking link is the credential of its page; a rep cannot make one up.
+        "token": ("eyJvIjoiU08tNzEwMSJ9.forged.sig", "nonsense"),
     }
 
 
