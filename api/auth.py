@@ -31,8 +31,8 @@ from starlette.responses import PlainTextResponse, RedirectResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from loopline.api.pages import signin_page
+from loopline.models import audit, web_sessions
 from loopline.models import users as people
-from loopline.models import web_sessions
 from loopline.models.clock import utcnow
 from loopline.models.db import transaction
 from loopline.models.scope import Acting, act_as, stop_acting
@@ -223,6 +223,14 @@ class BrowserSessions:
                 user_agent=user_agent,
                 user_id=user.id,
             )
+            audit.record(
+                session,
+                actor=user.username,
+                action="user.signed_in",
+                entity="user",
+                entity_id=user.username,
+                details={"session": record.id[:16]},
+            )
         log.info("session %s… started for user %s", record.id[:8], user.username)
         return self._signer.sign(secret).decode()
 
@@ -320,10 +328,20 @@ class BrowserSessions:
         with self._db() as session:
             return web_sessions.listing(session, now=self._now())
 
-    def revoke(self, sid: str) -> bool:
-        """End session ``sid`` now (other processes notice within the cache time)."""
+    def revoke(self, sid: str, *, actor: str | None = None) -> bool:
+        """End session ``sid`` now (other processes notice within the cache time); an
+        ``actor`` (who ended it) is recorded in the audit."""
         with transaction(self._db) as session:
             done = web_sessions.revoke(session, sid=sid, now=self._now())
+            if done and actor is not None:
+                audit.record(
+                    session,
+                    actor=actor,
+                    action="session.revoked",
+                    entity="session",
+                    entity_id=sid[:16],
+                    details={},
+                )
         self._cache.pop(sid, None)
         return done
 

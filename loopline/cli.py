@@ -329,6 +329,13 @@ keys_app = typer.Typer(no_args_is_help=True, help="Personal API keys: create, li
 users_app.add_typer(keys_app, name="keys")
 
 
+def _cli_actor() -> str:
+    """Who a people command acts as, for the audit: the account at the terminal."""
+    import getpass
+
+    return f"cli:{getpass.getuser()}"
+
+
 def _read_password(stdin: bool, prompt: bool) -> str | None:
     """The password to set: the first line of stdin, asked for, or none."""
     if stdin:
@@ -382,7 +389,7 @@ def users_add(
                 reps=rep or [],
                 email=email,
                 password=password,
-                actor="cli",
+                actor=_cli_actor(),
             )
             console.print(f"added user {user.username} ({', '.join(user.roles)})")
     except UserError as exc:
@@ -426,7 +433,7 @@ def users_disable(username: Annotated[str, typer.Argument()]) -> None:
     engine = open_database(Settings())
     try:
         with transaction(make_sessions(engine)) as session:
-            user = disable_user(session, username=username, actor="cli")
+            user = disable_user(session, username=username, actor=_cli_actor())
     finally:
         engine.dispose()
     if user is None:
@@ -455,7 +462,7 @@ def users_passwd(
             user = get_user(session, username=username)
             if user is None:
                 _refuse(f"no user '{username}'")
-            set_password(session, user=user, password=password, actor="cli")
+            set_password(session, user=user, password=password, actor=_cli_actor())
     except UserError as exc:
         _refuse(f"cannot set the password of {username}", [str(exc)])
     finally:
@@ -481,7 +488,7 @@ def keys_add(
             user = get_user(session, username=username)
             if user is None or not user.active:
                 _refuse(f"no active user '{username}'")
-            key, row = create_key(session, user=user, name=name, actor="cli")
+            key, row = create_key(session, user=user, name=name, actor=_cli_actor())
     except UserError as exc:
         _refuse("cannot create the key", [str(exc)])
     finally:
@@ -531,7 +538,7 @@ def keys_revoke(
     engine = open_database(Settings())
     try:
         with transaction(make_sessions(engine)) as session:
-            row = revoke_key(session, key_id=key_id, actor="cli")
+            row = revoke_key(session, key_id=key_id, actor=_cli_actor())
     finally:
         engine.dispose()
     if row is None:

@@ -94,6 +94,11 @@ def test_a_person_signs_in_with_a_password(people):
         assert me["scope"] == {"customers": ["C-1"], "reps": []}
         listed = people.get("/api/v1/sessions").json()
         assert any(r["principal"] == "li.na" for r in listed)
+        with people.runtime.sessions() as s:
+            signed = s.scalars(
+                select(AuditEntry.actor).where(AuditEntry.action == "user.signed_in")
+            ).all()
+        assert "li.na" in signed  # the audit names who signed in
         # Signing out ends the session.
         assert b.post("/signin/out", headers={"origin": url}).status_code == 303
         assert b.get("/board").status_code == 401
@@ -269,3 +274,10 @@ def test_users_command_line(tmp_path):
     assert cli("disable", "li.na").returncode == 0
     assert "disabled" in cli("list").stdout
     assert cli("disable", "ghost").returncode == 2
+    from sqlalchemy import create_engine
+
+    engine = create_engine(env["LOOPLINE_DATABASE_URL"])
+    with engine.connect() as conn:
+        actors = set(conn.execute(select(AuditEntry.actor)).scalars())
+    engine.dispose()
+    assert actors and all(a.startswith("cli:") for a in actors), actors  # the OS account
