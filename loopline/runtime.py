@@ -129,8 +129,17 @@ def plan_window(rt: Runtime) -> PlanWindow:
 def oidc_client(rt: Runtime) -> OidcClient | None:
     """The single sign-on provider, when one is configured (all three settings)."""
     s = rt.settings
-    if not (s.oidc_issuer and s.oidc_client_id and s.oidc_client_secret):
+    given = {
+        "LOOPLINE_OIDC_ISSUER": s.oidc_issuer,
+        "LOOPLINE_OIDC_CLIENT_ID": s.oidc_client_id,
+        "LOOPLINE_OIDC_CLIENT_SECRET": s.oidc_client_secret,
+    }
+    if not any(given.values()):
         return None
+    missing = [name for name, value in given.items() if not value]
+    if missing:
+        raise SystemExit(f"single sign-on needs {', '.join(missing)} as well")
+    assert s.oidc_client_secret is not None
     secret = rt.resolved.session_secret or "api-token:" + rt.resolved.api_token
     return OidcClient(
         issuer=s.oidc_issuer,

@@ -25,6 +25,30 @@ from loopline.models.users import User, authenticate, user_for_oidc
 
 router = APIRouter(include_in_schema=False)
 MAX_FORM_BYTES = 4096
+# Guessing passwords: after this many failures for one user name within the window, its
+# sign-in is refused until the window has passed (counted in Redis, shared by servers).
+MAX_FAILURES = 10
+FAILURE_WINDOW_S = 15 * 60
+FAILURES_KEY = "loopline:signin-failures:"
+
+
+def _failures(request: Request, username: str, *, add: bool = False, clear: bool = False) -> int:
+    """The recent failed sign-ins of ``username`` (0 when Redis cannot say: an outage
+    does not lock people out)."""
+    redis = request.app.state.context.live.redis
+    key = FAILURES_KEY + username.strip().casefold()
+    try:
+        if clear:
+            redis.delete(key)
+            return 0
+        if add:
+            pipe = redis.pipeline()
+            pipe.set(key, 0, ex=FAILURE_WINDOW_S, nx=True)  # the window opens at the first
+            pipe.incr(key)
+            return int(pipe.execute()[1])
+        return int(redis.get(key) or 0)
+    except Exception:  # noqa: BLE001 - any store error: do not block sign-in
+        return 0
 
 
 def _sessions(request: Request) -> BrowserSessions:
@@ -88,10 +112,19 @@ async def signin(request: Request) -> Response:
             next_url, error="Give your user name and password.", status_code=422, sso=_sso(request)
         )
     ctx = request.app.state.context
+    if await run_in_threadpool(_failures, request, username) >= MAX_FAILURES:
+        return signin_page(
+            next_url,
+            error="Too many failed sign-ins for this name; try again in 15 minutes.",
+            status_code=429,
+            sso=_sso(request),
+        )
 
     def check() -> User | None:
         with transaction(ctx.sessions) as session:
-            return authenticate(session, username=username, password=password)
+            user = authenticate(session, username=username, password=password)
+        _failures(request, username, add=user is None, clear=user is not None)
+        return user
 
     try:
         user = await run_in_threadpool(check)

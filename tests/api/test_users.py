@@ -139,6 +139,19 @@ def test_wrong_passwords_and_foreign_posts_are_refused(people):
         assert user.password_hash.startswith("$argon2id$")
 
 
+def test_guessing_a_password_locks_that_name_for_a_while(people):
+    with transaction(people.runtime.sessions) as s:
+        add_user(s, username="guess.me", name="G", roles=["sales"], password=PASSWORD, actor="t")
+    for _ in range(10):
+        assert (
+            post_sign_in(people.url, username="guess.me", password="wrong-wrong").status_code == 401
+        )
+    locked = post_sign_in(people.url, username="guess.me", password=PASSWORD)
+    assert locked.status_code == 429 and "Too many failed sign-ins" in locked.text
+    # Other names are not affected.
+    assert post_sign_in(people.url, username="boss", password=PASSWORD).status_code == 303
+
+
 def test_roles_of_a_person_with_two_roles(people):
     with closing(browser_sign_in(people.url, "pm")) as b:
         # purchasing's list and the manager's approvals both let this person in.
