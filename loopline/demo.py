@@ -226,7 +226,7 @@ def seed_people(session: Session) -> dict[str, tuple[str, str]]:
 
     made: dict[str, tuple[str, str]] = {}
     for username, name, roles, reps, sees in (
-        ("admin", "Demo Admin", ["admin"], [], "everything"),
+        ("demo.admin", "Demo Admin", ["admin"], [], "everything"),
         ("li.na", "Li Na", ["sales"], ["li.na"], "only li.na's orders"),
     ):
         if get_user(session, username=username) is None:

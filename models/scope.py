@@ -120,9 +120,9 @@ def scoped_slips(slips: Iterable[dict[str, Any]], vis: Visible | None) -> list[d
 class LiveScope:
     """Filters a stream of live changes to a person's scope.
 
-    The visible ids are read again when a change names one not seen yet (a new order or
-    a replan's new work orders), at most every ``refresh_s``, and every ``max_age_s``
-    anyway (an order moved to another customer).
+    An order or work order not seen before is looked up by its key (a new order, or a
+    replan's new work orders) and remembered as in or out of scope; everything is read
+    again every ``max_age_s`` anyway (an order moved to another customer).
     """
 
     def __init__(
@@ -130,44 +130,53 @@ class LiveScope:
         sessions: sessionmaker[Session],
         scope: OrderScope,
         *,
-        refresh_s: float = 1.0,
         max_age_s: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._sessions = sessions
         self._scope = scope
-        self._refresh_s = refresh_s
         self._max_age_s = max_age_s
         self._clock = clock
-        self._vis = Visible(frozenset(), frozenset())
+        self._orders: set[str] = set()
+        self._wos: set[str] = set()
         self._read_at: float | None = None
-        self._seen: set[tuple[str, str]] = set()  # (entity, id) known to be out of scope
+        self._out: set[tuple[str, str]] = set()  # (entity, id) known to be out of scope
 
     def refresh(self) -> Visible:
         """Read the visible ids now."""
         with self._sessions() as session:
             vis = visible(session, self._scope)
         assert vis is not None
-        self._vis, self._read_at = vis, self._clock()
-        self._seen.clear()
+        self._orders, self._wos = set(vis.orders), set(vis.work_orders)
+        self._read_at = self._clock()
+        self._out.clear()
         return vis
 
+    def _lookup(self, entity: str, ident: str) -> None:
+        """Decide one order or work order not seen yet (one primary-key read)."""
+        with self._sessions() as session:
+            if entity == "order":
+                order = session.get(Order, ident)
+            else:
+                wo = session.get(WorkOrder, ident)
+                order = session.get(Order, wo.order_id) if wo is not None else None
+        if order is not None and self._scope.allows_order(order):
+            (self._orders if entity == "order" else self._wos).add(ident)
+            if entity == "work_order":
+                self._orders.add(order.id)
+        else:
+            if len(self._out) > 100_000:  # a bound, not a policy
+                self._out.clear()
+            self._out.add((entity, ident))
+
     def _current(self, entity: str, ident: str | None) -> Visible:
-        now = self._clock()
-        age = None if self._read_at is None else now - self._read_at
-        stale = age is None or age >= self._max_age_s
-        unknown = (
-            ident is not None
-            and (entity, ident) not in self._seen
-            and ident not in (self._vis.orders if entity == "order" else self._vis.work_orders)
-        )
-        if stale or (unknown and age is not None and age >= self._refresh_s):
+        if self._read_at is None or self._clock() - self._read_at >= self._max_age_s:
             self.refresh()
-        if ident is not None:
-            in_scope = ident in (self._vis.orders if entity == "order" else self._vis.work_orders)
-            if not in_scope:
-                self._seen.add((entity, ident))
-        return self._vis
+        if ident is not None and entity in ("order", "work_order"):
+            known = self._orders if entity == "order" else self._wos
+            if ident not in known and (entity, ident) not in self._out:
+                self._lookup(entity, ident)
+        return Visible(frozenset(self._orders), frozenset(self._wos))
 
     def filter(self, change: Change) -> Change | None:
         """The change as the person may see it, or None when it is none of theirs."""

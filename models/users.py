@@ -37,6 +37,8 @@ KEY_SECRET_BYTES = 32
 # Why: a key used by a script every second would otherwise write a row per request.
 KEY_TOUCH_EVERY = timedelta(minutes=1)
 MIN_PASSWORD_CHARS = 10
+# Actors the audit already knows that are not people.
+RESERVED_NAMES = frozenset({"cli", "crm", "demo", "planner", "shop-floor", "system", "worker"})
 
 _hasher = PasswordHasher()  # argon2id with the library's current recommended parameters
 # Verified against when the user does not exist, so a wrong name costs as long as a wrong
@@ -146,8 +148,11 @@ def _clean_roles(roles: Iterable[str]) -> list[str]:
 
 def _clean_username(username: str) -> str:
     name = username.strip()
-    if not name or len(name) > USERNAME_CHARS or any(c.isspace() for c in name):
-        raise UserError("username", f"1 to {USERNAME_CHARS} characters, no spaces")
+    if not name or len(name) > USERNAME_CHARS or any(c.isspace() or c == ":" for c in name):
+        raise UserError("username", f"1 to {USERNAME_CHARS} characters, no spaces or ':'")
+    if name in ROLES or name in RESERVED_NAMES:
+        # The audit names role tokens and the system by these: a person must differ.
+        raise UserError("username", f"'{name}' is reserved; choose another")
     return name
 
 
