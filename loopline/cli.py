@@ -441,6 +441,53 @@ def users_disable(username: Annotated[str, typer.Argument()]) -> None:
     console.print(f"disabled {username}")
 
 
+@users_app.command("set")
+def users_set(
+    username: Annotated[str, typer.Argument()],
+    name: Annotated[str | None, typer.Option(help="A new full name")] = None,
+    role: Annotated[
+        list[str] | None, typer.Option(help="The roles (repeatable; replaces the old ones)")
+    ] = None,
+    lang: Annotated[str | None, typer.Option(help="en or zh-CN")] = None,
+    customer: Annotated[
+        list[str] | None, typer.Option(help="The customers they own (replaces; repeatable)")
+    ] = None,
+    rep: Annotated[list[str] | None, typer.Option(help="The CRM reps they own (replaces)")] = None,
+    no_customers: Annotated[bool, typer.Option("--no-customers", help="Own no customer")] = False,
+    no_reps: Annotated[bool, typer.Option("--no-reps", help="Own no rep")] = False,
+    email: Annotated[str | None, typer.Option()] = None,
+) -> None:
+    """Change a user's name, roles, language, scope or e-mail (their sessions end when
+    their roles or scope change)."""
+    _logging(False)
+    from loopline.models.db import make_sessions, transaction
+    from loopline.models.users import UserError, update_user
+    from loopline.runtime import open_database
+    from loopline.settings import Settings
+
+    engine = open_database(Settings())
+    try:
+        with transaction(make_sessions(engine)) as session:
+            user = update_user(
+                session,
+                username=username,
+                actor=_cli_actor(),
+                name=name,
+                roles=role or None,
+                lang=lang,
+                customers=[] if no_customers else (customer or None),
+                reps=[] if no_reps else (rep or None),
+                email=email,
+            )
+    except UserError as exc:
+        _refuse(f"cannot change user {username}", [str(exc)])
+    finally:
+        engine.dispose()
+    if user is None:
+        _refuse(f"no user '{username}'")
+    console.print(f"changed {username}")
+
+
 @users_app.command("passwd")
 def users_passwd(
     username: Annotated[str, typer.Argument()],

@@ -242,6 +242,59 @@ def disable_user(session: Session, *, username: str, actor: str) -> User | None:
     return user
 
 
+def update_user(
+    session: Session,
+    *,
+    username: str,
+    actor: str,
+    name: str | None = None,
+    roles: Sequence[str] | None = None,
+    lang: str | None = None,
+    customers: Sequence[str] | None = None,
+    reps: Sequence[str] | None = None,
+    email: str | None = None,
+) -> User | None:
+    """Change what is given of a user (audited with old and new); their sessions end when
+    their roles or scope change. None: no such user; ``UserError`` names a bad field."""
+    user = get_user(session, username=username)
+    if user is None:
+        return None
+    changes: dict[str, Any] = {}
+    if name is not None:
+        if not name.strip():
+            raise UserError("name", "must not be empty")
+        changes["name"] = name.strip()
+    if roles is not None:
+        changes["roles"] = _clean_roles(roles)
+    if lang is not None:
+        if lang not in LANGS:
+            raise UserError("lang", f"use one of {', '.join(LANGS)}")
+        changes["lang"] = lang
+    if customers is not None:
+        changes["customers"] = sorted(set(customers))
+    if reps is not None:
+        changes["reps"] = sorted(set(reps))
+    if email is not None:
+        changes["email"] = email or None
+    changed = {k: v for k, v in changes.items() if getattr(user, k) != v}
+    if not changed:
+        return user
+    details = {k: {"old": getattr(user, k), "new": v} for k, v in changed.items()}
+    for key, value in changed.items():
+        setattr(user, key, value)
+    if {"roles", "customers", "reps"} & set(changed):
+        user.stamp = secrets.token_hex(8)  # signed-in browsers sign in again
+    record(
+        session,
+        actor=actor,
+        action="user.changed",
+        entity="user",
+        entity_id=username,
+        details=details,
+    )
+    return user
+
+
 def set_password(session: Session, *, user: User, password: str, actor: str) -> None:
     """Set a user's password; their other sessions end."""
     user.password_hash = hash_password(password)

@@ -35,6 +35,18 @@ class UserIn(BaseModel):
     password: str | None = Field(default=None, max_length=200)
 
 
+class UserPatch(BaseModel):
+    """What to change of a user; a field left out stays as it is."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    roles: list[str] | None = Field(default=None, min_length=1, max_length=len(people.ROLES))
+    lang: str | None = None
+    customers: list[str] | None = Field(default=None, max_length=1000)
+    reps: list[str] | None = Field(default=None, max_length=1000)
+    email: str | None = Field(default=None, max_length=200)
+
+
 class UserView(BaseModel):
     model_config = ConfigDict(extra="forbid")
     id: int
@@ -113,6 +125,31 @@ def add_user(body: UserIn, session: SessionDep, who: WriterDep) -> dict[str, Any
     except people.UserError as exc:
         detail = [FieldError(field=exc.field, message=exc.message, location="body")]
         return JSONResponse(error_body(detail), status_code=422)
+
+
+@router.patch(
+    "/users/{username}",
+    summary="Change a user's name, roles, language, scope or e-mail (admin)",
+    response_model=UserView,
+    responses=error_responses(403, 404, 422),
+)
+def update_user(
+    username: Username, body: UserPatch, request: Request, session: SessionDep, who: WriterDep
+) -> dict[str, Any] | JSONResponse:
+    try:
+        with session.begin():
+            user = people.update_user(
+                session, username=username, actor=who.name, **body.model_dump(exclude_unset=True)
+            )
+            if user is None:
+                raise HTTPException(404, detail=f"no user '{username}'")
+            view = people.user_view(user)
+    except people.UserError as exc:
+        detail = [FieldError(field=exc.field, message=exc.message, location="body")]
+        return JSONResponse(error_body(detail), status_code=422)
+    keys: ApiKeys = request.app.state.api_keys
+    keys.forget()
+    return view
 
 
 @router.post(

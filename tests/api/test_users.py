@@ -217,6 +217,12 @@ def test_admin_adds_and_disables_users_and_the_audit_names_them(people):
         )
         assert made.status_code == 201, made.text
         assert "password_hash" not in made.json() and made.json()["password"] is True
+        patched = b.patch(
+            "/api/v1/users/temp", json={"customers": ["C-1", "C-9"]}, headers=API_CALL
+        )
+        assert patched.status_code == 200 and patched.json()["customers"] == ["C-1", "C-9"]
+        bad_patch = b.patch("/api/v1/users/temp", json={"lang": "fr"}, headers=API_CALL)
+        assert bad_patch.status_code == 422 and bad_patch.json()["detail"][0]["field"] == "lang"
         with closing(browser_sign_in(url, "temp")) as temp:
             key = temp.post("/api/v1/me/api-keys", json={"name": "k"}, headers=API_CALL)
             bearer = {"Authorization": f"Bearer {key.json()['key']}"}

@@ -166,3 +166,27 @@ def test_the_live_scope_filters_changes_and_learns_new_orders(sessions):
     assert scope.filter(Change("order", "SO-3", {}, {"status": "open"})) is not None
     clock[0] += 31
     assert scope.filter(Change("order", "SO-3", {}, {"status": "open"})) is None
+
+
+def test_changing_a_user_is_audited_and_ends_their_sessions_on_scope(sessions):
+    from sqlalchemy import select
+
+    from loopline.models.records import AuditEntry
+    from loopline.models.users import update_user
+
+    with transaction(sessions) as s:
+        user = add_user(s, username="m", name="M", roles=["sales"], customers=["C-1"], actor="t")
+        stamp = user.stamp
+        update_user(s, username="m", actor="boss", name="Ma Min")
+        assert user.stamp == stamp  # a new name keeps the person signed in
+        update_user(s, username="m", actor="boss", customers=["C-2"], lang="zh-CN")
+        assert user.customers == ["C-2"] and user.lang == "zh-CN" and user.stamp != stamp
+        with pytest.raises(UserError) as err:
+            update_user(s, username="m", actor="boss", roles=["chef"])
+        assert err.value.field == "roles"
+        assert update_user(s, username="ghost", actor="boss", name="G") is None
+        changed = s.scalars(
+            select(AuditEntry).where(AuditEntry.action == "user.changed").order_by(AuditEntry.id)
+        ).all()
+        assert [c.actor for c in changed] == ["boss", "boss"]
+        assert changed[1].details["customers"] == {"old": ["C-1"], "new": ["C-2"]}
