@@ -8,12 +8,15 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.markup import escape
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 app = typer.Typer(
     add_completion=False,
@@ -329,6 +332,18 @@ keys_app = typer.Typer(no_args_is_help=True, help="Personal API keys: create, li
 users_app.add_typer(keys_app, name="keys")
 
 
+def _records() -> Engine:
+    """The system of record, migrated, without loading the server (a person at a terminal
+    waits for these commands)."""
+    from loopline.models.db import make_engine, migrate
+    from loopline.settings import Settings, resolve
+
+    settings = Settings()
+    engine = make_engine(settings.database_url or resolve(settings, demo=True).database_url)
+    migrate(engine)
+    return engine
+
+
 def _cli_actor() -> str:
     """Who a people command acts as, for the audit: the account at the terminal."""
     import getpass
@@ -372,11 +387,9 @@ def users_add(
     _logging(False)
     from loopline.models.db import make_sessions, transaction
     from loopline.models.users import UserError, add_user
-    from loopline.runtime import open_database
-    from loopline.settings import Settings
 
     password = _read_password(password_stdin, ask_password)
-    engine = open_database(Settings())
+    engine = _records()
     try:
         with transaction(make_sessions(engine)) as session:
             user = add_user(
@@ -404,10 +417,8 @@ def users_list() -> None:
     _logging(False)
     from loopline.models.db import make_sessions
     from loopline.models.users import list_users
-    from loopline.runtime import open_database
-    from loopline.settings import Settings
 
-    engine = open_database(Settings())
+    engine = _records()
     try:
         with make_sessions(engine)() as session:
             for u in list_users(session):
@@ -427,10 +438,8 @@ def users_disable(username: Annotated[str, typer.Argument()]) -> None:
     _logging(False)
     from loopline.models.db import make_sessions, transaction
     from loopline.models.users import disable_user
-    from loopline.runtime import open_database
-    from loopline.settings import Settings
 
-    engine = open_database(Settings())
+    engine = _records()
     try:
         with transaction(make_sessions(engine)) as session:
             user = disable_user(session, username=username, actor=_cli_actor())
@@ -462,10 +471,8 @@ def users_set(
     _logging(False)
     from loopline.models.db import make_sessions, transaction
     from loopline.models.users import UserError, update_user
-    from loopline.runtime import open_database
-    from loopline.settings import Settings
 
-    engine = open_database(Settings())
+    engine = _records()
     try:
         with transaction(make_sessions(engine)) as session:
             user = update_user(
@@ -499,11 +506,9 @@ def users_passwd(
     _logging(False)
     from loopline.models.db import make_sessions, transaction
     from loopline.models.users import UserError, get_user, set_password
-    from loopline.runtime import open_database
-    from loopline.settings import Settings
 
     password = _read_password(password_stdin, not password_stdin) or ""
-    engine = open_database(Settings())
+    engine = _records()
     try:
         with transaction(make_sessions(engine)) as session:
             user = get_user(session, username=username)
@@ -526,10 +531,8 @@ def keys_add(
     _logging(False)
     from loopline.models.db import make_sessions, transaction
     from loopline.models.users import UserError, create_key, get_user
-    from loopline.runtime import open_database
-    from loopline.settings import Settings
 
-    engine = open_database(Settings())
+    engine = _records()
     try:
         with transaction(make_sessions(engine)) as session:
             user = get_user(session, username=username)
@@ -552,10 +555,8 @@ def keys_list(
     _logging(False)
     from loopline.models.db import make_sessions
     from loopline.models.users import get_user, list_keys
-    from loopline.runtime import open_database
-    from loopline.settings import Settings
 
-    engine = open_database(Settings())
+    engine = _records()
     try:
         with make_sessions(engine)() as session:
             user = get_user(session, username=username) if username else None
@@ -579,10 +580,8 @@ def keys_revoke(
     _logging(False)
     from loopline.models.db import make_sessions, transaction
     from loopline.models.users import revoke_key
-    from loopline.runtime import open_database
-    from loopline.settings import Settings
 
-    engine = open_database(Settings())
+    engine = _records()
     try:
         with transaction(make_sessions(engine)) as session:
             row = revoke_key(session, key_id=key_id, actor=_cli_actor())
