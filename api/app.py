@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, FastAPI
 from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi_offline import FastAPIOffline
 
-from loopline.api.auth import BrowserSessions, PageAuthMiddleware, Tokens
+from loopline.api.auth import ApiKeys, BrowserSessions, PageAuthMiddleware, Tokens
 from loopline.api.context import ApiContext
 from loopline.api.errors import error_body, error_responses, install_error_handlers, refuse_nul
 from loopline.api.routes import (
@@ -22,7 +22,10 @@ from loopline.api.routes import (
     orders,
     purchasing,
     quotes,
+    signin,
     stream,
+    tracking,
+    users,
 )
 from loopline.api.routes import sessions as session_routes
 from loopline.api.security import install_security
@@ -51,6 +54,8 @@ def create_app(ctx: ApiContext, *, with_dashboard: bool = True) -> FastAPI:
         secret=ctx.session_secret,
     )
     app.state.browser_sessions = BrowserSessions(app.state.tokens, ctx.sessions, ctx.session_policy)
+    app.state.api_keys = ApiKeys(ctx.sessions)
+    app.state.oidc = ctx.oidc  # None: no single sign-on
     install_error_handlers(app)
     api = APIRouter(
         prefix=API_PREFIX, dependencies=[Depends(refuse_nul)], responses=error_responses(422, 503)
@@ -60,6 +65,7 @@ def create_app(ctx: ApiContext, *, with_dashboard: bool = True) -> FastAPI:
     api.include_router(session_routes.router)
     api.include_router(followups.router)
     api.include_router(kpi.router)
+    api.include_router(users.router)
 
     @api.api_route(
         "/{rest:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False
@@ -69,6 +75,8 @@ def create_app(ctx: ApiContext, *, with_dashboard: bool = True) -> FastAPI:
         return JSONResponse(error_body(f"no such endpoint: /api/v1/{rest}"), status_code=404)
 
     app.include_router(api)
+    app.include_router(signin.router)
+    app.include_router(tracking.router)
 
     @app.get("/", include_in_schema=False)
     def root() -> RedirectResponse:

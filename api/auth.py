@@ -17,7 +17,7 @@ import hashlib
 import hmac
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from http.cookies import CookieError, SimpleCookie
@@ -30,9 +30,13 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import PlainTextResponse, RedirectResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from loopline.models import web_sessions
+from loopline.api.pages import signin_page
+from loopline.models import audit, web_sessions
+from loopline.models import users as people
 from loopline.models.clock import utcnow
 from loopline.models.db import transaction
+from loopline.models.scope import Acting, act_as, stop_acting
+from loopline.models.users import OrderScope, User, scope_of
 from loopline.models.web_sessions import SessionPolicy
 
 log = logging.getLogger("loopline.auth")
@@ -54,6 +58,8 @@ PUBLIC_PREFIXES = (
     "/docs",
     "/openapi.json",
     "/redoc",
+    "/signin",  # the sign-in form and its post (api/routes/signin.py)
+    "/track/",  # a customer's tracking page: its signed link is the credential
 )
 
 
@@ -67,11 +73,48 @@ ROLES = (ADMIN, DISPLAY, PRODUCTION_MANAGER, PURCHASING, SALES)
 
 @dataclass(frozen=True)
 class Principal:
-    """Who a request acts for; ``session`` is the browser session's record id, if any."""
+    """Who a request acts for; ``session`` is the browser session's record id, if any.
+
+    A role token's caller is named after its role; a person (``user_id`` set) by their
+    username, with their full name in ``person``. ``roles`` are every role held (``role``
+    is the first); ``scope`` limits which orders they see (None: every order).
+    """
 
     name: str
     role: str  # one of ROLES
     session: str | None = None
+    user_id: int | None = None
+    person: str | None = None
+    roles: tuple[str, ...] = ()
+    scope: OrderScope | None = None
+    lang: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.roles:
+            object.__setattr__(self, "roles", (self.role,))
+
+    def holds(self, roles: Iterable[str]) -> bool:
+        """Whether the caller holds one of ``roles``."""
+        return not set(self.roles).isdisjoint(roles)
+
+    def sees(self, *, customer_id: str | None, sales_rep: str | None) -> bool:
+        """Whether an order of this customer and rep is the caller's to see."""
+        return self.scope is None or self.scope.allows(customer_id=customer_id, sales_rep=sales_rep)
+
+
+def user_principal(user: User, *, session: str | None = None) -> Principal:
+    """The principal a signed-in person or their API key acts as."""
+    roles = tuple(str(r) for r in user.roles)
+    return Principal(
+        user.username,
+        roles[0],
+        session=session,
+        user_id=user.id,
+        person=user.name,
+        roles=roles,
+        scope=scope_of(user),
+        lang=user.lang,
+    )
 
 
 class Tokens:
@@ -119,6 +162,10 @@ class Tokens:
         """A keyed hash of ``token``: equal for equal tokens, useless to whoever reads it."""
         return hmac.new(self.key, b"token:" + token.encode(), hashlib.sha256).hexdigest()
 
+    def user_fingerprint(self, user: User) -> str:
+        """What a person's session must match: changes when the user's stamp does."""
+        return self.fingerprint(f"user:{user.id}:{user.stamp}")
+
     def current_fingerprint(self, role: str) -> str | None:
         """The fingerprint of ``role``'s configured token (None: the role has no token)."""
         token = self._by_role.get(role)
@@ -161,6 +208,30 @@ class BrowserSessions:
                 user_agent=user_agent,
             )
         log.info("session %s… started for %s", record.id[:8], principal.name)
+        return self._signer.sign(secret).decode()
+
+    def sign_in_user(self, user: User, *, user_agent: str | None) -> str:
+        """Start a session for a person who proved who they are; return the cookie value."""
+        with transaction(self._db) as session:
+            secret, record = web_sessions.start(
+                session,
+                principal=user.username,
+                role=str(user.roles[0]),
+                token_fingerprint=self.tokens.user_fingerprint(user),
+                policy=self.policy,
+                now=self._now(),
+                user_agent=user_agent,
+                user_id=user.id,
+            )
+            audit.record(
+                session,
+                actor=user.username,
+                action="user.signed_in",
+                entity="user",
+                entity_id=user.username,
+                details={"session": record.id[:16]},
+            )
+        log.info("session %s… started for user %s", record.id[:8], user.username)
         return self._signer.sign(secret).decode()
 
     def max_age_s(self, role: str) -> int:
@@ -209,14 +280,11 @@ class BrowserSessions:
         try:
             with transaction(self._db) as session:
                 record = web_sessions.active(session, sid=sid, now=now)
-                if record is not None and hmac.compare_digest(
-                    record.token_fingerprint, self.tokens.current_fingerprint(record.role) or ""
-                ):
+                principal = self._principal_of(session, record, sid)
+                ends: datetime | None = None
+                if principal is not None and record is not None:
                     web_sessions.touch(session, record=record, policy=self.policy, now=now)
-                    principal = Principal(record.principal, record.role, session=sid)
-                    ends: datetime | None = record.expires_at
-                else:
-                    principal, ends = None, None
+                    ends = record.expires_at
         except SQLAlchemyError as exc:
             # The database is down: a session seen valid lately stays valid until it ends,
             # so the screens keep showing (stale) data instead of a sign-in prompt.
@@ -228,6 +296,25 @@ class BrowserSessions:
             self._cache.clear()
         self._cache[sid] = (principal, ends, time.monotonic())
         return principal
+
+    def _principal_of(
+        self, session: Session, record: web_sessions.WebSession | None, sid: str
+    ) -> Principal | None:
+        """Who a valid session record stands for: a role whose token did not change since,
+        or a person still enabled whose stamp did not change (password, roles, scope)."""
+        if record is None:
+            return None
+        if record.user_id is None:
+            current = self.tokens.current_fingerprint(record.role) or ""
+            if hmac.compare_digest(record.token_fingerprint, current):
+                return Principal(record.principal, record.role, session=sid)
+            return None
+        user = session.get(User, record.user_id)
+        if user is None or not user.active:
+            return None
+        if not hmac.compare_digest(record.token_fingerprint, self.tokens.user_fingerprint(user)):
+            return None
+        return user_principal(user, session=sid)
 
     async def acheck(self, cookie: str | None) -> Principal | None:
         """:meth:`check` for async code: the database read runs in a worker thread."""
@@ -241,10 +328,20 @@ class BrowserSessions:
         with self._db() as session:
             return web_sessions.listing(session, now=self._now())
 
-    def revoke(self, sid: str) -> bool:
-        """End session ``sid`` now (other processes notice within the cache time)."""
+    def revoke(self, sid: str, *, actor: str | None = None) -> bool:
+        """End session ``sid`` now (other processes notice within the cache time); an
+        ``actor`` (who ended it) is recorded in the audit."""
         with transaction(self._db) as session:
             done = web_sessions.revoke(session, sid=sid, now=self._now())
+            if done and actor is not None:
+                audit.record(
+                    session,
+                    actor=actor,
+                    action="session.revoked",
+                    entity="session",
+                    entity_id=sid[:16],
+                    details={},
+                )
         self._cache.pop(sid, None)
         return done
 
@@ -253,6 +350,43 @@ class BrowserSessions:
         sid = self.sid_of(cookie)
         if sid is not None:
             self.revoke(sid)
+
+
+class ApiKeys:
+    """Personal API keys as bearer tokens: the person behind a key, with a short cache."""
+
+    def __init__(self, db: sessionmaker[Session], *, now: Callable[[], datetime] = utcnow) -> None:
+        self._db = db
+        self._now = now
+        # key hash -> (principal or None, monotonic time of the check)
+        self._cache: dict[str, tuple[Principal | None, float]] = {}
+
+    def check(self, key: str) -> Principal | None:
+        """The person a personal key acts for, or None (unknown, revoked, user disabled)."""
+        if people.key_id_of(key) is None:
+            return None
+        digest = people.key_hash(key)
+        hit = self._cache.get(digest)
+        if hit is not None and time.monotonic() - hit[1] <= SESSION_CACHE_S:
+            return hit[0]
+        try:
+            with transaction(self._db) as session:
+                row = people.check_key(session, key=key, now=self._now())
+                principal = user_principal(row.user) if row is not None else None
+        except SQLAlchemyError as exc:
+            raise SessionStoreDown(str(exc)) from exc
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        self._cache[digest] = (principal, time.monotonic())
+        return principal
+
+    async def acheck(self, key: str) -> Principal | None:
+        """:meth:`check` for async code."""
+        return await run_in_threadpool(self.check, key)
+
+    def forget(self) -> None:
+        """Drop the cache (a key was revoked in this process)."""
+        self._cache.clear()
 
 
 def cookie_of(scope: Scope) -> str | None:
@@ -319,13 +453,18 @@ class PageAuthMiddleware:
                 return
             send = self._rechecking(send, cookie)
         elif principal is None:
-            await PlainTextResponse(
-                "Sign in: open this page once with ?token=<your token> in its URL.",
-                status_code=401,
-            )(scope, receive, send)
+            # The sign-in form itself, so a person can sign in from wherever they landed
+            # (a kiosk still signs in with ?token= in the URL).
+            nxt = scope["path"] + ("?" + urlencode(query) if query else "")
+            await signin_page(nxt, status_code=401)(scope, receive, send)
             return
         scope.setdefault("state", {})["principal"] = principal
-        await self.app(scope, receive, send)
+        # The screens read the live state through this (models/scope.py ScopedLive).
+        acting = act_as(Acting(principal.name, principal.roles, principal.scope))
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            stop_acting(acting)
 
     async def _sign_in(
         self, scope: Scope, receive: Receive, send: Send, token: str, rest: list[tuple[str, str]]

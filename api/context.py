@@ -8,10 +8,12 @@ from dataclasses import dataclass
 import redis.asyncio as aredis
 from sqlalchemy.orm import Session, sessionmaker
 
+from loopline.api.oidc import OidcClient
 from loopline.models.approvals import ApprovalPolicy
 from loopline.models.clock import Clock
 from loopline.models.live import LiveState
 from loopline.models.replan import PlanWindow
+from loopline.models.tracking import TrackingLinks
 from loopline.models.web_sessions import SessionPolicy
 
 
@@ -39,3 +41,9 @@ class ApiContext:
     session_secret: str | None
     session_policy: SessionPolicy
     cors_origins: tuple[str, ...]
+    # Customer tracking links (models/tracking.py); None: the tracking page finds nothing.
+    tracking: TrackingLinks | None
+    # Where people reach this server (builds the SSO redirect URI); "": from each request.
+    public_url: str
+    # Single sign-on (api/oidc.py); None: password sign-in only.
+    oidc: OidcClient | None

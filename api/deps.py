@@ -13,6 +13,7 @@ from loopline.api.auth import (
     ADMIN,
     COOKIE,
     ROLES,
+    ApiKeys,
     BrowserSessions,
     Principal,
     SessionStoreDown,
@@ -20,6 +21,7 @@ from loopline.api.auth import (
 )
 from loopline.api.context import ApiContext
 from loopline.models.live import LiveState
+from loopline.models.scope import Visible, visible
 
 _bearer = HTTPBearer(auto_error=False)
 
@@ -41,24 +43,29 @@ def get_principal(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
-    """The caller: a bearer token, or a signed-in browser of our own screens.
+    """The caller: a bearer token (a role's, or a person's API key), or a signed-in
+    browser of our own screens.
 
     A browser counts only with the ``X-Requested-By`` header, which a page of another site
     cannot send without a CORS preflight we never grant (so its cookie cannot be misused).
     Its session must be valid (not expired, not revoked, its token not rotated).
     """
     tokens: Tokens = request.app.state.tokens
-    principal = tokens.principal(credentials.credentials if credentials else None)
-    if principal is None and request.headers.get("x-requested-by") == "loopline":
-        sessions: BrowserSessions = request.app.state.browser_sessions
-        try:
+    bearer = credentials.credentials if credentials else None
+    principal = tokens.principal(bearer)
+    try:
+        if principal is None and bearer:
+            keys: ApiKeys = request.app.state.api_keys
+            principal = keys.check(bearer)
+        if principal is None and request.headers.get("x-requested-by") == "loopline":
+            sessions: BrowserSessions = request.app.state.browser_sessions
             principal = sessions.check(request.cookies.get(COOKIE))
-        except SessionStoreDown as exc:
-            raise HTTPException(
-                status.HTTP_503_SERVICE_UNAVAILABLE,
-                detail="the session store is unavailable; retry shortly",
-                headers={"Retry-After": "5"},
-            ) from exc
+    except SessionStoreDown as exc:
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            detail="the session store is unavailable; retry shortly",
+            headers={"Retry-After": "5"},
+        ) from exc
     if principal is None:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
@@ -76,10 +83,10 @@ def require_roles(*roles: str) -> Callable[[Principal], Principal]:
     allowed = frozenset(roles) | {ADMIN}
 
     def dependency(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
-        if principal.role not in allowed:
+        if not principal.holds(allowed):
             raise HTTPException(
                 status.HTTP_403_FORBIDDEN,
-                detail=f"role '{principal.role}' may not do this; allowed: "
+                detail=f"role '{'/'.join(principal.roles)}' may not do this; allowed: "
                 + ", ".join(sorted(allowed)),
             )
         return principal
@@ -92,3 +99,11 @@ SessionDep = Annotated[Session, Depends(get_session)]
 LiveDep = Annotated[LiveState, Depends(get_live)]
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 WriterDep = Annotated[Principal, Depends(require_roles())]  # admin only
+
+
+def get_visible(session: SessionDep, principal: PrincipalDep) -> Visible | None:
+    """The orders and work orders the caller may see (None: every one)."""
+    return visible(session, principal.scope)
+
+
+VisibleDep = Annotated[Visible | None, Depends(get_visible)]

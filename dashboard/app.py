@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from loopline.dashboard.i18n import normalize_lang
+from loopline.dashboard.last_good import ScopedLastGood
 from loopline.dashboard.live_push import Screens
 from loopline.dashboard.pages import (
     alerts,
@@ -25,10 +26,12 @@ from loopline.dashboard.pages import (
     order_detail,
     orders,
     plan,
+    users,
     wall,
 )
 from loopline.models.clock import utcnow
 from loopline.models.live import LiveState
+from loopline.models.scope import ScopedLive
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 
@@ -69,6 +72,10 @@ def create_dash(
         websocket_inactivity_timeout=0,
         meta_tags=[{"name": "viewport", "content": "width=device-width, initial-scale=1"}],
     )
+    if sessions is not None:
+        # Each person's screens show only what their scope lets them see (a sales rep:
+        # their customers' orders); readings kept for outages are kept per scope too.
+        live = ScopedLive(live, sessions)  # type: ignore[assignment]
     screens = Screens(
         live=live,
         new_async_redis=new_async_redis,
@@ -77,9 +84,11 @@ def create_dash(
         now=now,
         sessions=sessions,
     )
+    if sessions is not None:
+        screens = dataclasses.replace(screens, last_good=ScopedLastGood())
     if record_time is not None:
         screens = dataclasses.replace(screens, record_time=record_time)
-    for page in (wall, board, plan, alerts, orders, order_detail, kpi, inbox):
+    for page in (wall, board, plan, alerts, orders, order_detail, kpi, inbox, users):
         page.register(app, screens)
     app.layout = html.Div(dash.page_container, className="app")
     server.add_middleware(_SetupDashFirst, dash_app=app)

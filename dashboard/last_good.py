@@ -15,8 +15,9 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Generic, TypeVar
+from typing import Generic, NamedTuple, TypeVar
 
+from loopline.models.scope import acting_scope
 from loopline.models.stores import STORE_DOWN, store_down
 
 log = logging.getLogger("loopline.dashboard")
@@ -80,3 +81,23 @@ class LastGood:
                 return Reading(None, None, since, store_down(exc))
             value, read_at = kept
             return Reading(copy.deepcopy(value), read_at, since, store_down(exc))  # type: ignore[arg-type]
+
+
+class _ScopedKey(NamedTuple):
+    scope: Hashable
+    key: Hashable
+
+
+class ScopedLastGood(LastGood):
+    """:class:`LastGood` keeping each scope's readings apart, so a page opened in an
+    outage never shows what another person's scope read (``models.scope.acting_scope``)."""
+
+    @staticmethod
+    def _scoped(key: Hashable) -> _ScopedKey:
+        return key if isinstance(key, _ScopedKey) else _ScopedKey(acting_scope(), key)
+
+    def fresh(self, key: Hashable, read: Callable[[], T], now: datetime) -> T:
+        return super().fresh(self._scoped(key), read, now)
+
+    def read(self, key: Hashable, read: Callable[[], T], now: datetime) -> Reading[T]:
+        return super().read(self._scoped(key), read, now)

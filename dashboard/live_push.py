@@ -475,7 +475,7 @@ def register_screen(
     title: str,
     layout: Callable[..., Any],
     live_ids: LiveIds,
-    stream: type[PageStream],
+    stream: Callable[[Screens, dict[str, Any]], PageStream],
 ) -> None:
     """Register a live page: its Dash page at ``path`` and its stream (see
     :func:`register_live_page`)."""
@@ -488,7 +488,7 @@ def register_live_page(
     *,
     screens: Screens,
     live_ids: LiveIds,
-    stream: type[PageStream],
+    stream: Callable[[Screens, dict[str, Any]], PageStream],
 ) -> None:
     """Wire a page's stream (websocket callback) and its client-side watchdog."""
     start_id, heartbeat_id = live_ids.start, live_ids.heartbeat

@@ -8,12 +8,15 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.markup import escape
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 app = typer.Typer(
     add_completion=False,
@@ -321,6 +324,272 @@ def sessions_revoke(
     console.print(f"revoked {count} session{'s' if count != 1 else ''}")
     if session_id is not None and not count:
         raise typer.Exit(1)
+
+
+users_app = typer.Typer(no_args_is_help=True, help="People: add, list, disable; their API keys.")
+app.add_typer(users_app, name="users")
+keys_app = typer.Typer(no_args_is_help=True, help="Personal API keys: create, list, revoke.")
+users_app.add_typer(keys_app, name="keys")
+
+
+def _records() -> Engine:
+    """The system of record, migrated, without loading the server (a person at a terminal
+    waits for these commands)."""
+    from loopline.models.db import make_engine, migrate
+    from loopline.settings import Settings, resolve
+
+    settings = Settings()
+    engine = make_engine(settings.database_url or resolve(settings, demo=True).database_url)
+    migrate(engine)
+    return engine
+
+
+def _cli_actor() -> str:
+    """Who a people command acts as, for the audit: the account at the terminal."""
+    import getpass
+
+    return f"cli:{getpass.getuser()}"
+
+
+def _read_password(stdin: bool, prompt: bool) -> str | None:
+    """The password to set: the first line of stdin, asked for, or none."""
+    if stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    if prompt:
+        return str(typer.prompt("Password", hide_input=True, confirmation_prompt=True))
+    return None
+
+
+@users_app.command("add")
+def users_add(
+    username: Annotated[str, typer.Argument(help="The sign-in name, e.g. li.na")],
+    name: Annotated[str, typer.Option(help="The person's full name")],
+    role: Annotated[
+        list[str],
+        typer.Option(
+            help="A role (repeatable): admin, display, production_manager, purchasing, sales"
+        ),
+    ],
+    lang: Annotated[str, typer.Option(help="en or zh-CN")] = "en",
+    customer: Annotated[
+        list[str] | None, typer.Option(help="Sales: a customer id they own (repeatable)")
+    ] = None,
+    rep: Annotated[
+        list[str] | None, typer.Option(help="Sales: a CRM rep name whose orders they own")
+    ] = None,
+    email: Annotated[str | None, typer.Option()] = None,
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the password from stdin")
+    ] = False,
+    ask_password: Annotated[bool, typer.Option("--password", help="Ask for a password")] = False,
+) -> None:
+    """Add a user (a person who signs in with a password, SSO or a personal API key)."""
+    _logging(False)
+    from loopline.models.db import make_sessions, transaction
+    from loopline.models.users import UserError, add_user
+
+    password = _read_password(password_stdin, ask_password)
+    engine = _records()
+    try:
+        with transaction(make_sessions(engine)) as session:
+            user = add_user(
+                session,
+                username=username,
+                name=name,
+                roles=role,
+                lang=lang,
+                customers=customer or [],
+                reps=rep or [],
+                email=email,
+                password=password,
+                actor=_cli_actor(),
+            )
+            console.print(f"added user {user.username} ({', '.join(user.roles)})")
+    except UserError as exc:
+        _refuse(f"cannot add user {username}", [str(exc)])
+    finally:
+        engine.dispose()
+
+
+@users_app.command("list")
+def users_list() -> None:
+    """List users: roles, language, scope, and whether they are disabled."""
+    _logging(False)
+    from loopline.models.db import make_sessions
+    from loopline.models.users import list_users
+
+    engine = _records()
+    try:
+        with make_sessions(engine)() as session:
+            for u in list_users(session):
+                scope = ",".join([*u.customers, *(f"rep:{r}" for r in u.reps)]) or "-"
+                state = f"disabled {u.disabled_at:%Y-%m-%d}" if u.disabled_at else "active"
+                sys.stdout.write(
+                    f"{u.username:<20} {u.name:<24} {','.join(u.roles):<28} {u.lang:<6}"
+                    f" {scope:<30} {state}\n"
+                )
+    finally:
+        engine.dispose()
+
+
+@users_app.command("disable")
+def users_disable(username: Annotated[str, typer.Argument()]) -> None:
+    """Disable a user: their sessions end and their API keys stop working."""
+    _logging(False)
+    from loopline.models.db import make_sessions, transaction
+    from loopline.models.users import disable_user
+
+    engine = _records()
+    try:
+        with transaction(make_sessions(engine)) as session:
+            user = disable_user(session, username=username, actor=_cli_actor())
+    finally:
+        engine.dispose()
+    if user is None:
+        _refuse(f"no user '{username}'")
+    console.print(f"disabled {username}")
+
+
+@users_app.command("set")
+def users_set(
+    username: Annotated[str, typer.Argument()],
+    name: Annotated[str | None, typer.Option(help="A new full name")] = None,
+    role: Annotated[
+        list[str] | None, typer.Option(help="The roles (repeatable; replaces the old ones)")
+    ] = None,
+    lang: Annotated[str | None, typer.Option(help="en or zh-CN")] = None,
+    customer: Annotated[
+        list[str] | None, typer.Option(help="The customers they own (replaces; repeatable)")
+    ] = None,
+    rep: Annotated[list[str] | None, typer.Option(help="The CRM reps they own (replaces)")] = None,
+    no_customers: Annotated[bool, typer.Option("--no-customers", help="Own no customer")] = False,
+    no_reps: Annotated[bool, typer.Option("--no-reps", help="Own no rep")] = False,
+    email: Annotated[str | None, typer.Option()] = None,
+) -> None:
+    """Change a user's name, roles, language, scope or e-mail (their sessions end when
+    their roles or scope change)."""
+    _logging(False)
+    from loopline.models.db import make_sessions, transaction
+    from loopline.models.users import UserError, update_user
+
+    engine = _records()
+    try:
+        with transaction(make_sessions(engine)) as session:
+            user = update_user(
+                session,
+                username=username,
+                actor=_cli_actor(),
+                name=name,
+                roles=role or None,
+                lang=lang,
+                customers=[] if no_customers else (customer or None),
+                reps=[] if no_reps else (rep or None),
+                email=email,
+            )
+    except UserError as exc:
+        _refuse(f"cannot change user {username}", [str(exc)])
+    finally:
+        engine.dispose()
+    if user is None:
+        _refuse(f"no user '{username}'")
+    console.print(f"changed {username}")
+
+
+@users_app.command("passwd")
+def users_passwd(
+    username: Annotated[str, typer.Argument()],
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the password from stdin")
+    ] = False,
+) -> None:
+    """Set a user's password (their other sessions end)."""
+    _logging(False)
+    from loopline.models.db import make_sessions, transaction
+    from loopline.models.users import UserError, get_user, set_password
+
+    password = _read_password(password_stdin, not password_stdin) or ""
+    engine = _records()
+    try:
+        with transaction(make_sessions(engine)) as session:
+            user = get_user(session, username=username)
+            if user is None:
+                _refuse(f"no user '{username}'")
+            set_password(session, user=user, password=password, actor=_cli_actor())
+    except UserError as exc:
+        _refuse(f"cannot set the password of {username}", [str(exc)])
+    finally:
+        engine.dispose()
+    console.print(f"password of {username} set")
+
+
+@keys_app.command("add")
+def keys_add(
+    username: Annotated[str, typer.Argument()],
+    name: Annotated[str, typer.Option(help="What the key is for, e.g. 'excel export'")],
+) -> None:
+    """Create a personal API key; it is printed once (stdout), stored only hashed."""
+    _logging(False)
+    from loopline.models.db import make_sessions, transaction
+    from loopline.models.users import UserError, create_key, get_user
+
+    engine = _records()
+    try:
+        with transaction(make_sessions(engine)) as session:
+            user = get_user(session, username=username)
+            if user is None or not user.active:
+                _refuse(f"no active user '{username}'")
+            key, row = create_key(session, user=user, name=name, actor=_cli_actor())
+    except UserError as exc:
+        _refuse("cannot create the key", [str(exc)])
+    finally:
+        engine.dispose()
+    console.print(f"key {row.id} for {username}; keep it, it is not shown again:")
+    sys.stdout.write(key + "\n")
+
+
+@keys_app.command("list")
+def keys_list(
+    username: Annotated[str | None, typer.Argument(help="Only this user's")] = None,
+) -> None:
+    """List API keys with when each was last used (never the keys)."""
+    _logging(False)
+    from loopline.models.db import make_sessions
+    from loopline.models.users import get_user, list_keys
+
+    engine = _records()
+    try:
+        with make_sessions(engine)() as session:
+            user = get_user(session, username=username) if username else None
+            if username and user is None:
+                _refuse(f"no user '{username}'")
+            for k in list_keys(session, user=user):
+                used = f"{k.last_used_at:%Y-%m-%d %H:%M}Z" if k.last_used_at else "never"
+                state = "revoked" if k.revoked_at else "active"
+                sys.stdout.write(
+                    f"{k.id}  {k.user.username:<20} {k.name:<24} last used {used:<18} {state}\n"
+                )
+    finally:
+        engine.dispose()
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key_id: Annotated[str, typer.Argument(help="The id `users keys list` shows")],
+) -> None:
+    """Revoke an API key (running servers notice within a few seconds)."""
+    _logging(False)
+    from loopline.models.db import make_sessions, transaction
+    from loopline.models.users import revoke_key
+
+    engine = _records()
+    try:
+        with transaction(make_sessions(engine)) as session:
+            row = revoke_key(session, key_id=key_id, actor=_cli_actor())
+    finally:
+        engine.dispose()
+    if row is None:
+        _refuse(f"no active key '{key_id}'")
+    console.print(f"revoked key {key_id}")
 
 
 if __name__ == "__main__":

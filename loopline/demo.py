@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import secrets
 import shlex
 import socket
 import threading
@@ -19,6 +20,7 @@ from urllib.parse import urlsplit
 import httpx
 import uvicorn
 from rich.console import Console
+from sqlalchemy.orm import Session
 
 from loopline.history import backfill_history
 from loopline.ingest.mqtt.broker import EmbeddedBroker
@@ -74,6 +76,8 @@ class Demo:
     stop_event: threading.Event = field(default_factory=threading.Event)
     stoppers: list[Callable[[], object]] = field(default_factory=list)
     planner_compile: planner_backend.BackgroundCompile | None = None
+    # Demo people and their generated passwords (username -> (password, what they see)).
+    people: dict[str, tuple[str, str]] = field(default_factory=dict)
 
     def stop(self) -> None:
         self.stop_event.set()
@@ -136,7 +140,8 @@ def _start(
         seed_factory(session)
         # Weeks of delivered orders before today, so the KPI trends are not empty.
         backfill_history(session, now=utcnow(), rng=random.Random(seed))
-    demo = Demo(rt, url=f"http://{host}:{port}", mqtt_url="", crm_feedback_url="")
+        people = seed_people(session)
+    demo = Demo(rt, url=f"http://{host}:{port}", mqtt_url="", crm_feedback_url="", people=people)
     stoppers = demo.stoppers
     demo.planner_compile = compiling
     stoppers.append(compiling.stop)
@@ -254,6 +259,31 @@ def ship_completed(
                 log.exception("the CRM simulator could not deliver %s", order_id)
 
 
+def seed_people(session: Session) -> dict[str, tuple[str, str]]:
+    """A demo admin and a sales rep who sees only their own orders (CRM rep li.na), each
+    with a password generated for this run."""
+    from loopline.models.users import add_user, get_user
+
+    made: dict[str, tuple[str, str]] = {}
+    for username, name, roles, reps, sees in (
+        ("demo.admin", "Demo Admin", ["admin"], [], "everything"),
+        ("li.na", "Li Na", ["sales"], ["li.na"], "only li.na's orders"),
+    ):
+        if get_user(session, username=username) is None:
+            password = secrets.token_urlsafe(9)
+            add_user(
+                session,
+                username=username,
+                name=name,
+                roles=roles,
+                reps=reps,
+                password=password,
+                actor="demo",
+            )
+            made[username] = (password, sees)
+    return made
+
+
 def _wait_http(url: str, timeout_s: float = 20.0) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -288,6 +318,8 @@ def print_banner(demo: Demo, console: Console) -> None:
         console.print(
             f"  Manager token  {rt.resolved.manager_token}  (production manager: approves changes)"
         )
+    for username, (password, sees) in demo.people.items():
+        console.print(f"  Sign in        {demo.url}/signin  {username} / {password}  (sees {sees})")
     console.print(f"  CRM secret     {rt.resolved.crm_secret}")
     console.print(f"  MQTT broker    {demo.mqtt_url}")
     console.print(f"  CRM feedback   {demo.crm_feedback_url}")

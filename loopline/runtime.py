@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from loopline.api.app import create_app
 from loopline.api.context import ApiContext
+from loopline.api.oidc import OidcClient
 from loopline.api.security import redact_logs
 from loopline.ingest.mqtt.consumer import MqttConsumer
 from loopline.ingest.mqtt.status import StatusWatcher
@@ -25,6 +26,7 @@ from loopline.models.live_store import LiveStore, open_live_store
 from loopline.models.loop import Loop, LoopConfig
 from loopline.models.outbox import OutboxRelay
 from loopline.models.replan import PlanWindow
+from loopline.models.tracking import TrackingLinks, tracking_key
 from loopline.models.web_sessions import SessionPolicy
 from loopline.settings import Resolved, Settings, resolve, split_list
 
@@ -96,6 +98,9 @@ def api_context(rt: Runtime) -> ApiContext:
         session_secret=rt.resolved.session_secret,
         session_policy=session_policy(rt.settings),
         cors_origins=rt.resolved.cors_origins,
+        tracking=tracking_links(rt),
+        public_url=rt.settings.public_url,
+        oidc=oidc_client(rt),
     )
 
 
@@ -127,8 +132,9 @@ def session_policy(settings: Settings) -> SessionPolicy:
     )
 
 
-def loop_config(settings: Settings) -> LoopConfig:
-    """The worker's timings, plan window and approval rules."""
+def loop_config(settings: Settings, *, tracking: TrackingLinks | None) -> LoopConfig:
+    """The worker's timings, plan window and approval rules; ``tracking`` signs the
+    customer tracking links sent with promises (None: no link)."""
     return LoopConfig(
         replan_debounce_ms=settings.replan_debounce_ms,
         line_down_alert_after_s=settings.line_down_alert_after_s,
@@ -136,6 +142,7 @@ def loop_config(settings: Settings) -> LoopConfig:
         window=plan_window(settings),
         approval_policy=approval_policy(settings),
         followup_after_days=settings.followup_after_days,
+        tracking=tracking,
     )
 
 
@@ -151,6 +158,40 @@ def outbox_relay(
         backoff_base_s=settings.outbox_backoff_base_s,
         backoff_max_s=settings.outbox_backoff_max_s,
         timeout_s=settings.outbox_timeout_s,
+    )
+
+
+def oidc_client(rt: Runtime) -> OidcClient | None:
+    """The single sign-on provider, when one is configured (all three settings)."""
+    s = rt.settings
+    given = {
+        "LOOPLINE_OIDC_ISSUER": s.oidc_issuer,
+        "LOOPLINE_OIDC_CLIENT_ID": s.oidc_client_id,
+        "LOOPLINE_OIDC_CLIENT_SECRET": s.oidc_client_secret,
+    }
+    if not any(given.values()):
+        return None
+    missing = [name for name, value in given.items() if not value]
+    if missing:
+        raise SystemExit(f"single sign-on needs {', '.join(missing)} as well")
+    assert s.oidc_client_secret is not None
+    secret = rt.resolved.session_secret or "api-token:" + rt.resolved.api_token
+    return OidcClient(
+        issuer=s.oidc_issuer,
+        client_id=s.oidc_client_id,
+        client_secret=s.oidc_client_secret.get_secret_value(),
+        signing_key=tracking_key("oidc:" + secret),
+        scopes=s.oidc_scopes,
+    )
+
+
+def tracking_links(rt: Runtime) -> TrackingLinks:
+    """How tracking links are signed and where they point (the API and the worker agree)."""
+    secret = rt.resolved.session_secret or "api-token:" + rt.resolved.api_token
+    return TrackingLinks(
+        tracking_key(secret),
+        base_url=rt.settings.public_url,
+        max_age_s=rt.settings.tracking_link_days * 86400,
     )
 
 
@@ -177,7 +218,8 @@ def build_loop(rt: Runtime, crm_url: str | None = None, *, warm_planner: bool = 
         if url
         else None
     )
-    return Loop(rt.sessions, rt.live, rt.clock, loop_config(rt.settings), relay=relay)
+    config = loop_config(rt.settings, tracking=tracking_links(rt))
+    return Loop(rt.sessions, rt.live, rt.clock, config, relay=relay)
 
 
 def build_consumer(rt: Runtime, mqtt_url: str) -> MqttConsumer:

@@ -76,6 +76,18 @@ class Settings(BaseSettings):
     # Follow-up after delivery (models/followup.py): the sales rep's satisfaction
     # follow-up opens this many days after an order is delivered.
     followup_after_days: float = Field(default=7.0, ge=0.0)
+    # Customer tracking links (models/tracking.py), sent to the CRM with each promise: where
+    # customers reach this server (e.g. "https://track.example.com"; empty: the link is a
+    # path), and how long a link stays good. Signed with SESSION_SECRET, else the API token.
+    public_url: str = ""
+    tracking_link_days: float = Field(default=60.0, gt=0.0)
+    # Single sign-on (api/oidc.py): an OpenID Connect issuer (e.g. "https://login.example.com/
+    # realms/acme") and this client's id and secret; unset: password sign-in only. The
+    # IdP must allow the redirect URI <public_url or this server>/signin/oidc/callback.
+    oidc_issuer: str = ""
+    oidc_client_id: str = ""
+    oidc_client_secret: SecretStr | None = None
+    oidc_scopes: str = "openid profile email"
 
     @field_validator("auto_approve_priorities")
     @classmethod

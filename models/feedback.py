@@ -8,6 +8,7 @@ change), so a line's minute-by-minute progress does not flood the CRM.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -47,12 +48,14 @@ def sync_feedback(
     *,
     findings: Findings | None = None,
     isolate: bool = False,
+    track: Callable[[str], str] | None = None,
 ) -> int:
     """Checkpoint live progress into SQL and queue feedback for every changed order.
 
     An order with a work order whose live counters are not believable is left out (named
     in ``findings``); with ``isolate`` each order also gets its own savepoint, so one whose
     data SQL refuses is left out alone (``run_isolated`` retries a failed sweep so).
+    ``track`` makes the customer tracking link sent with each promised order.
     """
     findings = findings if findings is not None else Findings()
     since = utcnow() - CLOSED_GRACE
@@ -73,7 +76,7 @@ def sync_feedback(
         sent = False
         with findings.unit(session, FEEDBACK_STEP, "order", order.id, isolate=isolate):
             sent = _sync_order(
-                session, order, live_orders.get(order.id), live_wos, order_made, findings
+                session, order, live_orders.get(order.id), live_wos, order_made, findings, track
             )
         if findings.is_flagged(FEEDBACK_STEP, "order", order.id):
             continue
@@ -92,6 +95,7 @@ def _sync_order(
     live_wos: dict[str, dict[str, Any] | None],
     made: dict[str, float],
     findings: Findings,
+    track: Callable[[str], str] | None = None,
 ) -> bool:
     """Checkpoint one order and queue its feedback if it changed; whether it was queued."""
     bad = [
@@ -118,6 +122,8 @@ def _sync_order(
         ),
         "changed": sorted(k for k in now_state if order.reported.get(k) != now_state[k]),
     }
+    if track is not None and order.promised_date is not None:
+        payload["tracking_url"] = track(order.id)
     enqueue(session, event_type=FEEDBACK_EVENT, order_id=order.id, payload=payload)
     order.reported = {**order.reported, **now_state}
     return True

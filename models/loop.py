@@ -38,6 +38,7 @@ from loopline.models.live import LiveState
 from loopline.models.quarantine import Findings, run_isolated
 from loopline.models.quarantine import record as record_quarantine
 from loopline.models.replan import PlanOutcome, PlanWindow, replan
+from loopline.models.tracking import TrackingLinks
 from loopline.models.watch import ALERTS_STEP, evaluate_alerts, mark_stale_lines, mirror_alerts
 
 log = logging.getLogger("loopline.loop")
@@ -181,6 +182,8 @@ class LoopConfig:
     window: PlanWindow
     approval_policy: ApprovalPolicy
     followup_after_days: float  # satisfaction follow-up after delivery
+    # Signs the customer tracking link sent with each promise (None: no link is sent).
+    tracking: TrackingLinks | None
 
 
 class Loop:
@@ -207,6 +210,10 @@ class Loop:
         self._threads: list[threading.Thread] = []
 
     # -- one step of each duty (also what tests call) -------------------------------
+    def _track(self) -> Callable[[str], str] | None:
+        """What makes the customer tracking link sent with a promise (None: no link)."""
+        return self.config.tracking.url_for if self.config.tracking else None
+
     def replan_now(self, trigger: str) -> PlanOutcome:
         """Apply the received CRM events, then replan (after any other worker's duty)."""
         outcome = self.work([trigger])
@@ -231,6 +238,7 @@ class Loop:
                     now=self.clock.now(),
                     trigger=summarize_triggers(asked)[:200],
                     window=self.config.window,
+                    track=self._track(),
                 )
             except Exception:
                 # What the intake applied is committed but not yet planned: ask again, so
@@ -333,7 +341,11 @@ class Loop:
                     findings,
                     FEEDBACK_STEP,
                     lambda s, isolate: sync_feedback(
-                        s, self.live, findings=findings, isolate=isolate
+                        s,
+                        self.live,
+                        findings=findings,
+                        isolate=isolate,
+                        track=self._track(),
                     ),
                 )
                 or 0

@@ -359,3 +359,5 @@ class WebSession(Base):
     last_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(nullable=True)
     user_agent: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    # The person signed in (``models.users.User.id``); None: a role token's sign-in.
+    user_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)

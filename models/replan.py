@@ -10,6 +10,7 @@ import logging
 import re
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -336,9 +337,10 @@ def replan(
     now: datetime,
     trigger: str,
     window: PlanWindow,
+    track: Callable[[str], str] | None = None,
 ) -> PlanOutcome:
     """Plan all open work now, store the revision, promises and purchase requests, and
-    update live state."""
+    update live state; ``track`` makes the tracking link sent with each promise."""
     findings = Findings()
     with transaction(sessions) as session:
         problem, wos = build_problem(session, live, now, window, findings=findings)
@@ -354,7 +356,9 @@ def replan(
             session,
             findings,
             FEEDBACK_STEP,
-            lambda isolate: sync_feedback(session, live, findings=findings, isolate=isolate),
+            lambda isolate: sync_feedback(
+                session, live, findings=findings, isolate=isolate, track=track
+            ),
         )
         run_isolated(
             session,

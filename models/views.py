@@ -11,6 +11,7 @@ from loopline.models.audit import history
 from loopline.models.clock import iso
 from loopline.models.live import LiveState
 from loopline.models.records import Customer, Line, Order, PlanRevision
+from loopline.models.users import OrderScope
 
 FINISHED = ("completed", "delivered")  # made (and shipped): nothing left at risk
 
@@ -75,10 +76,13 @@ def _histories(session: Session, order_ids: list[str], limit: int) -> dict[str, 
     }
 
 
-def get_order(session: Session, live: LiveState, *, order_id: str) -> dict[str, Any] | None:
-    """The full view of one order, or None when there is no such order."""
+def get_order(
+    session: Session, live: LiveState, *, order_id: str, scope: OrderScope | None = None
+) -> dict[str, Any] | None:
+    """The full view of one order, or None when there is no such order (or it is out of
+    ``scope``)."""
     order = session.get(Order, order_id)
-    if order is None:
+    if order is None or (scope is not None and not scope.allows_order(order)):
         return None
     wo_ids = [w.id for w in order.work_orders]
     live_wos = dict(zip(wo_ids, live.get_many("work_order", wo_ids), strict=True))
@@ -98,9 +102,13 @@ def list_orders(
     customer: str | None = None,
     limit: int = 500,
     history_limit: int = 20,
+    scope: OrderScope | None = None,
 ) -> list[dict[str, Any]]:
-    """Orders by id, filtered by status or by a customer id or name substring."""
+    """Orders by id, filtered by status or by a customer id or name substring (and to
+    ``scope`` when given)."""
     q = select(Order).order_by(Order.id).limit(limit)
+    if scope is not None:
+        q = q.where(scope.clause())
     if status:
         q = q.where(Order.status == status)
     if customer:

@@ -70,6 +70,7 @@ def start(
     policy: SessionPolicy,
     now: datetime,
     user_agent: str | None = None,
+    user_id: int | None = None,
 ) -> tuple[str, WebSession]:
     """Record a new sign-in; return the secret for the browser and the record."""
     secret = secrets.token_urlsafe(SECRET_BYTES)
@@ -82,6 +83,7 @@ def start(
         last_seen_at=now,
         expires_at=policy.expiry(role=role, created_at=now, now=now),
         user_agent=(user_agent or "")[:USER_AGENT_CHARS] or None,
+        user_id=user_id,
     )
     session.add(record)
     # Housekeeping on sign-in (rare): rows that ended long ago go.

@@ -78,4 +78,4 @@ def approval_policy(**overrides: Any) -> ApprovalPolicy:
 
 def loop_config(**overrides: Any) -> LoopConfig:
     """The worker's config of a fresh install, with LoopConfig field overrides."""
-    return replace(runtime.loop_config(settings()), **overrides)
+    return replace(runtime.loop_config(settings(), tracking=None), **overrides)

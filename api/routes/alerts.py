@@ -6,11 +6,12 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException
 
-from loopline.api.deps import LiveDep, PrincipalDep, SessionDep, WriterDep
+from loopline.api.deps import LiveDep, SessionDep, VisibleDep, WriterDep
 from loopline.api.errors import RowId, error_responses
 from loopline.api.schemas import AlertView
 from loopline.models.alerts import ack_alert, alert_view, list_alerts
 from loopline.models.clock import iso
+from loopline.models.scope import alert_ok
 from loopline.models.watch import mirror_alerts
 
 router = APIRouter(prefix="/alerts", tags=["alerts"], responses=error_responses(401))
@@ -21,8 +22,9 @@ def _json(view: dict[str, Any]) -> dict[str, Any]:
 
 
 @router.get("", summary="Active alerts (all=true: resolved too)", response_model=list[AlertView])
-def alerts(session: SessionDep, _: PrincipalDep, all: bool = False) -> list[dict[str, Any]]:
-    return [_json(alert_view(a)) for a in list_alerts(session, include_resolved=all)]
+def alerts(session: SessionDep, vis: VisibleDep, all: bool = False) -> list[dict[str, Any]]:
+    views = (alert_view(a) for a in list_alerts(session, include_resolved=all))
+    return [_json(v) for v in views if alert_ok(v, vis)]
 
 
 @router.post(

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
 from loopline.api.auth import PRODUCTION_MANAGER, Principal
-from loopline.api.deps import LiveDep, PrincipalDep, SessionDep, require_roles
+from loopline.api.deps import LiveDep, SessionDep, VisibleDep, require_roles
 from loopline.api.errors import RowId, error_body, error_responses
 from loopline.api.schemas import ChangeView
 from loopline.models.approvals import (
@@ -47,11 +47,12 @@ DecisionBody = Annotated[DecisionIn | None, Body()]
 )
 def changes(
     session: SessionDep,
-    _: PrincipalDep,
+    vis: VisibleDep,
     status: ChangeStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
 ) -> list[dict[str, Any]]:
-    return [change_view(c) for c in list_changes(session, status=status, limit=limit)]
+    found = list_changes(session, status=status, limit=limit)
+    return [change_view(c) for c in found if vis is None or c.order_id in vis.orders]
 
 
 @router.get(
@@ -60,9 +61,9 @@ def changes(
     response_model=ChangeView,
     responses=error_responses(404),
 )
-def change(change_id: RowId, session: SessionDep, _: PrincipalDep) -> dict[str, Any]:
+def change(change_id: RowId, session: SessionDep, vis: VisibleDep) -> dict[str, Any]:
     found = get_change(session, change_id=change_id)
-    if found is None:
+    if found is None or (vis is not None and found.order_id not in vis.orders):
         raise HTTPException(404, detail=f"no change {change_id}")
     return change_view(found)
 

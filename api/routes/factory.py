@@ -6,9 +6,10 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException
 
-from loopline.api.deps import LiveDep, PrincipalDep, SessionDep
+from loopline.api.deps import LiveDep, SessionDep, VisibleDep
 from loopline.api.errors import error_responses
 from loopline.api.schemas import LineView, PlanView
+from loopline.models.scope import scoped_line, scoped_plan
 from loopline.models.views import current_plan, list_lines
 
 router = APIRouter(tags=["factory"], responses=error_responses(401))
@@ -19,8 +20,8 @@ router = APIRouter(tags=["factory"], responses=error_responses(401))
     summary="Lines with live state and rates per product SKU",
     response_model=list[LineView],
 )
-def lines(session: SessionDep, live: LiveDep, _: PrincipalDep) -> list[dict[str, Any]]:
-    return list_lines(session, live)
+def lines(session: SessionDep, live: LiveDep, vis: VisibleDep) -> list[dict[str, Any]]:
+    return [scoped_line(line, vis) for line in list_lines(session, live)]
 
 
 @router.get(
@@ -29,8 +30,8 @@ def lines(session: SessionDep, live: LiveDep, _: PrincipalDep) -> list[dict[str,
     response_model=PlanView,
     responses=error_responses(404),
 )
-def plan(session: SessionDep, _: PrincipalDep) -> dict[str, Any]:
+def plan(session: SessionDep, vis: VisibleDep) -> dict[str, Any]:
     view = current_plan(session)
     if view is None:
         raise HTTPException(404, detail="no plan yet")
-    return view
+    return scoped_plan(view, vis)

@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from loopline.api.auth import PRODUCTION_MANAGER, SALES, Principal
-from loopline.api.deps import LiveDep, PrincipalDep, SessionDep, require_roles
+from loopline.api.deps import LiveDep, SessionDep, VisibleDep, require_roles
 from loopline.api.errors import FieldError, RowId, error_body, error_responses
 from loopline.api.schemas import DeliveryView, TaskView
 from loopline.models.clock import utcnow
@@ -73,6 +73,7 @@ def deliver(
     session: SessionDep,
     live: LiveDep,
     who: FollowerDep,
+    vis: VisibleDep,
     body: Annotated[DeliverIn | None, Body()] = None,
 ) -> dict[str, Any]:
     # Records keep wall-clock time (like every received_at); the demo's fast clock is
@@ -80,7 +81,7 @@ def deliver(
     at = (body.delivered_at if body else None) or utcnow()
     with session.begin():
         order = session.get(Order, order_id, with_for_update={"of": Order})
-        if order is None:
+        if order is None or (vis is not None and order_id not in vis.orders):
             raise HTTPException(404, detail=f"no order '{order_id}'")
         try:
             done = mark_delivered(
@@ -110,15 +111,14 @@ def deliver(
 )
 def tasks(
     session: SessionDep,
-    _: PrincipalDep,
+    vis: VisibleDep,
     assignee: str | None = Query(None, max_length=100, description="a sales rep"),
     status: TaskStatus | None = "open",
     order_id: str | None = Query(None, max_length=64),
     limit: int = Query(200, ge=1, le=2000),
 ) -> list[Any]:
-    return list(
-        list_tasks(session, assignee=assignee, status=status, order_id=order_id, limit=limit)
-    )
+    found = list_tasks(session, assignee=assignee, status=status, order_id=order_id, limit=limit)
+    return [t for t in found if vis is None or t["order_id"] in vis.orders]
 
 
 @router.get(
@@ -127,9 +127,9 @@ def tasks(
     response_model=TaskView,
     responses=error_responses(404),
 )
-def task(task_id: RowId, session: SessionDep, _: PrincipalDep) -> Any:
+def task(task_id: RowId, session: SessionDep, vis: VisibleDep) -> Any:
     found = get_task(session, task_id=task_id)
-    if found is None:
+    if found is None or (vis is not None and found["order_id"] not in vis.orders):
         raise HTTPException(404, detail=f"no task {task_id}")
     return found
 
@@ -145,9 +145,15 @@ def complete(
     session: SessionDep,
     live: LiveDep,
     who: FollowerDep,
+    vis: VisibleDep,
     body: Annotated[CompleteIn | None, Body()] = None,
 ) -> Any:
     body = body or CompleteIn()
+    if vis is not None:
+        mine = get_task(session, task_id=task_id)
+        session.rollback()  # the read began a transaction; the write below begins its own
+        if mine is None or mine["order_id"] not in vis.orders:
+            raise HTTPException(404, detail=f"no task {task_id}")
     with session.begin():
         try:
             done = complete_task(

@@ -18,12 +18,14 @@ router = APIRouter(prefix="/orders", tags=["orders"], responses=error_responses(
 def orders(
     session: SessionDep,
     live: LiveDep,
-    _: PrincipalDep,
+    who: PrincipalDep,
     status: str | None = None,
     customer: str | None = None,
     limit: int = Query(500, ge=1, le=5000),
 ) -> list[dict[str, Any]]:
-    return list_orders(session, live, status=status, customer=customer, limit=limit)
+    return list_orders(
+        session, live, status=status, customer=customer, limit=limit, scope=who.scope
+    )
 
 
 @router.get(
@@ -32,8 +34,9 @@ def orders(
     response_model=OrderView,
     responses=error_responses(404),
 )
-def order(order_id: str, session: SessionDep, live: LiveDep, _: PrincipalDep) -> dict[str, Any]:
-    view = get_order(session, live, order_id=order_id)
+def order(order_id: str, session: SessionDep, live: LiveDep, who: PrincipalDep) -> dict[str, Any]:
+    # Out of the caller's scope answers as if it did not exist (404, never 403).
+    view = get_order(session, live, order_id=order_id, scope=who.scope)
     if view is None:
         raise HTTPException(404, detail=f"no order '{order_id}'")
     return view

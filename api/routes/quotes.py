@@ -15,6 +15,7 @@ from loopline.api.errors import FieldError, error_body, error_responses
 from loopline.api.schemas import QuoteView
 from loopline.models.events import Name, Priority, format_path
 from loopline.models.quotes import QuoteAsk, UnknownSku, make_quote
+from loopline.models.scope import scoped_slips, visible
 
 router = APIRouter(prefix="/quotes", tags=["quotes"], responses=error_responses(401, 403))
 
@@ -66,7 +67,7 @@ def quotes(
     ask = QuoteAsk(body.sku, body.qty, body.requested_date, body.priority)
     try:
         with session.begin():
-            return make_quote(
+            answer = make_quote(
                 session,
                 ctx.live,
                 ask=ask,
@@ -74,5 +75,12 @@ def quotes(
                 actor=who.name,
                 window=ctx.plan_window,
             )
+            vis = visible(session, who.scope)
     except UnknownSku as exc:
         return _unprocessable([{"field": "sku", "message": exc.reason}])
+    # A rep learns how much other orders would slip, never whose they are.
+    prioritized = answer["prioritized"]
+    return {
+        **answer,
+        "prioritized": {**prioritized, "slips": scoped_slips(prioritized["slips"], vis)},
+    }

@@ -56,8 +56,8 @@ def list_sessions(request: Request, who: WriterDep) -> list[SessionView]:
     responses=error_responses(404),
 )
 def revoke_session(
-    request: Request, session_id: Annotated[str, Path(max_length=64)], _: WriterDep
+    request: Request, session_id: Annotated[str, Path(max_length=64)], who: WriterDep
 ) -> Response:
-    if not _sessions(request).revoke(session_id):
+    if not _sessions(request).revoke(session_id, actor=who.name):
         raise HTTPException(404, detail=f"no session {session_id}")
     return Response(status_code=status.HTTP_204_NO_CONTENT)

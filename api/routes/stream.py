@@ -6,18 +6,21 @@ import asyncio
 import contextlib
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from starlette.concurrency import run_in_threadpool
 
 from loopline.api.auth import (
     COOKIE,
     SESSION_RECHECK_S,
     WS_UNAUTHORIZED,
+    ApiKeys,
     BrowserSessions,
     Principal,
     SessionStoreDown,
     Tokens,
     same_origin,
 )
-from loopline.models.live import follow
+from loopline.models.live import Change, follow
+from loopline.models.scope import LiveScope
 
 router = APIRouter(tags=["stream"])
 
@@ -29,7 +32,9 @@ async def _caller(websocket: WebSocket) -> tuple[Principal | None, str | None]:
     tokens: Tokens = websocket.app.state.tokens
     header = websocket.headers.get("authorization", "")
     if header.lower().startswith("bearer "):
-        return tokens.principal(header[7:].strip()), None
+        bearer = header[7:].strip()
+        keys: ApiKeys = websocket.app.state.api_keys
+        return tokens.principal(bearer) or await keys.acheck(bearer), None
     cookie = websocket.cookies.get(COOKIE)
     if cookie is None or not same_origin(websocket.scope):
         return None, None
@@ -55,10 +60,22 @@ async def stream(websocket: WebSocket) -> None:
     await websocket.accept()
     client = websocket.app.state.context.new_async_redis()
 
+    # A person limited to some customers sees only their orders' changes (models/scope.py).
+    scoped = (
+        LiveScope(websocket.app.state.context.sessions, principal.scope)
+        if principal.scope is not None
+        else None
+    )
+
     async def pump() -> None:
         async for change in follow(client):
-            if not wanted or change.entity in wanted:
-                await websocket.send_text(change.to_json())
+            if wanted and change.entity not in wanted:
+                continue
+            shown: Change | None = change
+            if scoped is not None:  # may read SQL: off the event loop
+                shown = await run_in_threadpool(scoped.filter, change)
+            if shown is not None:
+                await websocket.send_text(shown.to_json())
 
     async def watch_session() -> None:
         # A browser's session may be revoked or expire while its stream is open.

@@ -36,6 +36,7 @@ from loopline.dashboard.live_push import (
 )
 from loopline.models.followup import SATISFACTION, TaskView, list_tasks
 from loopline.models.live import Change
+from loopline.models.scope import acting_scope, visible_orders
 from loopline.models.stores import STORE_DOWN
 
 log = logging.getLogger("loopline.dashboard.inbox")
@@ -52,7 +53,12 @@ def read_tasks(screens: Screens, rep: str | None) -> list[TaskView] | None:
     if screens.sessions is None:
         return None
     with screens.sessions() as session:
-        return list_tasks(session, assignee=rep or None, status="open", limit=MAX_TASKS)
+        tasks = list_tasks(session, assignee=rep or None, status="open", limit=MAX_TASKS)
+        scope = acting_scope()  # a sales rep sees only their customers' tasks
+        if scope is None:
+            return tasks
+        mine = visible_orders(session, scope)
+        return [task for task in tasks if task["order_id"] in mine]
 
 
 def signature(tasks: list[TaskView] | None) -> str:

@@ -31,6 +31,7 @@ from loopline.dashboard.live_push import Screens, outage_notice
 from loopline.dashboard.pages.orders import PATH as ORDERS_PATH
 from loopline.dashboard.pages.orders import progress_bar
 from loopline.models.followup import list_tasks
+from loopline.models.scope import acting_scope, visible_orders
 from loopline.models.views import get_order
 
 PATH_TEMPLATE = f"{ORDERS_PATH}/<order_id>"
@@ -44,6 +45,9 @@ def read_detail(screens: Screens, order_id: str) -> dict[str, Any] | None:
     """
     if screens.sessions is not None:
         with screens.sessions() as session:
+            scope = acting_scope()  # a sales rep sees only their customers' orders
+            if scope is not None and order_id not in visible_orders(session, scope):
+                return None
             view = get_order(session, screens.live, order_id=order_id)
             if view is None:
                 return None

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import dash
 from dash import ALL, ClientsideFunction, Input, Output, State, dcc, html, set_props
+from dash.exceptions import PreventUpdate
 
 from loopline.dashboard import ids
 from loopline.dashboard.components import live_frame, nav_bar, panel_head
@@ -46,6 +47,7 @@ from loopline.dashboard.live_push import (
 )
 from loopline.models.live import Change
 from loopline.models.plan_view import PlanChanges, PlanPage, read_plan_page
+from loopline.models.scope import acting_scope
 from loopline.models.stores import STORE_DOWN
 
 if TYPE_CHECKING:
@@ -784,6 +786,20 @@ class PlanStream(PageStream):
         self.sigs = sigs
 
 
+def unscoped_layout(screens: Screens, lang: str | None = None, **query: Any) -> html.Div:
+    """The page for people who see every order; a person limited to some customers (a
+    sales rep) gets "not found": the page shows everyone's changes and plan."""
+    if acting_scope() is not None:
+        return html.Div("Not found · 未找到", className="page table-empty")
+    return layout(screens, lang, **query)
+
+
+def _stream(screens: Screens, start: dict[str, Any]) -> PlanStream:
+    if acting_scope() is not None:  # a forged start from a scoped person's browser
+        raise PreventUpdate
+    return PlanStream(screens, start)
+
+
 def register(app: dash.Dash, screens: Screens) -> None:
     """Register the page, its live stream and its Approve/Reject buttons on ``app``."""
     register_screen(
@@ -793,9 +809,9 @@ def register(app: dash.Dash, screens: Screens) -> None:
         path=PATH,
         name="plan",
         title="Loopline · Plan",
-        layout=partial(layout, screens),
+        layout=partial(unscoped_layout, screens),
         live_ids=ids.PLAN,
-        stream=PlanStream,
+        stream=_stream,
     )
     # DESIGN.md names the screen for deciding on changes /approvals: the same page.
     dash.register_page(
@@ -803,7 +819,7 @@ def register(app: dash.Dash, screens: Screens) -> None:
         path=APPROVALS_PATH,
         title="Loopline · Approvals",
         name="approvals",
-        layout=partial(layout, screens),
+        layout=partial(unscoped_layout, screens),
     )
     # Deciding goes through the API like any other client (the signed-in browser's cookie
     # plus a header no other site can send), so the API's roles apply; what it answered
