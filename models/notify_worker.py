@@ -1,0 +1,103 @@
+"""The worker's notification duties: a sweep (events -> rules -> rows; escalation) and the
+relay that delivers, each in a thread of its own; N workers share them safely (the sweep
+runs under a Redis lock, the relay claims rows with leases)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+
+import redis
+from sqlalchemy.orm import Session, sessionmaker
+
+from loopline.models.clock import Clock, utcnow
+from loopline.models.db import transaction
+from loopline.models.escalation import escalate
+from loopline.models.loop import KeptLock
+from loopline.models.notify import alert_events, apply_rules, audit_events
+from loopline.models.notify_relay import NotificationRelay
+from loopline.models.notify_rules import Directory, NotifyConfig
+
+log = logging.getLogger("loopline.notify")
+
+SWEEP_LOCK = "ll:lock:notify"
+SWEEP_LOCK_TTL_S = 8.0
+SWEEP_EVERY_S = 2.0
+RELAY_EVERY_S = 1.0
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    notifications: int
+    escalation_steps: int
+
+
+class Notifier:
+    """Runs the sweep and the relay until ``stop``; ``sweep``/``deliver`` run one round."""
+
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        redis_client: redis.Redis,
+        clock: Clock,
+        config: NotifyConfig,
+        directory: Directory,
+        relay: NotificationRelay,
+    ) -> None:
+        self.sessions = sessions
+        self.redis = redis_client
+        self.clock = clock
+        self.config = config
+        self.directory = directory
+        self.relay = relay
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def sweep(self) -> SweepResult | None:
+        """Turn new events into notifications and advance escalations (None: another
+        worker is sweeping)."""
+        lock = self.redis.lock(SWEEP_LOCK, timeout=SWEEP_LOCK_TTL_S, lock_class=KeptLock)
+        if not lock.acquire(blocking=False):
+            return None
+        try:
+            now, wall = self.clock.now(), utcnow()
+            with transaction(self.sessions) as session:
+                events = [*alert_events(session, now=now), *audit_events(session, wall_now=wall)]
+                written = apply_rules(session, self.config, self.directory, events, now=wall)
+                steps = escalate(session, self.config, self.directory, now=now, wall_now=wall)
+            return SweepResult(written, steps)
+        finally:
+            lock.release()
+
+    def deliver(self) -> int:
+        """Send what is due now; how many notifications left."""
+        return self.relay.deliver_due()
+
+    def start(self) -> None:
+        self._stop.clear()
+        for name, target, every in (
+            ("notify-sweep", self.sweep, SWEEP_EVERY_S),
+            ("notify-relay", self.deliver, RELAY_EVERY_S),
+        ):
+            t = threading.Thread(
+                target=self._forever, args=(name, target, every), name=f"loopline-{name}"
+            )
+            t.daemon = True
+            t.start()
+            self._threads.append(t)
+
+    def _forever(self, name: str, work: object, every: float) -> None:
+        assert callable(work)
+        while not self._stop.wait(every):
+            try:
+                work()
+            except Exception:  # the next round tries again
+                log.exception("%s failed", name)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout)
+        self._threads.clear()
+        self.relay.close()
