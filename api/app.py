@@ -17,6 +17,7 @@ from loopline.api.routes import (
     crm,
     factory,
     health,
+    notifications,
     orders,
     purchasing,
     quotes,
@@ -55,6 +56,7 @@ def create_app(ctx: ApiContext, *, with_dashboard: bool = True) -> FastAPI:
     )
     for module in (health, crm, orders, factory, alerts, changes, quotes, purchasing, stream):
         api.include_router(module.router)
+    api.include_router(notifications.router)
     api.include_router(session_routes.router)
 
     @api.api_route(

@@ -72,6 +72,12 @@ class Settings(BaseSettings):
     # earliest safe date ("requested"); or always the planned finish day ("earliest").
     promise_policy: Literal["requested", "earliest"] = "requested"
     promise_margin_h: float = Field(default=24.0, ge=0.0)
+    # Notifications and escalation (docs/notifications.md): the rules file (YAML or JSON);
+    # unset: nobody is notified (the demo tells its inbox). Delivery retries back off from
+    # the base to the max (seconds) per channel, up to each channel's max_attempts.
+    notify_rules: Path | None = None
+    notify_backoff_base_s: float = Field(default=2.0, gt=0.0)
+    notify_backoff_max_s: float = Field(default=600.0, gt=0.0)
 
     @field_validator("auto_approve_priorities")
     @classmethod

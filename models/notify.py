@@ -390,6 +390,16 @@ def inbox(
     return list(session.scalars(q.order_by(Notification.id.desc()).limit(limit)))
 
 
+def inbox_entry(
+    session: Session, *, notification_id: int, addresses: Sequence[str], everyone: bool = False
+) -> Notification | None:
+    """One entry of these inboxes, or None (no such entry, or someone else's)."""
+    row = session.get(Notification, notification_id)
+    if row is None or row.channel != INBOX or not (everyone or row.address in addresses):
+        return None
+    return row
+
+
 def mark_read(
     session: Session,
     *,

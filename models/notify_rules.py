@@ -269,17 +269,31 @@ class NotifyConfig(_Strict):
         for i, pid in enumerate(ids):
             if ids.index(pid) != i:
                 problems.append(f"people[{i}].id: {pid!r} appears twice")
-        roles = {r for p in self.people for r in p.roles}
         names = [r.name for r in self.rules]
         for i, rule in enumerate(self.rules):
             if names.index(rule.name) != i:
                 problems.append(f"rules[{i}].name: {rule.name!r} appears twice")
-            problems += _check_targets(f"rules[{i}]", rule.via, (rule.to,), known, ids, roles)
+            problems += _check_targets(f"rules[{i}]", rule.via, (rule.to,), known, ids)
         for i, pol in enumerate(self.escalation):
-            problems += _check_targets(f"escalation[{i}]", pol.via, pol.levels, known, ids, roles)
+            problems += _check_targets(f"escalation[{i}]", pol.via, pol.levels, known, ids)
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    def warnings(self) -> list[str]:
+        """Roles the rules name that nobody in ``people`` holds (the users table may: their
+        inbox entries are then addressed to the role, mail and mentions reach nobody)."""
+        held = {r for p in self.people for r in p.roles}
+        out = []
+        for where, groups in [(f"rules[{i}].to", (r.to,)) for i, r in enumerate(self.rules)] + [
+            (f"escalation[{i}].levels", p.levels) for i, p in enumerate(self.escalation)
+        ]:
+            for group in groups:
+                for who in group:
+                    kind, _, name = who.partition(":")
+                    if kind == "role" and name not in held:
+                        out.append(f"{where}: nobody in people holds role {name!r}")
+        return list(dict.fromkeys(out))
 
     def channel(self, name: str) -> Channel | None:
         return self.channels.get(name)
@@ -298,7 +312,6 @@ def _check_targets(
     groups: Sequence[Sequence[str]],
     channels: set[str],
     people: list[str],
-    roles: set[str],
 ) -> list[str]:
     problems = [
         f"{where}.via[{j}]: no channel named {c!r} (known: {', '.join(sorted(channels))})"
@@ -312,8 +325,6 @@ def _check_targets(
             at = f"{where}.{field}[{j}]" if field == "to" else f"{where}.levels[{g}][{j}]"
             if kind == "person" and name not in people:
                 problems.append(f"{at}: no person {name!r} in people")
-            elif kind == "role" and name not in roles:
-                problems.append(f"{at}: nobody in people holds role {name!r}")
     return problems
 
 

@@ -176,8 +176,10 @@ rules:
     assert caught.value.errors == [
         "rules[0].via[1]: no channel named 'sms' (known: chat, inbox)",
         "rules[0].to[1]: no person 'nobody' in people",
-        "rules[0].to[2]: nobody in people holds role 'ghost'",
     ]
+    # A role nobody in the file holds is allowed (the users table may), and warned about.
+    path.write_text("rules:\n  - {name: a, event: line_down, to: [role:ghost]}\n", encoding="utf-8")
+    assert load_rules(path).warnings() == ["rules[0].to: nobody in people holds role 'ghost'"]
 
 
 def test_the_example_rules_file_is_valid():
