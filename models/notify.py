@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import exists, or_, select, update
+from sqlalchemy import and_, exists, or_, select, update
 from sqlalchemy.orm import Session
 
 from loopline.models.clock import utcnow
@@ -88,8 +88,13 @@ def fan_out(
     quiet: QuietHours | None,
     dedupe_min: float,
     now: datetime,
+    told: set[tuple[str, str, str]] | None = None,
 ) -> list[Notification]:
-    """Write the rows that tell ``to`` of ``event`` on each channel of ``via``."""
+    """Write the rows that tell ``to`` of ``event`` on each channel of ``via``.
+
+    ``told``: the (event key, channel, address) rows known to exist, if the caller loaded
+    them (a sweep sees every active alert each round: one query instead of one per row).
+    """
     people: dict[str, tuple[str, Address]] = {}
     empty_roles: list[str] = []
     for recipient in to:
@@ -98,6 +103,9 @@ def fan_out(
             empty_roles.append(recipient)
         for addr in found:
             people.setdefault(addr.id, (recipient, addr))
+    # Each rule tells an occurrence once; two rules reaching one person within the dedupe
+    # window tell it once between them (the dedupe key is the condition's).
+    occurrence = f"{event.key}|{rule}"[:200]
     release = quiet.release_at(now, event.severity) if quiet else None
     details = {**event.details, "recipients": list(to)}
     rows: list[Notification] = []
@@ -121,12 +129,14 @@ def fan_out(
                     ],
                 }
         for recipient, address in targets:
-            if _told(session, event, name, address, dedupe_min=dedupe_min, now=now):
+            if told is not None and (occurrence, name, address[:200]) in told:
+                continue
+            if _told(session, occurrence, event, name, address, dedupe_min=dedupe_min, now=now):
                 continue
             row = Notification(
                 created_at=now,
                 event=event.kind,
-                event_key=event.key[:200],
+                event_key=occurrence,
                 dedupe_key=event.dedupe_key[:200],
                 rule=rule[:100],
                 severity=event.severity,
@@ -152,20 +162,27 @@ def fan_out(
 
 
 def _told(
-    session: Session, event: Event, channel: str, address: str, *, dedupe_min: float, now: datetime
+    session: Session,
+    occurrence: str,
+    event: Event,
+    channel: str,
+    address: str,
+    *,
+    dedupe_min: float,
+    now: datetime,
 ) -> bool:
     """Whether this occurrence was told, or its condition was within the dedupe window."""
-    same = Notification.channel == channel, Notification.address == address
-    recent = Notification.dedupe_key == event.dedupe_key[:200]
+    told = Notification.event_key == occurrence
     if dedupe_min > 0:
-        recent = recent & (Notification.created_at > now - timedelta(minutes=dedupe_min))
-    else:
-        recent = recent & False
-    return bool(
-        session.scalar(
-            select(exists().where(*same, or_(Notification.event_key == event.key[:200], recent)))
+        told = or_(
+            told,
+            and_(
+                Notification.dedupe_key == event.dedupe_key[:200],
+                Notification.created_at > now - timedelta(minutes=dedupe_min),
+            ),
         )
-    )
+    where = (Notification.channel == channel, Notification.address == address, told)
+    return bool(session.scalar(select(exists().where(*where))))
 
 
 # -- sources --------------------------------------------------------------------------------
@@ -349,6 +366,18 @@ def apply_rules(
 ) -> int:
     """Tell each event to every rule that matches it; how many rows were written."""
     written = 0
+    events = list(events)
+    keys = list({f"{e.key}|{r.name}"[:200] for e in events for r in config.rules})
+    told: set[tuple[str, str, str]] = set()
+    for i in range(0, len(keys), 500):
+        told.update(
+            (k, c, a)
+            for k, c, a in session.execute(
+                select(Notification.event_key, Notification.channel, Notification.address).where(
+                    Notification.event_key.in_(keys[i : i + 500])
+                )
+            )
+        )
     for event in events:
         for rule in config.rules:
             if matches(rule, event):
@@ -364,6 +393,7 @@ def apply_rules(
                         quiet=rule.quiet_hours,
                         dedupe_min=rule.dedupe_min,
                         now=now,
+                        told=told,
                     )
                 )
     return written

@@ -408,6 +408,26 @@ def test_a_flapping_condition_is_told_once_per_dedupe_window(sessions, robots, s
     assert _sweep(sessions, config, now=T0 + timedelta(minutes=40)) == 2
 
 
+def test_a_later_threshold_tells_the_same_person_again_past_the_window(sessions, robots, smtp):
+    _, urls = robots
+    rules = [
+        {"name": "down-15", "event": "line_down", "after_min": 15, "to": ["role:line_lead"]},
+        {"name": "down-60", "event": "line_down", "after_min": 60,
+         "to": ["role:line_lead", "role:plant_manager"]},
+    ]  # fmt: skip
+    config = _config(urls, smtp.port, rules=rules)
+    _line_down(sessions, minutes=16)
+    assert _sweep(sessions, config, now=T0) == 1
+    _line_down(sessions, minutes=61)
+    assert _sweep(sessions, config, now=T0 + timedelta(minutes=45)) == 2
+    assert [(r.rule, r.address) for r in _rows(sessions)] == [
+        ("down-15", "li.ming"),
+        ("down-60", "li.ming"),
+        ("down-60", "chen.jie"),
+    ]
+    assert _sweep(sessions, config, now=T0 + timedelta(minutes=50)) == 0
+
+
 # -- events from the audit log ------------------------------------------------------------
 
 
