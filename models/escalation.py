@@ -113,7 +113,13 @@ def _step(
     if esc.next_at is not None and esc.next_at < now:
         esc.next_at = now + timedelta(minutes=policy.ack_within_min)
     event = alert_event(alert, now=now, prefix=f"esc{level}:")
-    if level > 0:
+    # Level 0 is the first notice: whoever a rule told of this alert on the same channel
+    # already knows (the condition's key, over the alert's life). Higher levels always tell.
+    dedupe_min = 0.0
+    if level == 0:
+        event = replace(event, dedupe_key=alert.key)
+        dedupe_min = max((now - alert.opened_at).total_seconds() / 60, 0.0) + 1.0
+    else:
         minutes = round((now - alert.opened_at).total_seconds() / 60)
         event = replace(
             event,
@@ -129,7 +135,7 @@ def _step(
         to=to,
         via=policy.via,
         quiet=policy.quiet_hours,
-        dedupe_min=0.0,
+        dedupe_min=dedupe_min,
         now=wall_now,
     )
     record(
