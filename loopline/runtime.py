@@ -200,8 +200,8 @@ def build_notifier(rt: Runtime, config: NotifyConfig | None = None) -> Notifier 
             raise SystemExit(
                 f"invalid rules file {exc.path}:\n  " + "\n  ".join(exc.errors)
             ) from None
-    for warning in config.warnings():
-        log.warning("notification rules: %s", warning)
+        for warning in config.warnings():
+            log.warning("notification rules: %s", warning)
     log.info(
         "notifications: %d rules, %d escalation policies, channels %s",
         len(config.rules),
