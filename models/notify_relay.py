@@ -101,6 +101,17 @@ class NotificationRelay:
 
     def _claim(self) -> list[_Row]:
         now = self._now()
+        # A channel another relay is sending on is left to it: one sender per channel at a
+        # time keeps the rate limit counted from sent rows true for the whole plant.
+        busy = (
+            select(Notification.channel)
+            .where(
+                Notification.status == "pending",
+                Notification.claimed_by != self.relay_id,
+                Notification.claimed_until > now,
+            )
+            .distinct()
+        )
         query = (
             select(Notification)
             .where(
@@ -108,6 +119,7 @@ class NotificationRelay:
                 Notification.channel != INBOX,
                 Notification.next_attempt_at <= now,
                 or_(Notification.claimed_until.is_(None), Notification.claimed_until <= now),
+                Notification.channel.not_in(busy),
             )
             .order_by(Notification.id)
             .limit(CLAIM_LIMIT)

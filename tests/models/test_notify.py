@@ -47,6 +47,12 @@ PEOPLE = [
 
 
 @pytest.fixture
+def sessions(any_sessions):
+    """Each test once on SQLite and once on PostgreSQL (claims, locks, JSON and times)."""
+    return any_sessions
+
+
+@pytest.fixture
 def robots():
     server = RobotServer()
     bots = {
@@ -426,6 +432,39 @@ def test_a_later_threshold_tells_the_same_person_again_past_the_window(sessions,
         ("down-60", "chen.jie"),
     ]
     assert _sweep(sessions, config, now=T0 + timedelta(minutes=50)) == 0
+
+
+def test_two_relays_never_send_on_one_channel_at_once(sessions, robots, smtp):
+    _, urls = robots
+    rules = [{"name": "down", "event": "line_down", "to": ["role:line_lead"],
+              "via": ["line-chat", "wecom-prod"]}]  # fmt: skip
+    config = _config(urls, smtp.port, rules=rules)
+    _line_down(sessions, minutes=20)
+    _sweep(sessions, config, now=T0)
+    first = NotificationRelay(sessions, config, now=Clock(T0))
+    second = NotificationRelay(sessions, config, now=Clock(T0))
+    claimed = first._claim()
+    assert {r.channel for r in claimed} == {"line-chat", "wecom-prod"}
+    assert second._claim() == []  # both channels are the first relay's while it sends
+    first._release([r.id for r in claimed if r.channel == "wecom-prod"], None)
+    assert [r.channel for r in second._claim()] == ["wecom-prod"]
+
+
+def test_rules_match_by_kind_severity_line_and_age():
+    from loopline.models.notify import Event, matches
+    from loopline.models.notify_rules import Rule
+
+    event = Event(kind="alert", key="k", dedupe_key="d", severity="warning", title="t",
+                  body="b", alert_kind="mqtt_gap", line="L2", age_min=3)  # fmt: skip
+    rule = Rule(name="r", event="alert", to=("role:it",))
+    assert matches(rule, event)
+    assert not matches(rule.model_copy(update={"kinds": ("line_unavailable",)}), event)
+    assert matches(rule.model_copy(update={"kinds": ("mqtt_gap",)}), event)
+    assert not matches(rule.model_copy(update={"min_severity": "critical"}), event)
+    assert not matches(rule.model_copy(update={"lines": ("L1",)}), event)
+    assert matches(rule.model_copy(update={"lines": ("L2",)}), event)
+    assert not matches(rule.model_copy(update={"after_min": 5}), event)
+    assert not matches(rule.model_copy(update={"event": "line_down"}), event)
 
 
 # -- events from the audit log ------------------------------------------------------------
