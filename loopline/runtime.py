@@ -216,4 +216,4 @@ def build_notifier(rt: Runtime, config: NotifyConfig | None = None) -> Notifier 
     )
     # The users table will back this later (people with roles); for now the file's people.
     directory = ConfigDirectory(config.people)
-    return Notifier(rt.sessions, rt.live.redis, rt.clock, config, directory, relay)
+    return Notifier(rt.sessions, rt.live, rt.clock, config, directory, relay)

@@ -8,16 +8,18 @@ import logging
 import threading
 from dataclasses import dataclass
 
-import redis
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from loopline.models.clock import Clock, utcnow
 from loopline.models.db import transaction
 from loopline.models.escalation import escalate
+from loopline.models.live import Change, LiveState
 from loopline.models.loop import KeptLock
 from loopline.models.notify import alert_events, apply_rules, audit_events
+from loopline.models.notify_records import Notification
 from loopline.models.notify_relay import NotificationRelay
-from loopline.models.notify_rules import Directory, NotifyConfig
+from loopline.models.notify_rules import INBOX, Directory, NotifyConfig
 
 log = logging.getLogger("loopline.notify")
 
@@ -39,14 +41,14 @@ class Notifier:
     def __init__(
         self,
         sessions: sessionmaker[Session],
-        redis_client: redis.Redis,
+        live: LiveState,
         clock: Clock,
         config: NotifyConfig,
         directory: Directory,
         relay: NotificationRelay,
     ) -> None:
         self.sessions = sessions
-        self.redis = redis_client
+        self.live = live
         self.clock = clock
         self.config = config
         self.directory = directory
@@ -57,18 +59,42 @@ class Notifier:
     def sweep(self) -> SweepResult | None:
         """Turn new events into notifications and advance escalations (None: another
         worker is sweeping)."""
-        lock = self.redis.lock(SWEEP_LOCK, timeout=SWEEP_LOCK_TTL_S, lock_class=KeptLock)
+        lock = self.live.redis.lock(SWEEP_LOCK, timeout=SWEEP_LOCK_TTL_S, lock_class=KeptLock)
         if not lock.acquire(blocking=False):
             return None
         try:
             now, wall = self.clock.now(), utcnow()
             with transaction(self.sessions) as session:
+                before = session.scalar(select(func.max(Notification.id))) or 0
                 events = [*alert_events(session, now=now), *audit_events(session, wall_now=wall)]
                 written = apply_rules(session, self.config, self.directory, events, now=wall)
                 steps = escalate(session, self.config, self.directory, now=now, wall_now=wall)
+                fresh: list[tuple[int, str, str]] = [
+                    (r[0], r[1], r[2])
+                    for r in session.execute(
+                        select(Notification.id, Notification.address, Notification.severity).where(
+                            Notification.id > before, Notification.channel == INBOX
+                        )
+                    )
+                ]
+            self._announce(fresh)
             return SweepResult(written, steps)
         finally:
             lock.release()
+
+    def _announce(self, rows: list[tuple[int, str, str]]) -> None:
+        """Tell open screens and stream clients whose inbox has a new entry (after the
+        commit): only the address and severity; the entry itself is read from the API."""
+        for row_id, address, severity in rows:
+            try:
+                self.live.announce(
+                    Change(
+                        "notification", str(row_id), {}, {"address": address, "severity": severity}
+                    )
+                )
+            except Exception:  # the inbox has it; a screen sees it on its next read
+                log.warning("could not announce notification %s", row_id, exc_info=True)
+                return
 
     def deliver(self) -> int:
         """Send what is due now; how many notifications left."""

@@ -150,3 +150,37 @@ def test_alerts_without_a_policy_do_not_escalate(sessions):
     _open(sessions, key="order_at_risk:SO-1", severity="warning", kind="order_at_risk")
     assert _round(sessions, 0) == 1  # only the order, by the warning policy's kinds
     assert _told(sessions) == [("escalation:0", "wang")]
+
+
+def test_the_worker_sweep_escalates_and_announces_new_inbox_entries(sessions, live):
+    import json
+
+    from loopline.models.clock import Clock
+    from loopline.models.live import STREAM
+    from loopline.models.notify_relay import NotificationRelay
+    from loopline.models.notify_worker import Notifier
+
+    notifier = Notifier(
+        sessions,
+        live,
+        Clock(),
+        CONFIG,
+        ConfigDirectory(CONFIG.people),
+        NotificationRelay(sessions, CONFIG),
+    )
+    with transaction(sessions) as s:
+        open_alert(s, key="line_down:L9", kind="line_down", entity="line", entity_id="L9",
+                   severity="critical", message="Line L9 down")  # fmt: skip
+    result = notifier.sweep()
+    assert result is not None and result.escalation_steps == 1
+    changes = [json.loads(f["change"]) for _, f in live.redis.xrange(STREAM)]
+    told = [c for c in changes if c["entity"] == "notification"]
+    assert [c["new"] for c in told] == [{"address": "li", "severity": "critical"}]
+    assert notifier.sweep() == type(result)(0, 0)  # nothing new: nothing told twice
+    # Another worker sweeping holds the lock: this one skips the round.
+    lock = live.redis.lock("ll:lock:notify", timeout=5)
+    assert lock.acquire(blocking=False)
+    try:
+        assert notifier.sweep() is None
+    finally:
+        lock.release()
