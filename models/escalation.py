@@ -121,11 +121,7 @@ def _step(
         dedupe_min = max((now - alert.opened_at).total_seconds() / 60, 0.0) + 1.0
     else:
         minutes = round((now - alert.opened_at).total_seconds() / 60)
-        event = replace(
-            event,
-            title=f"Escalated (level {level}): {event.title}",
-            body=f"Not acknowledged after {minutes} min. {event.body}",
-        )
+        event = replace(event, escalated=(level, minutes))
     rows = fan_out(
         session,
         config,

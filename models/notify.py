@@ -33,6 +33,7 @@ from loopline.models.notify_rules import (
     QuietHours,
     Rule,
 )
+from loopline.models.notify_text import text
 from loopline.models.records import Alert, AuditEntry, Order
 
 log = logging.getLogger("loopline.notify")
@@ -61,6 +62,8 @@ class Event:
     alert_kind: str | None = None
     line: str | None = None
     age_min: float = 0.0  # how long the condition has held
+    # Set by escalation: (level, minutes unacknowledged); the wording adds it.
+    escalated: tuple[int, int] | None = None
 
 
 def matches(rule: Rule, event: Event) -> bool:
@@ -111,7 +114,8 @@ def fan_out(
     rows: list[Notification] = []
     for name in via:
         if name == INBOX:
-            targets = [(r, a.id) for r, a in people.values()] + [(r, r) for r in empty_roles]
+            targets = [(r, a.id, a.lang) for r, a in people.values()]
+            targets += [(r, r, "en") for r in empty_roles]
             ctype = INBOX
         else:
             channel = config.channel(name)
@@ -119,20 +123,21 @@ def fan_out(
                 continue
             ctype = channel.type
             if ctype == "email":
-                targets = [(r, a.email) for r, a in people.values() if a.email]
+                targets = [(r, a.email, a.lang) for r, a in people.values() if a.email]
             else:  # one message to the group, naming the people
-                targets = [(",".join(to)[:200], "")]
+                targets = [(",".join(to)[:200], "", channel.lang)]
                 details = {
                     **details,
                     "mentions": [
                         {"id": a.id, "name": a.name, "mobile": a.mobile} for _, a in people.values()
                     ],
                 }
-        for recipient, address in targets:
+        for recipient, address, lang in targets:
             if told is not None and (occurrence, name, address[:200]) in told:
                 continue
             if _told(session, occurrence, event, name, address, dedupe_min=dedupe_min, now=now):
                 continue
+            title, body = text(event, lang)
             row = Notification(
                 created_at=now,
                 event=event.kind,
@@ -140,9 +145,9 @@ def fan_out(
                 dedupe_key=event.dedupe_key[:200],
                 rule=rule[:100],
                 severity=event.severity,
-                title=event.title[:300],
-                body=event.body,
-                details=details,
+                title=title[:300],
+                body=body,
+                details={**details, "lang": lang},
                 alert_id=event.alert_id,
                 channel=name,
                 channel_type=ctype,
@@ -269,7 +274,12 @@ def audit_event(session: Session, entry: AuditEntry) -> Event | None:
             title=f"Change of order {entry.entity_id} waits for approval",
             body=f"Version {d.get('version')} of order {entry.entity_id} would break "
             f"{len(impact)} promise(s): " + ", ".join(str(i.get("order_id")) for i in impact[:10]),
-            details={"order": entry.entity_id, "change_id": d.get("change_id")},
+            details={
+                "order": entry.entity_id,
+                "change_id": d.get("change_id"),
+                "version": d.get("version"),
+                "impact_orders": [i.get("order_id") for i in impact],
+            },
         )
     if entry.action in (
         "order.created",

@@ -80,6 +80,8 @@ class _Channel(_Strict):
     max_batch: int = Field(default=20, ge=1, le=100)
     max_attempts: int = Field(default=8, ge=1)
     timeout_s: float = Field(default=10.0, gt=0)
+    # The language of a group's messages (e-mail follows each person's ``lang``).
+    lang: Literal["en", "zh-CN"] = "en"
 
 
 class EmailChannel(_Channel):
@@ -140,7 +142,7 @@ class Person(_Strict):
     email: str | None = None
     # For @-mentions in chat robots (DingTalk and WeCom mention by mobile number).
     mobile: str | None = None
-    lang: str = "en"
+    lang: Literal["en", "zh-CN"] = "en"
 
     @field_validator("email")
     @classmethod
@@ -389,7 +391,7 @@ class Address:
     name: str
     email: str | None = None
     mobile: str | None = None
-    lang: str = "en"
+    lang: Literal["en", "zh-CN"] = "en"
 
 
 class Directory(Protocol):

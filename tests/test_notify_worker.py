@@ -91,9 +91,17 @@ def test_worker_tells_robots_and_mail_and_escalates(tmp_path, postgres_url, redi
     worker = _spawn(["worker"], _env(postgres_url, redis_server, rules), tmp_path / "worker.log")
     try:
         with transaction(sessions) as s:
-            open_alert(s, key="crm_unreachable", kind="crm_unreachable", entity="crm",
-                       entity_id="crm.test", severity="critical", role="it",
-                       message="The CRM at crm.test did not accept updates", at=utcnow())  # fmt: skip
+            open_alert(
+                s,
+                key="crm_unreachable",
+                kind="crm_unreachable",
+                entity="crm",
+                entity_id="crm.test",
+                severity="critical",
+                role="it",
+                message="The CRM at crm.test did not accept updates",
+                at=utcnow(),
+            )
         wait_until(lambda: ding.accepted, timeout=60)
         assert "did not accept updates" in ding.accepted[0]["markdown"]["text"]
         # Level 0 (IT) by the rule and the escalation: one mail; then the plant manager.

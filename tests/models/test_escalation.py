@@ -20,6 +20,7 @@ CONFIG = parse_rules(
     {
         "people": [
             {"id": "li", "roles": ["line_lead"]},
+            {"id": "zhou", "roles": ["plant_manager"], "lang": "zh-CN"},
             {"id": "wang", "roles": ["production_manager"]},
             {"id": "chen", "roles": ["plant_manager"]},
         ],
@@ -27,7 +28,11 @@ CONFIG = parse_rules(
             {
                 "severity": "critical",
                 "ack_within_min": 10,
-                "levels": [["role:line_lead"], ["role:production_manager"], ["person:chen"]],
+                "levels": [
+                    ["role:line_lead"],
+                    ["role:production_manager"],
+                    ["person:zhou", "person:chen"],
+                ],
             },
             {"severity": "warning", "kinds": ["order_at_risk"], "ack_within_min": 60,
              "levels": [["role:production_manager"]]},
@@ -78,13 +83,19 @@ def test_unacknowledged_alert_climbs_the_chain_and_stops_at_the_top(sessions):
     assert _round(sessions, 15) == 0  # the new level has its own 10 minutes
     assert _round(sessions, 20) == 1
     assert _told(sessions)[-1] == ("escalation:2", "chen")
+    assert _told(sessions)[-2:] == [("escalation:2", "zhou"), ("escalation:2", "chen")]
     assert _round(sessions, 90) == 0  # the top: nobody further
-    assert len(_told(sessions)) == 3
+    assert len(_told(sessions)) == 4
     assert _actions(sessions, alert_id) == ["alert.escalated"] * 3
     with sessions() as s:
-        rows = list(s.scalars(select(Notification).where(Notification.rule == "escalation:2")))
-        assert rows[0].title.startswith("Escalated (level 2)")
-        assert "Not acknowledged after 20 min" in rows[0].body
+        rows = {
+            r.address: r
+            for r in s.scalars(select(Notification).where(Notification.rule == "escalation:2"))
+        }
+        assert rows["chen"].title.startswith("Escalated (level 2)")
+        assert "Not acknowledged after 20 min" in rows["chen"].body
+        assert rows["zhou"].title.startswith("已升级（第 2 级）：产线 L1 停机")
+        assert rows["zhou"].body.startswith("20 分钟无人确认。")
 
 
 def test_ack_stops_the_escalation_and_it_is_recorded(sessions):

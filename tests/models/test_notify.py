@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, time, timedelta
+from email.header import decode_header, make_header
 from pathlib import Path
 
 import pytest
@@ -237,11 +238,37 @@ def test_line_down_past_its_minutes_reaches_every_channel_signed_and_shaped(sess
     assert hook["type"] == "notifications" and hook["data"][0]["event"] == "line_down"
     assert hook["data"][0]["recipients"] == ["li.ming"]
     assert bots["webhook"].headers[0]["webhook-id"] == hook["id"]
+    # Li Ming reads zh-CN: his mail and inbox entry are worded in Chinese.
     [mail] = smtp.messages
-    assert mail["To"] == "li@plant.test" and "Line L1 down" in mail["Subject"]
-    assert "jam" in mail.get_payload()
+    subject = str(make_header(decode_header(mail["Subject"])))
+    assert mail["To"] == "li@plant.test" and subject == "[Loopline] 产线 L1 停机 16 分钟"
+    text = mail.get_payload(decode=True).decode()
+    assert "产线 L1 已停机 16 分钟，原因：jam" in text
+    assert inbox_rows[0].title == "产线 L1 停机 16 分钟"
     assert all(r.status == "sent" for r in _rows(sessions))
     assert all(r.message_id for r in _rows(sessions) if r.channel != "inbox")
+
+
+def test_a_group_channel_speaks_its_own_language(sessions, robots, smtp):
+    bots, urls = robots
+    rules = [{"name": "w", "event": "material_short", "to": ["role:production_manager"],
+              "via": ["wecom-prod", "inbox"]}]  # fmt: skip
+    config = _config(urls, smtp.port, rules=rules)
+    wx = config.channels["wecom-prod"].model_copy(update={"lang": "zh-CN"})
+    config = config.model_copy(update={"channels": {**config.channels, "wecom-prod": wx}})
+    now = datetime.now(UTC)
+    _sweep(sessions, config, now=now)
+    with transaction(sessions) as s:
+        record(s, actor="planner", action="purchase_request.raised", entity="material",
+               entity_id="STEEL", details={"qty": 40.0, "needed_by": "2026-12-05",
+                                           "arrives_if_ordered_now": "2026-12-08",
+                                           "jobs": ["WO-8-1"]})  # fmt: skip
+    assert _sweep(sessions, config, now=now) == 2
+    NotificationRelay(sessions, config).deliver_due()
+    content = bots["wecom"].accepted[0]["markdown"]["content"]
+    assert "物料 STEEL 短缺" in content and "等待的工单：WO-8-1" in content
+    [entry] = _rows(sessions, channel="inbox")  # Wang Fang reads English
+    assert entry.title == "Material STEEL short"
 
 
 def test_a_wrong_secret_is_refused_by_the_robots(sessions, robots, smtp):
