@@ -205,15 +205,22 @@ def text_size(channel: Channel, items: Sequence[Item]) -> int:
     return 0
 
 
-def fit(channel: Channel, items: Sequence[Item]) -> int:
-    """How many of ``items`` (from the first) one message can carry (at least one)."""
-    n = min(len(items), channel.max_batch)
+def fit(channel: Channel, items: Sequence[Item], cap: int | None = None) -> int:
+    """How many of ``items`` (from the first) one message can carry: at most ``cap``
+    (default the channel's ``max_batch``) and what the channel's text limit takes; at
+    least one (its text is cut to fit)."""
+    n = max(1, min(len(items), cap or channel.max_batch))
     limit = TEXT_LIMIT_BYTES.get(channel.type)
-    if limit is None:
+    if limit is None or text_size(channel, items[:n]) <= limit:
         return n
-    while n > 1 and text_size(channel, items[:n]) > limit:
-        n -= 1
-    return n
+    low, high = 1, n - 1  # the largest count that fits, by bisection
+    while low < high:
+        mid = (low + high + 1) // 2
+        if text_size(channel, items[:mid]) <= limit:
+            low = mid
+        else:
+            high = mid - 1
+    return low
 
 
 def send(

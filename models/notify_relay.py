@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import os
 import random
 import socket
@@ -36,8 +37,11 @@ from loopline.models.notify_rules import INBOX, Channel, NotifyConfig
 log = logging.getLogger("loopline.notify")
 
 LEASE_S = 60.0
-CLAIM_LIMIT = 500
+# Enough for a robot's fullest minute (20 messages of MAX_BATCH_LIMITED).
+CLAIM_LIMIT = 2000
 LAST_ERROR_MAX_CHARS = 1000
+# Items one message carries at most when the rate limit forces fuller messages.
+MAX_BATCH_LIMITED = 100
 # How long a channel that answered "too many requests" is left alone.
 RATE_LIMITED_PAUSE_S = 30.0
 
@@ -140,7 +144,10 @@ class NotificationRelay:
         budget, _ = self._budget(channel, name)
         rest = list(group)
         while rest and budget > 0:
-            n = fit(channel, [r.item for r in rest])
+            # More due than the budget carries at max_batch: fuller messages now rather
+            # than the rest waiting for the rate limit's window (up to the text limit).
+            cap = max(channel.max_batch, math.ceil(len(rest) / budget))
+            n = fit(channel, [r.item for r in rest], cap=min(cap, MAX_BATCH_LIMITED))
             batch, rest = rest[:n], rest[n:]
             message_id = (
                 "ntf_"

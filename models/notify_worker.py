@@ -25,7 +25,7 @@ log = logging.getLogger("loopline.notify")
 
 SWEEP_LOCK = "ll:lock:notify"
 SWEEP_LOCK_TTL_S = 8.0
-SWEEP_EVERY_S = 2.0
+SWEEP_EVERY_S = 1.0
 RELAY_EVERY_S = 1.0
 
 
@@ -54,6 +54,8 @@ class Notifier:
         self.directory = directory
         self.relay = relay
         self._stop = threading.Event()
+        # Set by a sweep that wrote rows, so they leave now rather than at the next round.
+        self._due = threading.Event()
         self._threads: list[threading.Thread] = []
 
     def sweep(self) -> SweepResult | None:
@@ -78,6 +80,8 @@ class Notifier:
                     )
                 ]
             self._announce(fresh)
+            if written or steps:
+                self._due.set()
             return SweepResult(written, steps)
         finally:
             lock.release()
@@ -102,27 +106,35 @@ class Notifier:
 
     def start(self) -> None:
         self._stop.clear()
-        for name, target, every in (
-            ("notify-sweep", self.sweep, SWEEP_EVERY_S),
-            ("notify-relay", self.deliver, RELAY_EVERY_S),
+        for name, target in (
+            ("notify-sweep", self._sweep_forever),
+            ("notify-relay", self._relay_forever),
         ):
-            t = threading.Thread(
-                target=self._forever, args=(name, target, every), name=f"loopline-{name}"
-            )
-            t.daemon = True
+            t = threading.Thread(target=target, name=f"loopline-{name}", daemon=True)
             t.start()
             self._threads.append(t)
 
-    def _forever(self, name: str, work: object, every: float) -> None:
-        assert callable(work)
-        while not self._stop.wait(every):
+    def _sweep_forever(self) -> None:
+        while not self._stop.wait(SWEEP_EVERY_S):
             try:
-                work()
+                self.sweep()
             except Exception:  # the next round tries again
-                log.exception("%s failed", name)
+                log.exception("notification sweep failed")
+
+    def _relay_forever(self) -> None:
+        while not self._stop.is_set():
+            self._due.wait(RELAY_EVERY_S)
+            self._due.clear()
+            if self._stop.is_set():
+                return
+            try:
+                self.deliver()
+            except Exception:  # the rows stay pending: the next round tries again
+                log.exception("notification relay failed")
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
+        self._due.set()
         for t in self._threads:
             t.join(timeout)
         self._threads.clear()

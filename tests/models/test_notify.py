@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime, time, timedelta
 from email.header import decode_header, make_header
 from pathlib import Path
@@ -122,6 +123,14 @@ def _line_down(sessions, minutes: int, line: str = "L1", at: datetime = T0) -> i
             at=at,
         )
         return alert.id
+
+
+def _down_lines(sessions, numbers, *, at: datetime) -> None:
+    with transaction(sessions) as s:
+        for i in numbers:
+            open_alert(s, key=f"line_down:X{i}", kind="line_down", entity="line",
+                       entity_id=f"X{i}", severity="critical", message=f"Line X{i} down",
+                       at=at)  # fmt: skip
 
 
 def _sweep(sessions, config, *, now: datetime) -> int:
@@ -319,21 +328,39 @@ def test_over_the_budget_messages_wait_and_then_carry_everything_due(sessions, r
     config = _config(urls, smtp.port, rules=rules)
     chat = config.channels["line-chat"].model_copy(update={"max_batch": 1})
     config = config.model_copy(update={"channels": {**config.channels, "line-chat": chat}})
-    with transaction(sessions) as s:
-        for i in range(25):
-            open_alert(s, key=f"line_down:X{i}", kind="line_down", entity="line",
-                       entity_id=f"X{i}", severity="critical", message=f"Line X{i} down",
-                       at=T0)  # fmt: skip
+    _down_lines(sessions, range(20), at=T0)
     _sweep(sessions, config, now=T0)
     clock = Clock(T0)
     relay = NotificationRelay(sessions, config, now=clock)
-    assert relay.deliver_due() == 20  # DingTalk takes 20 a minute
+    assert relay.deliver_due() == 20  # 20 messages: DingTalk's minute is used up
+    assert len(bots["dingtalk"].accepted) == 20
+    clock.at = T0 + timedelta(seconds=10)
+    _down_lines(sessions, range(20, 25), at=clock.at)
+    _sweep(sessions, config, now=clock.at)
+    assert relay.deliver_due() == 0
     waiting = _rows(sessions, status="pending")
     assert len(waiting) == 5
     assert {r.next_attempt_at for r in waiting} == {T0 + timedelta(seconds=60)}
     clock.at = T0 + timedelta(seconds=30)
     assert relay.deliver_due() == 0  # not due yet
     assert bots["dingtalk"].refused == []
+
+
+def test_more_than_the_budget_carries_at_max_batch_goes_in_fuller_messages(sessions, robots, smtp):
+    bots, urls = robots
+    rules = [{"name": "down", "event": "line_down", "to": ["role:line_lead"],
+              "via": ["line-chat"], "dedupe_min": 0}]  # fmt: skip
+    config = _config(urls, smtp.port, rules=rules)
+    chat = config.channels["line-chat"].model_copy(update={"max_batch": 5})
+    config = config.model_copy(update={"channels": {**config.channels, "line-chat": chat}})
+    _down_lines(sessions, range(200), at=T0)  # 20 messages of 5 would leave 100 waiting
+    _sweep(sessions, config, now=T0)
+    relay = NotificationRelay(sessions, config, now=Clock(T0))
+    assert relay.deliver_due() == 200
+    messages = bots["dingtalk"].accepted
+    assert len(messages) <= 20 and bots["dingtalk"].refused == []
+    told = {m for b in messages for m in re.findall(r"Line (X\d+) down", b["markdown"]["text"])}
+    assert len(told) == 200
 
 
 def test_feishu_gets_at_most_five_a_second(sessions, robots, smtp):
@@ -344,20 +371,25 @@ def test_feishu_gets_at_most_five_a_second(sessions, robots, smtp):
     bot = config.channels["feishu-mgmt"].model_copy(update={"max_batch": 1})
     config = config.model_copy(update={"channels": {**config.channels, "feishu-mgmt": bot}})
     now = datetime.now(UTC)
-    with transaction(sessions) as s:
-        for i in range(12):
-            open_alert(s, key=f"line_down:X{i}", kind="line_down", entity="line",
-                       entity_id=f"X{i}", severity="critical", message=f"Line X{i} down",
-                       at=now)  # fmt: skip
-    assert _sweep(sessions, config, now=now) == 12
+    _down_lines(sessions, range(5), at=now)
+    assert _sweep(sessions, config, now=now) == 5
     relay = NotificationRelay(sessions, config)  # real time, as the robot counts it
-    sent = 0
-    deadline = datetime.now(UTC) + timedelta(seconds=8)
-    while sent < 12 and datetime.now(UTC) < deadline:
+    assert relay.deliver_due() == 5  # five messages: the second is used up
+    later = datetime.now(UTC)
+    _down_lines(sessions, range(5, 8), at=later)
+    _sweep(sessions, config, now=later)
+    assert relay.deliver_due() == 0
+    sent, deadline = 0, datetime.now(UTC) + timedelta(seconds=5)
+    while sent < 3 and datetime.now(UTC) < deadline:
         sent += relay.deliver_due()
-    assert sent == 12
+    assert sent == 3
     assert bots["feishu"].refused == []
-    assert len(bots["feishu"].accepted) == 12
+    # As the one-second window frees one message at a time, waiting items share it.
+    texts = [json.dumps(b, ensure_ascii=False) for b in bots["feishu"].accepted]
+    assert {m for t in texts for m in re.findall(r"Line (X\d+) down", t)} == {
+        f"X{i}" for i in range(8)
+    }
+    assert 6 <= len(texts) <= 8
 
 
 def test_a_channel_that_is_down_loses_nothing_and_dies_with_an_alert(sessions, robots, smtp):
