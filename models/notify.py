@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, exists, or_, select, update
+from sqlalchemy import and_, exists, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from loopline.models.clock import utcnow
@@ -91,12 +91,13 @@ def fan_out(
     quiet: QuietHours | None,
     dedupe_min: float,
     now: datetime,
-    told: set[tuple[str, str, str]] | None = None,
+    told: Told | None = None,
 ) -> list[Notification]:
     """Write the rows that tell ``to`` of ``event`` on each channel of ``via``.
 
-    ``told``: the (event key, channel, address) rows known to exist, if the caller loaded
-    them (a sweep sees every active alert each round: one query instead of one per row).
+    ``told``: what was told already, loaded by the caller for a whole sweep (a sweep sees
+    every active alert each round: two queries instead of one per row); the caller then
+    flushes. Without it, each row is checked in SQL.
     """
     people: dict[str, tuple[str, Address]] = {}
     empty_roles: list[str] = []
@@ -133,9 +134,10 @@ def fan_out(
                     ],
                 }
         for recipient, address, lang in targets:
-            if told is not None and (occurrence, name, address[:200]) in told:
-                continue
-            if _told(session, occurrence, event, name, address, dedupe_min=dedupe_min, now=now):
+            if told is not None:
+                if told.seen(occurrence, event, name, address, dedupe_min=dedupe_min, now=now):
+                    continue
+            elif _told(session, occurrence, event, name, address, dedupe_min=dedupe_min, now=now):
                 continue
             title, body = text(event, lang)
             row = Notification(
@@ -161,9 +163,78 @@ def fan_out(
             )
             session.add(row)
             rows.append(row)
-    if rows:
+            if told is not None:
+                told.add(row)
+    if rows and told is None:
         session.flush()
     return rows
+
+
+class Told:
+    """What a sweep's events were told already: their occurrences, and the newest row of
+    each condition per channel and address (for the dedupe window)."""
+
+    def __init__(self) -> None:
+        self.occurrences: set[tuple[str, str, str]] = set()
+        self.latest: dict[tuple[str, str, str], datetime] = {}
+
+    @classmethod
+    def load(
+        cls, session: Session, events: Sequence[Event], rules: Sequence[Rule], *, now: datetime
+    ) -> Told:
+        told = cls()
+        keys = list({f"{e.key}|{r.name}"[:200] for e in events for r in rules})
+        conditions = list({e.dedupe_key[:200] for e in events})
+        window = max((r.dedupe_min for r in rules), default=0.0)
+        for i in range(0, len(keys), 500):
+            told.occurrences.update(
+                (k, c, a)
+                for k, c, a in session.execute(
+                    select(
+                        Notification.event_key, Notification.channel, Notification.address
+                    ).where(Notification.event_key.in_(keys[i : i + 500]))
+                )
+            )
+        for i in range(0, len(conditions), 500) if window > 0 else ():
+            for d, c, a, at in session.execute(
+                select(
+                    Notification.dedupe_key,
+                    Notification.channel,
+                    Notification.address,
+                    func.max(Notification.created_at),
+                )
+                .where(
+                    Notification.dedupe_key.in_(conditions[i : i + 500]),
+                    Notification.created_at > now - timedelta(minutes=window),
+                )
+                .group_by(Notification.dedupe_key, Notification.channel, Notification.address)
+            ):
+                told.latest[(d, c, a)] = at
+        return told
+
+    def seen(
+        self,
+        occurrence: str,
+        event: Event,
+        channel: str,
+        address: str,
+        *,
+        dedupe_min: float,
+        now: datetime,
+    ) -> bool:
+        """Whether this occurrence was told, or its condition within the dedupe window."""
+        if (occurrence, channel, address[:200]) in self.occurrences:
+            return True
+        latest = self.latest.get((event.dedupe_key[:200], channel, address[:200]))
+        return (
+            dedupe_min > 0 and latest is not None and latest > now - timedelta(minutes=dedupe_min)
+        )
+
+    def add(self, row: Notification) -> None:
+        self.occurrences.add((row.event_key, row.channel, row.address))
+        key = (row.dedupe_key, row.channel, row.address)
+        if key not in self.latest or self.latest[key] < row.created_at:
+            self.latest[key] = row.created_at
 
 
 def _told(
@@ -377,17 +448,7 @@ def apply_rules(
     """Tell each event to every rule that matches it; how many rows were written."""
     written = 0
     events = list(events)
-    keys = list({f"{e.key}|{r.name}"[:200] for e in events for r in config.rules})
-    told: set[tuple[str, str, str]] = set()
-    for i in range(0, len(keys), 500):
-        told.update(
-            (k, c, a)
-            for k, c, a in session.execute(
-                select(Notification.event_key, Notification.channel, Notification.address).where(
-                    Notification.event_key.in_(keys[i : i + 500])
-                )
-            )
-        )
+    told = Told.load(session, events, config.rules, now=now)
     for event in events:
         for rule in config.rules:
             if matches(rule, event):
@@ -406,6 +467,7 @@ def apply_rules(
                         told=told,
                     )
                 )
+    session.flush()
     return written
 
 
