@@ -19,6 +19,7 @@ from loopline.api.routes import (
     followups,
     health,
     kpi,
+    notifications,
     orders,
     purchasing,
     quotes,
@@ -62,6 +63,7 @@ def create_app(ctx: ApiContext, *, with_dashboard: bool = True) -> FastAPI:
     )
     for module in (health, crm, orders, factory, alerts, changes, quotes, purchasing, stream):
         api.include_router(module.router)
+    api.include_router(notifications.router)
     api.include_router(session_routes.router)
     api.include_router(followups.router)
     api.include_router(kpi.router)

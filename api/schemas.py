@@ -113,6 +113,12 @@ class AlertView(_View):
     acked_by: str | None
     resolved_at: str | None
     details: Any
+    # Escalation (models/escalation.py); null for an alert no policy escalates.
+    escalation_level: int | None = None
+    escalate_at: str | None = Field(default=None, description="ISO 8601; next level due")
+    snoozed_until: str | None = Field(default=None, description="ISO 8601")
+    resolved_by: str | None = None
+    resolve_reason: str | None = None
 
 
 class ImpactEntry(_View):
@@ -294,3 +300,18 @@ class KpiReportView(_View):
     kpis: list[KpiView]
     oee: OeeView
     alerts_by_age: list[AlertAgeView]
+
+
+class NotificationView(_View):
+    id: int
+    event: str
+    severity: str
+    title: str
+    body: str
+    created_at: str | None = Field(description="ISO 8601, UTC")
+    read_at: str | None = Field(description="ISO 8601, UTC; null while unread")
+    recipient: str = Field(description="as the rule named it: role:x, person:y or an address")
+    address: str = Field(description="the person's id (or role:x when nobody holds the role)")
+    alert_id: int | None
+    rule: str
+    details: Any

@@ -151,11 +151,13 @@ def worker(verbose: bool = False) -> None:
     """Replan on order changes, evaluate alerts, and relay feedback to the CRM."""
     _logging(verbose)
     from loopline.models.loop import request_replan
-    from loopline.runtime import build_loop, build_runtime, build_status_watcher
+    from loopline.runtime import build_loop, build_notifier, build_runtime, build_status_watcher
     from loopline.settings import Settings
 
     rt = build_runtime(Settings(), demo=False)
     loop = build_loop(rt)
+    # Notifications and escalation timers (LOOPLINE_NOTIFY_RULES; None when unset).
+    notifier = build_notifier(rt)
     # A dead ingest (its Will says offline) is an alert; the worker is who watches.
     watcher = build_status_watcher(rt, rt.resolved.mqtt_url) if rt.resolved.mqtt_url else None
     if not rt.live.ids("line"):
@@ -167,9 +169,13 @@ def worker(verbose: bool = False) -> None:
     loop.start()
     if watcher is not None:
         watcher.start()
+    if notifier is not None:
+        notifier.start()
     try:
         _wait_for_signal()
     finally:
+        if notifier is not None:
+            notifier.stop()
         if watcher is not None:
             watcher.stop()
         loop.stop()
@@ -590,6 +596,115 @@ def keys_revoke(
     if row is None:
         _refuse(f"no active key '{key_id}'")
     console.print(f"revoked key {key_id}")
+
+
+notify_app = typer.Typer(no_args_is_help=True, help="Notification rules and channels.")
+app.add_typer(notify_app, name="notify")
+
+
+def _rules_or_refuse(file: Path | None) -> tuple[Path, object]:
+    from loopline.models.notify_rules import RulesFileError, load_rules
+    from loopline.settings import Settings
+
+    path = file or Settings().notify_rules
+    if path is None:
+        _refuse("give a rules file or set LOOPLINE_NOTIFY_RULES")
+    try:
+        return path, load_rules(path)
+    except RulesFileError as exc:
+        _refuse(f"invalid rules file {path}: {len(exc.errors)} issue(s)", exc.errors)
+
+
+@notify_app.command("check")
+def notify_check(
+    file: Annotated[
+        Path | None, typer.Argument(help="Rules file (default: LOOPLINE_NOTIFY_RULES)")
+    ] = None,
+) -> None:
+    """Validate a rules file; print what it sets up, or every problem with its field."""
+    from loopline.models.notify_rules import NotifyConfig
+
+    path, config = _rules_or_refuse(file)
+    assert isinstance(config, NotifyConfig)
+    channels = ", ".join(f"{n} ({c.type})" for n, c in config.channels.items()) or "none"
+    console.print(f"{path}: valid", highlight=False)
+    for warning in config.warnings():
+        console.print(f"  [yellow]warning: {escape(warning)}[/]", soft_wrap=True)
+    console.print(f"  channels: inbox, {channels}", highlight=False, soft_wrap=True)
+    console.print(f"  people: {len(config.people)}", highlight=False)
+    for rule in config.rules:
+        console.print(
+            f"  rule {rule.name}: {rule.event} -> {', '.join(rule.to)} via {', '.join(rule.via)}",
+            highlight=False,
+            soft_wrap=True,
+        )
+    for pol in config.escalation:
+        chain = " -> ".join("+".join(level) for level in pol.levels)
+        console.print(
+            f"  escalation {pol.severity}: every {pol.ack_within_min:g} min {chain}",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
+@notify_app.command("test")
+def notify_test(
+    channel: Annotated[str, typer.Argument(help="A channel's name in the rules file")],
+    to: Annotated[str, typer.Option(help="E-mail channels: the address to write to")] = "",
+    file: Annotated[Path | None, typer.Option("--rules", help="Rules file")] = None,
+) -> None:
+    """Send one test message on a channel now (not queued), and say what it answered."""
+    import httpx
+
+    from loopline.models.channels import Item, SendError, send
+    from loopline.models.clock import utcnow
+    from loopline.models.notify_rules import NotifyConfig
+
+    _, config = _rules_or_refuse(file)
+    assert isinstance(config, NotifyConfig)
+    found = config.channel(channel)
+    if found is None:
+        _refuse(f"no channel {channel!r} (known: {', '.join(config.channels) or 'none'})")
+    if found.type == "email" and not to:
+        _refuse("an e-mail channel needs --to ADDRESS")
+    now = utcnow()
+    item = Item(
+        id=0,
+        title="Loopline test message",
+        body=f"Channel {channel} works ({now:%Y-%m-%d %H:%M} UTC).",
+        severity="info",
+        event="test",
+        created_at=now,
+    )
+    try:
+        with httpx.Client() as client:
+            send(found, [item], message_id=f"ntf_test_{int(now.timestamp())}", address=to,
+                 client=client, now=now)  # fmt: skip
+    except SendError as exc:
+        console.print(f"[red]{escape(channel)}: not delivered: {escape(str(exc))}[/]")
+        raise typer.Exit(1) from None
+    console.print(f"{channel}: delivered")
+
+
+@notify_app.command("requeue")
+def notify_requeue(
+    channel: Annotated[str | None, typer.Option(help="Only this channel's")] = None,
+) -> None:
+    """Give dead notifications fresh attempts (once their channel works again)."""
+    _logging(False)
+    from loopline.models.clock import utcnow
+    from loopline.models.db import make_sessions, transaction
+    from loopline.models.notify_relay import requeue_dead
+    from loopline.runtime import open_database
+    from loopline.settings import Settings
+
+    engine = open_database(Settings())
+    try:
+        with transaction(make_sessions(engine)) as session:
+            count = requeue_dead(session, channel=channel, now=utcnow())
+    finally:
+        engine.dispose()
+    console.print(f"requeued {count} notification{'s' if count != 1 else ''}")
 
 
 if __name__ == "__main__":

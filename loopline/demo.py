@@ -27,12 +27,14 @@ from loopline.ingest.mqtt.broker import EmbeddedBroker
 from loopline.ingest.mqtt.publisher import LinePublisher
 from loopline.models.clock import Clock, utcnow
 from loopline.models.db import transaction
+from loopline.models.notify_rules import NotifyConfig, parse_rules
 from loopline.models.planning import backend as planner_backend
 from loopline.runtime import (
     Runtime,
     build_app,
     build_consumer,
     build_loop,
+    build_notifier,
     build_runtime,
     build_status_watcher,
 )
@@ -209,6 +211,11 @@ def _start(
     loop.replan_now("demo start")
     loop.start()
     stoppers.append(loop.stop)
+    # Without a rules file the demo tells its in-app inbox (GET /api/v1/notifications).
+    notifier = build_notifier(rt, None if settings.notify_rules else demo_rules())
+    if notifier is not None:
+        notifier.start()
+        stoppers.append(notifier.stop)
     if simulate:
         publisher = LinePublisher(demo.mqtt_url, client_id="loopline-demo-lines")
         publisher.start()
@@ -282,6 +289,33 @@ def seed_people(session: Session) -> dict[str, tuple[str, str]]:
             )
             made[username] = (password, sees)
     return made
+
+
+def demo_rules() -> NotifyConfig:
+    """The demo's notification rules: every event to the inbox of the roles the demo's
+    tokens sign in as, and critical alerts escalated up to the plant manager."""
+    to = {
+        "line_down": ["role:production_manager"],
+        "order_at_risk": ["role:sales", "role:production_manager"],
+        "promise_broken": ["role:sales"],
+        "rush_accepted": ["role:production_manager"],
+        "change_waiting": ["role:production_manager"],
+        "material_short": ["role:purchasing"],
+        "crm_unreachable": ["role:admin"],
+    }
+    return parse_rules(
+        {
+            "rules": [{"name": event, "event": event, "to": who} for event, who in to.items()],
+            "escalation": [
+                {
+                    "severity": "critical",
+                    "ack_within_min": 15,
+                    "levels": [["role:production_manager"], ["role:plant_manager"]],
+                }
+            ],
+        },
+        source="demo rules",
+    )
 
 
 def _wait_http(url: str, timeout_s: float = 20.0) -> None:

@@ -24,6 +24,9 @@ from loopline.models.db import make_engine, make_sessions, migrate
 from loopline.models.live import LiveState
 from loopline.models.live_store import LiveStore, open_live_store
 from loopline.models.loop import Loop, LoopConfig
+from loopline.models.notify_relay import NotificationRelay
+from loopline.models.notify_rules import ConfigDirectory, NotifyConfig, RulesFileError, load_rules
+from loopline.models.notify_worker import Notifier
 from loopline.models.outbox import OutboxRelay
 from loopline.models.replan import PlanWindow
 from loopline.models.tracking import TrackingLinks, tracking_key
@@ -241,3 +244,37 @@ def build_status_watcher(rt: Runtime, mqtt_url: str) -> StatusWatcher:
         client_id=f"{rt.settings.mqtt_client_id}-status-{uuid.uuid4().hex[:8]}",
         on_status=partial(ingest_status_changed, rt.sessions, rt.live),
     )
+
+
+def build_notifier(rt: Runtime, config: NotifyConfig | None = None) -> Notifier | None:
+    """The worker's notification sweep and relay, from ``LOOPLINE_NOTIFY_RULES`` (or the
+    given rules); None when there are no rules. A bad rules file stops the process, naming
+    each failing field."""
+    path = rt.settings.notify_rules
+    if config is None:
+        if path is None:
+            log.info("notifications: off (LOOPLINE_NOTIFY_RULES unset)")
+            return None
+        try:
+            config = load_rules(path)
+        except RulesFileError as exc:
+            raise SystemExit(
+                f"invalid rules file {exc.path}:\n  " + "\n  ".join(exc.errors)
+            ) from None
+        for warning in config.warnings():
+            log.warning("notification rules: %s", warning)
+    log.info(
+        "notifications: %d rules, %d escalation policies, channels %s",
+        len(config.rules),
+        len(config.escalation),
+        ", ".join(["inbox", *config.channels]),
+    )
+    relay = NotificationRelay(
+        rt.sessions,
+        config,
+        backoff_base_s=rt.settings.notify_backoff_base_s,
+        backoff_max_s=rt.settings.notify_backoff_max_s,
+    )
+    # The users table will back this later (people with roles); for now the file's people.
+    directory = ConfigDirectory(config.people)
+    return Notifier(rt.sessions, rt.live, rt.clock, config, directory, relay)

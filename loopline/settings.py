@@ -88,6 +88,12 @@ class Settings(BaseSettings):
     oidc_client_id: str = ""
     oidc_client_secret: SecretStr | None = None
     oidc_scopes: str = "openid profile email"
+    # Notifications and escalation (docs/notifications.md): the rules file (YAML or JSON);
+    # unset: nobody is notified (the demo tells its inbox). Delivery retries back off from
+    # the base to the max (seconds) per channel, up to each channel's max_attempts.
+    notify_rules: Path | None = None
+    notify_backoff_base_s: float = Field(default=2.0, gt=0.0)
+    notify_backoff_max_s: float = Field(default=600.0, gt=0.0)
 
     @field_validator("auto_approve_priorities")
     @classmethod

@@ -1,35 +1,59 @@
-"""Alerts: list and acknowledge."""
+"""Alerts: list, acknowledge, snooze, resolve with a reason."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, Body, HTTPException
+from pydantic import BaseModel, ConfigDict, Field
 
 from loopline.api.deps import LiveDep, SessionDep, VisibleDep, WriterDep
 from loopline.api.errors import RowId, error_responses
 from loopline.api.schemas import AlertView
 from loopline.models.alerts import ack_alert, alert_view, list_alerts
-from loopline.models.clock import iso
+from loopline.models.clock import iso, utcnow
+from loopline.models.escalation import AlertClosed, escalation_view, resolve, snooze, stop
+from loopline.models.notify_records import AlertEscalation
+from loopline.models.records import Alert
 from loopline.models.scope import alert_ok
 from loopline.models.watch import mirror_alerts
 
 router = APIRouter(prefix="/alerts", tags=["alerts"], responses=error_responses(401))
 
 
+class SnoozeIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    minutes: float = Field(gt=0, le=7 * 24 * 60, description="how long to hold it")
+
+
+class ResolveIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: str = Field(min_length=1, max_length=2000, description="why it is closed")
+
+
 def _json(view: dict[str, Any]) -> dict[str, Any]:
     return {k: iso(v) if hasattr(v, "tzinfo") else v for k, v in view.items()}
 
 
+def _view(session: SessionDep, alert: Alert) -> dict[str, Any]:
+    esc = session.get(AlertEscalation, alert.id)
+    return _json({**alert_view(alert), **escalation_view(esc)})
+
+
 @router.get("", summary="Active alerts (all=true: resolved too)", response_model=list[AlertView])
 def alerts(session: SessionDep, vis: VisibleDep, all: bool = False) -> list[dict[str, Any]]:
-    views = (alert_view(a) for a in list_alerts(session, include_resolved=all))
-    return [_json(v) for v in views if alert_ok(v, vis)]
+    rows = list_alerts(session, include_resolved=all)
+    found = session.query(AlertEscalation).filter(
+        AlertEscalation.alert_id.in_([a.id for a in rows])
+    )
+    escs = {e.alert_id: e for e in found}
+    views = (_json({**alert_view(a), **escalation_view(escs.get(a.id))}) for a in rows)
+    return [v for v in views if alert_ok(v, vis)]
 
 
 @router.post(
     "/{alert_id}/ack",
-    summary="Acknowledge an alert",
+    summary="Acknowledge an alert (its escalation stops)",
     response_model=AlertView,
     responses=error_responses(403, 404),
 )
@@ -38,6 +62,69 @@ def ack(alert_id: RowId, session: SessionDep, live: LiveDep, who: WriterDep) -> 
         alert = ack_alert(session, alert_id=alert_id, actor=who.name)
         if alert is None:
             raise HTTPException(404, detail=f"no alert {alert_id}")
+        esc = session.get(AlertEscalation, alert.id)
+        if esc is not None and esc.stopped_at is None:
+            stop(session, esc, reason=f"acknowledged by {who.name}", now=utcnow())
         session.flush()
         mirror_alerts(session, live)
-        return _json(alert_view(alert))
+        return _view(session, alert)
+
+
+@router.post(
+    "/{alert_id}/snooze",
+    summary="Hold an alert's escalation and notifications for some minutes",
+    response_model=AlertView,
+    responses=error_responses(403, 404, 409),
+)
+def snooze_alert(
+    alert_id: RowId,
+    body: Annotated[SnoozeIn, Body()],
+    session: SessionDep,
+    who: WriterDep,
+) -> dict[str, Any]:
+    with session.begin():
+        try:
+            esc = snooze(
+                session,
+                alert_id=alert_id,
+                minutes=body.minutes,
+                actor=who.name,
+                now=utcnow(),
+            )
+        except AlertClosed:
+            raise HTTPException(409, detail=f"alert {alert_id} is resolved") from None
+        if esc is None:
+            raise HTTPException(404, detail=f"no alert {alert_id}")
+        alert = session.get(Alert, alert_id)
+        assert alert is not None
+        return _view(session, alert)
+
+
+@router.post(
+    "/{alert_id}/resolve",
+    summary="Close an alert by hand, with the reason (recorded)",
+    response_model=AlertView,
+    responses=error_responses(403, 404, 409),
+)
+def resolve_alert(
+    alert_id: RowId,
+    body: Annotated[ResolveIn, Body()],
+    session: SessionDep,
+    live: LiveDep,
+    who: WriterDep,
+) -> dict[str, Any]:
+    with session.begin():
+        try:
+            alert = resolve(
+                session,
+                alert_id=alert_id,
+                reason=body.reason,
+                actor=who.name,
+                now=utcnow(),
+            )
+        except AlertClosed:
+            raise HTTPException(409, detail=f"alert {alert_id} is resolved already") from None
+        if alert is None:
+            raise HTTPException(404, detail=f"no alert {alert_id}")
+        mirror_alerts(session, live)
+        return _view(session, alert)

@@ -22,6 +22,7 @@ from loopline.api.app import create_app
 from loopline.models.alerts import open_alert
 from loopline.models.db import transaction
 from loopline.models.followup import FollowupTask
+from loopline.models.notify_records import Notification
 from loopline.models.records import Customer, PendingChange
 from loopline.models.users import add_user, create_key
 from loopline.runtime import api_context
@@ -34,7 +35,7 @@ MISSING = "SO-7999"
 # What may never reach the rep: the foreign order, its work order, its customer and rep.
 SECRETS = (FOREIGN, "WO-7101-1", "Acme", "zhang.wei")
 # Path parameters naming something that belongs to an order.
-SCOPED_PARAMS = {"order_id", "change_id", "alert_id", "task_id"}
+SCOPED_PARAMS = {"order_id", "change_id", "alert_id", "task_id", "notification_id"}
 QUOTE = {"sku": "P1", "qty": 50, "requested_date": (date.today() + timedelta(days=9)).isoformat()}
 
 
@@ -93,8 +94,29 @@ def world(api_stack):
             due_at=datetime.now(UTC),
         )
         s.add(task)
+        # An order at risk told to every sales person's inbox (a rule naming role:sales).
+        told = Notification(
+            event="order_at_risk",
+            event_key=f"risk:{FOREIGN}",
+            dedupe_key=f"risk:{FOREIGN}",
+            rule="order_at_risk",
+            title=f"{FOREIGN} at risk",
+            body=f"{FOREIGN} for Acme (zhang.wei) may be late",
+            details={"order": FOREIGN},
+            channel="inbox",
+            channel_type="inbox",
+            recipient="role:sales",
+            address="role:sales",
+        )
+        s.add(told)
         s.flush()
-        ids = {"change": change.id, "alert": alert.id, "key": other_row.id, "task": task.id}
+        ids = {
+            "change": change.id,
+            "alert": alert.id,
+            "key": other_row.id,
+            "task": task.id,
+            "notification": told.id,
+        }
     return {
         "stack": api_stack,
         "rep": {"Authorization": f"Bearer {rep_key}"},
@@ -110,6 +132,7 @@ def _params(ids: dict[str, Any]) -> dict[str, tuple[str, str]]:
         "change_id": (str(ids["change"]), "999999"),
         "alert_id": (str(ids["alert"]), "999999"),
         "task_id": (str(ids["task"]), "999999"),
+        "notification_id": (str(ids["notification"]), "999999"),
         "session_id": ("0" * 64, "1" * 64),
         "username": ("rep.a", "nobody"),
         "key_id": (ids["key"], "000000000000"),

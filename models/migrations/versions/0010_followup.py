@@ -2,7 +2,7 @@
 (delivery confirmation, satisfaction score and note)
 
 Revision ID: 0010_followup
-Revises: 0008_users
+Revises: 0009_notifications
 Create Date: 2026-12-03 07:00:00.000000
 """
 
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0010_followup"
-down_revision = "0008_users"
+down_revision = "0009_notifications"
 branch_labels = None
 depends_on = None
 
