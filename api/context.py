@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import redis.asyncio as aredis
 from sqlalchemy.orm import Session, sessionmaker
 
+from loopline.ingest.crm.connector import Registry
 from loopline.models.approvals import ApprovalPolicy
 from loopline.models.clock import Clock
 from loopline.models.live import LiveState
@@ -37,3 +38,5 @@ class ApiContext:
     session_secret: str | None = None
     session_policy: SessionPolicy = SessionPolicy()
     cors_origins: tuple[str, ...] = ()
+    # The CRM connectors by name (None: the shipped presets and LOOPLINE_CONNECTORS_DIR's).
+    connectors: Registry | None = None

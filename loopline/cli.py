@@ -323,5 +323,9 @@ def sessions_revoke(
         raise typer.Exit(1)
 
 
+from loopline.cli_connectors import connectors_app  # noqa: E402 (a sub-command group)
+
+app.add_typer(connectors_app, name="connectors")
+
 if __name__ == "__main__":
     app()
