@@ -14,6 +14,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from loopline.api.app import create_app
 from loopline.api.context import ApiContext
 from loopline.api.security import redact_logs
+from loopline.ingest.crm.connector import Registry
+from loopline.ingest.crm.relay import ConnectorRelay, needs_relay
 from loopline.ingest.mqtt.consumer import MqttConsumer
 from loopline.ingest.mqtt.status import StatusWatcher
 from loopline.ingest.shopfloor import ShopfloorHandler, ingest_status_changed
@@ -94,6 +96,7 @@ def api_context(rt: Runtime) -> ApiContext:
         approval_policy=approval_policy(rt),
         plan_window=plan_window(rt),
         session_secret=rt.resolved.session_secret,
+        connectors=Registry(rt.settings.connectors_dir),
         session_policy=SessionPolicy(
             idle_s=rt.settings.session_idle_h * 3600,
             max_age_s=rt.settings.session_max_age_h * 3600,
@@ -139,16 +142,19 @@ def build_loop(rt: Runtime, crm_url: str | None = None, *, warm_planner: bool = 
         # Load the planner's compiled kernels now, not in the first replan.
         warm_up()
     url = crm_url or rt.resolved.crm_url
-    relay = (
-        OutboxRelay(
+    connectors = Registry(rt.settings.connectors_dir)
+    # Feedback goes back through each order's connector (its CRM's API), else to the URL.
+    relay: OutboxRelay | None = (
+        ConnectorRelay(
             rt.sessions,
+            registry=connectors,
             url=url,
             secret=rt.resolved.crm_secret,
             max_attempts=rt.settings.outbox_max_attempts,
             backoff_base_s=rt.settings.outbox_backoff_base_s,
             backoff_max_s=rt.settings.outbox_backoff_max_s,
         )
-        if url
+        if url or needs_relay(connectors)
         else None
     )
     config = LoopConfig(

@@ -77,6 +77,7 @@ class FieldSpec(_Spec):
     path: str | None = None
     const: Any = None
     map: dict[str, Any] = Field(default_factory=dict)
+    otherwise: Any = None  # with ``map``: what a value the map does not name becomes
     default: Any = None
     type: Literal["any", "str", "int", "date", "epoch_ms", "datetime"] = "any"
     tz: str = "UTC"
@@ -110,6 +111,8 @@ class FieldSpec(_Spec):
             raw = self.default
         if self.map and isinstance(raw, str | int | bool) and str(raw) in self.map:
             raw = self.map[str(raw)]
+        elif self.map and self.otherwise is not None:
+            raw = self.otherwise
         return convert(raw, self.type, self.tz)
 
 

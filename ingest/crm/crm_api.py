@@ -273,6 +273,8 @@ def write_back(
 ) -> None:
     """Write one order's feedback to its CRM record ``ref``; raises FetchError."""
     values = crm_values(api, payload)
+    if not values:
+        return  # nothing this CRM keeps changed
     base = base_url(api)
     if api.kind == "jiandaoyun":
         data = {f: {"value": _jdy_value(v, api)} for f, v in values.items()}
