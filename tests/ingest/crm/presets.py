@@ -57,3 +57,25 @@ def deliver(
         max_body_bytes=1 << 20,
         **kw,
     )
+
+
+def hubspot_incoming(
+    body: bytes, secret: str, url: str, *, method: str = "POST", at_ms: int | None = None
+) -> Incoming:
+    """A HubSpot v3-signed delivery: base64 HMAC-SHA256 of method + URL + body + timestamp."""
+    import base64
+    import hmac
+
+    stamp = str(at_ms if at_ms is not None else int(time.time() * 1000))
+    message = f"{method}{url}{body.decode()}{stamp}".encode()
+    signature = base64.b64encode(hmac.new(secret.encode(), message, hashlib.sha256).digest())
+    return Incoming.of(
+        body,
+        {
+            "content-type": "application/json",
+            "x-hubspot-signature-v3": signature.decode(),
+            "x-hubspot-request-timestamp": stamp,
+        },
+        method=method,
+        url=url,
+    )
