@@ -355,7 +355,13 @@ def map_record(
     pass a sample holding a recorded ``_fetched`` answer (``recorded_fetch``)."""
     if not isinstance(record, dict):
         raise BadBody([{"field": "body", "message": "must be a JSON object"}])
-    if connector.fetch is not None and not (recorded_fetch and "_fetched" in record):
+    # A cancel or an ignored record needs nothing from the CRM's API.
+    needs_fetch = connector.fields is None or connector.fields.kind.value(record) == "upsert"
+    if (
+        connector.fetch is not None
+        and needs_fetch
+        and not (recorded_fetch and "_fetched" in record)
+    ):
         try:
             record = record | {"_fetched": fetch_for(connector.fetch, record, client)}
         except FetchError as exc:
