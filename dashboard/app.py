@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from loopline.dashboard.i18n import normalize_lang
 from loopline.dashboard.live_push import Screens, utcnow
-from loopline.dashboard.pages import alerts, board, orders, plan, wall
+from loopline.dashboard.pages import alerts, board, connectors, orders, plan, wall
 from loopline.models.live import LiveState
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -71,6 +71,7 @@ def create_dash(
         screens = dataclasses.replace(screens, record_time=record_time)
     for page in (wall, board, plan, alerts, orders):
         page.register(app, screens)
+    connectors.register(app, screens)  # the IT person's field mapping screen
     app.layout = html.Div(dash.page_container, className="app")
     server.add_middleware(_SetupDashFirst, dash_app=app)
     return app
