@@ -53,7 +53,32 @@ class ConnectorFileError(ValueError):
     """A connector file that does not load or validate; the message names the field."""
 
 
-def _compile(expression: str) -> ParsedResult:
+_DOTTED = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
+
+
+class _Dotted:
+    """A plain ``a.b.c`` path looked up directly: what JMESPath answers, without its
+    interpreter (most connector paths are plain; the mapping runs per event)."""
+
+    def __init__(self, expression: str) -> None:
+        self.keys = expression.split(".")
+
+    def search(self, value: Any) -> Any:
+        for key in self.keys:
+            if not isinstance(value, dict):
+                return None
+            value = value.get(key)
+        return value
+
+
+def _compile(expression: str) -> ParsedResult | _Dotted:
+    if _DOTTED.fullmatch(expression):
+        jmespath.compile(expression)  # the same checks as any path
+        return _Dotted(expression)
+    return _compile_jmespath(expression)
+
+
+def _compile_jmespath(expression: str) -> ParsedResult:
     try:
         return jmespath.compile(expression)
     except JMESPathError as exc:
@@ -101,7 +126,7 @@ class FieldSpec(_Spec):
         return value
 
     @cached_property
-    def compiled(self) -> ParsedResult | None:
+    def compiled(self) -> ParsedResult | _Dotted | None:
         return _compile(self.path) if self.path is not None else None
 
     def value(self, record: Any) -> Any:
@@ -130,7 +155,7 @@ class LinesSpec(_Spec):
         return value
 
     @cached_property
-    def compiled(self) -> ParsedResult:
+    def compiled(self) -> ParsedResult | _Dotted:
         return _compile(self.path)
 
 
@@ -213,7 +238,7 @@ class Connector(_Spec):
         return value
 
     @cached_property
-    def compiled_records(self) -> ParsedResult | None:
+    def compiled_records(self) -> ParsedResult | _Dotted | None:
         return _compile(self.records) if self.records is not None else None
 
     def split(self, doc: Any) -> tuple[list[Any], str]:
