@@ -323,9 +323,10 @@ def sessions_revoke(
         raise typer.Exit(1)
 
 
-from loopline.cli_connectors import connectors_app  # noqa: E402 (a sub-command group)
+from loopline.cli_connectors import connectors_app, import_orders  # noqa: E402
 
 app.add_typer(connectors_app, name="connectors")
+app.command("import-orders")(import_orders)
 
 if __name__ == "__main__":
     app()

@@ -27,6 +27,15 @@ def _missing_env(connector: object) -> list[str]:
     return [n for n in dict.fromkeys(wanted) if n and not os.environ.get(n)]
 
 
+def _entry(connector: object) -> str:
+    from loopline.ingest.crm.connector import Connector
+
+    assert isinstance(connector, Connector)
+    if connector.auth.kind == "import":
+        return f"loopline import-orders FILE --mapping {connector.name}"
+    return f"POST /api/v1/crm/{connector.name}/events"
+
+
 @connectors_app.command("list")
 def connectors_list() -> None:
     """List the connectors (shipped presets and LOOPLINE_CONNECTORS_DIR's), the route each
@@ -46,7 +55,7 @@ def connectors_list() -> None:
         writeback = c.writeback.kind if c.writeback else "-"
         sys.stdout.write(
             f"{name:<14} {c.auth.kind:<18} write-back {writeback:<12} {state}\n"
-            f"{'':<14} {c.title}  POST /api/v1/crm/{name}/events  ({registry.files[name]})\n"
+            f"{'':<14} {c.title}  {_entry(c)}  ({registry.files.get(name, '?')})\n"
         )
 
 
@@ -81,3 +90,78 @@ def connectors_check(
         sys.stderr.write(f"{error['field']}: {error['message']}\n")
     if not result.ok:
         raise typer.Exit(1)
+
+
+def import_orders(
+    file: Annotated[Path, typer.Argument(help="An .xlsx or .csv file, one row per order line")],
+    mapping: Annotated[
+        str, typer.Option(help="The column mapping: an import connector's name or file")
+    ] = "orders-sheet",
+    sheet: Annotated[str | None, typer.Option(help="The worksheet (default: the first)")] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Check every row, write nothing")
+    ] = False,
+) -> None:
+    """Import orders from a spreadsheet: every row is checked first (errors name the row and
+    column, and then nothing is written); the orders then take the CRM events' path (versions,
+    approvals; the worker applies them)."""
+    from loopline.ingest.crm.connector import ConnectorFileError, Registry, UnknownSource, load_file
+    from loopline.ingest.crm.sheet import (
+        SheetError,
+        digest,
+        known_products,
+        plan_import,
+        read_rows,
+        record_plan,
+    )
+    from loopline.models.clock import utcnow
+    from loopline.models.db import make_sessions
+    from loopline.runtime import open_database
+    from loopline.settings import Settings
+
+    try:
+        path = Path(mapping)
+        chosen = (
+            load_file(path)
+            if path.suffix in (".yaml", ".yml", ".json")
+            else Registry(Settings().connectors_dir).get(mapping)
+        )
+        rows = read_rows(file, sheet)
+    except (ConnectorFileError, UnknownSource, SheetError, OSError) as exc:
+        sys.stderr.write(f"{exc}\n")
+        raise typer.Exit(2) from None
+    engine = open_database(Settings())
+    try:
+        sessions = make_sessions(engine)
+        with sessions() as session:
+            known = known_products(session)
+        version = int(utcnow().timestamp() * 1000)
+        plan = plan_import(chosen, rows, known, version=version)
+        plan.digest = digest(file)
+        for error in plan.errors:
+            sys.stdout.write(f"{error}\n")
+        orders = len(plan.events)
+        if plan.errors:
+            sys.stdout.write(
+                f"{len(plan.errors)} error{'s' if len(plan.errors) != 1 else ''} in "
+                f"{file.name}: nothing imported\n"
+            )
+            raise typer.Exit(1)
+        if dry_run:
+            for event, numbers in plan.events:
+                sys.stdout.write(
+                    f"{event.type} {event.order.id} v{event.order.version} "
+                    f"(rows {', '.join(map(str, numbers))})\n"
+                )
+            sys.stdout.write(f"dry run: {orders} orders from {len(rows)} rows would be imported\n")
+            return
+        recorded = record_plan(sessions, chosen, plan, actor=f"import:{file.name}"[:100])
+    finally:
+        engine.dispose()
+    counts: dict[str, int] = {}
+    for r in recorded:
+        counts[r.outcome] = counts.get(r.outcome, 0) + 1
+    shown = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
+    sys.stdout.write(
+        f"imported {orders} orders from {len(rows)} rows ({shown}); the worker applies them\n"
+    )

@@ -191,7 +191,12 @@ def _check_ip(auth: AuthSpec, client_ip: str | None) -> None:
         raise BadSignature(f"address {address} is not in the connector's allowlist")
 
 
+def _import_only(auth: AuthSpec, incoming: Incoming, secret: str) -> str | None:
+    raise BadSignature("this connector is for file imports (loopline import-orders) only")
+
+
 _CHECKS = {
+    "import": _import_only,
     "standard_webhooks": _standard,
     "jiandaoyun": _jiandaoyun,
     "hubspot_v3": _hubspot,

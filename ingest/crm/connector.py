@@ -182,7 +182,13 @@ class AuthSpec(_Spec):
     """
 
     kind: Literal[
-        "standard_webhooks", "jiandaoyun", "hubspot_v3", "salesforce", "url_token", "shared_token"
+        "standard_webhooks",
+        "jiandaoyun",
+        "hubspot_v3",
+        "salesforce",
+        "url_token",
+        "shared_token",
+        "import",  # a file import's column mapping: never accepted over HTTP
     ]
     secret_env: str | None = None
     header: str = "authorization"  # shared_token: the header holding it ("Bearer " optional)
@@ -366,6 +372,8 @@ def convert(value: Any, kind: str, tz: str = "UTC") -> Any:
         return value
     try:
         if kind == "str":
+            if isinstance(value, float) and value.is_integer():
+                return str(int(value))  # a spreadsheet's 1001.0
             return str(value) if isinstance(value, int | float | str) else value
         if kind == "int":
             if isinstance(value, bool):
