@@ -323,10 +323,11 @@ def sessions_revoke(
         raise typer.Exit(1)
 
 
-from loopline.cli_connectors import connectors_app, import_orders  # noqa: E402
+from loopline.cli_connectors import connectors_app, import_orders, reconcile_cmd  # noqa: E402
 
 app.add_typer(connectors_app, name="connectors")
 app.command("import-orders")(import_orders)
+app.command("reconcile")(reconcile_cmd)
 
 if __name__ == "__main__":
     app()

@@ -165,3 +165,38 @@ def import_orders(
     sys.stdout.write(
         f"imported {orders} orders from {len(rows)} rows ({shown}); the worker applies them\n"
     )
+
+
+def reconcile_cmd(
+    source: Annotated[str, typer.Option(help="The connector whose CRM is read (e.g. odoo)")],
+) -> None:
+    """Compare the CRM's open orders with Loopline's once and repair what webhooks missed
+    (each repair is recorded in the audit log; the worker applies them)."""
+    from loopline.ingest.crm.connector import Registry, UnknownSource
+    from loopline.ingest.crm.crm_api import FetchError
+    from loopline.ingest.crm.reconcile import reconcile
+    from loopline.models.db import make_sessions
+    from loopline.runtime import open_database
+    from loopline.settings import Settings
+
+    try:
+        connector = Registry(Settings().connectors_dir).get(source)
+    except UnknownSource as exc:
+        sys.stderr.write(f"{exc}\n")
+        raise typer.Exit(2) from None
+    engine = open_database(Settings())
+    try:
+        result = reconcile(make_sessions(engine), connector)
+    except (FetchError, ValueError) as exc:
+        sys.stderr.write(f"reconcile {source}: {exc}\n")
+        raise typer.Exit(1) from None
+    finally:
+        engine.dispose()
+    for order_id, why in sorted(result.repaired.items()):
+        sys.stdout.write(f"repaired {order_id}: {why}\n")
+    for label, why in sorted(result.failed.items()):
+        sys.stdout.write(f"could not map {label}: {why}\n")
+    sys.stdout.write(
+        f"reconcile {source}: {result.checked} CRM orders checked, "
+        f"{len(result.repaired)} repaired, {len(result.failed)} not mappable\n"
+    )

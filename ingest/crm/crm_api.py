@@ -346,3 +346,42 @@ def _jdy_value(value: Any, api: ApiSpec) -> Any:
         zone = ZoneInfo(api.tz)
         return datetime(day.year, day.month, day.day, tzinfo=zone).isoformat()
     return value
+
+
+# --- reconciliation reads ------------------------------------------------------------------
+
+ODOO_WEBHOOK_FIELDS = [
+    "name",
+    "partner_id",
+    "order_line",
+    "commitment_date",
+    "validity_date",
+    "state",
+    "write_date",
+    "user_id",
+]
+
+
+def list_records(
+    api: ApiSpec, *, open_only: bool, names: list[str] | None, client: httpx.Client
+) -> list[dict[str, Any]]:
+    """The CRM's orders in its webhook's shape: the open ones, or those named; raises
+    FetchError (only Odoo's read API is known here)."""
+    if api.kind != "odoo":
+        raise FetchError(f"no reconciliation read for the {api.kind} API")
+    odoo = _Odoo(client, api)
+    domain: list[Any] = [["state", "in", ["sale", "done"]]] if open_only else []
+    if names is not None:
+        domain.append(["name", "in", names])
+    rows = odoo.execute(
+        api.object or "sale.order", "search_read", [domain], fields=ODOO_WEBHOOK_FIELDS
+    )
+    out = []
+    for row in rows:
+        # search_read names many2one fields ([id, name]); the webhook sends ids only.
+        shaped = {
+            k: (v[0] if isinstance(v, list) and k in ("partner_id", "user_id") else v)
+            for k, v in row.items()
+        }
+        out.append({"_id": row["id"], "_model": api.object or "sale.order", **shaped})
+    return out
