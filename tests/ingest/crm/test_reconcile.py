@@ -52,7 +52,7 @@ def rpc(call, match):
     if params["service"] == "object" and params["args"][3:5] == ["sale.order", "search_read"]:
         domain = params["args"][5][0]
         rows = list(CRM.values())
-        for name, op, value in domain:
+        for name, _op, value in domain:
             if name == "state":
                 rows = [r for r in rows if r["state"] in value]
             if name == "name":
