@@ -9,6 +9,7 @@ import redis.asyncio as aredis
 from sqlalchemy.orm import Session, sessionmaker
 
 from loopline.api.oidc import OidcClient
+from loopline.ingest.crm.connector import Registry
 from loopline.models.approvals import ApprovalPolicy
 from loopline.models.clock import Clock
 from loopline.models.live import LiveState
@@ -47,3 +48,5 @@ class ApiContext:
     public_url: str
     # Single sign-on (api/oidc.py); None: password sign-in only.
     oidc: OidcClient | None
+    # The CRM connectors by name (None: the shipped presets and LOOPLINE_CONNECTORS_DIR's).
+    connectors: Registry | None

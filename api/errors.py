@@ -61,6 +61,7 @@ _DESCRIPTIONS = {
     413: "The body is larger than allowed",
     415: "The body's Content-Type is not JSON",
     422: "Invalid input: each bad field is named",
+    502: "A CRM's API did not answer what its webhook left out; the CRM should retry",
     503: "A store (Redis or the database) cannot be reached; retry after Retry-After seconds",
 }
 

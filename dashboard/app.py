@@ -21,6 +21,7 @@ from loopline.dashboard.live_push import Screens
 from loopline.dashboard.pages import (
     alerts,
     board,
+    connectors,
     inbox,
     kpi,
     order_detail,
@@ -90,6 +91,7 @@ def create_dash(
         screens = dataclasses.replace(screens, record_time=record_time)
     for page in (wall, board, plan, alerts, orders, order_detail, kpi, inbox, users):
         page.register(app, screens)
+    connectors.register(app, screens)  # the IT person's field mapping screen
     app.layout = html.Div(dash.page_container, className="app")
     server.add_middleware(_SetupDashFirst, dash_app=app)
     return app

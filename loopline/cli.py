@@ -707,5 +707,11 @@ def notify_requeue(
     console.print(f"requeued {count} notification{'s' if count != 1 else ''}")
 
 
+from loopline.cli_connectors import connectors_app, import_orders, reconcile_cmd  # noqa: E402
+
+app.add_typer(connectors_app, name="connectors")
+app.command("import-orders")(import_orders)
+app.command("reconcile")(reconcile_cmd)
+
 if __name__ == "__main__":
     app()

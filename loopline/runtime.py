@@ -15,6 +15,8 @@ from loopline.api.app import create_app
 from loopline.api.context import ApiContext
 from loopline.api.oidc import OidcClient
 from loopline.api.security import redact_logs
+from loopline.ingest.crm.connector import Registry
+from loopline.ingest.crm.relay import ConnectorRelay, needs_relay
 from loopline.ingest.mqtt.consumer import MqttConsumer
 from loopline.ingest.mqtt.status import StatusWatcher
 from loopline.ingest.shopfloor import ShopfloorHandler, ingest_status_changed
@@ -99,6 +101,7 @@ def api_context(rt: Runtime) -> ApiContext:
         approval_policy=approval_policy(rt.settings),
         plan_window=plan_window(rt.settings),
         session_secret=rt.resolved.session_secret,
+        connectors=Registry(rt.settings.connectors_dir),
         session_policy=session_policy(rt.settings),
         cors_origins=rt.resolved.cors_origins,
         tracking=tracking_links(rt),
@@ -150,11 +153,18 @@ def loop_config(settings: Settings, *, tracking: TrackingLinks | None) -> LoopCo
 
 
 def outbox_relay(
-    settings: Settings, sessions: sessionmaker[Session], *, url: str, secret: str
+    settings: Settings,
+    sessions: sessionmaker[Session],
+    *,
+    registry: Registry,
+    url: str | None,
+    secret: str,
 ) -> OutboxRelay:
-    """The CRM feedback relay with the outbox's retry settings."""
-    return OutboxRelay(
+    """The CRM feedback relay with the outbox's retry settings: through each order's
+    connector (its CRM's API), else signed to ``url``."""
+    return ConnectorRelay(
         sessions,
+        registry=registry,
         url=url,
         secret=secret,
         max_attempts=settings.outbox_max_attempts,
@@ -216,9 +226,13 @@ def build_loop(rt: Runtime, crm_url: str | None = None, *, warm_planner: bool = 
         # Load the planner's compiled kernels now, not in the first replan.
         warm_up()
     url = crm_url or rt.resolved.crm_url
+    connectors = Registry(rt.settings.connectors_dir)
+    # Feedback goes back through each order's connector (its CRM's API), else to the URL.
     relay = (
-        outbox_relay(rt.settings, rt.sessions, url=url, secret=rt.resolved.crm_secret)
-        if url
+        outbox_relay(
+            rt.settings, rt.sessions, registry=connectors, url=url, secret=rt.resolved.crm_secret
+        )
+        if url or needs_relay(connectors)
         else None
     )
     config = loop_config(rt.settings, tracking=tracking_links(rt))

@@ -30,6 +30,9 @@ class Settings(BaseSettings):
     mqtt_url: str | None = None
     crm_secret: SecretStr | None = None
     crm_url: str | None = None
+    # A folder of the site's own CRM connector files (ingest/crm/connector.py); they are
+    # added to the shipped presets, and win over a preset of the same name.
+    connectors_dir: Path | None = None
     api_token: SecretStr | None = None
     display_token: SecretStr | None = None
     # Optional role tokens (api/auth.py): production_manager approves changes.

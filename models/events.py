@@ -25,9 +25,12 @@ class OrderLineIn(_Strict):
     qty: int = Field(gt=0, le=10_000_000)
 
 
+MAX_VERSION = 2**63 - 1  # a 64-bit column (epoch-ms change times fit)
+
+
 class OrderIn(_Strict):
     id: Name
-    version: int = Field(ge=0)
+    version: int = Field(ge=0, le=MAX_VERSION)
     customer: CustomerIn
     lines: list[OrderLineIn] = Field(min_length=1, max_length=500)
     requested_date: date
@@ -41,7 +44,7 @@ class OrderIn(_Strict):
 
 class CancelledOrderIn(_Strict):
     id: Name
-    version: int = Field(ge=0)
+    version: int = Field(ge=0, le=MAX_VERSION)
 
 
 class OrderUpserted(_Strict):

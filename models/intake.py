@@ -57,8 +57,12 @@ def record_received(
     webhook_id: str,
     raw: str,
     actor: str,
+    ref: str | None = None,
 ) -> Recorded:
     """Insert a verified event into the inbox for the worker, in a short transaction.
+
+    ``ref`` is the CRM's own id of the record (a connector's write-back addresses it), kept
+    beside the canonical event.
 
     Raises UnknownProduct for a SKU the factory does not know (a 422 at the edge). A
     version at or below the order's stored one is recorded as ``stale`` and changes
@@ -81,7 +85,7 @@ def record_received(
                     order_version=version,
                     outcome="stale" if stale else RECEIVED,
                     raw=raw,
-                    event=event.model_dump(mode="json"),
+                    event=event.model_dump(mode="json") | ({"ref": ref} if ref else {}),
                 )
             )
             session.flush()

@@ -147,13 +147,14 @@ class Order(Base):
     __tablename__ = "sales_order"
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     customer_id: Mapped[str] = mapped_column(ForeignKey("customer.id"))
-    version: Mapped[int] = mapped_column(Integer)
+    # 64-bit: a connector may use the CRM's change time in epoch ms as the version.
+    version: Mapped[int] = mapped_column(BigInteger)
     status: Mapped[str] = mapped_column(String(20), default="open")
     priority: Mapped[str] = mapped_column(String(10), default="normal")
     requested_date: Mapped[date] = mapped_column(Date)
     promised_date: Mapped[date | None] = mapped_column(Date, nullable=True)
     # The order version the promise was made for: a newer version gets a new promise.
-    promise_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    promise_version: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     sales_rep: Mapped[str | None] = mapped_column(String(100), nullable=True)
     source: Mapped[str] = mapped_column(String(40), default="crm")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -228,7 +229,7 @@ class InboxEvent(Base):
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
     event_type: Mapped[str] = mapped_column(String(40))
     order_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
-    order_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    order_version: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     # received (waits for the worker) | applied | stale | pending (parked for approval)
     # | rejected (unknown product at apply time) | failed (gave up after retries)
     outcome: Mapped[str] = mapped_column(String(20))
@@ -245,7 +246,7 @@ class OrderTombstone(Base):
 
     __tablename__ = "order_tombstone"
     order_id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    version: Mapped[int] = mapped_column(Integer)
+    version: Mapped[int] = mapped_column(BigInteger)
     cancelled_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -312,7 +313,7 @@ class PendingChange(Base):
     __table_args__ = (Index("ix_pending_change_status", "status", "created_at"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     order_id: Mapped[str] = mapped_column(String(64), index=True)
-    order_version: Mapped[int] = mapped_column(Integer)
+    order_version: Mapped[int] = mapped_column(BigInteger)
     source: Mapped[str] = mapped_column(String(40))
     webhook_id: Mapped[str] = mapped_column(String(200))
     # The canonical event as stored, enough to apply it again on approval.

@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from loopline import runtime
+from loopline.ingest.crm.relay import ConnectorRelay
 from loopline.models.approvals import ApprovalPolicy
 from loopline.models.loop import LoopConfig
 from loopline.models.records import Customer, Line, LineRate, Product, Site
@@ -79,3 +80,16 @@ def approval_policy(**overrides: Any) -> ApprovalPolicy:
 def loop_config(**overrides: Any) -> LoopConfig:
     """The worker's config of a fresh install, with LoopConfig field overrides."""
     return replace(runtime.loop_config(settings(), tracking=None), **overrides)
+
+
+def connector_relay(sessions: Any, **kwargs: Any) -> ConnectorRelay:
+    """The CRM feedback relay with a fresh install's retry settings; ``kwargs`` are the
+    relay's own (registry, url, secret) and any setting to override (max_attempts...)."""
+    base = settings()
+    defaults = {
+        "max_attempts": base.outbox_max_attempts,
+        "backoff_base_s": base.outbox_backoff_base_s,
+        "backoff_max_s": base.outbox_backoff_max_s,
+        "timeout_s": base.outbox_timeout_s,
+    }
+    return ConnectorRelay(sessions, **{**defaults, **kwargs})

@@ -53,6 +53,8 @@ def test_wheel_holds_every_package_under_the_loopline_name(wheel: Path) -> None:
     versions = [p.name for p in (ROOT / "models/migrations/versions").glob("*.py")]
     assert all(f"loopline/models/migrations/versions/{v}" in names for v in versions)
     assert "loopline/models/migrations/env.py" in names
+    shipped = [p.name for p in (ROOT / "ingest/crm/connectors").glob("*.yaml")]
+    assert shipped and all(f"loopline/ingest/crm/connectors/{c}" in names for c in shipped)
 
 
 def test_installed_wheel_migrates_and_serves_its_assets(wheel: Path, tmp_path: Path) -> None:

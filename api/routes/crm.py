@@ -9,27 +9,32 @@ from __future__ import annotations
 import logging
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from redis.exceptions import RedisError
 from starlette.concurrency import run_in_threadpool
 
 from loopline.api.context import ApiContext
 from loopline.api.deps import ContextDep
 from loopline.api.errors import FieldError, error_body, error_responses
-from loopline.ingest.crm.mappings import UnknownSource
+from loopline.ingest.crm import soap
+from loopline.ingest.crm.auth import BadSignature, Incoming
+from loopline.ingest.crm.connector import Connector, UnknownSource, default_registry
 from loopline.ingest.crm.receive import (
     BadBody,
-    BadSignature,
+    Delivery,
+    FetchFailed,
     Receipt,
     TooLarge,
     UnsupportedMediaType,
-    receive,
+    receive_all,
 )
 from loopline.models.loop import request_replan
 
 log = logging.getLogger("loopline.api.crm")
 
-router = APIRouter(prefix="/crm", tags=["crm"], responses=error_responses(401, 404, 413, 415, 422))
+router = APIRouter(
+    prefix="/crm", tags=["crm"], responses=error_responses(401, 404, 413, 415, 422, 502)
+)
 
 
 async def _read_limited(request: Request, limit: int) -> tuple[bytes, int | None]:
@@ -48,32 +53,54 @@ async def _read_limited(request: Request, limit: int) -> tuple[bytes, int | None
 
 
 def _receive_and_wake(
-    ctx: ApiContext, source: str, headers: dict[str, str], body: bytes, declared: int | None
-) -> Receipt:
-    """Record the event, then wake a worker to apply it (in a worker thread: SQL blocks)."""
-    receipt = receive(
+    ctx: ApiContext, connector: Connector, incoming: Incoming, declared: int | None
+) -> Delivery:
+    """Record the events, then wake a worker to apply them (in a worker thread: SQL blocks)."""
+    delivery = receive_all(
         ctx.sessions,
-        source=source,
-        headers=headers,
-        body=body,
+        connector=connector,
+        incoming=incoming,
         secret=ctx.crm_secret,
         max_body_bytes=ctx.max_body_bytes,
         content_length=declared,
     )
-    if receipt.outcome == "accepted":
+    accepted = [r for r in delivery.receipts if r.outcome == "accepted"]
+    if accepted:
         try:
-            request_replan(ctx.live.redis, f"crm {receipt.order_id} v{receipt.version}")
+            first = accepted[0]
+            request_replan(ctx.live.redis, f"crm {first.order_id} v{first.version}")
         except RedisError:  # recorded all the same: the worker also looks in the inbox
-            log.warning("could not wake a worker for %s; it will poll", receipt.webhook_id)
-    return receipt
+            log.warning("could not wake a worker for %s; it will poll", first.webhook_id)
+    return delivery
 
 
-async def _handle(request: Request, ctx: ContextDep, source: str) -> JSONResponse:
-    body, declared = await _read_limited(request, ctx.max_body_bytes)
+def _answer(receipt: Receipt) -> dict[str, object]:
+    return {
+        "outcome": receipt.outcome,
+        "order_id": receipt.order_id,
+        "version": receipt.version,
+        "webhook_id": receipt.webhook_id,
+        "event_type": receipt.event_type,
+    }
+
+
+async def _handle(request: Request, ctx: ContextDep, source: str) -> Response:
+    registry = ctx.connectors or default_registry()
     try:
-        receipt = await run_in_threadpool(
-            _receive_and_wake, ctx, source, dict(request.headers), body, declared
-        )
+        connector = registry.get(source)
+    except UnknownSource:
+        return JSONResponse(error_body(f"unknown CRM source '{source}'"), status_code=404)
+    body, declared = await _read_limited(request, ctx.max_body_bytes)
+    incoming = Incoming.of(
+        body,
+        dict(request.headers),
+        method=request.method,
+        url=str(request.url),
+        query=dict(request.query_params),
+        client_ip=request.client.host if request.client else None,
+    )
+    try:
+        delivery = await run_in_threadpool(_receive_and_wake, ctx, connector, incoming, declared)
     except UnsupportedMediaType as exc:
         return JSONResponse(error_body(str(exc)), status_code=415)
     except TooLarge:
@@ -87,23 +114,21 @@ async def _handle(request: Request, ctx: ContextDep, source: str) -> JSONRespons
             FieldError(field=e["field"], message=e["message"], location="body") for e in exc.errors
         ]
         return JSONResponse(error_body(fields), status_code=422)
-    except UnknownSource:
-        return JSONResponse(error_body(f"unknown CRM source '{source}'"), status_code=404)
-    answer = {
-        "outcome": receipt.outcome,
-        "order_id": receipt.order_id,
-        "version": receipt.version,
-        "webhook_id": receipt.webhook_id,
-        "event_type": receipt.event_type,
-    }
-    return JSONResponse(answer, status_code=202)
+    except FetchFailed as exc:
+        # The CRM keeps the event and retries; the body is also kept as a dead letter.
+        return JSONResponse(error_body(f"fetch: {exc}"), status_code=502)
+    if connector.response == "soap_ack":
+        return Response(soap.ack(), status_code=200, media_type="text/xml")
+    if connector.records is None:
+        return JSONResponse(_answer(delivery.receipts[0]), status_code=202)
+    return JSONResponse({"events": [_answer(r) for r in delivery.receipts]}, status_code=202)
 
 
 @router.post("/events", status_code=202, summary="Receive a signed canonical CRM event")
-async def crm_events(request: Request, ctx: ContextDep) -> JSONResponse:
+async def crm_events(request: Request, ctx: ContextDep) -> Response:
     return await _handle(request, ctx, "canonical")
 
 
 @router.post("/{source}/events", status_code=202, summary="Receive a signed event from a CRM")
-async def crm_source_events(source: str, request: Request, ctx: ContextDep) -> JSONResponse:
+async def crm_source_events(source: str, request: Request, ctx: ContextDep) -> Response:
     return await _handle(request, ctx, source)

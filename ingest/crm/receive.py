@@ -12,21 +12,22 @@ import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
+import httpx
 from pydantic import ValidationError
 from sqlalchemy.orm import Session, sessionmaker
-from standardwebhooks import Webhook
-from standardwebhooks.webhooks import WebhookVerificationError
 
-from loopline.ingest.crm.mappings import (
-    CANONICAL,
-    CANONICAL_TYPES,
+from loopline.ingest.crm import soap
+from loopline.ingest.crm.auth import BadSignature, Incoming, check_organization, verify
+from loopline.ingest.crm.connector import (
+    Connector,
     MappingError,
+    Registry,
     UnknownSource,
-    get_mapping,
-    source_field,
+    default_registry,
 )
+from loopline.ingest.crm.crm_api import FetchError, fetch_for
 from loopline.models.db import transaction
 from loopline.models.events import (
     OrderCancelled,
@@ -42,6 +43,9 @@ from loopline.models.records import DeadLetter
 
 log = logging.getLogger("loopline.ingest.crm")
 
+CANONICAL = "canonical"
+CANONICAL_TYPES = ("order.upserted", "order.cancelled")
+
 DEAD_LETTER_PAYLOAD_BYTES = 64 * 1024
 WEBHOOK_ID_MAX_CHARS = 200  # InboxEvent.webhook_id
 NUL = "\x00"  # PostgreSQL text cannot hold it: refused at the edge wherever it is
@@ -50,6 +54,9 @@ NUL_SHOWN = "\\u0000"  # how a NUL is written in a field path or a dead letter
 __all__ = [
     "BadBody",
     "BadSignature",
+    "Delivery",
+    "FetchFailed",
+    "Incoming",
     "Receipt",
     "ReceiveError",
     "TooLarge",
@@ -57,7 +64,9 @@ __all__ = [
     "UnsupportedMediaType",
     "event_path",
     "inbox_source",
+    "map_record",
     "receive",
+    "receive_all",
 ]
 
 
@@ -65,9 +74,10 @@ __all__ = [
 class Receipt:
     """An accepted webhook: ``accepted`` (recorded; the worker applies it, or parks it for
     approval, soon), ``stale`` (older than the stored version: recorded, ignored) or
-    ``duplicate`` (this ``webhook-id`` was received before: nothing changed)."""
+    ``duplicate`` (this ``webhook-id`` was received before: nothing changed) or ``ignored``
+    (the connector maps this kind of record to nothing)."""
 
-    outcome: Outcome
+    outcome: Outcome | Literal["ignored"]
     order_id: str
     version: int
     webhook_id: str
@@ -81,9 +91,13 @@ class ReceiveError(Exception):
 class UnsupportedMediaType(ReceiveError):
     """A ``Content-Type`` that is not JSON (``application/json`` or ``...+json``)."""
 
-    def __init__(self, content_type: str) -> None:
-        super().__init__(f"Content-Type must be application/json, not '{content_type[:100]}'")
+    def __init__(self, content_type: str, expected: str = "application/json") -> None:
+        super().__init__(f"Content-Type must be {expected}, not '{content_type[:100]}'")
         self.content_type = content_type
+
+
+class FetchFailed(ReceiveError):
+    """The CRM's API did not answer what the webhook left out (a 502: the CRM retries)."""
 
 
 class TooLarge(ReceiveError):
@@ -96,20 +110,17 @@ class TooLarge(ReceiveError):
         self.size = size
 
 
-class BadSignature(ReceiveError):
-    """Missing or wrong Standard Webhooks headers, a wrong signature, or a stale timestamp."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
 class BadBody(ReceiveError):
-    """An authentic body that cannot be accepted; ``errors`` are ``{"field", "message"}``."""
+    """An authentic body that cannot be accepted; ``errors`` are ``{"field", "message"}``,
+    ``reason`` the dead letter's."""
 
-    def __init__(self, errors: list[dict[str, str]]) -> None:
+    def __init__(self, errors: list[dict[str, str]], reason: str | None = None) -> None:
         super().__init__("; ".join(f"{e['field']}: {e['message']}" for e in errors))
         self.errors = errors
+        if reason is None:
+            invalid_json = errors[:1] and errors[0]["field"] == "body"
+            reason = "invalid_json" if invalid_json else "invalid_body"
+        self.reason = reason
 
 
 def event_path(source: str) -> str:
@@ -122,6 +133,14 @@ def inbox_source(source: str) -> str:
     return f"crm:{source}"
 
 
+@dataclass(frozen=True)
+class Delivery:
+    """What became of one HTTP delivery: a receipt per record it held, in order."""
+
+    connector: Connector
+    receipts: list[Receipt]
+
+
 def receive(
     sessions: sessionmaker[Session],
     *,
@@ -132,48 +151,125 @@ def receive(
     max_body_bytes: int,
     actor: str = "crm",
     content_length: int | None = None,
+    registry: Registry | None = None,
+    incoming: Incoming | None = None,
+    client: httpx.Client | None = None,
 ) -> Receipt:
-    """Verify, validate and record one CRM webhook in the inbox, in one short transaction.
+    """Verify, validate and record a one-record CRM webhook; its receipt (``receive_all``)."""
+    delivery = receive_all(
+        sessions,
+        connector=(registry or default_registry()).get(source),
+        incoming=incoming or Incoming.of(body, headers),
+        secret=secret,
+        max_body_bytes=max_body_bytes,
+        actor=actor,
+        content_length=content_length,
+        client=client,
+    )
+    return delivery.receipts[0]
 
-    Raises UnknownSource, UnsupportedMediaType, TooLarge, BadSignature or BadBody. Only an
-    authenticated body is ever written: a rejected one (BadBody) is kept as a dead letter,
-    an oversized or badly signed one is only logged. A caller that stops reading at the
-    limit passes what it read as ``body`` and the declared ``content_length``. The approval
-    gate and the apply run in the worker (``models.intake.apply_received``).
+
+def receive_all(
+    sessions: sessionmaker[Session],
+    *,
+    connector: Connector,
+    incoming: Incoming,
+    secret: str,
+    max_body_bytes: int,
+    actor: str = "crm",
+    content_length: int | None = None,
+    client: httpx.Client | None = None,
+) -> Delivery:
+    """Verify, map, validate and record every record of one delivery in the inbox.
+
+    Raises UnsupportedMediaType, TooLarge, BadSignature, FetchFailed or BadBody. Only an
+    authenticated body is ever written: a rejected record (BadBody) is kept as a dead letter
+    (the good records of a batch are recorded all the same: a redelivery finds them
+    duplicates), an oversized or badly signed delivery is only logged. A caller that stops
+    reading at the limit passes what it read as the body and the declared
+    ``content_length``. The approval gate and the apply run in the worker
+    (``models.intake.apply_received``).
     """
-    mapping = get_mapping(source)
-    _check_content_type(headers)
-    size = max(len(body), content_length or 0)
+    source = connector.name
+    _check_content_type(incoming.headers, connector.format)
+    size = max(len(incoming.body), content_length or 0)
     if size > max_body_bytes:
         # Unauthenticated (the signature covers a body we will not read): no database write,
         # so a flood of these costs nothing but this line.
         log.warning("crm %s: refused a body of %d bytes (limit %d)", source, size, max_body_bytes)
         raise TooLarge(max_body_bytes, size)
-    webhook_id = _verify(body, headers, secret)
+    signed_id = verify(connector.auth, incoming, secret)
+    body = incoming.body
     try:
-        event = _parse(source, mapping, body, webhook_id)
+        doc = decode(connector, body)
+    except BadBody as bad:
+        _dead_letter(sessions, source, bad.reason, _detail(bad, signed_id or ""), body)
+        raise
+    if connector.auth.kind == "salesforce":
+        check_organization(connector.auth, doc)
+    records, prefix = connector.split(doc)
+    batched = connector.records is not None
+    receipts: list[Receipt] = []
+    errors: list[dict[str, str]] = []
+    for i, record in enumerate(records):
+        raw = json.dumps(record, ensure_ascii=False) if batched else body.decode()
+        webhook_id = connector.delivery_id(record, dict(incoming.headers), signed_id)
+        here = f"{prefix}[{i}]" if batched else ""
+        try:
+            receipt = _one(sessions, connector, record, webhook_id, raw, actor, client)
+        except BadBody as bad:
+            named = [_prefixed(here, e) for e in bad.errors]
+            errors += named
+            _dead_letter(sessions, source, bad.reason, _detail(BadBody(named), webhook_id), body)
+            continue
+        except FetchFailed as failed:
+            _dead_letter(sessions, source, "fetch_failed", str(failed), body)
+            raise
+        receipts.append(receipt)
+    if errors:
+        raise BadBody(errors)
+    if not records:
+        raise BadBody([{"field": connector.records or "body", "message": "holds no record"}])
+    return Delivery(connector, receipts)
+
+
+def _prefixed(here: str, error: dict[str, str]) -> dict[str, str]:
+    if not here:
+        return error
+    field = error["field"]
+    joined = here if field == "body" else f"{here}{'' if field.startswith('[') else '.'}{field}"
+    return {"field": joined, "message": error["message"]}
+
+
+def _one(
+    sessions: sessionmaker[Session],
+    connector: Connector,
+    record: Any,
+    webhook_id: str,
+    raw: str,
+    actor: str,
+    client: httpx.Client | None,
+) -> Receipt:
+    """Map, validate and record one record; raises BadBody (with its dead letter's reason)."""
+    source = connector.name
+    event, ref = _parse(connector, record, webhook_id, client)
+    if event is None:
+        return Receipt("ignored", "", 0, webhook_id, "")
+    try:
         recorded = record_received(
             sessions,
             event=event,
             source=inbox_source(source),
             webhook_id=webhook_id,
-            raw=body.decode(),
+            raw=raw,
             actor=actor,
+            ref=ref,
         )
     except UnknownProduct as exc:
-        bad = BadBody(
-            [{"field": source_field(source, exc.field), "message": f"unknown product '{exc.sku}'"}]
-        )
-        _dead_letter(sessions, source, "unknown_product", _detail(bad, webhook_id), body)
-        raise bad from exc
-    except BadBody as bad:
-        reason = (
-            "invalid_json"
-            if bad.errors[:1] and bad.errors[0]["field"] == "body"
-            else "invalid_body"
-        )
-        _dead_letter(sessions, source, reason, _detail(bad, webhook_id), body)
-        raise
+        field = connector.source_field(exc.field)
+        raise BadBody(
+            [{"field": field, "message": f"unknown product '{exc.sku}'"}], "unknown_product"
+        ) from exc
     if recorded.outcome != "accepted":
         log.info(
             "crm %s %s: %s v%s is %s",
@@ -192,12 +288,16 @@ def receive(
     )
 
 
-def _check_content_type(headers: Mapping[str, str]) -> None:
-    """A declared ``Content-Type`` must be JSON; none at all is taken as JSON."""
+def _check_content_type(headers: Mapping[str, str], body_format: str = "json") -> None:
+    """A declared ``Content-Type`` must be JSON (XML for SOAP); none at all is taken as it."""
     declared = next((v for k, v in headers.items() if k.lower() == "content-type"), None)
     if declared is None:
         return
     media = declared.split(";", 1)[0].strip().lower()
+    if body_format == "soap":
+        if media not in ("text/xml", "application/xml", "application/soap+xml"):
+            raise UnsupportedMediaType(declared, "text/xml")
+        return
     if media != "application/json" and not (
         media.startswith("application/") and media.endswith("+json")
     ):
@@ -223,26 +323,71 @@ def nul_field(data: Any, path: list[str | int] | None = None) -> str | None:
     return None
 
 
-def _verify(body: bytes, headers: Mapping[str, str], secret: str) -> str:
-    """Check the Standard Webhooks signature over the raw body; the verified ``webhook-id``."""
-    lowered = {k.lower(): v for k, v in headers.items()}
+def decode(connector: Connector, body: bytes) -> Any:
+    """The delivery's body as data (JSON, or SOAP as dicts); raises BadBody."""
+    if connector.format == "soap":
+        try:
+            doc: Any = soap.parse(body)
+        except ValueError as exc:
+            raise BadBody([{"field": "body", "message": str(exc)}]) from None
+    else:
+        try:
+            doc = json.loads(body)
+        except (ValueError, RecursionError) as exc:
+            raise BadBody([{"field": "body", "message": f"invalid JSON: {exc}"}]) from None
+    if connector.records is None and not isinstance(doc, dict):
+        raise BadBody([{"field": "body", "message": "must be a JSON object"}])
+    if (where := nul_field(doc)) is not None:
+        raise BadBody([{"field": where, "message": "must not contain a NUL character"}])
+    return doc
+
+
+def map_record(
+    connector: Connector,
+    record: Any,
+    client: httpx.Client | None = None,
+    *,
+    recorded_fetch: bool = False,
+) -> tuple[OrderUpserted | OrderCancelled | None, str | None]:
+    """One record -> the validated canonical event (None: the connector ignores it) and the
+    CRM's record id. Raises BadBody naming the source's own fields, FetchFailed. The receive
+    path and ``loopline connectors check`` (and the mapping screen) share this; a check may
+    pass a sample holding a recorded ``_fetched`` answer (``recorded_fetch``)."""
+    if not isinstance(record, dict):
+        raise BadBody([{"field": "body", "message": "must be a JSON object"}])
+    # A cancel or an ignored record needs nothing from the CRM's API.
+    needs_fetch = connector.fields is None or connector.fields.kind.value(record) == "upsert"
+    if (
+        connector.fetch is not None
+        and needs_fetch
+        and not (recorded_fetch and "_fetched" in record)
+    ):
+        try:
+            record = record | {"_fetched": fetch_for(connector.fetch, record, client)}
+        except FetchError as exc:
+            raise FetchFailed(f"{connector.fetch.kind} API: {exc}") from None
     try:
-        text = body.decode()
-    except UnicodeDecodeError:
-        # The library signs text; a body that is not UTF-8 cannot be checked (nor be JSON).
-        raise BadSignature("body is not UTF-8, so its signature cannot be checked") from None
+        mapped = connector.map_record(record)
+    except MappingError as exc:
+        raise BadBody(exc.errors) from None
+    if mapped.kind == "ignore":
+        return None, None
+    canonical = mapped.body
+    if canonical.get("type") not in CANONICAL_TYPES:
+        message = f"must be one of {', '.join(CANONICAL_TYPES)}"
+        raise BadBody([{"field": connector.source_field("type"), "message": message}])
     try:
-        Webhook(secret).verify(text, lowered, json_parse=False)
-    except WebhookVerificationError as exc:
-        raise BadSignature(str(exc)) from None
-    except ValueError:  # a malformed webhook-signature header (no "v1,<base64>")
-        raise BadSignature("Malformed webhook-signature header") from None
-    return lowered["webhook-id"]
+        return parse_crm_event(canonical), mapped.ref
+    except ValidationError as exc:
+        errors = field_errors(exc)
+        raise BadBody(
+            [{"field": connector.source_field(e["field"]), "message": e["message"]} for e in errors]
+        ) from None
 
 
 def _parse(
-    source: str, mapping: Any, body: bytes, webhook_id: str
-) -> OrderUpserted | OrderCancelled:
+    connector: Connector, record: Any, webhook_id: str, client: httpx.Client | None
+) -> tuple[OrderUpserted | OrderCancelled | None, str | None]:
     if NUL in webhook_id:
         message = "must not contain a NUL character"
         raise BadBody([{"field": "headers.webhook-id", "message": message}])
@@ -255,28 +400,7 @@ def _parse(
                 }
             ]
         )
-    try:
-        data = json.loads(body)
-    except (ValueError, RecursionError) as exc:
-        raise BadBody([{"field": "body", "message": f"invalid JSON: {exc}"}]) from None
-    if not isinstance(data, dict):
-        raise BadBody([{"field": "body", "message": "must be a JSON object"}])
-    if (where := nul_field(data)) is not None:
-        raise BadBody([{"field": where, "message": "must not contain a NUL character"}])
-    try:
-        canonical = mapping(data)
-    except MappingError as exc:
-        raise BadBody(exc.errors) from None
-    if canonical.get("type") not in CANONICAL_TYPES:
-        message = f"must be one of {', '.join(CANONICAL_TYPES)}"
-        raise BadBody([{"field": source_field(source, "type"), "message": message}])
-    try:
-        return parse_crm_event(canonical)
-    except ValidationError as exc:
-        errors = field_errors(exc)
-        raise BadBody(
-            [{"field": source_field(source, e["field"]), "message": e["message"]} for e in errors]
-        ) from None
+    return map_record(connector, record, client)
 
 
 def _detail(bad: BadBody, webhook_id: str) -> str:

@@ -1,20 +1,12 @@
-"""Per-source mappings: flatcrm's flat deals become canonical events, errors in its own words."""
+"""The flatcrm connector file: flat deals become canonical events, errors in its own words."""
 
 from __future__ import annotations
 
 import pytest
 from sqlalchemy import select
 
-from loopline.ingest.crm.mappings import (
-    MAPPINGS,
-    MappingError,
-    UnknownSource,
-    flatcrm,
-    get_mapping,
-    source_field,
-)
-from loopline.ingest.crm.receive import BadBody, receive
-from loopline.models.events import parse_crm_event
+from loopline.ingest.crm.connector import UnknownSource, default_registry
+from loopline.ingest.crm.receive import BadBody, map_record, receive
 from loopline.models.intake import apply_received
 from loopline.models.records import DeadLetter, InboxEvent, Order
 from tests.factories import order_event
@@ -37,18 +29,27 @@ def deal(**over):
     return body | over
 
 
+FLATCRM = default_registry().get("flatcrm")
+
+
+def flatcrm(body):
+    event, _ = map_record(FLATCRM, body)
+    return event
+
+
 def test_canonical_is_identity():
     event = order_event()
-    assert get_mapping("canonical")(event) is event
+    mapped = default_registry().get("canonical").map_record(event)
+    assert mapped.body is event and mapped.kind == "upsert"
 
 
 def test_unknown_source_raises():
     with pytest.raises(UnknownSource):
-        get_mapping("salesforce-ish")
+        default_registry().get("salesforce-ish")
 
 
 def test_flatcrm_deal_updated_becomes_an_upsert():
-    event = parse_crm_event(flatcrm(deal()))
+    event = flatcrm(deal())
     assert event.type == "order.upserted"
     o = event.order
     assert (o.id, o.version, o.customer.id, o.customer.name) == ("2001", 3, "C-9", "Acme Gears")
@@ -59,17 +60,17 @@ def test_flatcrm_deal_updated_becomes_an_upsert():
 def test_flatcrm_defaults_urgency_and_time():
     body = deal()
     del body["urgency"], body["updated_at"]
-    event = parse_crm_event(flatcrm(body))
+    event = flatcrm(body)
     assert event.order.priority == "normal" and event.occurred_at.tzinfo is not None
 
 
 def test_flatcrm_deal_deleted_becomes_a_cancel():
-    event = parse_crm_event(flatcrm({"event": "deal.deleted", "deal_id": "D-7", "rev": 4}))
+    event = flatcrm({"event": "deal.deleted", "deal_id": "D-7", "rev": 4})
     assert (event.type, event.order.id, event.order.version) == ("order.cancelled", "D-7", 4)
 
 
 def test_flatcrm_unknown_event_names_its_field():
-    with pytest.raises(MappingError) as info:
+    with pytest.raises(BadBody) as info:
         flatcrm(deal(event="deal.won"))
     assert info.value.errors[0]["field"] == "event"
 
@@ -79,17 +80,22 @@ def test_flatcrm_unknown_event_names_its_field():
     [
         ("order.lines[2].qty", "items[2].quantity"),
         ("order.lines[0].sku", "items[0].product_code"),
+        ("order.lines[1]", "items[1]"),
+        ("order.lines", "items"),
         ("order.requested_date", "need_by"),
         ("order.version", "rev"),
+        ("order.customer", "account_id"),
+        ("type", "event"),
         ("body", "body"),
     ],
 )
 def test_flatcrm_field_names(path, expected):
-    assert source_field("flatcrm", path) == expected
+    assert FLATCRM.source_field(path) == expected
 
 
 def test_canonical_field_names_are_unchanged():
-    assert source_field("canonical", "order.lines[0].qty") == "order.lines[0].qty"
+    canonical = default_registry().get("canonical")
+    assert canonical.source_field("order.lines[0].qty") == "order.lines[0].qty"
 
 
 def test_flatcrm_through_receive(sessions, secret):
@@ -139,7 +145,9 @@ def test_flatcrm_unknown_product_uses_its_field_name(sessions, secret):
             max_body_bytes=65536,
         )
     assert info.value.errors[0]["field"] == "items[0].product_code"
+    with sessions() as s:
+        assert s.scalar(select(DeadLetter)).reason == "unknown_product"
 
 
 def test_registry_lists_the_sources():
-    assert {"canonical", "flatcrm"} <= set(MAPPINGS)
+    assert {"canonical", "flatcrm", "plain-json"} <= set(default_registry().names())

@@ -1,0 +1,101 @@
+"""Reconciliation against Odoo (a local server plays its JSON-RPC): missed updates, missed new
+orders and missed cancels are repaired through the inbox, each recorded; a second run finds
+nothing more."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from sqlalchemy import select
+
+from loopline.ingest.crm.connector import default_registry
+from loopline.ingest.crm.reconcile import reconcile
+from loopline.models.intake import apply_received
+from loopline.models.records import AuditEntry, Order
+from tests.ingest.crm.fake_api import FakeApi
+from tests.ingest.crm.presets import deliver, preset, sample_json
+from tests.ingest.crm.test_preset_odoo import TOKEN, odoo_in, odoo_rpc
+
+BASE = sample_json("odoo_sale_order.json")
+
+
+def shaped(record: dict) -> dict:
+    """An order as search_read answers: many2one as [id, name]."""
+    out = {k: v for k, v in record.items() if not k.startswith("_")}
+    out["partner_id"] = [record["partner_id"], "Acme Gears BV"]
+    out["user_id"] = [record["user_id"], "Li Na"]
+    return out
+
+
+CRM = {
+    # The update of 30 Nov never arrived.
+    "S00042": BASE | {"write_date": "2026-11-30 09:00:00"},
+    # Confirmed, never arrived at all.
+    "S00043": BASE | {"_id": 43, "id": 43, "name": "S00043", "write_date": "2026-11-29 10:00:00"},
+    # Cancelled there; the cancel never arrived.
+    "S00044": BASE
+    | {
+        "_id": 44,
+        "id": 44,
+        "name": "S00044",
+        "state": "cancel",
+        "write_date": "2026-11-30 11:00:00",
+    },
+}
+
+
+def rpc(call, match):
+    params = call.body["params"]
+    if params["service"] == "object" and params["args"][3:5] == ["sale.order", "search_read"]:
+        domain = params["args"][5][0]
+        rows = list(CRM.values())
+        for name, _op, value in domain:
+            if name == "state":
+                rows = [r for r in rows if r["state"] in value]
+            if name == "name":
+                rows = [r for r in rows if r["name"] in value]
+        return 200, {"jsonrpc": "2.0", "id": 1, "result": [shaped(r) for r in rows]}
+    return odoo_rpc(call, match)
+
+
+@pytest.fixture
+def odoo(monkeypatch):
+    monkeypatch.setenv("LOOPLINE_ODOO_WEBHOOK_TOKEN", TOKEN)
+    monkeypatch.setenv("LOOPLINE_ODOO_DB", "acme")
+    monkeypatch.setenv("LOOPLINE_ODOO_LOGIN", "loopline@acme.example")
+    monkeypatch.setenv("LOOPLINE_ODOO_API_KEY", "odoo-api-key")
+    with FakeApi().route("POST", "/jsonrpc", rpc) as api:
+        monkeypatch.setenv("LOOPLINE_ODOO_URL", api.url)
+        yield api
+
+
+def test_missed_events_are_repaired_once_and_recorded(sessions, odoo):
+    for record in (BASE, BASE | {"_id": 44, "id": 44, "name": "S00044"}):
+        deliver(sessions, preset("odoo"), odoo_in(json.dumps(record).encode()))
+    apply_received(sessions, gate=None)
+    result = reconcile(sessions, default_registry().get("odoo"))
+    assert set(result.repaired) == {"S00042", "S00043", "S00044"}
+    assert result.repaired["S00043"] == "missing" and result.failed == {}
+    apply_received(sessions, gate=None)
+    with sessions() as s:
+        assert s.get(Order, "S00042").version == 1796029200000  # 30 Nov 09:00 UTC in ms
+        assert s.get(Order, "S00043").status == "open"
+        assert s.get(Order, "S00044").status == "cancelled"
+        repairs = s.scalars(select(AuditEntry).where(AuditEntry.action == "order.repaired"))
+        assert {a.entity_id for a in repairs} == {"S00042", "S00043", "S00044"}
+    assert reconcile(sessions, default_registry().get("odoo")).repaired == {}
+
+
+def test_a_connector_without_a_read_api_is_refused(tmp_path):
+    db = tmp_path / "r.db"
+    out = subprocess.run(
+        [sys.executable, "-m", "loopline.cli", "reconcile", "--source", "flatcrm"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**__import__("os").environ, "LOOPLINE_DATABASE_URL": f"sqlite:///{db}"},
+    )
+    assert out.returncode == 1 and "names no CRM API" in out.stderr
