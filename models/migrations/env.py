@@ -5,6 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine
 
+from loopline.models import oee_records  # noqa: F401  (its tables join Base.metadata)
 from loopline.models.records import Base
 
 config = context.config
