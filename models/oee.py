@@ -42,6 +42,7 @@ from loopline.models.live import LiveState, Update
 from loopline.models.oee_records import ShiftOee
 from loopline.models.planning.calendar import working_spans
 from loopline.models.planning.problem import Calendar, WeeklyWindow, parse_calendar
+from loopline.models.quarantine import Findings
 from loopline.models.records import Line
 
 Span = tuple[datetime, datetime]
@@ -49,6 +50,7 @@ Span = tuple[datetime, datetime]
 COUNTS_TTL_S: Final = 8 * 24 * 3600
 # A shift's figures are final this long after it ended (late messages still count before).
 FINAL_AFTER_S: Final = 300.0
+OEE_STEP: Final = "oee"
 _ALL_DAYS: Final = frozenset(range(7))
 
 
@@ -409,15 +411,26 @@ def refresh_line(
     return row
 
 
-def refresh_oee(session: Session, live: LiveState, *, now: datetime) -> int:
-    """The worker's step: every line's shift figures into SQL and onto the live line."""
+def refresh_oee(
+    session: Session,
+    live: LiveState,
+    *,
+    now: datetime,
+    findings: Findings | None = None,
+    isolate: bool = False,
+) -> int:
+    """The worker's step: every line's shift figures into SQL and onto the live line; how
+    many lines have figures. With ``isolate`` a line whose data fails is left out alone
+    (named in ``findings``)."""
+    findings = findings if findings is not None else Findings()
     tree = load_tree(session)
     updates = []
-    for line in session.scalars(select(Line).order_by(Line.id)):
-        row = refresh_line(session, live, tree, line, now=now)
-        if row is not None:
-            updates.append(Update("line", line.id, {"oee": live_fields(row)}))
-    session.flush()
+    for line in list(session.scalars(select(Line).order_by(Line.id))):
+        with findings.unit(session, OEE_STEP, "line", line.id, isolate=isolate):
+            row = refresh_line(session, live, tree, line, now=now)
+            session.flush()
+            if row is not None:
+                updates.append(Update("line", line.id, {"oee": live_fields(row)}))
     live.apply(updates)
     return len(updates)
 
