@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from loopline.dashboard.i18n import normalize_lang
 from loopline.dashboard.live_push import Screens, utcnow
-from loopline.dashboard.pages import alerts, board, orders, plan, wall
+from loopline.dashboard.pages import alerts, andon, board, orders, plan, wall
 from loopline.models.live import LiveState
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -34,7 +34,7 @@ def create_dash(
     sessions: sessionmaker[Session] | None = None,
     record_time: Callable[[datetime], datetime] | None = None,
 ) -> dash.Dash:
-    """Mount the screens (/wall, /board, /plan, /orders, /alerts) on ``server``.
+    """Mount the screens (/wall, /board, /plan, /orders, /alerts, /andon) on ``server``.
 
     ``live`` is read to render each page; ``new_async_redis`` opens the connection each
     open page follows changes on. ``tz`` is the site's time zone (default: the server's),
@@ -69,7 +69,7 @@ def create_dash(
     )
     if record_time is not None:
         screens = dataclasses.replace(screens, record_time=record_time)
-    for page in (wall, board, plan, alerts, orders):
+    for page in (wall, board, plan, alerts, orders, andon):
         page.register(app, screens)
     app.layout = html.Div(dash.page_container, className="app")
     server.add_middleware(_SetupDashFirst, dash_app=app)

@@ -15,6 +15,7 @@ NAV_PAGES = (
     ("plan", "/plan"),
     ("orders", "/orders"),
     ("alerts", "/alerts"),
+    ("andon", "/andon"),
     ("wall", "/wall"),
 )
 
