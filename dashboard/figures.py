@@ -248,7 +248,9 @@ def pareto_figure(rows: Iterable[Mapping[str, Any]], lang: str) -> go.Figure:
         xaxis={"type": "category", "automargin": True},
         yaxis={"title": t("andon.minutes", lang), "gridcolor": PALETTE["grid"],
                "rangemode": "tozero"},
-        yaxis2={"overlaying": "y", "side": "right", "range": [0, 105], "ticksuffix": " %",
+        yaxis2={"overlaying": "y", "side": "right", "range": [0, 105],
+                "tickvals": [0, 20, 40, 60, 80, 100],
+                "ticktext": [f"{v} %" for v in (0, 20, 40, 60, 80, 100)],
                 "showgrid": False},
     )  # fmt: skip
     if not rows:

@@ -296,7 +296,7 @@ MESSAGES: dict[str, dict[str, str]] = {
     # OEE and downtime (the wall tile, /andon)
     "nav.andon": {"en": "Andon", "zh-CN": "安灯"},
     "page.andon": {"en": "Stops waiting for a reason", "zh-CN": "待填写原因的停机"},
-    "wall.oee": {"en": "OEE", "zh-CN": "OEE"},
+    "wall.oee": {"en": "OEE", "zh-CN": "设备综合效率"},
     "wall.apq": {"en": "A {a} · P {p} · Q {q}", "zh-CN": "可用 {a} · 性能 {p} · 质量 {q}"},
     "andon.count": {"en": "{n} waiting", "zh-CN": "{n} 条待填写"},
     "andon.empty": {"en": "Every stop has a reason", "zh-CN": "所有停机均已填写原因"},
@@ -305,7 +305,7 @@ MESSAGES: dict[str, dict[str, str]] = {
     "andon.sensor": {"en": "line said: {reason}", "zh-CN": "设备上报：{reason}"},
     "andon.when": {
         "en": "{state} {start}–{end} · {duration}",
-        "zh-CN": "{state} {start}–{end} · {duration}",
+        "zh-CN": "{state}：{start} 至 {end}，共 {duration}",
     },
     "andon.open": {"en": "now", "zh-CN": "至今"},
     "andon.assigned": {"en": "Line {line}: {reason}", "zh-CN": "产线 {line}：{reason}"},

@@ -52,7 +52,10 @@ def read_andon(sessions: sessionmaker[Session], *, now: datetime) -> AndonData:
                 }
                 for r in tree.leaves()
             ],
-            "lines": dict(session.execute(select(Line.id, Line.name).order_by(Line.id)).tuples()),
+            "lines": {
+                str(i): str(n)
+                for i, n in session.execute(select(Line.id, Line.name).order_by(Line.id))
+            },
         }
 
 

@@ -425,7 +425,11 @@ def refresh_oee(
     findings = findings if findings is not None else Findings()
     tree = load_tree(session)
     updates = []
-    for line in list(session.scalars(select(Line).order_by(Line.id))):
+    lines = list(session.scalars(select(Line).order_by(Line.id)))
+    known = live.get_many("line", [ln.id for ln in lines])
+    for line, lv in zip(lines, known, strict=True):
+        if not (lv or {}).get("reported_state"):
+            continue  # never reported: no figures rather than an OEE of 0 for a silent line
         with findings.unit(session, OEE_STEP, "line", line.id, isolate=isolate):
             row = refresh_line(session, live, tree, line, now=now)
             session.flush()

@@ -7,7 +7,7 @@ Line L1 (ideal rate 100 units/h of P1: 36 s a unit; no calendar, so the default 
     07:00 down, reason_code BD-MECH    -> 07:45 running   breakdown 2,700 s
     08:00 progress good 0, scrap 4, reason_code SR-WARMUP (startup rejects)
     09:00 down "jam", no code          -> 09:30 running   1,800 s unexplained
-    09:40 progress good 360, scrap 4
+    09:40 progress good 240, scrap 4
 """
 
 from __future__ import annotations
@@ -65,11 +65,11 @@ def shift(stack, mqtt_broker):
                       "reason_code": "SR-WARMUP"}),
         ("state", {"ts": day + "09:00:00Z", "state": "down", "reason": "jam"}),
         ("state", {"ts": day + "09:30:00Z", "state": "running"}),
-        ("progress", {"ts": day + "09:40:00Z", "work_order": wo, "good": 360, "scrap": 4}),
+        ("progress", {"ts": day + "09:40:00Z", "work_order": wo, "good": 240, "scrap": 4}),
     ]  # fmt: skip
     _send(mqtt_broker, [(k, {"seq": n + 1, **b}) for n, (k, b) in enumerate(messages)])
     return wait_until(
-        lambda: (o := stack.get("/api/v1/lines/L1/oee").json()).get("good") == 360 and o,
+        lambda: (o := stack.get("/api/v1/lines/L1/oee").json()).get("good") == 240 and o,
         timeout=20,
     )
 
@@ -83,15 +83,15 @@ def test_line_oee_is_worked_out_from_the_messages(shift):
     assert shift["run_s"] == pytest.approx(planned - 2_700 - 1_800, abs=0.01)
     assert shift["losses"]["breakdown_s"] == 2_700
     assert shift["losses"]["unexplained_s"] == 1_800
-    # ideal = (360 good + 4 scrap) x 36 s
-    assert shift["ideal_s"] == pytest.approx(364 * 36)
-    assert (shift["good"], shift["scrap"]) == (360, 4)
+    # ideal = (240 good + 4 scrap) x 36 s
+    assert shift["ideal_s"] == pytest.approx(244 * 36)
+    assert (shift["good"], shift["scrap"]) == (240, 4)
     assert shift["losses"]["startup_reject"] == 4
     assert shift["availability"] == pytest.approx((planned - 4_500) / planned, abs=1e-4)
-    assert shift["performance"] == pytest.approx(364 * 36 / (planned - 4_500), abs=1e-4)
-    assert shift["quality"] == pytest.approx(360 / 364, abs=1e-4)
+    assert shift["performance"] == pytest.approx(244 * 36 / (planned - 4_500), abs=1e-4)
+    assert shift["quality"] == pytest.approx(240 / 244, abs=1e-4)
     # OEE = good x ideal cycle / planned time
-    assert shift["oee"] == pytest.approx(360 * 36 / planned, abs=2e-4)
+    assert shift["oee"] == pytest.approx(240 * 36 / planned, abs=2e-4)
 
 
 def test_the_worker_stores_the_shift_and_puts_it_on_the_live_line(stack, shift):
@@ -102,7 +102,7 @@ def test_the_worker_stores_the_shift_and_puts_it_on_the_live_line(stack, shift):
     )  # fmt: skip
     assert live["shift"] == "early" and live["oee"] == pytest.approx(shift["oee"], abs=0.01)
     stored = wait_until(lambda: stack.get("/api/v1/lines/L1/oee/shifts").json(), timeout=15)
-    assert stored[0]["shift_start"] == "2026-12-01T06:00:00Z" and stored[0]["good"] == 360
+    assert stored[0]["shift_start"] == "2026-12-01T06:00:00Z" and stored[0]["good"] == 240
 
 
 def test_an_operator_explains_a_stop_and_oee_follows(stack, shift):

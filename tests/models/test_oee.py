@@ -221,7 +221,7 @@ def _golden_run(sessions, live):
 def test_golden_shift_through_ingest_and_the_worker(sessions, live):
     _golden_run(sessions, live)
     with transaction(sessions) as s:
-        assert refresh_oee(s, live, now=at("14:10")) == 2  # L1 and L2
+        assert refresh_oee(s, live, now=at("14:10")) == 1  # L2 never reported: no figures
     with sessions() as s:
         row = s.get(ShiftOee, ("L1", at("06:00")))
         assert row.final  # 10 min after the end: no late message changes it any more
@@ -346,3 +346,24 @@ def test_recording_the_same_batch_twice_changes_nothing(sessions, live):
             record_transitions(s, out.transitions, load_tree(s))
     with sessions() as s:
         assert s.query(LineStop).count() == before + 1
+
+
+def test_the_andon_read_model(sessions, live):
+    from loopline.models.andon_view import read_andon, read_pareto
+
+    _golden_run(sessions, live)
+    data = read_andon(sessions, now=at("14:10"))
+    assert [(s["line"], s["started_at"], s["loss"]) for s in data["stops"]] == [
+        ("L1", "2026-12-01T12:00:00Z", "unexplained"),
+        ("L1", "2026-12-01T09:50:00Z", "unexplained"),
+    ]
+    assert data["lines"] == {"L1": "Line L1", "L2": "Line L2"}
+    jam = next(r for r in data["reasons"] if r["code"] == "SS-JAM")
+    assert jam == {
+        "code": "SS-JAM",
+        "name": "Jam",
+        "loss": "small_stop",
+        "parent_name": "Small stop",
+    }
+    pareto = read_pareto(sessions, "L1", now=at("14:10"))
+    assert pareto["week"] == "2026-W49" and pareto["rows"][0]["seconds"] == 3_000
