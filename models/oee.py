@@ -405,10 +405,38 @@ def refresh_line(
         if stored is not None and stored.final:
             row = stored
             continue
-        row = store_shift(
-            session, shift, shift_figures(session, live.redis, tree, shift, now=now), now=now
-        )
+        figures = shift_figures(session, live.redis, tree, shift, now=now)
+        if stored is not None and _restore_counts(live, tree, shift, stored, figures):
+            figures = shift_figures(session, live.redis, tree, shift, now=now)
+        row = store_shift(session, shift, figures, now=now)
     return row
+
+
+def _restore_counts(
+    live: LiveState, tree: ReasonTree, shift: Shift, stored: ShiftOee, figures: OeeFigures
+) -> bool:
+    """Put back counts Redis lost (it restarted empty): a shift's stored units only grow,
+    so fewer counted now than stored means the difference went missing. It is booked in
+    the shift's first minute; whether it happened.
+    """
+    good = stored.good - figures.good
+    scrap = stored.scrap - figures.scrap
+    if good <= 0 and scrap <= 0:
+        return False
+    startup = int(stored.losses.get("startup_reject", 0)) - int(
+        figures.losses.get("startup_reject", 0)
+    )
+    code = next((r.code for r in tree.reasons if r.loss == "startup_reject"), None)
+    ideal = max(0.0, stored.ideal_s - figures.ideal_s)
+    deltas = [
+        CountDelta(shift.line, shift.start, max(good, 0), max(scrap - max(startup, 0), 0), ideal)
+    ]
+    if startup > 0 and code is not None:
+        deltas.append(CountDelta(shift.line, shift.start, 0, startup, 0.0, code))
+    pipe = live.redis.pipeline(transaction=False)
+    add_counts(pipe, deltas)
+    pipe.execute()
+    return True
 
 
 def refresh_oee(

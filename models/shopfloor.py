@@ -236,7 +236,8 @@ def _apply_state(
         moved = Transition(report.line, report.ts, report.state, report.reason, code, False)
     lp["reported_state"] = report.state
     lp["state"] = report.state
-    lp["reason"] = report.reason if report.state != "running" else None
+    # A code alone still says why on the wall (the tree's code, e.g. "BD-MECH").
+    lp["reason"] = (report.reason or code) if report.state != "running" else None
     lp["reason_code"] = code
     return moved
 

@@ -367,3 +367,18 @@ def test_the_andon_read_model(sessions, live):
     }
     pareto = read_pareto(sessions, "L1", now=at("14:10"))
     assert pareto["week"] == "2026-W49" and pareto["rows"][0]["seconds"] == 3_000
+
+
+def test_counts_redis_lost_come_back_from_the_stored_shift(sessions, live):
+    _golden_run(sessions, live)
+    with transaction(sessions) as s:
+        refresh_oee(s, live, now=at("13:45"))
+    for k in live.redis.scan_iter("ll:oee:*"):
+        live.redis.delete(k)  # Redis restarted empty (the live lines come back by rebuild)
+    with transaction(sessions) as s:
+        refresh_oee(s, live, now=at("13:50"))
+    with sessions() as s:
+        row = s.get(ShiftOee, ("L1", at("06:00")))
+        # Still 500 good, 20 scrap (5 startup), 520 x 36 s ideal: the same figures
+        assert (row.good, row.scrap, row.ideal_s) == (500, 20, 520 * 36)
+        assert row.losses["startup_reject"] == 5
