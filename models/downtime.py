@@ -22,7 +22,7 @@ from sqlalchemy import select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from loopline.models.oee_records import LineStop, OeeConfig
+from loopline.models.oee_records import LineStop, OeeConfig, OeeLineStart
 
 Loss = Literal[
     "breakdown", "setup", "small_stop", "slow_cycle", "startup_reject", "production_reject"
@@ -294,12 +294,24 @@ def record_transitions(
             )
 
 
-def _insert_ignore(session: Session, values: dict[str, Any]) -> None:
+def record_first_reports(session: Session, firsts: Sequence[tuple[str, datetime]]) -> None:
+    """Note when lines were first heard from (the earliest note stays)."""
+    for line_id, at in firsts:
+        _insert_ignore(session, {"line_id": line_id, "first_report_at": at}, OeeLineStart)
+
+
+def first_report(session: Session, line_id: str) -> datetime | None:
+    """When Loopline first heard from a line; None: never (or before OEE was recorded)."""
+    row = session.get(OeeLineStart, line_id)
+    return row.first_report_at if row else None
+
+
+def _insert_ignore(session: Session, values: dict[str, Any], table: Any = LineStop) -> None:
     dialect = session.get_bind().dialect.name
     if dialect == "postgresql":
-        stmt: Any = postgresql.insert(LineStop).values(**values).on_conflict_do_nothing()
+        stmt: Any = postgresql.insert(table).values(**values).on_conflict_do_nothing()
     elif dialect == "sqlite":
-        stmt = sqlite.insert(LineStop).values(**values).on_conflict_do_nothing()
+        stmt = sqlite.insert(table).values(**values).on_conflict_do_nothing()
     else:  # pragma: no cover - the two backends Loopline runs on
         raise RuntimeError(f"unsupported database {dialect}")
     session.execute(stmt)

@@ -34,6 +34,7 @@ from loopline.models.downtime import (
     AVAILABILITY_LOSSES,
     UNEXPLAINED,
     ReasonTree,
+    first_report,
     load_tree,
     loss_of,
     stops_between,
@@ -313,12 +314,17 @@ def stop_spans(
 def shift_figures(
     session: Session, client: redis.Redis, tree: ReasonTree, shift: Shift, *, now: datetime
 ) -> OeeFigures:
-    """A shift's figures up to ``now`` (its end, once over)."""
+    """A shift's figures up to ``now`` (its end, once over); planned time starts when the
+    line first reported, if that was during the shift."""
     until = min(now, shift.end)
+    first = first_report(session, shift.line)
+    planned = shift.planned
+    if first is not None and first > shift.start:
+        planned = tuple((max(a, first), b) for a, b in planned if b > first)
     stops = stop_spans(session, tree, shift.line, shift.start, until)
     startup = frozenset(r.code for r in tree.reasons if r.loss == "startup_reject")
     counts = read_counts(client, shift.line, shift.start, until, startup_codes=startup)
-    return compute_oee(shift.planned, stops, counts, until=until)
+    return compute_oee(planned, stops, counts, until=until)
 
 
 def store_shift(session: Session, shift: Shift, figures: OeeFigures, *, now: datetime) -> ShiftOee:

@@ -49,6 +49,15 @@ class LineStop(Base):
     assigned_at: Mapped[datetime | None] = mapped_column(nullable=True)
 
 
+class OeeLineStart(Base):
+    """When Loopline first heard from a line: planned time before it is not counted (no
+    one knows what the line did then, and it must not pass for run time)."""
+
+    __tablename__ = "oee_line_start"
+    line_id: Mapped[str] = mapped_column(ForeignKey("line.id"), primary_key=True)
+    first_report_at: Mapped[datetime]
+
+
 class ShiftOee(Base):
     """A line's OEE over one shift, as last computed (``final`` once the shift is over)."""
 

@@ -95,6 +95,8 @@ class ShopfloorOutcome:
     transitions: list[Transition] = field(default_factory=list)
     # Units made per line (OEE counts: ``oee.add_counts`` writes them with ``updates``).
     counts: list[CountDelta] = field(default_factory=list)
+    # Lines heard from for the first time, and when (``downtime.record_first_reports``).
+    first_reports: list[tuple[str, datetime]] = field(default_factory=list)
 
 
 def seq_fields(source: str) -> tuple[str, str]:
@@ -173,6 +175,10 @@ def plan_reports(
         if is_new:
             lp[seq_key] = report.seq
         lp["last_seen"] = iso(received_at)
+        if not current.get("first_report_at"):
+            # OEE counts planned time from here: what the line did before, no one knows.
+            lp["first_report_at"] = iso(report.ts)
+            out.first_reports.append((report.line, report.ts))
         if current.get("state") == "unavailable":
             lp["state"] = current.get("reported_state") or "idle"
             if lp["state"] != "down":

@@ -27,7 +27,9 @@ from loopline.models.downtime import (
     DowntimeConfig,
     assign_reason,
     default_tree,
+    first_report,
     load_tree,
+    record_first_reports,
     record_transitions,
     save_tree,
     unexplained_stops,
@@ -216,6 +218,7 @@ def _golden_run(sessions, live):
         assert not out.refused
         with transaction(sessions) as s:
             record_transitions(s, out.transitions, load_tree(s))
+            record_first_reports(s, out.first_reports)
 
 
 def test_golden_shift_through_ingest_and_the_worker(sessions, live):
@@ -382,3 +385,26 @@ def test_counts_redis_lost_come_back_from_the_stored_shift(sessions, live):
         # Still 500 good, 20 scrap (5 startup), 520 x 36 s ideal: the same figures
         assert (row.good, row.scrap, row.ideal_s) == (500, 20, 520 * 36)
         assert row.losses["startup_reject"] == 5
+
+
+def test_planned_time_starts_when_the_line_first_reported(sessions, live):
+    # Loopline installed mid-shift: the first message comes at 08:00, running. At 10:00
+    # the shift has 2 h = 7,200 s planned (06:00-08:00 is unknown, not run time), and
+    # 150 units x 36 s = 5,400 s ideal: A = 1, P = 0.75, Q = 1, OEE 0.75.
+    with sessions() as s:
+        sync_live(s, live, now=at("08:00"))
+    live.apply([Update("work_order", "WO-9-1", {"order_id": "SO-9", "line": "L1", "sku": "P1",
+                                               "qty": 1000, "good": 0, "scrap": 0})])  # fmt: skip
+    for k, r in enumerate(
+        [S("L1", 1, at("08:00"), "running"), P("L1", 2, at("09:30"), "WO-9-1", 150)]
+    ):
+        out = apply_reports(live, [r], now=r.ts, received_at=r.ts)
+        with transaction(sessions) as s:
+            record_transitions(s, out.transitions, load_tree(s))
+            record_first_reports(s, out.first_reports)
+        assert len(out.first_reports) == (1 if k == 0 else 0)
+    with sessions() as s:
+        assert first_report(s, "L1") == at("08:00")
+        view = current_shift(s, live, "L1", at=at("10:00"), now=at("10:00"))
+    assert (view["planned_s"], view["run_s"], view["ideal_s"]) == (7_200, 7_200, 5_400)
+    assert (view["availability"], view["performance"], view["oee"]) == (1.0, 0.75, 0.75)

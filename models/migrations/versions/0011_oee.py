@@ -1,4 +1,5 @@
-"""oee: the downtime reason tree, each stop of a line with its reason, OEE per line and shift
+"""oee: the downtime reason tree, each stop of a line with its reason, when each line first
+reported, OEE per line and shift
 
 Revision ID: 0011_oee
 Revises: 0007_crm_intake
@@ -41,6 +42,13 @@ def upgrade() -> None:
     with op.batch_alter_table("line_stop", schema=None) as batch_op:
         batch_op.create_index("ix_line_stop_open", ["line_id", "ended_at"], unique=False)
     op.create_table(
+        "oee_line_start",
+        sa.Column("line_id", sa.String(length=64), nullable=False),
+        sa.Column("first_report_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(["line_id"], ["line.id"]),
+        sa.PrimaryKeyConstraint("line_id"),
+    )
+    op.create_table(
         "shift_oee",
         sa.Column("line_id", sa.String(length=64), nullable=False),
         sa.Column("shift_start", sa.DateTime(timezone=True), nullable=False),
@@ -65,6 +73,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("shift_oee")
+    op.drop_table("oee_line_start")
     with op.batch_alter_table("line_stop", schema=None) as batch_op:
         batch_op.drop_index("ix_line_stop_open")
     op.drop_table("line_stop")
