@@ -296,8 +296,7 @@ MESSAGES: dict[str, dict[str, str]] = {
     # OEE and downtime (the wall tile, /andon)
     "nav.andon": {"en": "Andon", "zh-CN": "安灯"},
     "page.andon": {"en": "Stops waiting for a reason", "zh-CN": "待填写原因的停机"},
-    "wall.oee": {"en": "OEE", "zh-CN": "设备综合效率"},
-    "wall.apq": {"en": "A {a} · P {p} · Q {q}", "zh-CN": "可用 {a} · 性能 {p} · 质量 {q}"},
+    "wall.oee": {"en": "OEE", "zh-CN": "综合效率"},
     "andon.count": {"en": "{n} waiting", "zh-CN": "{n} 条待填写"},
     "andon.empty": {"en": "Every stop has a reason", "zh-CN": "所有停机均已填写原因"},
     "andon.pick": {"en": "Pick a reason", "zh-CN": "选择原因"},

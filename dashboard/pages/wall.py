@@ -138,13 +138,11 @@ def tile_view(
         ids.TILE_NEXT: {"children": t("wall.next", lang, wo=next_wo) if next_wo else ""},
         # The running shift's OEE (models/oee.py puts it on the live line).
         ids.TILE_OEE: {"children": fmt_pct(oee.get("oee"))},
+        # A, P and Q are OEE's own symbols in every language (compact: the tile is small).
         ids.TILE_APQ: {
-            "children": t(
-                "wall.apq",
-                lang,
-                a=_pct(oee.get("availability")),
-                p=_pct(oee.get("performance")),
-                q=_pct(oee.get("quality")),
+            "children": (
+                f"A {_pct(oee.get('availability'))} · P {_pct(oee.get('performance'))}"
+                f" · Q {_pct(oee.get('quality'))}"
             )
             if oee.get("oee") is not None
             else ""
