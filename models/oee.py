@@ -187,10 +187,10 @@ def _shift_name(w: WeeklyWindow, tree: ReasonTree) -> str:
     return f"{w.start:%H:%M}-{w.end:%H:%M}"
 
 
-def shifts_between(
-    line_id: str, cal: Calendar, tree: ReasonTree, start: datetime, end: datetime
-) -> list[Shift]:
-    """The shifts of a line overlapping ``[start, end)``, in order."""
+def _occurrences(
+    cal: Calendar, tree: ReasonTree, start: datetime, end: datetime
+) -> list[tuple[str, datetime, datetime]]:
+    """(name, start, end) of each shift overlapping ``[start, end)``, in order."""
     zone = ZoneInfo(cal.timezone)
     day: date = start.astimezone(zone).date() - timedelta(days=1)
     last = end.astimezone(zone).date()
@@ -203,20 +203,31 @@ def shifts_between(
             end_day = day if w.end > w.start else day + timedelta(days=1)
             finish = datetime.combine(end_day, w.end, tzinfo=zone).astimezone(UTC)
             if finish > start and begin < end:
-                planned = tuple(working_spans(cal, begin, finish))
-                out.append(Shift(line_id, _shift_name(w, tree), begin, finish, planned))
+                out.append((_shift_name(w, tree), begin, finish))
         day += timedelta(days=1)
-    return sorted(out, key=lambda s: s.start)
+    return sorted(out, key=lambda o: o[1])
+
+
+def _shift(line_id: str, cal: Calendar, occurrence: tuple[str, datetime, datetime]) -> Shift:
+    name, begin, finish = occurrence
+    return Shift(line_id, name, begin, finish, tuple(working_spans(cal, begin, finish)))
+
+
+def shifts_between(
+    line_id: str, cal: Calendar, tree: ReasonTree, start: datetime, end: datetime
+) -> list[Shift]:
+    """The shifts of a line overlapping ``[start, end)``, in order."""
+    return [_shift(line_id, cal, o) for o in _occurrences(cal, tree, start, end)]
 
 
 def shift_at(line_id: str, cal: Calendar, tree: ReasonTree, at: datetime) -> Shift | None:
     """The shift running at ``at``, else the last one that ended before it (within a week)."""
-    shifts = shifts_between(line_id, cal, tree, at - timedelta(days=7), at + timedelta(seconds=1))
-    current = [s for s in shifts if s.start <= at < s.end]
+    found = _occurrences(cal, tree, at - timedelta(days=7), at + timedelta(seconds=1))
+    current = [o for o in found if o[1] <= at < o[2]]
     if current:
-        return current[0]
-    ended = [s for s in shifts if s.end <= at]
-    return ended[-1] if ended else None
+        return _shift(line_id, cal, current[0])
+    ended = [o for o in found if o[2] <= at]
+    return _shift(line_id, cal, ended[-1]) if ended else None
 
 
 # -- the arithmetic ------------------------------------------------------------------
