@@ -252,12 +252,12 @@ def _made(
     before: dict[str, Any], wp: dict[str, Any], rates: Any, report: ProgressReport
 ) -> CountDelta | None:
     """The units this report adds to the line's OEE counts, at the line's ideal rate."""
-    good = int(wp["good"]) - int(before.get("good") or 0)
-    scrap = int(wp["scrap"]) - int(before.get("scrap") or 0)
+    good = wp["good"] - int(before.get("good") or 0)
+    scrap = wp["scrap"] - int(before.get("scrap") or 0)
     if good <= 0 and scrap <= 0:
         return None
-    rate = (rates or {}).get(before.get("sku")) if isinstance(rates, dict) else None
-    ideal_s = (good + scrap) * 3600.0 / float(rate) if rate else 0.0
+    rate = rates.get(before.get("sku")) if rates else None
+    ideal_s = (good + scrap) * 3600.0 / rate if rate else 0.0
     code = getattr(report, "reason_code", None)
     return CountDelta(report.line, report.ts, good, scrap, ideal_s, code)
 
