@@ -20,6 +20,7 @@ from loopline.api.routes import (
     health,
     kpi,
     notifications,
+    oee,
     orders,
     purchasing,
     quotes,
@@ -61,7 +62,7 @@ def create_app(ctx: ApiContext, *, with_dashboard: bool = True) -> FastAPI:
     api = APIRouter(
         prefix=API_PREFIX, dependencies=[Depends(refuse_nul)], responses=error_responses(422, 503)
     )
-    for module in (health, crm, orders, factory, alerts, changes, quotes, purchasing, stream):
+    for module in (health, crm, orders, factory, alerts, changes, quotes, purchasing, stream, oee):
         api.include_router(module.router)
     api.include_router(notifications.router)
     api.include_router(session_routes.router)

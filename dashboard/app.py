@@ -20,6 +20,7 @@ from loopline.dashboard.last_good import ScopedLastGood
 from loopline.dashboard.live_push import Screens
 from loopline.dashboard.pages import (
     alerts,
+    andon,
     board,
     connectors,
     inbox,
@@ -48,7 +49,7 @@ def create_dash(
     sessions: sessionmaker[Session] | None = None,
     record_time: Callable[[datetime], datetime] | None = None,
 ) -> dash.Dash:
-    """Mount the screens (/wall, /board, /plan, /orders, /alerts, /kpi) on ``server``.
+    """Mount the screens (/wall, /board, /plan, /orders, /alerts, /kpi, /andon...) on ``server``.
 
     ``live`` is read to render each page; ``new_async_redis`` opens the connection each
     open page follows changes on. ``tz`` is the site's time zone (default: the server's),
@@ -89,7 +90,7 @@ def create_dash(
         screens = dataclasses.replace(screens, last_good=ScopedLastGood())
     if record_time is not None:
         screens = dataclasses.replace(screens, record_time=record_time)
-    for page in (wall, board, plan, alerts, orders, order_detail, kpi, inbox, users):
+    for page in (wall, board, plan, alerts, orders, order_detail, kpi, inbox, users, andon):
         page.register(app, screens)
     connectors.register(app, screens)  # the IT person's field mapping screen
     app.layout = html.Div(dash.page_container, className="app")

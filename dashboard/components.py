@@ -17,6 +17,7 @@ NAV_PAGES = (
     ("alerts", "/alerts"),
     ("kpi", "/kpi"),
     ("inbox", "/inbox"),
+    ("andon", "/andon"),
     ("wall", "/wall"),
 )
 

@@ -188,3 +188,80 @@ def gantt_signature(work_orders: Iterable[Mapping[str, Any]]) -> str:
     keys = ("id", "line", "planned_start", "planned_end", "status", "order_id", "sku", "qty")
     rows = sorted([str(wo.get(k)) for k in keys] for wo in work_orders)
     return hashlib.sha1(json.dumps(rows).encode(), usedforsecurity=False).hexdigest()
+
+
+# The six big losses' colours on the Pareto (mirrors the state colours of loopline.css).
+LOSS_COLOURS = {
+    "breakdown": "#ef4444",
+    "setup": "#f59e0b",
+    "small_stop": "#5b7fa6",
+    "slow_cycle": "#a78bfa",
+    "startup_reject": "#14b8a6",
+    "production_reject": "#0ea5e9",
+    "unexplained": "#8b98a5",
+}
+
+
+def pareto_figure(rows: Iterable[Mapping[str, Any]], lang: str) -> go.Figure:
+    """A Pareto of downtime: minutes per reason as bars, largest first, coloured by loss,
+    and the cumulative share as a line on a 0-100 % axis (``models.oee.downtime_pareto``)."""
+    rows = list(rows)
+    names = [
+        f"{r['code']} · {r.get('name') or ''}"
+        if r.get("code")
+        else label("loss", "unexplained", lang)
+        for r in rows
+    ]
+    minutes = [round(float(r["seconds"]) / 60, 1) for r in rows]
+    fig = go.Figure()
+    fig.add_trace(
+        go.Bar(
+            name=t("andon.minutes", lang),
+            x=names,
+            y=minutes,
+            text=[f"{m:g}" for m in minutes],
+            textposition="outside",
+            marker={
+                "color": [LOSS_COLOURS.get(str(r.get("loss")), PALETTE["muted"]) for r in rows]
+            },
+            hovertemplate="%{x}<br>%{y} " + t("andon.minutes", lang) + "<extra></extra>",
+        )
+    )
+    fig.add_trace(
+        go.Scatter(
+            name=t("andon.cumulative", lang),
+            x=names,
+            y=[round(float(r["cumulative"]) * 100, 1) for r in rows],
+            yaxis="y2",
+            mode="lines+markers",
+            line={"color": PALETTE["now"], "width": 2},
+            hovertemplate="%{y} %<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        uirevision="pareto",
+        height=360,
+        margin={"l": 10, "r": 10, "t": 30, "b": 10},
+        paper_bgcolor="rgba(0,0,0,0)",
+        plot_bgcolor="rgba(0,0,0,0)",
+        font={"color": PALETTE["text"], "size": 13, "family": FONT_FAMILY},
+        showlegend=False,
+        xaxis={"type": "category", "automargin": True},
+        yaxis={"title": t("andon.minutes", lang), "gridcolor": PALETTE["grid"],
+               "rangemode": "tozero"},
+        yaxis2={"overlaying": "y", "side": "right", "range": [0, 105],
+                "tickvals": [0, 20, 40, 60, 80, 100],
+                "ticktext": [f"{v} %" for v in (0, 20, 40, 60, 80, 100)],
+                "showgrid": False},
+    )  # fmt: skip
+    if not rows:
+        fig.add_annotation(
+            text=t("andon.pareto_empty", lang),
+            xref="paper",
+            yref="paper",
+            x=0.5,
+            y=0.5,
+            showarrow=False,
+            font={"color": PALETTE["muted"], "size": 16},
+        )
+    return fig

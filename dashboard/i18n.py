@@ -437,6 +437,37 @@ MESSAGES: dict[str, dict[str, str]] = {
         "en": "Task {id} not saved ({status}): {detail}",
         "zh-CN": "任务 {id} 未保存（{status}）：{detail}",
     },
+    # OEE and downtime (the wall tile, /andon)
+    "nav.andon": {"en": "Andon", "zh-CN": "安灯"},
+    "page.andon": {"en": "Stops waiting for a reason", "zh-CN": "待填写原因的停机"},
+    "wall.oee": {"en": "OEE", "zh-CN": "综合效率"},
+    "andon.count": {"en": "{n} waiting", "zh-CN": "{n} 条待填写"},
+    "andon.empty": {"en": "Every stop has a reason", "zh-CN": "所有停机均已填写原因"},
+    "andon.pick": {"en": "Pick a reason", "zh-CN": "选择原因"},
+    "andon.assign": {"en": "Assign", "zh-CN": "确认"},
+    "andon.sensor": {"en": "line said: {reason}", "zh-CN": "设备上报：{reason}"},
+    "andon.when": {
+        "en": "{state} {start}–{end} · {duration}",
+        "zh-CN": "{state}：{start} 至 {end}，共 {duration}",
+    },
+    "andon.open": {"en": "now", "zh-CN": "至今"},
+    "andon.assigned": {"en": "Line {line}: {reason}", "zh-CN": "产线 {line}：{reason}"},
+    "andon.refused": {
+        "en": "Not assigned ({status}): {detail}",
+        "zh-CN": "未能填写（{status}）：{detail}",
+    },
+    "andon.pick_first": {"en": "Pick a reason first", "zh-CN": "请先选择原因"},
+    "andon.pareto": {"en": "Downtime by reason, week {week}", "zh-CN": "第 {week} 周停机原因"},
+    "andon.pareto_empty": {"en": "No downtime this week", "zh-CN": "本周无停机"},
+    "andon.minutes": {"en": "min", "zh-CN": "分钟"},
+    "andon.cumulative": {"en": "cumulative", "zh-CN": "累计"},
+    "loss.breakdown": {"en": "Breakdown", "zh-CN": "设备故障"},
+    "loss.setup": {"en": "Setup", "zh-CN": "换型调整"},
+    "loss.small_stop": {"en": "Small stop", "zh-CN": "短暂停机"},
+    "loss.slow_cycle": {"en": "Slow cycle", "zh-CN": "速度损失"},
+    "loss.startup_reject": {"en": "Startup reject", "zh-CN": "开机废品"},
+    "loss.production_reject": {"en": "Production reject", "zh-CN": "生产废品"},
+    "loss.unexplained": {"en": "Unexplained", "zh-CN": "原因未明"},
 }
 
 # Month and weekday names, date patterns and plural rules come from CLDR through Babel.

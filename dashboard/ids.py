@@ -60,6 +60,8 @@ TILE_RATE = "tile-rate"
 TILE_NOMINAL = "tile-nominal"
 TILE_ETA = "tile-eta"
 TILE_NEXT = "tile-next"
+TILE_OEE = "tile-oee"
+TILE_APQ = "tile-apq"
 
 # -- /board --------------------------------------------------------------------------
 BOARD_ROWS = "board-rows"
@@ -130,3 +132,20 @@ def part(kind: str, key: str, entity_id: Any) -> dict[str, Any]:
     """The dict id of one repeated part, e.g. ``part(TILE_STATE, "line", "L1")``; a wildcard
     (``ALL``, ``MATCH``) in place of the id addresses every such part in a callback."""
     return {"type": kind, key: entity_id}
+
+
+# -- /andon ----------------------------------------------------------------------------
+ANDON = LiveIds.of("andon")
+ANDON_LIST = "andon-list"
+ANDON_COUNT = "andon-count"
+ANDON_STOP = "andon-stop"  # dict-id parts of a stop: {"type": ..., "stop": id}
+ANDON_STOP_LINE = "andon-stop-line"
+ANDON_STOP_WHEN = "andon-stop-when"
+ANDON_STOP_SENSOR = "andon-stop-sensor"
+ANDON_PICK = "andon-pick"
+ANDON_ASSIGN = "andon-assign"
+ANDON_RESULT = "andon-result"
+ANDON_MESSAGE = "andon-message"
+ANDON_PARETO_LINE = "andon-pareto-line"
+ANDON_PARETO = "andon-pareto"
+ANDON_PARETO_TITLE = "andon-pareto-title"

@@ -20,9 +20,17 @@ The format (JSON)::
                                        "on_hand": 900, "lead_time_days": 7}},
                    "bom": {"GEAR-A": {"STEEL": 0.4}},
                    "purchase_orders": [{"id": "PO-1", "material": "STEEL", "qty": 500,
-                                        "arrives": "2026-12-03T08:00:00Z"}]}}
+                                        "arrives": "2026-12-03T08:00:00Z"}]},
+     "downtime": {"small_stop_max_s": 300,
+                  "shifts": [{"name": "early", "start": "06:00", "end": "14:00"}],
+                  "reasons": [{"code": "BD", "name": "Breakdown", "loss": "breakdown",
+                               "children": [{"code": "BD-MECH", "name": "Mechanical"}]}]}}
 
-Every part is optional. A line's ``calendar`` has the form of the planner's ``calendars``
+Every part is optional. ``downtime`` replaces the downtime reason tree (the form of
+``loopline.models.downtime.DowntimeConfig``: each code belongs to one of the six big
+losses; ``shifts`` are the daily shifts of lines whose calendar names none).
+
+A line's ``calendar`` has the form of the planner's ``calendars``
 entries (no calendar: the line works around the clock); ``changeovers`` are hours per
 product pair. ``materials`` has the form of the planner's ``materials``.
 
@@ -50,6 +58,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from loopline.models.audit import record
+from loopline.models.downtime import DowntimeConfig, save_tree
 from loopline.models.events import format_path
 from loopline.models.planning.problem import (
     MAX_TOPIC_NAME_CHARS,
@@ -154,6 +163,7 @@ class FactoryFile(_In):
     lines: list[LineIn] = []
     customers: list[CustomerIn] = []
     materials: MaterialsIn | None = None
+    downtime: DowntimeConfig | None = None
 
 
 class FactoryFileError(ValueError):
@@ -441,6 +451,9 @@ def import_factory(session: Session, factory: FactoryFile, *, actor: str) -> dic
     }
     if factory.materials is not None:
         counts.update(_import_materials(session, factory.materials))
+    if factory.downtime is not None:
+        save_tree(session, factory.downtime)
+        counts["downtime_reasons"] = _count_reasons(factory.downtime.reasons)
     record(
         session,
         actor=actor,
@@ -450,6 +463,10 @@ def import_factory(session: Session, factory: FactoryFile, *, actor: str) -> dic
         details=counts,
     )
     return counts
+
+
+def _count_reasons(nodes: list[Any]) -> int:
+    return sum(1 + _count_reasons(n.children) for n in nodes)
 
 
 def _import_materials(session: Session, materials: MaterialsIn) -> dict[str, int]:

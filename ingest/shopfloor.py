@@ -22,8 +22,10 @@ from loopline.ingest.mqtt.messages import ProgressMessage, Rejected, StateMessag
 from loopline.models.alerts import open_alert, resolve_alert
 from loopline.models.clock import Clock, utcnow
 from loopline.models.db import transaction
+from loopline.models.downtime import load_tree, record_first_reports, record_transitions
 from loopline.models.live import LiveState
 from loopline.models.loop import DUTY_LOCK, DUTY_LOCK_TTL_S, REPLAN_WAIT_S
+from loopline.models.oee import add_counts
 from loopline.models.records import DeadLetter
 from loopline.models.replan import sync_live
 from loopline.models.shopfloor import ShopfloorOutcome, plan_reports
@@ -93,12 +95,15 @@ class ShopfloorHandler:
         for refused in outcome.refused:
             src = topics[id(refused.report)]
             dead.append(_dead(src.topic, src.payload, refused.reason, refused.detail))
-        if dead or outcome.gaps or outcome.jumps:
+        if dead or outcome.gaps or outcome.jumps or outcome.transitions or outcome.first_reports:
             with transaction(self.sessions) as session:
                 session.add_all(dead)
                 _open_seq_alerts(session, outcome)
-        if outcome.updates:
-            self.live.apply(outcome.updates)
+                if outcome.transitions:
+                    record_transitions(session, outcome.transitions, load_tree(session))
+                record_first_reports(session, outcome.first_reports)
+        if outcome.updates or outcome.counts:
+            self.live.apply(outcome.updates, also=lambda pipe: add_counts(pipe, outcome.counts))
         if outcome.gaps or outcome.jumps:
             with self.sessions() as session:
                 mirror_alerts(session, self.live)

@@ -10,7 +10,7 @@ quiet fields (``last_seen``); a real change is written and published as
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
@@ -109,12 +109,24 @@ class LiveState:
         return [e for e in self.get_many(entity, self.ids(entity)) if e is not None]
 
     # -- writes --------------------------------------------------------------------
-    def apply(self, updates: Iterable[Update]) -> list[Change]:
-        """Write updates, publish what really changed, and return those changes."""
+    def apply(
+        self,
+        updates: Iterable[Update],
+        also: Callable[[redis.client.Pipeline], None] | None = None,
+    ) -> list[Change]:
+        """Write updates, publish what really changed, and return those changes.
+
+        ``also`` queues more commands on the same pipeline: one round trip, so OEE counts
+        are written together with the counters they were derived from.
+        """
         merged: dict[tuple[str, str], dict[str, Any]] = {}
         for u in updates:
             merged.setdefault((u.entity, u.id), {}).update(u.fields)
         if not merged:
+            if also is not None:
+                pipe = self.redis.pipeline(transaction=False)
+                also(pipe)
+                pipe.execute()
             return []
         targets = list(merged)
         current = self.get_many_keys(targets)
@@ -138,6 +150,8 @@ class LiveState:
             if diff:
                 before = {k: (old or {}).get(k) for k in diff}
                 changes.append(Change(entity, entity_id, before, _roundtrip(diff)))
+        if also is not None:
+            also(pipe)
         self._publish(pipe, changes)
         pipe.execute()
         return changes

@@ -35,6 +35,7 @@ from loopline.models.feedback import FEEDBACK_STEP, sync_feedback
 from loopline.models.followup import open_due_followups
 from loopline.models.intake import Intake, apply_received, has_received
 from loopline.models.live import LiveState
+from loopline.models.oee import OEE_STEP, refresh_oee
 from loopline.models.quarantine import Findings, run_isolated
 from loopline.models.quarantine import record as record_quarantine
 from loopline.models.replan import PlanOutcome, PlanWindow, replan
@@ -61,6 +62,8 @@ DUTY_LOCK_RENEW_S = 2.0
 WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
 REPLAN_WAIT_S = 60.0
 TICK_S = 1.0
+# OEE per shift is recomputed this often (the wall tile's figures are this fresh).
+OEE_REFRESH_S = 5.0
 
 
 def request_replan(client: redis.Redis, trigger: str) -> None:
@@ -208,6 +211,7 @@ class Loop:
         # Set when an intake round left received orders for the next one: no waiting.
         self._more_received = False
         self._threads: list[threading.Thread] = []
+        self._oee_due = 0.0  # time.monotonic() of the next OEE refresh
 
     # -- one step of each duty (also what tests call) -------------------------------
     def _track(self) -> Callable[[str], str] | None:
@@ -360,6 +364,15 @@ class Loop:
                 )
                 or 0
             )
+            if time.monotonic() >= self._oee_due:
+                self._oee_due = time.monotonic() + OEE_REFRESH_S
+                self._in_sql(
+                    findings,
+                    OEE_STEP,
+                    lambda s, isolate: refresh_oee(
+                        s, self.live, now=now, findings=findings, isolate=isolate
+                    ),
+                )
             self._in_sql(findings, "quarantine", lambda s, _: self._quarantine(s, findings))
         finally:
             _release(lock)

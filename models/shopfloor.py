@@ -12,8 +12,10 @@ from datetime import datetime
 from typing import Any, Protocol, cast
 
 from loopline.models.clock import iso, parse_ts
+from loopline.models.downtime import Transition
 from loopline.models.estimate import estimate
 from loopline.models.live import Change, LiveState, Update
+from loopline.models.oee import CountDelta, add_counts
 
 # Weight of the newest observation in the smoothed rate (exponential moving average).
 RATE_SMOOTHING = 0.3
@@ -90,6 +92,12 @@ class ShopfloorOutcome:
     jumps: list[Gap] = field(default_factory=list)
     # The writes, for a caller that stores elsewhere first (``plan_reports``).
     updates: list[Update] = field(default_factory=list)
+    # State changes (stops open and close: ``downtime.record_transitions`` stores them).
+    transitions: list[Transition] = field(default_factory=list)
+    # Units made per line (OEE counts: ``oee.add_counts`` writes them with ``updates``).
+    counts: list[CountDelta] = field(default_factory=list)
+    # Lines heard from for the first time, and when (``downtime.record_first_reports``).
+    first_reports: list[tuple[str, datetime]] = field(default_factory=list)
 
 
 def seq_fields(source: str) -> tuple[str, str]:
@@ -125,7 +133,7 @@ def apply_reports(
 ) -> ShopfloorOutcome:
     """Apply a batch of reports in arrival order; cumulative counters make repeats harmless."""
     out = plan_reports(live, reports, now=now, received_at=received_at)
-    out.changes = live.apply(out.updates)
+    out.changes = live.apply(out.updates, also=lambda pipe: add_counts(pipe, out.counts))
     return out
 
 
@@ -168,6 +176,10 @@ def plan_reports(
         if is_new:
             lp[seq_key] = report.seq
         lp["last_seen"] = iso(received_at)
+        if not current.get("first_report_at"):
+            # OEE counts planned time from here: what the line did before, no one knows.
+            lp["first_report_at"] = iso(report.ts)
+            out.first_reports.append((report.line, report.ts))
         if current.get("state") == "unavailable":
             lp["state"] = current.get("reported_state") or "idle"
             if lp["state"] != "down":
@@ -178,7 +190,9 @@ def plan_reports(
             state_seq = current.get(state_seq_key)
             if state_seq is None or report.seq > state_seq:
                 lp[state_seq_key] = report.seq
-                _apply_state({**current, **lp}, lp, cast(StateReport, report))
+                moved = _apply_state({**current, **lp}, lp, cast(StateReport, report))
+                if moved is not None:
+                    out.transitions.append(moved)
             continue
         report = cast(ProgressReport, report)
         wo = wos.get(report.work_order)
@@ -199,7 +213,11 @@ def plan_reports(
             )
             continue
         wp = pending.setdefault(("work_order", report.work_order), {})
-        _apply_progress({**wo, **wp}, wp, report)
+        before = {**wo, **wp}
+        _apply_progress(before, wp, report)
+        made = _made(before, wp, current.get("rates"), report)
+        if made is not None:
+            out.counts.append(made)
         lp["work_order"] = report.work_order
         lp["rate_uph"] = wp.get("rate_uph", wo.get("rate_uph"))
         if wo.get("line") != report.line:
@@ -212,12 +230,37 @@ def plan_reports(
     return out
 
 
-def _apply_state(current: dict[str, Any], lp: dict[str, Any], report: StateReport) -> None:
+def _apply_state(
+    current: dict[str, Any], lp: dict[str, Any], report: StateReport
+) -> Transition | None:
+    """Apply a state report; the stop it opens or closes, or the code it gives one."""
+    code = getattr(report, "reason_code", None) if report.state != "running" else None
+    moved = None
     if current.get("reported_state") != report.state:
         lp["since"] = iso(report.ts)
+        moved = Transition(report.line, report.ts, report.state, report.reason, code, True)
+    elif code is not None and code != current.get("reason_code"):
+        moved = Transition(report.line, report.ts, report.state, report.reason, code, False)
     lp["reported_state"] = report.state
     lp["state"] = report.state
-    lp["reason"] = report.reason if report.state != "running" else None
+    # A code alone still says why on the wall (the tree's code, e.g. "BD-MECH").
+    lp["reason"] = (report.reason or code) if report.state != "running" else None
+    lp["reason_code"] = code
+    return moved
+
+
+def _made(
+    before: dict[str, Any], wp: dict[str, Any], rates: Any, report: ProgressReport
+) -> CountDelta | None:
+    """The units this report adds to the line's OEE counts, at the line's ideal rate."""
+    good = wp["good"] - int(before.get("good") or 0)
+    scrap = wp["scrap"] - int(before.get("scrap") or 0)
+    if good <= 0 and scrap <= 0:
+        return None
+    rate = rates.get(before.get("sku")) if rates else None
+    ideal_s = (good + scrap) * 3600.0 / rate if rate else 0.0
+    code = getattr(report, "reason_code", None)
+    return CountDelta(report.line, report.ts, good, scrap, ideal_s, code)
 
 
 def _apply_progress(wo: dict[str, Any], wp: dict[str, Any], report: ProgressReport) -> None:

@@ -111,6 +111,7 @@ def tile_view(
     nominal = line.get("nominal_uph")
     next_wo = _next_wo(line)
     eta_text = fmt_eta(eta_value, lang, tz=screens.tz, now=now)
+    oee: dict[str, Any] = line.get("oee") or {} if isinstance(line.get("oee"), dict) else {}
     return {
         ids.TILE: {"className": f"tile tile--{state}"},
         ids.TILE_NAME: {"children": str(line.get("name") or line.get("id"))},
@@ -134,7 +135,23 @@ def tile_view(
             "className": "metric-value metric-value--long" if len(eta_text) > 5 else "metric-value",
         },
         ids.TILE_NEXT: {"children": t("wall.next", lang, wo=next_wo) if next_wo else ""},
+        # The running shift's OEE (models/oee.py puts it on the live line).
+        ids.TILE_OEE: {"children": fmt_pct(oee.get("oee"))},
+        # A, P and Q are OEE's own symbols in every language (compact: the tile is small).
+        ids.TILE_APQ: {
+            "children": (
+                f"A {_pct(oee.get('availability'))} · P {_pct(oee.get('performance'))}"
+                f" · Q {_pct(oee.get('quality'))}"
+            )
+            if oee.get("oee") is not None
+            else ""
+        },
     }
+
+
+def _pct(fraction: Any) -> str:
+    """A 0-1 fraction as a bare whole percentage (``74``), for the tile's A/P/Q line."""
+    return NONE if fraction is None else str(round(float(fraction) * 100))
 
 
 def wall_views(
@@ -248,6 +265,14 @@ def render_tile(line_id: str, views: Views, lang: str) -> html.Div:
                                 ]
                             ),
                             html.Div(**p(ids.TILE_NOMINAL), className="metric-sub"),
+                        ],
+                    ),
+                    html.Div(
+                        className="metric metric--oee",
+                        children=[
+                            html.Div(t("wall.oee", lang), className="metric-label"),
+                            html.Div(**p(ids.TILE_OEE), className="metric-value"),
+                            html.Div(**p(ids.TILE_APQ), className="metric-sub"),
                         ],
                     ),
                     html.Div(

@@ -6,7 +6,9 @@ and ``state``, ``ts`` as RFC 3339 or epoch milliseconds. Unknown extra fields ar
 (the contract lets producers add fields). One added field is read: ``source`` (optional, a
 name like the topic's) says which publisher's ``seq`` stream a message belongs to, so a
 second device or a hand-typed message on a line has a sequence of its own (default: the
-line's own sensor).
+line's own sensor). Another is ``reason_code`` (optional, ``[A-Za-z0-9_.-]{1,64}``): on a
+state message the downtime reason tree's code of the stop, on a progress message the code
+of the scrap it counts (models/downtime.py).
 
 Hot path: one pydantic-core ``validate_json`` call (JSON decoding and field checks in Rust)
 plus a little Python for the timestamp. Only a payload that fails takes the slow path that
@@ -109,6 +111,7 @@ class ProgressMessage:
     good: int
     scrap: int
     source: str = ""
+    reason_code: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +126,7 @@ class StateMessage:
     state: State
     reason: str | None
     source: str = ""
+    reason_code: str | None = None
 
 
 Message = ProgressMessage | StateMessage
@@ -131,6 +135,7 @@ _Seq = Annotated[int, Field(ge=0, le=MAX_SEQ)]
 _Count = Annotated[int, Field(ge=0, le=MAX_COUNTER)]
 _Ts = StrictStr | StrictInt | StrictFloat
 _Source = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+_ReasonCode = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
 _STRICT = ConfigDict(strict=True, extra="ignore")
 
 
@@ -142,6 +147,7 @@ class _ProgressBody(TypedDict):
     good: _Count
     scrap: _Count
     source: NotRequired[_Source]
+    reason_code: NotRequired[_ReasonCode | None]
 
 
 @with_config(_STRICT)
@@ -151,6 +157,7 @@ class _StateBody(TypedDict):
     state: State
     reason: NotRequired[Annotated[str, Field(max_length=_MAX_TEXT)] | None]
     source: NotRequired[_Source]
+    reason_code: NotRequired[_ReasonCode | None]
 
 
 _PROGRESS: Final = TypeAdapter(_ProgressBody)
@@ -189,6 +196,7 @@ def parse(topic: str, payload: bytes) -> Message:
             p["good"],
             p["scrap"],
             p.get("source", ""),
+            p.get("reason_code"),
         )
     if kind == "state":
         try:
@@ -206,6 +214,7 @@ def parse(topic: str, payload: bytes) -> Message:
             s["state"],
             reason,
             s.get("source", ""),
+            s.get("reason_code"),
         )
     raise Rejected(REASON_UNKNOWN_KIND, f"kind {kind!r} is not one of {', '.join(KINDS)}")
 

@@ -154,9 +154,13 @@ class LinePublisher:
         ts: Timestamp,
         state: str,
         reason: str | None = None,
+        *,
+        reason_code: str | None = None,
     ) -> None:
-        """Publish a ``state`` message."""
-        body = {"seq": seq, "ts": format_ts(ts), "state": state, "reason": reason}
+        """Publish a ``state`` message (``reason_code``: the downtime tree's code, if any)."""
+        body: dict[str, Any] = {"seq": seq, "ts": format_ts(ts), "state": state, "reason": reason}
+        if reason_code is not None:
+            body["reason_code"] = reason_code
         self.publish(topic_for(site, line, "state"), _dumps(body))
 
     def publish(self, topic: str, payload: bytes) -> None:

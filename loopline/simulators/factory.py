@@ -26,6 +26,14 @@ STOP_REASONS = (
     "sensor fault",
     "operator break",
 )
+# The reason code a line's controller sends with each stop (the default downtime tree's);
+# the others come without one, for an operator to explain on /andon.
+STOP_CODES = {
+    "jam on feeder": "SS-JAM",
+    "tool change": "BD-TOOL",
+    "material shortage": "SU-MATERIAL",
+    "sensor fault": "SS-SENSOR",
+}
 MEAN_HOURS_BETWEEN_STOPS = 5.0
 STOP_MINUTES = (8, 40)
 CHANGEOVER_MINUTES = (10, 25)
@@ -142,12 +150,22 @@ class FactorySimulator:
             return
         sim.state, sim.reason = state, reason
         sim.seq += 1
-        self.publisher.state(self.site, sim.id, sim.seq, now, state, reason)
+        self.publisher.state(
+            self.site, sim.id, sim.seq, now, state, reason, reason_code=STOP_CODES.get(reason or "")
+        )
 
     def _heartbeat(self, sim: _LineSim, now: datetime) -> None:
         if sim.ticks % HEARTBEAT_TICKS == 0:
             sim.seq += 1
-            self.publisher.state(self.site, sim.id, sim.seq, now, sim.state, sim.reason)
+            self.publisher.state(
+                self.site,
+                sim.id,
+                sim.seq,
+                now,
+                sim.state,
+                sim.reason,
+                reason_code=STOP_CODES.get(sim.reason or ""),
+            )
 
 
 def _minutes(m: float) -> timedelta:

@@ -7,7 +7,10 @@ from sqlalchemy import create_engine
 
 # Tables kept in modules of their own join Base.metadata when imported.
 import loopline.models.notify_records  # noqa: F401, E402
-from loopline.models import users  # noqa: F401  # its tables join Base.metadata
+from loopline.models import (
+    oee_records,  # noqa: F401  (its tables join Base.metadata)
+    users,  # noqa: F401  # its tables join Base.metadata
+)
 from loopline.models.records import Base
 
 config = context.config

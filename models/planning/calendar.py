@@ -66,6 +66,16 @@ def working_windows(calendar: Calendar, origin: datetime, until: datetime) -> tu
     return tuple(windows)
 
 
+def working_spans(
+    calendar: Calendar, start: datetime, end: datetime
+) -> list[tuple[datetime, datetime]]:
+    """The calendar's working time between ``start`` and ``end`` exactly, as datetimes."""
+    return [
+        (start + timedelta(hours=a), start + timedelta(hours=b))
+        for a, b in _windows(calendar, start, end)
+    ]
+
+
 def _hours(moment: datetime, origin: datetime) -> float:
     return (moment - origin).total_seconds() / 3600
 

@@ -137,6 +137,9 @@ def _params(ids: dict[str, Any]) -> dict[str, tuple[str, str]]:
         "username": ("rep.a", "nobody"),
         "key_id": (ids["key"], "000000000000"),
         "source": ("canonical", "nosuch"),
+        # Lines are the factory's, not an order's: a rep may read them (a stop names no order).
+        "line_id": ("L1", "L9"),
+        "stop_id": ("1", "999999"),
         "rest": (f"orders/{FOREIGN}/x", "orders/x/x"),
         # A tracking link is the credential of its page; a rep cannot make one up.
         "token": ("eyJvIjoiU08tNzEwMSJ9.forged.sig", "nonsense"),

@@ -88,3 +88,22 @@ def test_signature_changes_only_with_what_the_chart_draws():
 def test_a_bar_label_that_does_not_fit_is_hidden_not_shrunk_unreadable():
     fig = gantt_figure(WOS, LINES, "en", tz=UTC)
     assert fig.layout.uniformtext.mode == "hide" and fig.layout.uniformtext.minsize >= 11
+
+
+def test_pareto_bars_largest_first_with_the_cumulative_line():
+    from loopline.dashboard.figures import LOSS_COLOURS, pareto_figure
+
+    rows = [
+        {"code": "BD-MECH", "name": "Mechanical", "loss": "breakdown", "seconds": 2700,
+         "cumulative": 0.6},
+        {"code": None, "name": None, "loss": "unexplained", "seconds": 1800, "cumulative": 1.0},
+    ]  # fmt: skip
+    fig = pareto_figure(rows, "en")
+    bars, line = fig.data
+    assert list(bars.x) == ["BD-MECH · Mechanical", "Unexplained"]
+    assert list(bars.y) == [45.0, 30.0]  # minutes
+    assert list(bars.marker.color) == [LOSS_COLOURS["breakdown"], LOSS_COLOURS["unexplained"]]
+    assert list(line.y) == [60.0, 100.0] and line.yaxis == "y2"
+    assert pareto_figure(rows, "zh-CN").data[0].x[1] == "原因未明"
+    empty = pareto_figure([], "en")
+    assert empty.layout.annotations[0].text == "No downtime this week"

@@ -587,3 +587,14 @@ def test_alert_ages_are_on_the_screens_clock(screens):
     }
     view = alerts.alert_view(alert, lang="en", screens=demo, now=NOW)
     assert view[ids.ALERT_AGE]["children"] == "14 min"
+
+
+def test_wall_tile_shows_the_shift_oee(screens):
+    oee = {"shift": "early", "availability": 0.7444, "performance": 0.9313, "quality": 0.9615,
+           "oee": 0.6667}  # fmt: skip
+    view = wall.tile_view({"id": "L1", "state": "running", "oee": oee}, None, lang="en",
+                          screens=screens, now=NOW)  # fmt: skip
+    assert view[ids.TILE_OEE]["children"] == "67 %"
+    assert view[ids.TILE_APQ]["children"] == "A 74 · P 93 · Q 96"
+    silent = wall.tile_view({"id": "L2"}, None, lang="en", screens=screens, now=NOW)
+    assert silent[ids.TILE_OEE]["children"] == "—" and silent[ids.TILE_APQ]["children"] == ""

@@ -264,3 +264,45 @@ def test_a_line_on_a_site_nobody_defined_is_refused_not_a_traceback(postgres_url
         import_factory(s, parse_factory(data), actor="t")
     engine.dispose()
     assert {"field": "lines[0].site", "message": "unknown site 'plant-9'"} in refused.value.errors
+
+
+def test_a_downtime_section_replaces_the_reason_tree(sessions):
+    from loopline.models.downtime import load_tree
+
+    data = factory_data()
+    data["downtime"] = {
+        "small_stop_max_s": 120,
+        "shifts": [{"name": "day", "start": "07:00", "end": "19:00"}],
+        "reasons": [
+            {"code": "BD", "name": "Breakdown", "loss": "breakdown",
+             "children": [{"code": "BD-HYD", "name": "Hydraulics"}]},
+            {"code": "CO", "name": "Changeover", "loss": "setup"},
+        ],
+    }  # fmt: skip
+    with transaction(sessions) as s:
+        assert import_factory(s, parse_factory(data), actor="t")["downtime_reasons"] == 3
+    with sessions() as s:
+        tree = load_tree(s)
+    assert tree.small_stop_max_s == 120 and tree.get("BD-HYD").loss == "breakdown"
+    assert [s.name for s in tree.shifts] == ["day"]
+
+
+@pytest.mark.parametrize(
+    ("downtime", "field", "message"),
+    [
+        ({"reasons": []}, "downtime.reasons", "must not be empty"),
+        ({"reasons": [{"code": "A", "name": "a", "loss": "lunch"}]}, "downtime.reasons[0].loss",
+         "breakdown"),
+        ({"reasons": [{"code": "A", "name": "a"}]}, "downtime", "reasons[0].loss"),
+        ({"small_stop_max_s": 0, "reasons": [{"code": "A", "name": "a", "loss": "setup"}]},
+         "downtime.small_stop_max_s", "must be > 0"),
+    ],
+)  # fmt: skip
+def test_a_bad_downtime_section_names_the_field(downtime, field, message):
+    data = factory_data()
+    data["downtime"] = downtime
+    with pytest.raises(FactoryFileError) as exc:
+        parse_factory(data)
+    assert any(e["field"] == field and message in e["message"] for e in exc.value.errors), (
+        exc.value.errors
+    )

@@ -317,3 +317,17 @@ def test_every_reason_is_exercised() -> None:
         "nul_byte",
     }
     assert seen == set(REASONS)
+
+
+def test_reason_code_is_optional_on_both_kinds() -> None:
+    assert parse(PROGRESS, progress()).reason_code is None
+    assert parse(PROGRESS, progress(reason_code="SR-WARMUP")).reason_code == "SR-WARMUP"
+    assert parse(STATE, body(seq=1, ts=1, state="down", reason_code="BD.7")).reason_code == "BD.7"
+    assert parse(STATE, body(seq=1, ts=1, state="down", reason_code=None)).reason_code is None
+
+
+@pytest.mark.parametrize("code", ["", "with space", "x" * 65, 7, "ü"])
+def test_a_malformed_reason_code_is_refused_naming_it(code: object) -> None:
+    with pytest.raises(Rejected) as exc:
+        parse(STATE, body(seq=1, ts=1, state="down", reason_code=code))
+    assert exc.value.reason == "invalid_field" and exc.value.field == "reason_code"
