@@ -89,7 +89,7 @@ class ShopfloorHandler:
                 continue
             topics[id(report)] = msg
             reports.append(report)
-        outcome = self._plan(reports, batch[-1]) if reports else ShopfloorOutcome()
+        view, outcome = self._plan(reports, batch[-1]) if reports else (None, ShopfloorOutcome())
         for refused in outcome.refused:
             src = topics[id(refused.report)]
             dead.append(_dead(src.topic, src.payload, refused.reason, refused.detail))
@@ -97,8 +97,8 @@ class ShopfloorHandler:
             with transaction(self.sessions) as session:
                 session.add_all(dead)
                 _open_seq_alerts(session, outcome)
-        if outcome.updates:
-            self.live.apply(outcome.updates)
+        if outcome.updates and view is not None:
+            view.apply(outcome.updates)
         if outcome.gaps or outcome.jumps:
             with self.sessions() as session:
                 mirror_alerts(session, self.live)
@@ -109,18 +109,23 @@ class ShopfloorHandler:
 
     def _plan(
         self, reports: Sequence[ProgressMessage | StateMessage], last: Inbound
-    ) -> ShopfloorOutcome:
-        outcome = plan_reports(
-            self.live, reports, now=self.clock.now(), received_at=last.received_at
-        )
+    ) -> tuple[LiveState, ShopfloorOutcome]:
+        """What the batch changes, worked out on a view that also writes it.
+
+        One view per batch: the reads of planning and estimating, and the diff of the
+        write, share a round trip per entity instead of one per step (a retry reads anew).
+        """
+        view = self.live.snapshot()
+        outcome = plan_reports(view, reports, now=self.clock.now(), received_at=last.received_at)
         if any(r.reason in _MISSING for r in outcome.refused) and not self.live.built():
             # Redis restarted empty: rebuild the live model from SQL, as `loopline
             # rebuild-state` does, rather than dead-letter every message as unknown.
             self.rebuild()
+            view = self.live.snapshot()
             outcome = plan_reports(
-                self.live, reports, now=self.clock.now(), received_at=last.received_at
+                view, reports, now=self.clock.now(), received_at=last.received_at
             )
-        return outcome
+        return view, outcome
 
     def rebuild(self) -> None:
         """Restore the live model from SQL (lines, open orders, work orders, alerts)."""

@@ -139,18 +139,25 @@ def plan_reports(
     out = ShopfloorOutcome()
     line_ids = sorted({r.line for r in reports})
     wo_ids = sorted({r.work_order for r in reports if hasattr(r, "work_order")})
-    lines = {i: v for i, v in zip(line_ids, live.get_many("line", line_ids), strict=True) if v}
-    wos = {i: v for i, v in zip(wo_ids, live.get_many("work_order", wo_ids), strict=True) if v}
+    # One round trip for both kinds (a ``Snapshot`` keeps them for the estimate below).
+    found = live.get_many_keys(
+        [("line", i) for i in line_ids] + [("work_order", i) for i in wo_ids]
+    )
+    lines = {i: v for i, v in zip(line_ids, found[: len(line_ids)], strict=True) if v}
+    wos = {i: v for i, v in zip(wo_ids, found[len(line_ids) :], strict=True) if v}
     pending: dict[tuple[str, str], dict[str, Any]] = {}
+    last_seen = iso(received_at)  # the same for the whole batch
     for report in reports:
         line = lines.get(report.line)
         if line is None:
             out.refused.append(Refused(report, "unknown_line", f"no line '{report.line}'"))
             continue
-        lp = pending.setdefault(("line", report.line), {})
-        current = {**line, **lp}
+        lp = pending.get(("line", report.line))
+        if lp is None:
+            lp = pending[("line", report.line)] = {}
+            lines[report.line] = line = dict(line)  # a copy that follows this batch's writes
         seq_key, state_seq_key = seq_fields(getattr(report, "source", ""))
-        last_seq = current.get(seq_key)
+        last_seq = line.get(seq_key)
         if last_seq is not None and jumped(last_seq, report.seq):
             out.jumps.append(Gap(report.line, last_seq + 1, report.seq))
         if last_seq is not None and (
@@ -159,25 +166,24 @@ def plan_reports(
             # The sensor restarted its counter: start over rather than ignore it forever.
             out.resets.append(report.line)
             last_seq = None
-            lp[state_seq_key] = None
-            current[state_seq_key] = None
+            lp[state_seq_key] = line[state_seq_key] = None
         if last_seq is not None and report.seq > last_seq + 1:
             out.gaps.append(Gap(report.line, last_seq + 1, report.seq))
-        is_new = last_seq is None or report.seq > last_seq
-        if is_new:
-            lp[seq_key] = report.seq
-        lp["last_seen"] = iso(received_at)
-        if current.get("state") == "unavailable":
-            lp["state"] = current.get("reported_state") or "idle"
+        if last_seq is None or report.seq > last_seq:
+            lp[seq_key] = line[seq_key] = report.seq
+        lp["last_seen"] = line["last_seen"] = last_seen
+        if line.get("state") == "unavailable":
+            lp["state"] = line["state"] = line.get("reported_state") or "idle"
             if lp["state"] != "down":
-                lp["reason"] = None
+                lp["reason"] = line["reason"] = None
         if hasattr(report, "state"):
             # Order holds per topic only (MQTT 4.6), so a state report is judged against the
             # last state report: a progress message overtaking it must not hide it.
-            state_seq = current.get(state_seq_key)
+            state_seq = line.get(state_seq_key)
             if state_seq is None or report.seq > state_seq:
-                lp[state_seq_key] = report.seq
-                _apply_state({**current, **lp}, lp, cast(StateReport, report))
+                lp[state_seq_key] = line[state_seq_key] = report.seq
+                _apply_state(line, lp, cast(StateReport, report))
+                line.update(lp)
             continue
         report = cast(ProgressReport, report)
         wo = wos.get(report.work_order)
@@ -197,12 +203,16 @@ def plan_reports(
                 )
             )
             continue
-        wp = pending.setdefault(("work_order", report.work_order), {})
-        _apply_progress({**wo, **wp}, wp, report)
-        lp["work_order"] = report.work_order
-        lp["rate_uph"] = wp.get("rate_uph", wo.get("rate_uph"))
+        wp = pending.get(("work_order", report.work_order))
+        if wp is None:
+            wp = pending[("work_order", report.work_order)] = {}
+            wos[report.work_order] = wo = dict(wo)  # a copy that follows this batch's writes
+        _apply_progress(wo, wp, report)
+        wo.update(wp)
+        lp["work_order"] = line["work_order"] = report.work_order
+        lp["rate_uph"] = line["rate_uph"] = wo.get("rate_uph")
         if wo.get("line") != report.line:
-            wp["line"] = report.line
+            wp["line"] = wo["line"] = report.line
     updates = [Update(entity, i, fields) for (entity, i), fields in pending.items()]
     touched_lines = sorted({i for (entity, i) in pending if entity == "line"})
     if touched_lines:
