@@ -62,20 +62,52 @@ def _stores() -> Iterator[None]:
         raise
 
 
-class ShopfloorHandler:
-    """Called by the consumer with each batch; returns only when the batch is stored."""
+# Members of a shared group (several ingest processes) take turns to store a batch: each
+# batch reads, works out and writes the lines it touches, and two members doing that at
+# once could each overwrite the other's counters. Why it keeps a line's order: every report
+# is judged against the line's last seq in Redis, whichever member got it.
+STORE_LOCK: Final = "ll:lock:ingest"
+STORE_LOCK_TTL_S: Final = 15.0  # a member killed holding it blocks the others this long
+STORE_LOCK_WAIT_S: Final = 30.0
 
-    def __init__(self, sessions: sessionmaker[Session], live: LiveState, clock: Clock) -> None:
+
+class ShopfloorHandler:
+    """Called by the consumer with each batch; returns only when the batch is stored.
+
+    ``serialize``: take the group's store lock around each batch (shared-group members).
+    """
+
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        live: LiveState,
+        clock: Clock,
+        *,
+        serialize: bool = False,
+    ) -> None:
         self.sessions = sessions
         self.live = live
         self.clock = clock
+        self.serialize = serialize
         self.applied = 0
         self.rejected = 0
         self.rebuilds = 0
 
     def __call__(self, batch: Sequence[Inbound]) -> None:
         with _stores():
-            self._handle(batch)
+            if not self.serialize:
+                self._handle(batch)
+                return
+            lock = self.live.redis.lock(
+                STORE_LOCK, timeout=STORE_LOCK_TTL_S, blocking_timeout=STORE_LOCK_WAIT_S
+            )
+            if not lock.acquire():
+                raise StoreUnavailable(f"store lock {STORE_LOCK} held elsewhere too long")
+            try:
+                self._handle(batch)
+            finally:
+                with suppress(redis_errors.LockError):  # expired meanwhile: not ours now
+                    lock.release()
 
     def _handle(self, batch: Sequence[Inbound]) -> None:
         reports: list[ProgressMessage | StateMessage] = []
