@@ -148,14 +148,24 @@ class ShopfloorHandler:
         write, share a round trip per entity instead of one per step (a retry reads anew).
         """
         view = self.live.snapshot()
-        outcome = plan_reports(view, reports, now=self.clock.now(), received_at=last.received_at)
+        outcome = plan_reports(
+            view,
+            reports,
+            now=self.clock.now(),
+            received_at=last.received_at,
+            reordered=self.serialize,
+        )
         if any(r.reason in _MISSING for r in outcome.refused) and not self.live.built():
             # Redis restarted empty: rebuild the live model from SQL, as `loopline
             # rebuild-state` does, rather than dead-letter every message as unknown.
             self.rebuild()
             view = self.live.snapshot()
             outcome = plan_reports(
-                view, reports, now=self.clock.now(), received_at=last.received_at
+                view,
+                reports,
+                now=self.clock.now(),
+                received_at=last.received_at,
+                reordered=self.serialize,
             )
         return view, outcome
 

@@ -134,8 +134,15 @@ def plan_reports(
     *,
     now: datetime,
     received_at: datetime,
+    reordered: bool = False,
 ) -> ShopfloorOutcome:
-    """What a batch would change (``updates``), gaps and refusals; reads live, writes nothing."""
+    """What a batch would change (``updates``), gaps and refusals; reads live, writes nothing.
+
+    ``reordered``: a line's reports may arrive out of order (shared-group members each
+    get some of them), so a seq far below the last one is a restart only when its ``ts``
+    is later than that of the newest report applied (kept in ``seq_ts``), not a report
+    another member overtook.
+    """
     out = ShopfloorOutcome()
     line_ids = sorted({r.line for r in reports})
     wo_ids = sorted({r.work_order for r in reports if hasattr(r, "work_order")})
@@ -160,8 +167,12 @@ def plan_reports(
         last_seq = line.get(seq_key)
         if last_seq is not None and jumped(last_seq, report.seq):
             out.jumps.append(Gap(report.line, last_seq + 1, report.seq))
+        ts_key = f"{seq_key}_ts"
+        # An old report another member overtook is no restart: it goes on as a late one
+        # (its counters still count, its state loses to the newer state).
+        overtaken = reordered and not _later(report.ts, line.get(ts_key))
         if last_seq is not None and (
-            restarted(last_seq, report.seq) or jumped(last_seq, report.seq)
+            (restarted(last_seq, report.seq) and not overtaken) or jumped(last_seq, report.seq)
         ):
             # The sensor restarted its counter: start over rather than ignore it forever.
             out.resets.append(report.line)
@@ -171,6 +182,8 @@ def plan_reports(
             out.gaps.append(Gap(report.line, last_seq + 1, report.seq))
         if last_seq is None or report.seq > last_seq:
             lp[seq_key] = line[seq_key] = report.seq
+            if reordered:
+                lp[ts_key] = line[ts_key] = report.ts.isoformat()
         lp["last_seen"] = line["last_seen"] = last_seen
         if line.get("state") == "unavailable":
             lp["state"] = line["state"] = line.get("reported_state") or "idle"
@@ -219,6 +232,11 @@ def plan_reports(
         updates += estimate(live, now, touched_lines, overlay=pending)
     out.updates = updates
     return out
+
+
+def _later(ts: datetime, last: str | None) -> bool:
+    """Whether ``ts`` is after the stored full-precision ``last`` (True when there is none)."""
+    return last is None or ts > datetime.fromisoformat(last)
 
 
 def _apply_state(current: dict[str, Any], lp: dict[str, Any], report: StateReport) -> None:
