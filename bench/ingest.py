@@ -203,8 +203,6 @@ class World:
             data_dir=workdir,
             mqtt_client_id=self.client_id,
         )
-        if "LOOPLINE_SRC" in os.environ:  # a worktree's wrapper (/work/wt/run) points here
-            self.env["LOOPLINE_SRC"] = os.environ["LOOPLINE_SRC"]
         self.procs = Procs(self.env, workdir)
         self.rds = redis.Redis.from_url(self.redis.url, decode_responses=True)
         self.live = LiveState(self.rds)
