@@ -204,7 +204,10 @@ def loopline_env(
     **extra: str,
 ) -> dict[str, str]:
     """The environment of a Loopline process: only our ``LOOPLINE_*`` settings, none inherited."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LOOPLINE_")}
+    # LOOPLINE_SRC is no setting: a worktree's wrapper names the checkout to import from.
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith("LOOPLINE_") or k == "LOOPLINE_SRC"
+    }
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     env.update(
         LOOPLINE_DATABASE_URL=database_url,

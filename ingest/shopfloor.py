@@ -64,20 +64,52 @@ def _stores() -> Iterator[None]:
         raise
 
 
-class ShopfloorHandler:
-    """Called by the consumer with each batch; returns only when the batch is stored."""
+# Members of a shared group (several ingest processes) take turns to store a batch: each
+# batch reads, works out and writes the lines it touches, and two members doing that at
+# once could each overwrite the other's counters. Why it keeps a line's order: every report
+# is judged against the line's last seq in Redis, whichever member got it.
+STORE_LOCK: Final = "ll:lock:ingest"
+STORE_LOCK_TTL_S: Final = 15.0  # a member killed holding it blocks the others this long
+STORE_LOCK_WAIT_S: Final = 30.0
 
-    def __init__(self, sessions: sessionmaker[Session], live: LiveState, clock: Clock) -> None:
+
+class ShopfloorHandler:
+    """Called by the consumer with each batch; returns only when the batch is stored.
+
+    ``serialize``: take the group's store lock around each batch (shared-group members).
+    """
+
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        live: LiveState,
+        clock: Clock,
+        *,
+        serialize: bool = False,
+    ) -> None:
         self.sessions = sessions
         self.live = live
         self.clock = clock
+        self.serialize = serialize
         self.applied = 0
         self.rejected = 0
         self.rebuilds = 0
 
     def __call__(self, batch: Sequence[Inbound]) -> None:
         with _stores():
-            self._handle(batch)
+            if not self.serialize:
+                self._handle(batch)
+                return
+            lock = self.live.redis.lock(
+                STORE_LOCK, timeout=STORE_LOCK_TTL_S, blocking_timeout=STORE_LOCK_WAIT_S
+            )
+            if not lock.acquire():
+                raise StoreUnavailable(f"store lock {STORE_LOCK} held elsewhere too long")
+            try:
+                self._handle(batch)
+            finally:
+                with suppress(redis_errors.LockError):  # expired meanwhile: not ours now
+                    lock.release()
 
     def _handle(self, batch: Sequence[Inbound]) -> None:
         reports: list[ProgressMessage | StateMessage] = []
@@ -91,7 +123,7 @@ class ShopfloorHandler:
                 continue
             topics[id(report)] = msg
             reports.append(report)
-        outcome = self._plan(reports, batch[-1]) if reports else ShopfloorOutcome()
+        view, outcome = self._plan(reports, batch[-1]) if reports else (None, ShopfloorOutcome())
         for refused in outcome.refused:
             src = topics[id(refused.report)]
             dead.append(_dead(src.topic, src.payload, refused.reason, refused.detail))
@@ -103,7 +135,11 @@ class ShopfloorHandler:
                     record_transitions(session, outcome.transitions, load_tree(session))
                 record_first_reports(session, outcome.first_reports)
         if outcome.updates or outcome.counts:
-            self.live.apply(outcome.updates, also=lambda pipe: add_counts(pipe, outcome.counts))
+            # The batch's snapshot writes what it read once (one round trip for the lot),
+            # with the OEE unit counts on the same pipeline.
+            (view if view is not None else self.live).apply(
+                outcome.updates, also=lambda pipe: add_counts(pipe, outcome.counts)
+            )
         if outcome.gaps or outcome.jumps:
             with self.sessions() as session:
                 mirror_alerts(session, self.live)
@@ -114,18 +150,33 @@ class ShopfloorHandler:
 
     def _plan(
         self, reports: Sequence[ProgressMessage | StateMessage], last: Inbound
-    ) -> ShopfloorOutcome:
+    ) -> tuple[LiveState, ShopfloorOutcome]:
+        """What the batch changes, worked out on a view that also writes it.
+
+        One view per batch: the reads of planning and estimating, and the diff of the
+        write, share a round trip per entity instead of one per step (a retry reads anew).
+        """
+        view = self.live.snapshot()
         outcome = plan_reports(
-            self.live, reports, now=self.clock.now(), received_at=last.received_at
+            view,
+            reports,
+            now=self.clock.now(),
+            received_at=last.received_at,
+            reordered=self.serialize,
         )
         if any(r.reason in _MISSING for r in outcome.refused) and not self.live.built():
             # Redis restarted empty: rebuild the live model from SQL, as `loopline
             # rebuild-state` does, rather than dead-letter every message as unknown.
             self.rebuild()
+            view = self.live.snapshot()
             outcome = plan_reports(
-                self.live, reports, now=self.clock.now(), received_at=last.received_at
+                view,
+                reports,
+                now=self.clock.now(),
+                received_at=last.received_at,
+                reordered=self.serialize,
             )
-        return outcome
+        return view, outcome
 
     def rebuild(self) -> None:
         """Restore the live model from SQL (lines, open orders, work orders, alerts)."""

@@ -241,11 +241,14 @@ def build_loop(rt: Runtime, crm_url: str | None = None, *, warm_planner: bool = 
 
 def build_consumer(rt: Runtime, mqtt_url: str) -> MqttConsumer:
     """The shop-floor consumer, storing into the live state before it acks."""
-    handler = ShopfloorHandler(rt.sessions, rt.live, rt.clock)
+    shared = rt.settings.mqtt_shared_group
+    handler = ShopfloorHandler(rt.sessions, rt.live, rt.clock, serialize=shared is not None)
     return MqttConsumer(
         mqtt_url,
         client_id=rt.settings.mqtt_client_id,
         handle=handler,
+        shared_group=shared,
+        batch_max=rt.settings.mqtt_batch_max,
         on_connection=handler.connection_changed,
         on_poison=handler.poison,
     )

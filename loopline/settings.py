@@ -68,6 +68,11 @@ class Settings(BaseSettings):
     outbox_backoff_max_s: float = 300.0
     outbox_timeout_s: float = Field(default=5.0, gt=0.0)  # one delivery attempt's HTTP timeout
     mqtt_client_id: str = "loopline-ingest"
+    # Scale-out (docs/ingest-scale-out.md): ingest processes with the same group share the
+    # plant's topics through `$share/{group}/...` (clean sessions); unset: one process.
+    mqtt_shared_group: str | None = None
+    # Messages handled (and acked) together; more amortises Redis round trips per batch.
+    mqtt_batch_max: int = Field(default=2000, ge=1, le=30000)
     # Planning (models/replan.py): planned work starting within this many hours stays put,
     # and a line reported down is assumed back this many hours from each replan.
     frozen_window_h: float = Field(default=1.0, ge=0.0)

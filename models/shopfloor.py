@@ -143,54 +143,73 @@ def plan_reports(
     *,
     now: datetime,
     received_at: datetime,
+    reordered: bool = False,
 ) -> ShopfloorOutcome:
-    """What a batch would change (``updates``), gaps and refusals; reads live, writes nothing."""
+    """What a batch would change (``updates``), gaps and refusals; reads live, writes nothing.
+
+    ``reordered``: a line's reports may arrive out of order (shared-group members each
+    get some of them), so a seq far below the last one is a restart only when its ``ts``
+    is later than that of the newest report applied (kept in ``seq_ts``), not a report
+    another member overtook.
+    """
     out = ShopfloorOutcome()
     line_ids = sorted({r.line for r in reports})
     wo_ids = sorted({r.work_order for r in reports if hasattr(r, "work_order")})
-    lines = {i: v for i, v in zip(line_ids, live.get_many("line", line_ids), strict=True) if v}
-    wos = {i: v for i, v in zip(wo_ids, live.get_many("work_order", wo_ids), strict=True) if v}
+    # One round trip for both kinds (a ``Snapshot`` keeps them for the estimate below).
+    found = live.get_many_keys(
+        [("line", i) for i in line_ids] + [("work_order", i) for i in wo_ids]
+    )
+    lines = {i: v for i, v in zip(line_ids, found[: len(line_ids)], strict=True) if v}
+    wos = {i: v for i, v in zip(wo_ids, found[len(line_ids) :], strict=True) if v}
     pending: dict[tuple[str, str], dict[str, Any]] = {}
+    last_seen = iso(received_at)  # the same for the whole batch
     for report in reports:
         line = lines.get(report.line)
         if line is None:
             out.refused.append(Refused(report, "unknown_line", f"no line '{report.line}'"))
             continue
-        lp = pending.setdefault(("line", report.line), {})
-        current = {**line, **lp}
+        lp = pending.get(("line", report.line))
+        if lp is None:
+            lp = pending[("line", report.line)] = {}
+            lines[report.line] = line = dict(line)  # a copy that follows this batch's writes
         seq_key, state_seq_key = seq_fields(getattr(report, "source", ""))
-        last_seq = current.get(seq_key)
+        last_seq = line.get(seq_key)
         if last_seq is not None and jumped(last_seq, report.seq):
             out.jumps.append(Gap(report.line, last_seq + 1, report.seq))
+        ts_key = f"{seq_key}_ts"
+        # An old report another member overtook is no restart: it goes on as a late one
+        # (its counters still count, its state loses to the newer state).
+        overtaken = reordered and not _later(report.ts, line.get(ts_key))
         if last_seq is not None and (
-            restarted(last_seq, report.seq) or jumped(last_seq, report.seq)
+            (restarted(last_seq, report.seq) and not overtaken) or jumped(last_seq, report.seq)
         ):
             # The sensor restarted its counter: start over rather than ignore it forever.
             out.resets.append(report.line)
             last_seq = None
-            lp[state_seq_key] = None
-            current[state_seq_key] = None
+            lp[state_seq_key] = line[state_seq_key] = None
         if last_seq is not None and report.seq > last_seq + 1:
             out.gaps.append(Gap(report.line, last_seq + 1, report.seq))
-        is_new = last_seq is None or report.seq > last_seq
-        if is_new:
-            lp[seq_key] = report.seq
-        lp["last_seen"] = iso(received_at)
-        if not current.get("first_report_at"):
+        if last_seq is None or report.seq > last_seq:
+            lp[seq_key] = line[seq_key] = report.seq
+            if reordered:
+                lp[ts_key] = line[ts_key] = report.ts.isoformat()
+        lp["last_seen"] = line["last_seen"] = last_seen
+        if not line.get("first_report_at"):
             # OEE counts planned time from here: what the line did before, no one knows.
-            lp["first_report_at"] = iso(report.ts)
+            lp["first_report_at"] = line["first_report_at"] = iso(report.ts)
             out.first_reports.append((report.line, report.ts))
-        if current.get("state") == "unavailable":
-            lp["state"] = current.get("reported_state") or "idle"
+        if line.get("state") == "unavailable":
+            lp["state"] = line["state"] = line.get("reported_state") or "idle"
             if lp["state"] != "down":
-                lp["reason"] = None
+                lp["reason"] = line["reason"] = None
         if hasattr(report, "state"):
             # Order holds per topic only (MQTT 4.6), so a state report is judged against the
             # last state report: a progress message overtaking it must not hide it.
-            state_seq = current.get(state_seq_key)
+            state_seq = line.get(state_seq_key)
             if state_seq is None or report.seq > state_seq:
-                lp[state_seq_key] = report.seq
-                moved = _apply_state({**current, **lp}, lp, cast(StateReport, report))
+                lp[state_seq_key] = line[state_seq_key] = report.seq
+                moved = _apply_state(line, lp, cast(StateReport, report))
+                line.update(lp)
                 if moved is not None:
                     out.transitions.append(moved)
             continue
@@ -212,22 +231,30 @@ def plan_reports(
                 )
             )
             continue
-        wp = pending.setdefault(("work_order", report.work_order), {})
-        before = {**wo, **wp}
-        _apply_progress(before, wp, report)
-        made = _made(before, wp, current.get("rates"), report)
+        wp = pending.get(("work_order", report.work_order))
+        if wp is None:
+            wp = pending[("work_order", report.work_order)] = {}
+            wos[report.work_order] = wo = dict(wo)  # a copy that follows this batch's writes
+        _apply_progress(wo, wp, report)
+        made = _made(wo, wp, line.get("rates"), report)  # wo: as before this report
         if made is not None:
             out.counts.append(made)
-        lp["work_order"] = report.work_order
-        lp["rate_uph"] = wp.get("rate_uph", wo.get("rate_uph"))
+        wo.update(wp)
+        lp["work_order"] = line["work_order"] = report.work_order
+        lp["rate_uph"] = line["rate_uph"] = wo.get("rate_uph")
         if wo.get("line") != report.line:
-            wp["line"] = report.line
+            wp["line"] = wo["line"] = report.line
     updates = [Update(entity, i, fields) for (entity, i), fields in pending.items()]
     touched_lines = sorted({i for (entity, i) in pending if entity == "line"})
     if touched_lines:
         updates += estimate(live, now, touched_lines, overlay=pending)
     out.updates = updates
     return out
+
+
+def _later(ts: datetime, last: str | None) -> bool:
+    """Whether ``ts`` is after the stored full-precision ``last`` (True when there is none)."""
+    return last is None or ts > datetime.fromisoformat(last)
 
 
 def _apply_state(

@@ -134,6 +134,10 @@ class MqttConsumer:
         self._handle = handle
         self._on_connection = on_connection
         self._topic = f"$share/{shared_group}/{subscription}" if shared_group else subscription
+        # Why clean: a shared group's members share the subscription, not a session; the
+        # brokers (Mosquitto 2, EMQX) want clean sessions for them. A member's unacked
+        # messages then go back to the group when it dies (EMQX) or with it (Mosquitto).
+        self._clean = shared_group is not None
         self._batch_max = batch_max
         self._keepalive_s = keepalive_s
         self._reconnect = (reconnect_min_s, reconnect_max_s)
@@ -263,7 +267,7 @@ class MqttConsumer:
             CallbackAPIVersion.VERSION2,
             client_id=self._client_id,
             protocol=self._protocol,
-            clean_session=None if v5 else False,
+            clean_session=None if v5 else self._clean,
             manual_ack=True,
         )
         client.enable_logger(PAHO_LOG)
@@ -280,13 +284,13 @@ class MqttConsumer:
         client.on_message = self._on_message
         if v5:
             props = Properties(PacketTypes.CONNECT)
-            props.SessionExpiryInterval = self._session_expiry_s
+            props.SessionExpiryInterval = 0 if self._clean else self._session_expiry_s
             props.ReceiveMaximum = self._receive_maximum
             client.connect_async(
                 self._url.host,
                 self._url.port,
                 self._keepalive_s,
-                clean_start=False,
+                clean_start=self._clean,
                 properties=props,
             )
         else:
