@@ -17,8 +17,9 @@ from __future__ import annotations
 import math
 from bisect import bisect_right
 from collections.abc import Iterable, Sequence
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from loopline.models.planning.problem import (
@@ -41,10 +42,51 @@ HORIZON_MARGIN = timedelta(days=30)
 # each step, at most this far at once.
 FIRST_LOOK = timedelta(days=8)
 MAX_LOOK = timedelta(days=4 * 366)
+# Windows are laid out to whole steps of this many hours (four weeks) past the start.
+LAYOUT_STEP_H = 4 * WEEK_H
+
+
+def working_windows(calendar: Calendar, origin: datetime, until: datetime) -> tuple[Window, ...]:
+    """The calendar's working time from ``origin`` to ``until`` at least, in hours from origin
+    (see ``_working_windows``).
+
+    Laid out from an anchor on a fixed four-week grid (and to a whole number of steps
+    past it), then shifted: every replan within the same four weeks, each starting at its
+    own "now", reuses one cached layout.
+    """
+    steps = max(1, math.ceil(_hours(until, _anchor(origin)) / LAYOUT_STEP_H))
+    return _shifted(calendar, origin, steps)
 
 
 @lru_cache(maxsize=256)
-def working_windows(calendar: Calendar, origin: datetime, until: datetime) -> tuple[Window, ...]:
+def _shifted(calendar: Calendar, origin: datetime, steps: int) -> tuple[Window, ...]:
+    """The anchored layout of ``steps`` grid steps, in hours from ``origin``."""
+    anchor = _anchor(origin)
+    base = _working_windows(calendar, anchor, anchor + timedelta(hours=steps * LAYOUT_STEP_H))
+    shift = _hours(origin, anchor)
+    if shift == 0:
+        return base
+    return tuple((max(0.0, _moved(a, shift)), _moved(b, shift)) for a, b in base if b > shift)
+
+
+def _moved(hours: float, shift: float) -> float:
+    """``hours - shift`` snapped to whole microseconds, computed as ``_hours`` computes
+    it, so that a window laid out from the anchor is bit for bit the one laid out from
+    origin (plans are microsecond datetimes, checked against these windows)."""
+    return (round((hours - shift) * 3.6e9) / 1e6) / 3600
+
+
+_ANCHOR = datetime(2001, 1, 1, tzinfo=UTC)
+_STEP = timedelta(hours=LAYOUT_STEP_H)
+
+
+def _anchor(origin: datetime) -> datetime:
+    """The grid point at or before ``origin`` that layouts start from."""
+    return _ANCHOR + _STEP * ((origin - _ANCHOR) // _STEP)
+
+
+@lru_cache(maxsize=256)
+def _working_windows(calendar: Calendar, origin: datetime, until: datetime) -> tuple[Window, ...]:
     """The calendar's working time from ``origin`` to ``until`` at least, in hours from origin.
 
     Without shifts the line works around the clock, apart from breaks, holidays and
@@ -177,7 +219,8 @@ def first_working_h(calendar: Calendar, origin: datetime) -> float | None:
 
 @lru_cache(maxsize=256)
 def _first_working_h(calendar: Calendar, origin: datetime) -> float | None:
-    reach = origin + timedelta(hours=MAX_HORIZON_H)
+    # As far as the layout from the anchor goes (``working_windows``).
+    reach = _anchor(origin) + timedelta(hours=MAX_HORIZON_H)
     begin, step = origin, FIRST_LOOK
     while begin < reach:
         # A closure covering ``begin`` is skipped whole (a line shut for decades costs one step).
@@ -216,6 +259,22 @@ def no_working_time_reason(calendar: str) -> str:
 
 
 def layout_hours(problem: Problem) -> dict[str, float]:
+    """Per calendar, how many hours from start its working windows must reach (see
+    ``_layout_hours``); the last problem's answer is kept, as the check and the solver
+    both ask for it."""
+    last = _LAST_LAYOUT
+    if last and last[0] is problem:
+        return last[1]
+    need = _layout_hours(problem)
+    _LAST_LAYOUT[:] = [problem, need]
+    return need
+
+
+# The last problem asked about and its layout (the check and the solver ask in turn).
+_LAST_LAYOUT: list[Any] = []
+
+
+def _layout_hours(problem: Problem) -> dict[str, float]:
     """Per calendar, how many hours from start its working windows must reach.
 
     Enough for the latest moment work may be held back to plus all the work its lines
@@ -250,10 +309,14 @@ def layout_hours(problem: Problem) -> dict[str, float]:
 
 
 def layout_until(problem: Problem) -> dict[str, datetime]:
-    """Per calendar, the moment its working windows are laid out to (``layout_hours``,
-    never past the planner's reach)."""
+    """Per calendar, the moment its working windows are laid out to (``layout_hours``
+    rounded up to whole steps of ``LAYOUT_STEP_H``, never past the planner's reach).
+
+    Rounded so that replans after small changes ask for the same windows (cached).
+    """
     return {
-        name: problem.start + timedelta(hours=min(hours, MAX_HORIZON_H))
+        name: problem.start
+        + timedelta(hours=min(math.ceil(hours / LAYOUT_STEP_H) * LAYOUT_STEP_H, MAX_HORIZON_H))
         for name, hours in layout_hours(problem).items()
     }
 
@@ -337,7 +400,7 @@ def _delay_h(problem: Problem) -> float:
         moments += [po.arrives for po in problem.materials.purchase_orders]
         lead = max((m.lead_time_days for m in problem.materials.items.values()), default=0.0)
         moments.append(start + timedelta(days=lead))
-    return max(0.0, max(_hours(m, start) for m in moments))
+    return max(0.0, _hours(max(moments), start))
 
 
 def _longest_changeover_h(problem: Problem) -> float:
@@ -352,6 +415,12 @@ def _longest_changeover_h(problem: Problem) -> float:
     )
 
 
+@lru_cache(maxsize=64)
+def _split(windows: tuple[Window, ...]) -> tuple[list[float], list[float]]:
+    """Opens and closes of windows (shared, never changed: ``Timeline`` only reads them)."""
+    return [a for a, _ in windows], [b for _, b in windows]
+
+
 class Timeline:
     """Working windows of one line; no windows means always working, unless ``closed``
     (a line without working time, which takes no work: every finish is infinitely late).
@@ -362,8 +431,10 @@ class Timeline:
     """
 
     def __init__(self, windows: Sequence[Window] = (), *, closed: bool = False) -> None:
-        self.opens = [a for a, _ in windows]
-        self.closes = [b for _, b in windows]
+        if isinstance(windows, tuple):
+            self.opens, self.closes = _split(windows)
+        else:
+            self.opens, self.closes = [a for a, _ in windows], [b for _, b in windows]
         self.closed = closed
 
     def next_working(self, t: float) -> float:
