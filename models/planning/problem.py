@@ -853,7 +853,8 @@ def _check_materials(problem: Problem, products: set[str]) -> list[Issue]:
 
 
 def _aware(value: datetime) -> bool:
-    return value.tzinfo is not None and value.utcoffset() is not None
+    # Parsed timestamps are all in UTC: the identity check spares a call per field.
+    return value.tzinfo is UTC or (value.tzinfo is not None and value.utcoffset() is not None)
 
 
 def _issue(error: Any) -> Issue:
