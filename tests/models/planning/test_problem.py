@@ -17,6 +17,7 @@ from loopline.models.planning import (
     parse_problem,
     solve,
 )
+from loopline.models.planning.problem import parse_calendar
 
 START = datetime(2026, 12, 1, tzinfo=UTC)
 
@@ -524,3 +525,19 @@ def test_a_very_sparse_calendar_is_refused_not_overflowed() -> None:
     with pytest.raises(ProblemError) as caught:
         solve(parse_problem(data), max_rounds=10)
     assert "calendars.c" in [e.path for e in caught.value.errors]
+
+
+def test_a_stored_calendar_lists_field_and_cross_field_issues_together() -> None:
+    # A bad field stopped the closure check: only the time zone and the shift were named.
+    bad = {
+        "timezone": "Mars/Olympus",
+        "shifts": [{"days": ["mon"], "start": "25:00", "end": "07:00"}],
+        "closures": [{"start": "2026-12-02T06:00:00Z", "end": "2026-12-01T00:00:00Z"}],
+    }
+    with pytest.raises(ProblemError) as caught:
+        parse_calendar("L1", bad, naive_is_utc=False)
+    assert [e.path for e in caught.value.errors] == [
+        "timezone",
+        "shifts[0].start",
+        "closures[0].end",
+    ]
