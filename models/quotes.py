@@ -17,7 +17,7 @@ from loopline.models.audit import record
 from loopline.models.clock import end_of_day, iso, promise_day
 from loopline.models.live import LiveState
 from loopline.models.records import LineRate, Order, Product, WorkOrder
-from loopline.models.replan import PRIORITY_WEIGHT, PlanWindow, build_problem
+from loopline.models.replan import PRIORITY_WEIGHT, PlanWindow, build_problem, promise_for
 
 if TYPE_CHECKING:
     from loopline.models.planning.quote import Placement
@@ -65,6 +65,7 @@ def make_quote(
         raise UnknownSku(ask.sku, f"unknown product '{ask.sku}'")
     if session.scalar(select(LineRate.line_id).where(LineRate.sku == ask.sku).limit(1)) is None:
         raise UnknownSku(ask.sku, f"no line can make '{ask.sku}'")
+    window = window or PlanWindow()
     problem, _ = build_problem(session, live, now, window)
     due = end_of_day(ask.requested_date)
     answer = quote(
@@ -100,8 +101,8 @@ def make_quote(
                 "breaks_promise": bool(promised and s.new_end > end_of_day(promised)),
             }
         )
-    earliest = _placement(answer.earliest, due)
-    prioritized = _placement(answer.prioritized, due)
+    earliest = _placement(answer.earliest, ask.requested_date, window)
+    prioritized = _placement(answer.prioritized, ask.requested_date, window)
     result: dict[str, Any] = {
         "sku": ask.sku,
         "qty": ask.qty,
@@ -122,6 +123,7 @@ def make_quote(
             "priority": ask.priority,
             "earliest": earliest["date"],
             "prioritized": prioritized["date"],
+            "rule": earliest["rule"],
             "slipping_orders": sorted({s["order_id"] for s in slips if s["order_id"]}),
             "breaks_promises": sorted(
                 {s["order_id"] for s in slips if s["breaks_promise"] and s["order_id"]}
@@ -131,11 +133,17 @@ def make_quote(
     return result
 
 
-def _placement(placement: Placement, due: datetime) -> dict[str, Any]:
+def _placement(placement: Placement, requested: date, window: PlanWindow) -> dict[str, Any]:
+    """A placement as the date sales may promise, by the same rule the replan promises by
+    (``promise_for``): the requested date when the plan meets it with the margin, else the
+    day the last unit is planned to finish (``finish_date``)."""
+    promised, rule = promise_for(requested, placement.end, window)
     return {
-        "date": promise_day(placement.end).isoformat(),
+        "date": promised.isoformat(),
+        "rule": rule,
+        "finish_date": promise_day(placement.end).isoformat(),
         "start": iso(placement.start),
         "end": iso(placement.end),
         "line": placement.line,
-        "meets_requested": placement.end <= due,
+        "meets_requested": placement.end <= end_of_day(requested),
     }

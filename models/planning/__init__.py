@@ -24,6 +24,7 @@ from loopline.models.planning.problem import (
 )
 from loopline.models.planning.schedule import (
     Assignment,
+    IdleLine,
     LateJob,
     Schedule,
     build_schedule,
@@ -39,6 +40,7 @@ __all__ = [
     "Assignment",
     "Calendar",
     "Closure",
+    "IdleLine",
     "Issue",
     "Job",
     "LateJob",

@@ -4,17 +4,22 @@ A calendar is weekly shifts in a local time zone, minus breaks, holidays (whole 
 days) and one-off closures. The planner needs it as sorted, disjoint ``[open, close)``
 pairs of float hours; ``Timeline`` answers "when does this much work, started at t,
 finish?" for the Python side (pinned work, quotes, explanations) the same way the
-optimisation kernel does. ``calendar_issues`` refuses the calendars the planner cannot lay
-out (no working time in a week, closed past the planner's reach, work needing more years
-of calendar than the solver lays out).
+optimisation kernel does. Each calendar is laid out as far as the work its lines could
+get needs at its pace (``layout_hours``), up to the planner's reach (``MAX_HORIZON_H``, no
+shorter cap). A line whose calendar has no working time within that reach (closed for
+good, every shift a holiday) takes no job (``closed_lines``) and the plan says why.
+``calendar_issues`` refuses what cannot be planned: a week with no working time, work
+needing more calendar than the reach, and jobs only closed lines could make.
 """
 
 from __future__ import annotations
 
+import math
 from bisect import bisect_right
 from collections.abc import Iterable, Sequence
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from loopline.models.planning.problem import (
@@ -31,10 +36,57 @@ WEEK_H = 168.0
 # Past ``until`` the windows go on this far beyond the missing working time, so that a
 # weekly shift falls inside the extension.
 EXTENSION_SLACK = timedelta(days=8)
+# Calendars are laid out this far past what the work could need at their pace.
+HORIZON_MARGIN = timedelta(days=30)
+# Looking for a calendar's first working time: a week and a day first, then twice as far
+# each step, at most this far at once.
+FIRST_LOOK = timedelta(days=8)
+MAX_LOOK = timedelta(days=4 * 366)
+# Windows are laid out to whole steps of this many hours (four weeks) past the start.
+LAYOUT_STEP_H = 4 * WEEK_H
+
+
+def working_windows(calendar: Calendar, origin: datetime, until: datetime) -> tuple[Window, ...]:
+    """The calendar's working time from ``origin`` to ``until`` at least, in hours from origin
+    (see ``_working_windows``).
+
+    Laid out from an anchor on a fixed four-week grid (and to a whole number of steps
+    past it), then shifted: every replan within the same four weeks, each starting at its
+    own "now", reuses one cached layout.
+    """
+    steps = max(1, math.ceil(_hours(until, _anchor(origin)) / LAYOUT_STEP_H))
+    return _shifted(calendar, origin, steps)
 
 
 @lru_cache(maxsize=256)
-def working_windows(calendar: Calendar, origin: datetime, until: datetime) -> tuple[Window, ...]:
+def _shifted(calendar: Calendar, origin: datetime, steps: int) -> tuple[Window, ...]:
+    """The anchored layout of ``steps`` grid steps, in hours from ``origin``."""
+    anchor = _anchor(origin)
+    base = _working_windows(calendar, anchor, anchor + timedelta(hours=steps * LAYOUT_STEP_H))
+    shift = _hours(origin, anchor)
+    if shift == 0:
+        return base
+    return tuple((max(0.0, _moved(a, shift)), _moved(b, shift)) for a, b in base if b > shift)
+
+
+def _moved(hours: float, shift: float) -> float:
+    """``hours - shift`` snapped to whole microseconds, computed as ``_hours`` computes
+    it, so that a window laid out from the anchor is bit for bit the one laid out from
+    origin (plans are microsecond datetimes, checked against these windows)."""
+    return (round((hours - shift) * 3.6e9) / 1e6) / 3600
+
+
+_ANCHOR = datetime(2001, 1, 1, tzinfo=UTC)
+_STEP = timedelta(hours=LAYOUT_STEP_H)
+
+
+def _anchor(origin: datetime) -> datetime:
+    """The grid point at or before ``origin`` that layouts start from."""
+    return _ANCHOR + _STEP * ((origin - _ANCHOR) // _STEP)
+
+
+@lru_cache(maxsize=256)
+def _working_windows(calendar: Calendar, origin: datetime, until: datetime) -> tuple[Window, ...]:
     """The calendar's working time from ``origin`` to ``until`` at least, in hours from origin.
 
     Without shifts the line works around the clock, apart from breaks, holidays and
@@ -168,67 +220,182 @@ def _weekly_hours(shifts: tuple[WeeklyWindow, ...], breaks: tuple[WeeklyWindow, 
     return sum(b - a for a, b in _windows(plain, origin, origin + timedelta(days=7)))
 
 
-def calendar_issues(problem: Problem) -> list[Issue]:
-    """Calendars the planner cannot lay out, by field.
+def first_working_h(calendar: Calendar, origin: datetime) -> float | None:
+    """Hours from ``origin`` to the calendar's first working instant, or None when it has
+    no working time within the planner's reach (``MAX_HORIZON_H``): closed for good, or
+    every shift a holiday."""
+    return _first_working_h(calendar, origin)
 
-    A week with no working time; a closure that keeps the line shut past the planner's
-    reach (``MAX_HORIZON_H``); and work that needs more years of calendar than the
-    solver lays out (``solver.MAX_CALENDAR_SPAN``), past which a line would silently
-    work round the clock. The work is estimated the way the solver sizes its horizon.
+
+@lru_cache(maxsize=256)
+def _first_working_h(calendar: Calendar, origin: datetime) -> float | None:
+    # As far as the layout from the anchor goes (``working_windows``).
+    reach = _anchor(origin) + timedelta(hours=MAX_HORIZON_H)
+    begin, step = origin, FIRST_LOOK
+    while begin < reach:
+        # A closure covering ``begin`` is skipped whole (a line shut for decades costs one step).
+        inside = [c.end for c in calendar.closures if c.start <= begin < c.end]
+        if inside:
+            begin = min(max(inside), reach)
+            continue
+        end = min(begin + step, reach)
+        windows = _windows(calendar, begin, end)
+        if windows:
+            return _hours(begin, origin) + windows[0][0]
+        begin, step = end, min(step * 2, MAX_LOOK)
+    return None
+
+
+def closed_lines(problem: Problem) -> dict[int, str]:
+    """Lines (by index) whose calendar has no working time within the planner's reach, with
+    the calendar's name: they take no job, and the plan says so."""
+    closed: dict[int, str] = {}
+    for i, line in enumerate(problem.lines):
+        cal = problem.calendars.get(line.calendar) if line.calendar is not None else None
+        if (
+            cal is not None
+            and _zone_ok(cal)
+            and weekly_hours(cal) > 0
+            and first_working_h(cal, problem.start) is None
+        ):
+            closed[i] = cal.id
+    return closed
+
+
+def no_working_time_reason(calendar: str) -> str:
+    """Why a closed line takes no job, in words."""
+    years = MAX_HORIZON_H / (365.25 * 24)
+    return f"calendar {calendar!r} has no working time within {years:.0f} years of start"
+
+
+def layout_hours(problem: Problem) -> dict[str, float]:
+    """Per calendar, how many hours from start its working windows must reach (see
+    ``_layout_hours``); the last problem's answer is kept, as the check and the solver
+    both ask for it."""
+    last = _LAST_LAYOUT
+    if last and last[0] is problem:
+        return last[1]
+    need = _layout_hours(problem)
+    _LAST_LAYOUT[:] = [problem, need]
+    return need
+
+
+# The last problem asked about and its layout (the check and the solver ask in turn).
+_LAST_LAYOUT: list[Any] = []
+
+
+def _layout_hours(problem: Problem) -> dict[str, float]:
+    """Per calendar, how many hours from start its working windows must reach.
+
+    Enough for the latest moment work may be held back to plus all the work its lines
+    could get (every job they can make, one after another at their slowest rate, each
+    with the longest changeover), at the calendar's weekly pace, plus a margin. Beyond
+    ``MAX_HORIZON_H`` the calendar cannot be laid out (``calendar_issues`` says so).
     """
-    from loopline.models.planning.solver import (  # solver imports us
-        HORIZON_MARGIN,
-        MAX_CALENDAR_SPAN,
-    )
+    delay = _delay_h(problem)
+    margin = HORIZON_MARGIN.total_seconds() / 3600
+    qty: dict[str, float] = {}
+    for job in problem.jobs:
+        qty[job.product] = qty.get(job.product, 0.0) + job.qty
+    longest = _longest_changeover_h(problem) * len(problem.jobs)
+    slowest: dict[str, dict[str, float]] = {}  # calendar -> product -> lowest rate
+    for line in problem.lines:
+        if line.calendar is None:
+            continue
+        rates = slowest.setdefault(line.calendar, {})
+        for product, rate in line.rates.items():
+            rates[product] = min(rate, rates.get(product, rate))
+    need: dict[str, float] = {}
+    for name, rates in slowest.items():
+        cal = problem.calendars.get(name)
+        if cal is None or not _zone_ok(cal):
+            continue
+        weekly = weekly_hours(cal)
+        if weekly <= 0:
+            continue
+        work = sum(q / rates[p] for p, q in qty.items() if p in rates) + longest
+        need[name] = delay + work * max(1.0, WEEK_H / weekly) + margin
+    return need
 
+
+def layout_until(problem: Problem) -> dict[str, datetime]:
+    """Per calendar, the moment its working windows are laid out to (``layout_hours``
+    rounded up to whole steps of ``LAYOUT_STEP_H``, never past the planner's reach).
+
+    Rounded so that replans after small changes ask for the same windows (cached).
+    """
+    return {
+        name: problem.start
+        + timedelta(hours=min(math.ceil(hours / LAYOUT_STEP_H) * LAYOUT_STEP_H, MAX_HORIZON_H))
+        for name, hours in layout_hours(problem).items()
+    }
+
+
+def _zone_ok(cal: Calendar) -> bool:
+    try:
+        ZoneInfo(cal.timezone)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        return False  # named by the field checks
+    return True
+
+
+def calendar_issues(problem: Problem) -> list[Issue]:
+    """Calendars the planner cannot lay out, and work it cannot place, by field.
+
+    A week with no working time; work needing more calendar than the planner's reach
+    (``MAX_HORIZON_H``) at a calendar's pace; a job only lines without any working time
+    could make, or pinned to such a line. (A line without working time is no issue by
+    itself: it takes no job, and the plan says why.)
+    """
     issues: list[Issue] = []
-    weekly: dict[str, float] = {}
-    reach = problem.start + timedelta(hours=MAX_HORIZON_H)
     for name, cal in problem.calendars.items():
-        at = f"calendars{_key(name)}"
-        try:
-            ZoneInfo(cal.timezone)
-        except (ZoneInfoNotFoundError, ValueError, OSError):
-            continue  # named by the field checks
-        weekly[name] = hours = weekly_hours(cal)
-        if hours <= 0:
-            issues.append(Issue(f"{at}.shifts", "leave no working time in a week"))
-        for k, closure in enumerate(cal.closures):
-            if closure.start < reach < closure.end:
+        if _zone_ok(cal) and weekly_hours(cal) <= 0:
+            issues.append(Issue(f"calendars{_key(name)}.shifts", "leave no working time in a week"))
+    if issues:
+        return issues
+    closed = closed_lines(problem)
+    closed_calendars = set(closed.values())
+    years = MAX_HORIZON_H / (365.25 * 24)
+    for name, need_h in layout_hours(problem).items():
+        if need_h > MAX_HORIZON_H and name not in closed_calendars:
+            weekly = weekly_hours(problem.calendars[name])
+            issues.append(
+                Issue(
+                    f"calendars{_key(name)}",
+                    f"at {weekly:.4g} working hours a week the work its lines can make needs "
+                    f"about {need_h / (365.25 * 24):.0f} years of calendar, past the "
+                    f"{years:.0f} years the planner plans ahead",
+                )
+            )
+    if closed:
+        issues += _work_for_closed_lines(problem, closed)
+    return issues
+
+
+def _work_for_closed_lines(problem: Problem, closed: dict[int, str]) -> list[Issue]:
+    """Jobs that only lines without working time could make, or pinned to one."""
+    issues = []
+    shut = {problem.lines[i].id: cal for i, cal in closed.items()}
+    open_products = {p for i, ln in enumerate(problem.lines) if i not in closed for p in ln.rates}
+    for i, job in enumerate(problem.jobs):
+        if job.pinned_line in shut:
+            issues.append(
+                Issue(
+                    f"jobs[{i}].pinned_line",
+                    f"line {job.pinned_line!r}: {no_working_time_reason(shut[job.pinned_line])}",
+                )
+            )
+        elif job.pinned_line is None and job.product not in open_products:
+            makers = [ln.id for ln in problem.lines if job.product in ln.rates]
+            if makers:  # else "no line can make" is said already
                 issues.append(
                     Issue(
-                        f"{at}.closures[{k}].end",
-                        f"leaves the line no working time within {MAX_HORIZON_H:.0f} h of "
-                        "start (as far as the planner plans): end it sooner, or leave the "
-                        "line out of the problem",
+                        f"jobs[{i}].product",
+                        f"only lines without working time can make {job.product!r} ("
+                        + "; ".join(f"{ln}: {no_working_time_reason(shut[ln])}" for ln in makers)
+                        + ")",
                     )
                 )
-    if issues or not any(ln.calendar in weekly for ln in problem.lines):
-        return issues
-    slowest_name = min(weekly, key=lambda n: weekly[n])
-    pace = max(1.0, WEEK_H / weekly[slowest_name])
-    need_h = _delay_h(problem) + _work_h(problem) * pace + HORIZON_MARGIN.total_seconds() / 3600
-    span_h = MAX_CALENDAR_SPAN.total_seconds() / 3600
-    if need_h > span_h:
-        years = need_h / (365.25 * 24)
-        limit = span_h / (365.25 * 24)
-        if pace > 1.0:
-            issues.append(
-                Issue(
-                    f"calendars{_key(slowest_name)}",
-                    f"at {weekly[slowest_name]:.4g} working hours a week the work needs about "
-                    f"{years:.0f} years of calendar; calendars are laid out {limit:.0f} "
-                    "years ahead at most",
-                )
-            )
-        else:
-            issues.append(
-                Issue(
-                    "jobs",
-                    f"need about {years:.0f} years of calendar; calendars are laid out "
-                    f"{limit:.0f} years ahead at most",
-                )
-            )
     return issues
 
 
@@ -243,17 +410,11 @@ def _delay_h(problem: Problem) -> float:
         moments += [po.arrives for po in problem.materials.purchase_orders]
         lead = max((m.lead_time_days for m in problem.materials.items.values()), default=0.0)
         moments.append(start + timedelta(days=lead))
-    return max(0.0, max(_hours(m, start) for m in moments))
+    return max(0.0, _hours(max(moments), start))
 
 
-def _work_h(problem: Problem) -> float:
-    """Every job one after another on its slowest line, with the longest changeover."""
-    slowest: dict[str, float] = {}
-    for ln in problem.lines:
-        for product, rate in ln.rates.items():
-            slowest[product] = min(rate, slowest.get(product, rate))
-    work = sum(job.qty / slowest[job.product] for job in problem.jobs if job.product in slowest)
-    longest = max(
+def _longest_changeover_h(problem: Problem) -> float:
+    return max(
         (
             h
             for table in problem.changeovers.values()
@@ -262,22 +423,34 @@ def _work_h(problem: Problem) -> float:
         ),
         default=0.0,
     )
-    return work + longest * len(problem.jobs)
+
+
+@lru_cache(maxsize=64)
+def _split(windows: tuple[Window, ...]) -> tuple[list[float], list[float]]:
+    """Opens and closes of windows (shared, never changed: ``Timeline`` only reads them)."""
+    return [a for a, _ in windows], [b for _, b in windows]
 
 
 class Timeline:
-    """Working windows of one line; no windows means always working.
+    """Working windows of one line; no windows means always working, unless ``closed``
+    (a line without working time, which takes no work: every finish is infinitely late).
 
-    After the last window the line is taken to work all the time (windows are generated
-    far past any plan's end, so this only guards against running off the map).
+    After the last window the line is taken to work all the time (windows are laid out
+    past anything the plan could need, ``layout_hours``, so this only guards against
+    running off the map).
     """
 
-    def __init__(self, windows: Sequence[Window] = ()) -> None:
-        self.opens = [a for a, _ in windows]
-        self.closes = [b for _, b in windows]
+    def __init__(self, windows: Sequence[Window] = (), *, closed: bool = False) -> None:
+        if isinstance(windows, tuple):
+            self.opens, self.closes = _split(windows)
+        else:
+            self.opens, self.closes = [a for a, _ in windows], [b for _, b in windows]
+        self.closed = closed
 
     def next_working(self, t: float) -> float:
         """The first working instant at or after ``t``."""
+        if self.closed:
+            return math.inf
         k = bisect_right(self.closes, t)
         if k == len(self.closes):
             return max(t, self.closes[-1]) if self.closes else t
@@ -285,6 +458,8 @@ class Timeline:
 
     def finish(self, t: float, work_h: float) -> tuple[float, float]:
         """Start and end of ``work_h`` working hours begun no earlier than ``t``."""
+        if self.closed:
+            return math.inf, math.inf
         start = self.next_working(t)
         k = bisect_right(self.closes, start)
         now, left = start, work_h
@@ -301,6 +476,8 @@ class Timeline:
 
     def working_between(self, a: float, b: float) -> float:
         """Working hours inside ``[a, b)``."""
+        if self.closed:
+            return 0.0
         if not self.closes:
             return max(0.0, b - a)
         total = 0.0
@@ -314,6 +491,8 @@ class Timeline:
 
     def is_working(self, t: float) -> bool:
         """Whether the line works at instant ``t``."""
+        if self.closed:
+            return False
         if not self.closes:
             return True
         k = bisect_right(self.closes, t)

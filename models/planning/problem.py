@@ -853,7 +853,8 @@ def _check_materials(problem: Problem, products: set[str]) -> list[Issue]:
 
 
 def _aware(value: datetime) -> bool:
-    return value.tzinfo is not None and value.utcoffset() is not None
+    # Parsed timestamps are all in UTC: the identity check spares a call per field.
+    return value.tzinfo is UTC or (value.tzinfo is not None and value.utcoffset() is not None)
 
 
 def _issue(error: Any) -> Issue:
@@ -913,10 +914,21 @@ def parse_calendar(name: str, data: Any, *, naive_is_utc: bool = True) -> Calend
     ``naive_is_utc`` reads closure times without a zone as UTC, for calendars stored
     before the zone was required; a file being imported passes False.
     """
+    context = {"naive_is_utc": naive_is_utc}
     try:
-        raw = _CalendarIn.model_validate(data, context={"naive_is_utc": naive_is_utc})
+        raw = _CalendarIn.model_validate(data, context=context)
     except ValidationError as exc:
-        raise ProblemError([_issue(e) for e in exc.errors()]) from None
+        issues = [_issue(e) for e in exc.errors()]
+        # The closures that are valid on their own still get their cross-field check.
+        closures = data.get("closures") if isinstance(data, dict) else None
+        for k, item in enumerate(closures if isinstance(closures, list) else []):
+            try:
+                one = _ClosureIn.model_validate(item, context=context)
+            except ValidationError:
+                continue
+            if one.end <= one.start:
+                issues.append(Issue(f"closures[{k}].end", "must be after start"))
+        raise ProblemError(issues) from None
     calendar = Calendar(
         id=name,
         timezone=raw.timezone,

@@ -47,6 +47,16 @@ class LateJob:
 
 
 @dataclass(frozen=True)
+class IdleLine:
+    """A line that takes no job, and why: ``cause`` ``{"kind": "no_working_time",
+    "calendar": "c"}`` for a calendar without working time within the planner's reach."""
+
+    line: str
+    reason: str
+    cause: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Schedule:
     """Every job's assignment, the total weighted tardiness and the late jobs."""
 
@@ -56,6 +66,7 @@ class Schedule:
     at_risk: tuple[LateJob, ...] = ()
     purchase_requests: tuple[PurchaseRequest, ...] = ()
     solver: str = "dispatch-v0"
+    idle_lines: tuple[IdleLine, ...] = ()
 
     @property
     def makespan_end(self) -> datetime | None:
@@ -139,7 +150,7 @@ def _late_json(lj: LateJob) -> dict[str, Any]:
 def to_json(schedule: Schedule) -> dict[str, Any]:
     """The schedule in its JSON form (DESIGN.md, "Planner problem")."""
     end = schedule.makespan_end
-    return {
+    doc: dict[str, Any] = {
         "assignments": [
             {
                 "job": a.job,
@@ -166,6 +177,12 @@ def to_json(schedule: Schedule) -> dict[str, Any]:
         "makespan_end": rfc3339(end) if end is not None else None,
         "solver": schedule.solver,
     }
+    if schedule.idle_lines:  # only then, so plans without them read as before
+        doc["idle_lines"] = [
+            {"line": il.line, "reason": il.reason, "cause": dict(il.cause)}
+            for il in schedule.idle_lines
+        ]
+    return doc
 
 
 def plan_json(

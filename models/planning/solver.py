@@ -16,18 +16,20 @@ from datetime import datetime, timedelta
 
 import numpy as np
 
-from loopline.models.planning.calendar import Timeline, weekly_hours, working_windows
+from loopline.models.planning.calendar import (
+    Timeline,
+    closed_lines,
+    layout_until,
+    no_working_time_reason,
+    working_windows,
+)
 from loopline.models.planning.explain import explain
 from loopline.models.planning.materials import MaterialPlan, net_materials
 from loopline.models.planning.optimize import Arrays, Solution, decode, optimize
-from loopline.models.planning.problem import Issue, Job, Problem, ProblemError, check_problem
-from loopline.models.planning.schedule import Assignment, Schedule, weighted_tardiness
+from loopline.models.planning.problem import Job, Problem, check_problem
+from loopline.models.planning.schedule import Assignment, IdleLine, Schedule, weighted_tardiness
 
 SOLVER_NAME = "ils-v1"
-# Calendars are laid out this far past the last date anything in the problem names, plus
-# all the work there is at the slowest calendar's pace (the plan cannot run longer).
-HORIZON_MARGIN = timedelta(days=30)
-MAX_CALENDAR_SPAN = timedelta(days=3660)
 # Default search time: a full plan gets up to a second (10k jobs in <= 2 s all told), a
 # replan from the previous plan a tenth of that (2k jobs in <= 200 ms all told).
 FULL_TIME_S = 1.0
@@ -104,15 +106,24 @@ class PlanModel:
         self.origin = origin = problem.start
         self.lines = problem.lines
         self.line_index = {ln.id: i for i, ln in enumerate(self.lines)}
+        # Lines without working time take no job (the check refuses work only they could do).
+        self.closed = closed_lines(problem)
         products = sorted(
             {p for ln in self.lines for p in ln.rates} | {j.product for j in problem.jobs}
         )
         self.products = products
         self.product_index = {p: i for i, p in enumerate(products)}
+        # The fastest rate per product among lines with working time.
         self.fastest = {
-            p: max(ln.rates[p] for ln in self.lines if p in ln.rates)
+            p: max(rates)
             for p in products
-            if any(p in ln.rates for ln in self.lines)
+            if (
+                rates := [
+                    ln.rates[p]
+                    for i, ln in enumerate(self.lines)
+                    if p in ln.rates and i not in self.closed
+                ]
+            )
         }
         frozen_until = origin + timedelta(hours=problem.frozen_h)
         pinned: list[Job] = []
@@ -121,6 +132,7 @@ class PlanModel:
             if job.pinned_line is not None or (
                 problem.frozen_h > 0
                 and job.planned_line in self.line_index
+                and self.line_index[job.planned_line] not in self.closed
                 and job.planned_start is not None
                 and job.planned_start < frozen_until
                 and job.product in self.lines[self.line_index[job.planned_line]].rates
@@ -138,47 +150,16 @@ class PlanModel:
 
     # --- compiling ----------------------------------------------------------------------
 
-    def _horizon(self) -> datetime:
-        p = self.problem
-        stamps = [p.start]
-        for job in p.jobs:
-            stamps += [job.due] + [
-                t for t in (job.release, job.planned_start, job.pinned_start) if t
-            ]
-        stamps += [ln.down_until for ln in p.lines if ln.down_until]
-        stamps += [w.until for w in self.materials.waits.values()]
-        # No plan runs longer than every job one after another on its slowest line.
-        slowest = {
-            product: min(ln.rates[product] for ln in p.lines if product in ln.rates)
-            for product in self.fastest
-        }
-        work_h = sum(job.qty / slowest[job.product] for job in p.jobs)
-        max_setup = max(
-            (h for table in p.changeovers.values() for row in table.values() for h in row.values()),
-            default=0.0,
-        )
-        work_h += max_setup * len(p.jobs)
-        pace = 1.0
-        for cal in p.calendars.values():
-            weekly = weekly_hours(cal)
-            if weekly <= 0:
-                raise ProblemError(
-                    [Issue(f"calendars.{cal.id}.shifts", "leave no working time in a week")]
-                )
-            pace = max(pace, 168.0 / weekly)
-        span = timedelta(hours=work_h * pace) + HORIZON_MARGIN
-        return min(max(stamps) + span, p.start + MAX_CALENDAR_SPAN)
-
     def _timelines(self) -> list[Timeline]:
-        until = self._horizon()
+        until = layout_until(self.problem)
         self.windows: list[tuple[tuple[float, float], ...]] = []
-        for ln in self.lines:
-            if ln.calendar is None:
+        for li, ln in enumerate(self.lines):
+            if ln.calendar is None or li in self.closed:
                 self.windows.append(())
             else:
                 cal = self.problem.calendars[ln.calendar]
-                self.windows.append(working_windows(cal, self.origin, until))
-        return [Timeline(w) for w in self.windows]
+                self.windows.append(working_windows(cal, self.origin, until[ln.calendar]))
+        return [Timeline(w, closed=li in self.closed) for li, w in enumerate(self.windows)]
 
     def _place_pinned(self, pinned: list[Job]) -> tuple[list[Placed], list[float], list[int]]:
         p, origin = self.problem, self.origin
@@ -230,6 +211,8 @@ class PlanModel:
             proc = np.where(
                 job_rates > 0, qty[:, None] / np.where(job_rates > 0, job_rates, 1.0), np.inf
             )
+        if self.closed:  # no job on a line without working time
+            proc[:, sorted(self.closed)] = np.inf
         setup = np.zeros((n_lines, n_products, n_products))
         for key in ["*"] + [ln.id for ln in self.lines]:  # line tables override "*"
             table = p.changeovers.get(key)
@@ -378,4 +361,12 @@ class PlanModel:
             at_risk=at_risk,
             purchase_requests=self.materials.purchase_requests,
             solver=SOLVER_NAME,
+            idle_lines=tuple(
+                IdleLine(
+                    line=self.lines[li].id,
+                    reason=f"takes no job: {no_working_time_reason(cal)}",
+                    cause={"kind": "no_working_time", "calendar": cal},
+                )
+                for li, cal in sorted(self.closed.items())
+            ),
         )

@@ -17,6 +17,7 @@ from loopline.models.planning import (
     parse_problem,
     solve,
 )
+from loopline.models.planning.problem import parse_calendar
 
 START = datetime(2026, 12, 1, tzinfo=UTC)
 
@@ -427,11 +428,45 @@ def _calendar_problem(calendar: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
-def test_a_calendar_closed_for_good_is_refused_by_name() -> None:
+def test_a_line_closed_for_good_takes_no_job_and_the_plan_says_why() -> None:
+    # L1 (the fast line) is closed past the planner's reach: it was planned around the clock.
     closed = {"closures": [{"start": "2026-11-01T00:00:00Z", "end": "8999-01-01T00:00:00Z"}]}
+    schedule = solve(parse_problem(_calendar_problem(closed)), max_rounds=10)
+    assert {a.line for a in schedule.assignments} == {"L2"}
+    assert len(schedule.assignments) == 4
+    [idle] = schedule.idle_lines
+    assert idle.line == "L1" and idle.cause == {"kind": "no_working_time", "calendar": "c"}
+    assert "no working time" in idle.reason
+
+
+def test_every_shift_a_holiday_is_no_working_time() -> None:
+    # Mondays only, and every Monday for 10,000 weeks (past the reach) a holiday: the line
+    # has no working time, and was planned as if it worked around the clock.
+    mondays = [
+        (datetime(2026, 11, 30) + timedelta(weeks=k)).date().isoformat() for k in range(10_000)
+    ]
+    calendar = {
+        "shifts": [{"days": ["mon"], "start": "06:00", "end": "14:00"}],
+        "holidays": mondays,
+    }
+    schedule = solve(parse_problem(_calendar_problem(calendar)), max_rounds=10)
+    assert {a.line for a in schedule.assignments} == {"L2"}
+    assert [il.line for il in schedule.idle_lines] == ["L1"]
+
+
+def test_work_only_a_closed_line_could_do_is_refused_by_job() -> None:
+    closed = {"closures": [{"start": "2026-11-01T00:00:00Z", "end": "8999-01-01T00:00:00Z"}]}
+    data = _calendar_problem(closed)
+    data["jobs"].append({"id": "J9", "product": "P1", "qty": 5, "due": "2026-12-02T00:00:00Z"})
+    data["lines"] = [data["lines"][0]]  # only L1 makes P1; P2 has no line at all
+    data["jobs"] += [
+        {"id": "J8", "product": "P1", "qty": 5, "due": "2026-12-02T00:00:00Z", "pinned_line": "L1"}
+    ]
     with pytest.raises(ProblemError) as caught:
-        solve(parse_problem(_calendar_problem(closed)), max_rounds=10)
-    assert [e.path for e in caught.value.errors] == ["calendars.c.closures[0].end"]
+        parse_problem(data)
+    paths = [e.path for e in caught.value.errors]
+    assert paths.count("jobs[0].product") == 1 and "jobs[4].product" in paths
+    assert "jobs[5].pinned_line" in paths
     assert "no working time" in str(caught.value)
 
 
@@ -460,13 +495,25 @@ def test_a_week_without_working_time_is_listed_with_the_other_issues() -> None:
     assert [e.path for e in caught.value.errors] == ["jobs[0].qty", "calendars.c.shifts"]
 
 
-def test_work_past_the_calendar_span_is_refused_not_run_round_the_clock() -> None:
-    # One hour a week, 1,000 hours of work: about 19 years of calendar.
+def test_work_past_ten_years_of_calendar_is_planned_in_working_time() -> None:
+    # One hour a week, 1,000 hours of work: about 19 years of calendar. There was a hidden
+    # 10-year cap: past it the line worked round the clock (later: refused).
     data = _calendar_problem({"shifts": [{"days": ["mon"], "start": "06:00", "end": "07:00"}]})
     data["lines"] = [{"id": "L1", "rates": {"P1": 1.0, "P2": 1.0}, "calendar": "c"}]
     data["jobs"] = [{"id": "J0", "product": "P1", "qty": 1000, "due": "2026-12-02T00:00:00Z"}]
+    [a] = solve(parse_problem(data), max_rounds=10).assignments
+    assert a.start == datetime(2026, 12, 7, 6, tzinfo=UTC)  # the first Monday shift
+    weeks = (a.end - a.start).days / 7
+    assert 999 <= weeks <= 1000 and (a.end.hour, a.end.weekday()) == (7, 0)
+
+
+def test_work_past_the_planners_reach_is_refused_by_calendar() -> None:
+    # One hour a week, 10,000 hours of work: about 190 years, past the 114 the planner plans.
+    data = _calendar_problem({"shifts": [{"days": ["mon"], "start": "06:00", "end": "07:00"}]})
+    data["lines"] = [{"id": "L1", "rates": {"P1": 1.0, "P2": 1.0}, "calendar": "c"}]
+    data["jobs"] = [{"id": "J0", "product": "P1", "qty": 10_000, "due": "2026-12-02T00:00:00Z"}]
     with pytest.raises(ProblemError) as caught:
-        solve(parse_problem(data), max_rounds=10)
+        parse_problem(data)
     assert [e.path for e in caught.value.errors] == ["calendars.c"]
     assert "years" in str(caught.value)
 
@@ -478,3 +525,19 @@ def test_a_very_sparse_calendar_is_refused_not_overflowed() -> None:
     with pytest.raises(ProblemError) as caught:
         solve(parse_problem(data), max_rounds=10)
     assert "calendars.c" in [e.path for e in caught.value.errors]
+
+
+def test_a_stored_calendar_lists_field_and_cross_field_issues_together() -> None:
+    # A bad field stopped the closure check: only the time zone and the shift were named.
+    bad = {
+        "timezone": "Mars/Olympus",
+        "shifts": [{"days": ["mon"], "start": "25:00", "end": "07:00"}],
+        "closures": [{"start": "2026-12-02T06:00:00Z", "end": "2026-12-01T00:00:00Z"}],
+    }
+    with pytest.raises(ProblemError) as caught:
+        parse_calendar("L1", bad, naive_is_utc=False)
+    assert [e.path for e in caught.value.errors] == [
+        "timezone",
+        "shifts[0].start",
+        "closures[0].end",
+    ]

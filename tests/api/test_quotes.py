@@ -1,0 +1,61 @@
+"""Quotes promise by the same policy as the replan (issue 10): the requested date when the
+plan meets it with the margin, else the day the last unit is planned to finish; over HTTP,
+on real PostgreSQL and Redis."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import httpx
+import pytest
+
+from tests.stack import start_stack
+
+NOW = datetime(2026, 12, 1, 6, 0, tzinfo=UTC)
+# 1,000 x P1 on L1 (100 per hour) from 06:00 on 1 Dec: ten hours, done at 16:00 that day.
+FINISH_DAY = "2026-12-01"
+
+
+@pytest.fixture(params=["requested", "earliest"])
+def stack(request, postgres_url, redis_server):
+    s = start_stack(
+        database_url=postgres_url,
+        redis_url=redis_server,
+        mqtt_url=None,
+        crm_url=None,
+        origin=NOW,
+        promise_policy=request.param,
+        promise_margin_h=24.0,
+    )
+    yield s
+    s.stop()
+
+
+def ask(stack, requested: str) -> dict:
+    body = {"sku": "P1", "qty": 1000, "requested_date": requested, "priority": "normal"}
+    resp = httpx.post(f"{stack.url}/api/v1/quotes", headers=stack.auth, json=body, timeout=10)
+    assert resp.status_code == 200, resp.text
+    return resp.json()
+
+
+def test_a_quote_promises_by_the_policy(stack):
+    policy = stack.runtime.settings.promise_policy
+    later = ask(stack, "2026-12-10")
+    for side in ("earliest", "prioritized"):
+        assert later[side]["finish_date"] == FINISH_DAY and later[side]["meets_requested"]
+        if policy == "requested":  # the slack stays the factory's
+            assert later[side]["date"] == "2026-12-10"
+            assert later[side]["rule"] == "requested date met with 24 h margin"
+        else:
+            assert later[side]["date"] == FINISH_DAY
+            assert later[side]["rule"] == "earliest safe date"
+    # 16:00 on 1 Dec plus 24 h is still within 2 Dec: the requested date holds.
+    just = ask(stack, "2026-12-02")["earliest"]
+    assert just["date"] == ("2026-12-02" if policy == "requested" else FINISH_DAY)
+
+
+def test_a_requested_date_met_without_the_margin_gets_the_earliest_safe_date(stack):
+    tight = ask(stack, FINISH_DAY)["earliest"]
+    assert tight["meets_requested"] and tight["date"] == FINISH_DAY
+    if stack.runtime.settings.promise_policy == "requested":
+        assert tight["rule"] == "earliest safe date (requested date not met with margin)"
