@@ -159,6 +159,8 @@ class QuoteSlip(_View):
 
 class QuotePlacement(_View):
     date: str = Field(description="YYYY-MM-DD: the date that would be promised")
+    rule: str = Field(description="which promise rule chose the date (LOOPLINE_PROMISE_POLICY)")
+    finish_date: str = Field(description="YYYY-MM-DD: the day the last unit is planned to end")
     start: str | None = Field(description="ISO 8601, UTC")
     end: str | None = Field(description="ISO 8601, UTC")
     line: str | None

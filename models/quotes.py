@@ -65,7 +65,6 @@ def make_quote(
         raise UnknownSku(ask.sku, f"unknown product '{ask.sku}'")
     if session.scalar(select(LineRate.line_id).where(LineRate.sku == ask.sku).limit(1)) is None:
         raise UnknownSku(ask.sku, f"no line can make '{ask.sku}'")
-    window = window or PlanWindow()
     problem, _ = build_problem(session, live, now, window)
     due = end_of_day(ask.requested_date)
     answer = quote(
