@@ -188,6 +188,23 @@ def decode(arrays: Arrays, line_of: np.ndarray, order: np.ndarray, rounds: int =
     return Solution(line_of, order, start, end, setup_h, cost, rounds)
 
 
+def _tardiness(arrays: Arrays, sol: Solution) -> float:
+    """Total weighted tardiness of a solution (its cost without the flow tie-breaker)."""
+    return float(backend.active().tardy_cost(sol.end, arrays.due, arrays.weight))
+
+
+def _worse(arrays: Arrays, sol: Solution, than: Solution, lexicographic: bool) -> bool:
+    """Whether ``sol`` costs more than ``than``; ``lexicographic``: tardiness first (equal
+    within float noise), then the whole cost, as the single-line search ranks them."""
+    if not lexicographic:
+        return sol.cost > than.cost
+    mine, theirs = _tardiness(arrays, sol), _tardiness(arrays, than)
+    noise = 1e-9 * max(1.0, theirs)
+    if mine > theirs + noise:
+        return True
+    return mine >= theirs - noise and sol.cost > than.cost
+
+
 def _misses(arrays: Arrays, sol: Solution, deadline: np.ndarray) -> int:
     return int(np.count_nonzero(sol.end > deadline))
 
@@ -281,9 +298,10 @@ def _run_chunks(
 
 
 def _single_line_plain(arrays: Arrays, deadline: np.ndarray) -> bool:
-    """True for one line without calendar, changeovers, waiting for release or deadlines."""
+    """True for one line without calendar, changeovers, waiting for release or deadlines
+    (the flow tie-breaker is allowed: ``_wt_search`` applies it after the search)."""
     a = arrays
-    if a.n_lines != 1 or a.n_jobs < 2 or np.any(np.isfinite(deadline)) or np.any(a.flow_array):
+    if a.n_lines != 1 or a.n_jobs < 2 or np.any(np.isfinite(deadline)):
         return False
     base = a.free_at[0]
     if a.cal_ptr[1] > 0 and a.cal_close[-1] > base:
@@ -308,7 +326,8 @@ def _wt_search(
     p = np.ascontiguousarray(a.proc[:, 0])
     seq = start.order.copy()
     best_seq = seq.copy()
-    costs = np.array([start.cost, start.cost])
+    tardy = _tardiness(a, start)
+    costs = np.array([tardy, tardy])
     ctl = np.zeros(4, np.int64)
     rng = _seed_state(seed)
     params = np.array([WT_WINDOW, WT_KICK_SWAPS, WT_KICK_REACH, WT_BACK_TO_BEST], np.int64)
@@ -324,6 +343,10 @@ def _wt_search(
     rounds = _run_chunks(step, lambda: float(costs[1]), started, time_limit, max_rounds)
     if ctl[0] == 0:  # no round ran: still descend once so the answer is a local optimum
         step(0)
+    if np.any(a.flow_array):
+        # The tie-breaker, lexicographically after tardiness: the search above saw
+        # tardiness alone (mixing the two would let it trade lateness for flow).
+        backend.active().wt_polish(p, a.weight, a.due, a.flow_array, base, best_seq, a.n_jobs)
     return np.zeros(a.n_jobs, np.int32), best_seq, rounds
 
 
@@ -423,14 +446,15 @@ def optimize(
         start = built
     if start.cost <= 0.0 or arrays.n_jobs < 2:
         return start
-    if _single_line_plain(arrays, deadline):
+    lexicographic = _single_line_plain(arrays, deadline)
+    if lexicographic:
         line_of, order, rounds = _wt_search(arrays, start, started, time_limit, max_rounds, seed)
     else:
         line_of, order, rounds = _general_search(
             arrays, start, deadline, started, time_limit, max_rounds, seed
         )
     result = decode(arrays, line_of, order, rounds)
-    if result.cost > start.cost or np.any(result.end > deadline):
+    if _worse(arrays, result, start, lexicographic) or np.any(result.end > deadline):
         return Solution(
             start.line_of, start.order, start.start, start.end, start.setup_h, start.cost, rounds
         )
@@ -471,5 +495,6 @@ def warm_up() -> None:
         cal_close=np.zeros(0),
         free_at=np.zeros(1),
         last_product=np.array([-1]),
+        flow=np.full(n_jobs, 1e-4),  # the tie-breaker pass as well
     )
     optimize(plain, time_limit=None, max_rounds=3)
