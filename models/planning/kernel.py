@@ -356,8 +356,11 @@ def _seq_cost(seq, p, w, d, base):
 
 
 @njit(cache=True)
-def _dynasearch_step(seq, p, w, d, base, wmax, C, M, T, F, arg):
-    """One dynasearch step (best set of independent swaps/insertions); returns the gain."""
+def _dynasearch_step(seq, p, w, d, base, wmax, wswap, C, M, T, F, arg):
+    """One dynasearch step (best set of independent swaps/insertions); returns the gain.
+
+    Insertions reach ``wmax`` positions (O(1) each), swaps ``wswap`` (O(distance) each).
+    """
     n = seq.shape[0]
     c = base
     for q in range(n):
@@ -401,7 +404,7 @@ def _dynasearch_step(seq, p, w, d, base, wmax, C, M, T, F, arg):
         pa = p[a]
         cprev = C[i - 1] if i > 0 else base
         fa_i = _f(w, d, a, C[i])
-        top = min(n - 1, i + wmax)
+        top = min(n - 1, i + wswap)
         for k in range(i + 2, top + 1):
             b = seq[k]
             delta = p[b] - pa
@@ -456,8 +459,8 @@ def _dynasearch_step(seq, p, w, d, base, wmax, C, M, T, F, arg):
 
 
 @njit(cache=True)
-def _descend(seq, p, w, d, base, wmax, C, M, T, F, arg):
-    while _dynasearch_step(seq, p, w, d, base, wmax, C, M, T, F, arg) < 0.0:
+def _descend(seq, p, w, d, base, wmax, wswap, C, M, T, F, arg):
+    while _dynasearch_step(seq, p, w, d, base, wmax, wswap, C, M, T, F, arg) < 0.0:
         pass
     return _seq_cost(seq, p, w, d, base)
 
@@ -467,10 +470,11 @@ def wt_rounds(p, w, d, base, seq, best_seq, costs, ctl, rng, params, rounds):
     """Iterated dynasearch on one line; returns the rounds run (stops early at cost 0).
 
     ``costs`` = [current, best]; ``params`` = [window, kick swaps, kick reach,
-    rounds without a new best before going back to the best].
+    rounds without a new best before going back to the best, swap window].
     """
     n = seq.shape[0]
     wmax = min(params[0], max(n - 1, 1))
+    wswap = min(params[4], wmax)
     C = np.empty(n)
     M = np.empty((n, wmax + 1))
     T = np.empty((n, wmax + 1), np.int8)
@@ -478,7 +482,7 @@ def wt_rounds(p, w, d, base, seq, best_seq, costs, ctl, rng, params, rounds):
     arg = np.empty(n + 1, np.int64)
     if ctl[_C_STARTED] == 0:
         ctl[_C_STARTED] = 1
-        costs[0] = _descend(seq, p, w, d, base, wmax, C, M, T, F, arg)
+        costs[0] = _descend(seq, p, w, d, base, wmax, wswap, C, M, T, F, arg)
         costs[1] = costs[0]
         best_seq[:] = seq
     trial = np.empty(n, seq.dtype)
@@ -496,7 +500,7 @@ def wt_rounds(p, w, d, base, seq, best_seq, costs, ctl, rng, params, rounds):
             tmp = trial[i]
             trial[i] = trial[k]
             trial[k] = tmp
-        c = _descend(trial, p, w, d, base, wmax, C, M, T, F, arg)
+        c = _descend(trial, p, w, d, base, wmax, wswap, C, M, T, F, arg)
         if c <= costs[0]:
             seq[:] = trial
             costs[0] = c

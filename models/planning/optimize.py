@@ -40,6 +40,10 @@ WT_WINDOW = 200
 WT_KICK_SWAPS = 4
 WT_KICK_REACH = 8
 WT_BACK_TO_BEST = 40
+# Swaps cost O(distance) each, insertions O(1), so swaps may reach less far than insertions.
+# Measured on generated 1,000-job instances at 10 s: a swap reach of 60 or 20 descends
+# faster but ends up to 3.6 % worse than the full window (long swaps pay), so it stays full.
+WT_SWAP_WINDOW = WT_WINDOW
 # General search: positions tried around a job in its line, around its start time on
 # another line (insertions), and jobs swapped there; kick moves per job count; local
 # optima without a new best before going back to the best.
@@ -330,7 +334,10 @@ def _wt_search(
     costs = np.array([tardy, tardy])
     ctl = np.zeros(4, np.int64)
     rng = _seed_state(seed)
-    params = np.array([WT_WINDOW, WT_KICK_SWAPS, WT_KICK_REACH, WT_BACK_TO_BEST], np.int64)
+    swap_window = WT_WINDOW if a.n_jobs <= WT_WINDOW else WT_SWAP_WINDOW
+    params = np.array(
+        [WT_WINDOW, WT_KICK_SWAPS, WT_KICK_REACH, WT_BACK_TO_BEST, swap_window], np.int64
+    )
     base = float(a.free_at[0])
 
     def step(rounds: int) -> int:
