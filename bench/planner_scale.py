@@ -54,9 +54,9 @@ TWO_SHIFTS = Calendar(
     shifts=(WeeklyWindow(frozenset(range(5)), clock(6), clock(22)),),
     breaks=(WeeklyWindow(frozenset(range(5)), clock(12), clock(12, 30)),),
 )
-# Issue 10: full replan 10k x 50 <= 1 s; incremental after one change <= 50 ms at 2k; quote
-# <= 20 ms.
-TARGETS = {"full_10k_s": 1.0, "incremental_2k_ms": 50.0, "quote_ms": 20.0}
+# Issue 10: full replan 10k x 50 <= 1 s (weighted tardiness within 10 % of 30 s of the same
+# search); incremental after one change <= 50 ms at 2k; quote <= 20 ms.
+TARGETS = {"full_10k_s": 1.0, "incremental_2k_ms": 50.0, "quote_ms": 20.0, "wt_vs_long": 1.10}
 
 
 def factory(n_jobs: int, n_lines: int = 50, n_products: int = 40, seed: int = 7) -> Problem:
@@ -203,6 +203,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default="1000,2000,5000,10000")
     parser.add_argument("--lines", type=int, default=50)
     parser.add_argument("--repeat", type=int, default=5, help="incremental and quote samples")
+    parser.add_argument(
+        "--reference-s",
+        type=float,
+        default=30.0,
+        help="long run of the same search at 10k (0: off)",
+    )
     parser.add_argument("--rss-probe", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.rss_probe:
@@ -275,6 +281,16 @@ def main(argv: list[str] | None = None) -> int:
             f"full replan 10k jobs / {args.lines} lines: {full_s:.2f} s "
             f"(target <= {TARGETS['full_10k_s']:g} s)"
         )
+        if args.reference_s > 0:
+            full = solve(problem)
+            long = solve(problem, time_limit=args.reference_s)
+            bound = unavoidable_wt(problem)
+            wt, ref = full.total_weighted_tardiness_h, long.total_weighted_tardiness_h
+            print(
+                f"weighted tardiness, default limit {wt:.0f} h vs {args.reference_s:.0f} s of the "
+                f"same search {ref:.0f} h: ratio {wt / max(ref, 1e-9):.3f} (target <= 1.10); "
+                f"above the bound {bound:.0f} h: {(wt - bound) / max(ref - bound, 1e-9):.3f}"
+            )
     if 2_000 in sizes:
         full_s, incr_ms, quote_ms = results[2_000]
         dispatch_ms = baselines[2_000] * 1000

@@ -356,8 +356,11 @@ def _seq_cost(seq, p, w, d, base):
 
 
 @njit(cache=True)
-def _dynasearch_step(seq, p, w, d, base, wmax, C, M, T, F, arg):
-    """One dynasearch step (best set of independent swaps/insertions); returns the gain."""
+def _dynasearch_step(seq, p, w, d, base, wmax, wswap, C, M, T, F, arg):
+    """One dynasearch step (best set of independent swaps/insertions); returns the gain.
+
+    Insertions reach ``wmax`` positions (O(1) each), swaps ``wswap`` (O(distance) each).
+    """
     n = seq.shape[0]
     c = base
     for q in range(n):
@@ -401,7 +404,7 @@ def _dynasearch_step(seq, p, w, d, base, wmax, C, M, T, F, arg):
         pa = p[a]
         cprev = C[i - 1] if i > 0 else base
         fa_i = _f(w, d, a, C[i])
-        top = min(n - 1, i + wmax)
+        top = min(n - 1, i + wswap)
         for k in range(i + 2, top + 1):
             b = seq[k]
             delta = p[b] - pa
@@ -456,8 +459,8 @@ def _dynasearch_step(seq, p, w, d, base, wmax, C, M, T, F, arg):
 
 
 @njit(cache=True)
-def _descend(seq, p, w, d, base, wmax, C, M, T, F, arg):
-    while _dynasearch_step(seq, p, w, d, base, wmax, C, M, T, F, arg) < 0.0:
+def _descend(seq, p, w, d, base, wmax, wswap, C, M, T, F, arg):
+    while _dynasearch_step(seq, p, w, d, base, wmax, wswap, C, M, T, F, arg) < 0.0:
         pass
     return _seq_cost(seq, p, w, d, base)
 
@@ -467,10 +470,11 @@ def wt_rounds(p, w, d, base, seq, best_seq, costs, ctl, rng, params, rounds):
     """Iterated dynasearch on one line; returns the rounds run (stops early at cost 0).
 
     ``costs`` = [current, best]; ``params`` = [window, kick swaps, kick reach,
-    rounds without a new best before going back to the best].
+    rounds without a new best before going back to the best, swap window].
     """
     n = seq.shape[0]
     wmax = min(params[0], max(n - 1, 1))
+    wswap = min(params[4], wmax)
     C = np.empty(n)
     M = np.empty((n, wmax + 1))
     T = np.empty((n, wmax + 1), np.int8)
@@ -478,7 +482,7 @@ def wt_rounds(p, w, d, base, seq, best_seq, costs, ctl, rng, params, rounds):
     arg = np.empty(n + 1, np.int64)
     if ctl[_C_STARTED] == 0:
         ctl[_C_STARTED] = 1
-        costs[0] = _descend(seq, p, w, d, base, wmax, C, M, T, F, arg)
+        costs[0] = _descend(seq, p, w, d, base, wmax, wswap, C, M, T, F, arg)
         costs[1] = costs[0]
         best_seq[:] = seq
     trial = np.empty(n, seq.dtype)
@@ -496,7 +500,7 @@ def wt_rounds(p, w, d, base, seq, best_seq, costs, ctl, rng, params, rounds):
             tmp = trial[i]
             trial[i] = trial[k]
             trial[k] = tmp
-        c = _descend(trial, p, w, d, base, wmax, C, M, T, F, arg)
+        c = _descend(trial, p, w, d, base, wmax, wswap, C, M, T, F, arg)
         if c <= costs[0]:
             seq[:] = trial
             costs[0] = c
@@ -511,6 +515,41 @@ def wt_rounds(p, w, d, base, seq, best_seq, costs, ctl, rng, params, rounds):
                 seq[:] = best_seq
                 costs[0] = costs[1]
     return done
+
+
+@njit(cache=True)
+def wt_polish(p, w, d, fl, base, seq, max_passes):
+    """Tie-breaker pass: adjacent swaps that never raise the weighted tardiness and lower
+    it or the flow term ``sum fl[j] * C[j]``; returns the passes run.
+
+    The dynasearch minimises tardiness alone; this orders the jobs it left equally late
+    (on-time jobs among themselves, mostly) so that work finishes earlier.
+    """
+    n = seq.shape[0]
+    passes = 0
+    changed = True
+    while changed and passes < max_passes:
+        changed = False
+        passes += 1
+        c0 = base
+        for q in range(n - 1):
+            a = seq[q]
+            b = seq[q + 1]
+            pa = p[a]
+            pb = p[b]
+            both = c0 + pa + pb
+            dwt = (
+                _f(w, d, b, c0 + pb) + _f(w, d, a, both) - _f(w, d, a, c0 + pa) - _f(w, d, b, both)
+            )
+            dflow = fl[a] * pb - fl[b] * pa
+            if dwt < -IMPROVE_EPS or (dwt <= 0.0 and dflow < -IMPROVE_EPS * 1e-3):
+                seq[q] = b
+                seq[q + 1] = a
+                c0 += pb
+                changed = True
+            else:
+                c0 += pa
+    return passes
 
 
 # --------------------------------------------------------------------------- general search

@@ -26,7 +26,7 @@ def test_bench_planner_set_all_runs_without_anything_beside_the_repository(tmp_p
     # A copy of the repository's bench and models in a folder with no ../shared next to it.
     clone = tmp_path / "repo"
     clone.mkdir()
-    for part in ("bench", "models"):
+    for part in ("bench", "models", "loopline"):
         subprocess.run(["cp", "-r", str(REPO / part), str(clone / part)], check=True)
     assert not (tmp_path / "shared").exists()
     env = {**os.environ, "PYTHONPATH": str(clone)}
