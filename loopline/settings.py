@@ -65,6 +65,11 @@ class Settings(BaseSettings):
     outbox_backoff_max_s: float = 300.0
     outbox_timeout_s: float = Field(default=5.0, gt=0.0)  # one delivery attempt's HTTP timeout
     mqtt_client_id: str = "loopline-ingest"
+    # Per-line broker accounts (`loopline devices`, ingest/devices.py): Mosquitto's
+    # password_file and acl_file; with its pid_file set, Loopline sends it SIGHUP to reload.
+    mqtt_password_file: Path | None = None
+    mqtt_acl_file: Path | None = None
+    mqtt_pid_file: Path | None = None
     # Planning (models/replan.py): planned work starting within this many hours stays put,
     # and a line reported down is assumed back this many hours from each replan.
     frozen_window_h: float = Field(default=1.0, ge=0.0)
