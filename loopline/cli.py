@@ -367,17 +367,25 @@ def _reload_broker(settings: Settings) -> None:
 
 
 def _known_lines(settings: Settings) -> dict[str, str]:
-    """``{line id: site id}`` of every line in the database."""
+    """``{line id: site id}`` of every line in the database (read only, no migration)."""
     from sqlalchemy import select
+    from sqlalchemy.exc import SQLAlchemyError
 
-    from loopline.models.db import make_sessions
+    from loopline.models.db import make_engine
     from loopline.models.records import Line
-    from loopline.runtime import open_database
+    from loopline.settings import resolve
 
-    engine = open_database(settings)
+    # Why not runtime.open_database: importing the runtime takes seconds, and a read
+    # needs no migration.
+    engine = make_engine(settings.database_url or resolve(settings, demo=True).database_url)
     try:
-        with make_sessions(engine)() as session:
-            return dict(session.execute(select(Line.id, Line.site_id)).tuples().all())
+        with engine.connect() as conn:
+            return dict(conn.execute(select(Line.id, Line.site_id)).tuples().all())
+    except SQLAlchemyError as exc:
+        _refuse(
+            f"cannot read the lines from the database ({type(exc).__name__}); run"
+            " `loopline migrate` and `loopline import-factory` first"
+        )
     finally:
         engine.dispose()
 
