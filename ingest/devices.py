@@ -283,17 +283,24 @@ class DeviceFiles:
             _write_lines(self.password_file, _set_password(pw_lines, line, None))
 
     def ensure_ingest(self, *, username: str, password: str | None) -> bool:
-        """Give the ingest's account read on every topic (and its password); True if changed."""
-        check_name("ingest user (LOOPLINE_MQTT_URL)", username)
+        """Give the ingest's account read on every topic (and its password); True if changed.
+
+        An ACL section for that user that Loopline did not write is the operator's: kept.
+        """
+        if not username or ":" in username or any(c.isspace() for c in username):
+            raise DeviceError(
+                f"the ingest's user {username!r} (LOOPLINE_MQTT_URL) cannot be an ACL user"
+            )
         with self._locked():
             changed = False
             pw_lines = _read_lines(self.password_file)
             head, sections = _sections(_read_lines(self.acl_file))
-            existing = dict(sections).get(username)
-            if existing is not None and _is_line(existing):
+            existing = [body for user, body in sections if user == username]
+            if any(_is_line(body) for body in existing):
                 raise DeviceError(f"the ingest's user {username!r} is also a line's account")
             wanted = _section(username, "ingest", writes=INGEST_WRITES, reads=("#",))
-            if existing != wanted:
+            hand_written = any(f"{_MARK} ingest" not in body for body in existing)
+            if not hand_written and existing != [wanted]:
                 sections = [(u, b) for u, b in sections if u != username] + [(username, wanted)]
                 _write_lines(self.acl_file, _join(head, sections))
                 changed = True

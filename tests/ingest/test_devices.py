@@ -99,6 +99,20 @@ def test_ensure_ingest_changes_nothing_the_second_time(tmp_path: Path) -> None:
     assert oct(files.acl_file.stat().st_mode & 0o777) == "0o640"
 
 
+def test_the_deploy_acl_keeps_its_own_rules(tmp_path: Path) -> None:
+    """deploy/mosquitto/acl's hand-written `loopline` section is the operator's: untouched."""
+    files = DeviceFiles(tmp_path / "passwd", tmp_path / "acl")
+    original = (ROOT / "deploy" / "mosquitto" / "acl").read_text()
+    files.acl_file.write_text(original)
+    assert files.ensure_ingest(username="loopline", password="pw")  # the password only
+    assert files.acl_file.read_text() == original
+    files.add_line(line="L3", site="plant-1")
+    assert files.acl_file.read_text().startswith(original.rstrip("\n") + "\n\n# loopline line\n")
+    files.remove_line("L3")
+    assert files.acl_file.read_text() == original
+    assert [a.username for a in files.accounts()] == []
+
+
 # --- on a real broker, through the command line -------------------------------------------
 
 
