@@ -274,12 +274,12 @@ class DeviceFiles:
         with self._locked():
             pw_lines = _read_lines(self.password_file)
             head, sections = _sections(_read_lines(self.acl_file))
-            ours = [u for u, b in sections if u == line and _is_line(b)]
-            if not ours:
+            kept = [(u, b) for u, b in sections if u != line or not _is_line(b)]
+            if len(kept) == len(sections):
                 raise DeviceError(
                     f"line {line} has no broker account (see `loopline devices list`)"
                 )
-            _write_lines(self.acl_file, _join(head, [(u, b) for u, b in sections if u != line]))
+            _write_lines(self.acl_file, _join(head, kept))
             _write_lines(self.password_file, _set_password(pw_lines, line, None))
 
     def ensure_ingest(self, *, username: str, password: str | None) -> bool:
