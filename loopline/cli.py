@@ -18,6 +18,9 @@ from rich.markup import escape
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
+    from loopline.ingest.devices import DeviceFiles
+    from loopline.settings import Settings
+
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
@@ -712,6 +715,155 @@ from loopline.cli_connectors import connectors_app, import_orders, reconcile_cmd
 app.add_typer(connectors_app, name="connectors")
 app.command("import-orders")(import_orders)
 app.command("reconcile")(reconcile_cmd)
+devices_app = typer.Typer(
+    no_args_is_help=True,
+    help="Per-line broker accounts (Mosquitto password and ACL files): add, list, remove.",
+)
+app.add_typer(devices_app, name="devices")
+
+
+def _device_files(settings: Settings) -> DeviceFiles:
+    """The broker's files from the settings; refuses (exit 2) when they are not set."""
+    from loopline.ingest.devices import DeviceFiles
+
+    if settings.mqtt_password_file is None or settings.mqtt_acl_file is None:
+        _refuse(
+            "set LOOPLINE_MQTT_PASSWORD_FILE and LOOPLINE_MQTT_ACL_FILE to the files named by"
+            " Mosquitto's password_file and acl_file"
+        )
+    return DeviceFiles(settings.mqtt_password_file, settings.mqtt_acl_file)
+
+
+def _reload_broker(settings: Settings) -> None:
+    """SIGHUP Mosquitto when its pid file is configured; otherwise say how to."""
+    from loopline.ingest.devices import DeviceError, reload_broker
+
+    if settings.mqtt_pid_file is None:
+        console.print(
+            "reload Mosquitto for this to take effect: `systemctl reload mosquitto` or"
+            " `kill -HUP <its pid>` (set LOOPLINE_MQTT_PID_FILE to its pid_file and Loopline"
+            " does it)",
+            soft_wrap=True,
+        )
+        return
+    try:
+        pid = reload_broker(settings.mqtt_pid_file)
+    except DeviceError as exc:
+        console.print(f"[red]the files are written, but {escape(str(exc))}[/]", soft_wrap=True)
+        raise typer.Exit(1) from None
+    console.print(f"reloaded Mosquitto (SIGHUP to pid {pid})")
+
+
+def _known_lines(settings: Settings) -> dict[str, str]:
+    """``{line id: site id}`` of every line in the database (read only, no migration)."""
+    from sqlalchemy import select
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from loopline.models.db import make_engine
+    from loopline.models.records import Line
+    from loopline.settings import resolve
+
+    # Why not runtime.open_database: importing the runtime takes seconds, and a read
+    # needs no migration.
+    engine = make_engine(settings.database_url or resolve(settings, demo=True).database_url)
+    try:
+        with engine.connect() as conn:
+            return dict(conn.execute(select(Line.id, Line.site_id)).tuples().all())
+    except SQLAlchemyError as exc:
+        _refuse(
+            f"cannot read the lines from the database ({type(exc).__name__}); run"
+            " `loopline migrate` and `loopline import-factory` first"
+        )
+    finally:
+        engine.dispose()
+
+
+@devices_app.command("add")
+def devices_add(
+    line: Annotated[str, typer.Argument(help="The line's id, e.g. L3")],
+    rotate: Annotated[
+        bool, typer.Option("--rotate", help="Give a line that has an account a new password")
+    ] = False,
+) -> None:
+    """Create the line's broker account: it may publish only to loopline/v1/{site}/{line}/#.
+
+    Prints the generated password once (only its hash is kept). Also gives the ingest's
+    account (the user in LOOPLINE_MQTT_URL) read on every topic.
+    """
+    _logging(False)
+    from loopline.ingest.devices import DeviceError, line_topic
+    from loopline.ingest.mqtt.url import parse_mqtt_url
+    from loopline.settings import Settings
+
+    settings = Settings()
+    files = _device_files(settings)
+    lines = _known_lines(settings)
+    if line not in lines:
+        known = ", ".join(sorted(lines)) or "none; import them with `loopline import-factory`"
+        _refuse(f"unknown line {line!r} (known lines: {known})")
+    try:
+        ingest = parse_mqtt_url(settings.mqtt_url or "")
+    except ValueError as exc:
+        _refuse(f"LOOPLINE_MQTT_URL: {exc}")
+    if not ingest.username:
+        _refuse(
+            "LOOPLINE_MQTT_URL must name the ingest's account (mqtt://USER:PASSWORD@host:1883):"
+            " once lines have accounts, the broker admits no anonymous client"
+        )
+    try:
+        files.ensure_ingest(username=ingest.username, password=ingest.password)
+        password = files.add_line(line=line, site=lines[line], rotate=rotate)
+    except DeviceError as exc:
+        _refuse(str(exc))
+    sys.stdout.write(
+        f"line:     {line}\nusername: {line}\npassword: {password}\n"
+        f"publish:  {line_topic(lines[line], line)}\n"
+    )
+    console.print("the password is shown this once; Loopline keeps only its hash")
+    _reload_broker(settings)
+
+
+@devices_app.command("list")
+def devices_list() -> None:
+    """List the broker accounts Loopline made, and the lines that have none yet."""
+    _logging(False)
+    from loopline.ingest.devices import DeviceError
+    from loopline.settings import Settings
+
+    settings = Settings()
+    files = _device_files(settings)
+    try:
+        accounts = files.accounts()
+    except DeviceError as exc:
+        _refuse(str(exc))
+    lines = _known_lines(settings)
+    for a in accounts:
+        grants = [f"write {t}" for t in a.writes] + [f"read {t}" for t in a.reads]
+        note = "" if a.has_password else "  (no password: cannot sign in)"
+        if a.role == "line" and a.username not in lines:
+            note += "  (no such line in the database)"
+        sys.stdout.write(f"{a.username:<16} {a.role:<7} {', '.join(grants)}{note}\n")
+    missing = sorted(set(lines) - {a.username for a in accounts})
+    for line in missing:
+        sys.stdout.write(f"{line:<16} line    no account (`loopline devices add {line}`)\n")
+
+
+@devices_app.command("remove")
+def devices_remove(line: Annotated[str, typer.Argument(help="The line's id, e.g. L3")]) -> None:
+    """Delete the line's broker account and its ACL entry."""
+    _logging(False)
+    from loopline.ingest.devices import DeviceError
+    from loopline.settings import Settings
+
+    settings = Settings()
+    files = _device_files(settings)
+    try:
+        files.remove_line(line)
+    except DeviceError as exc:
+        _refuse(str(exc))
+    console.print(f"removed the broker account of line {line}")
+    _reload_broker(settings)
+
 
 if __name__ == "__main__":
     app()

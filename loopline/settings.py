@@ -73,6 +73,11 @@ class Settings(BaseSettings):
     mqtt_shared_group: str | None = None
     # Messages handled (and acked) together; more amortises Redis round trips per batch.
     mqtt_batch_max: int = Field(default=2000, ge=1, le=30000)
+    # Per-line broker accounts (`loopline devices`, ingest/devices.py): Mosquitto's
+    # password_file and acl_file; with its pid_file set, Loopline sends it SIGHUP to reload.
+    mqtt_password_file: Path | None = None
+    mqtt_acl_file: Path | None = None
+    mqtt_pid_file: Path | None = None
     # Planning (models/replan.py): planned work starting within this many hours stays put,
     # and a line reported down is assumed back this many hours from each replan.
     frozen_window_h: float = Field(default=1.0, ge=0.0)

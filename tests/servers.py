@@ -379,6 +379,42 @@ class MosquittoServer(Server):
         }
         self.config_path = self.workdir / "mosquitto.conf"
 
+    @classmethod
+    def with_accounts(cls, *, port: int | None = None) -> MosquittoServer:
+        """A broker that admits only the accounts in its password file, as its ACL file allows.
+
+        Both files start empty in the server's temp dir (``password_file``, ``acl_file``);
+        ``pid_file`` names its pid, and ``reload()`` makes it reread them.
+        """
+        server = cls(port=port)
+        server.password_file.touch()
+        server.acl_file.touch()
+        server.options.update(
+            allow_anonymous="false",
+            password_file=str(server.password_file),
+            acl_file=str(server.acl_file),
+            pid_file=str(server.pid_file),
+        )
+        return server
+
+    @property
+    def password_file(self) -> Path:
+        return self.workdir / "passwd"
+
+    @property
+    def acl_file(self) -> Path:
+        return self.workdir / "acl"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.workdir / "mosquitto.pid"
+
+    def reload(self) -> None:
+        """SIGHUP: Mosquitto rereads its password and ACL files."""
+        if self.proc is None:
+            raise ServerError("mosquitto is not running")
+        self.proc.send_signal(signal.SIGHUP)
+
     @property
     def url(self) -> str:
         return f"mqtt://{self.host}:{self.port}"
