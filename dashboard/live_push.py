@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -272,6 +273,63 @@ class ListStream(PageStream):
         self.order, self.views = order, views
         push_singles(self.singles, singles)
         self.singles = singles
+
+
+class RecordsStream(PageStream):
+    """A page that shows records (SQL): a wanted change marks it for a read, made at most
+    once per ``min_redraw_s`` (a burst of announcements is read once), and the stream's
+    regular resync reads afresh in case one was missed. A subclass says what to read
+    (``reading``) and how to show it (``show``)."""
+
+    min_redraw_s = 1.0
+
+    def __init__(self, screens: Screens, start: dict[str, Any]) -> None:
+        super().__init__(screens, start)
+        self.dirty = False
+        self.read_at = 0.0  # time.monotonic() of the last read
+
+    def reading(self) -> tuple[Any, Callable[[], Any]]:
+        """The key this page's last good reading is kept under, and the read itself."""
+        raise NotImplementedError
+
+    def show(self, data: Any) -> None:
+        """Push what ``data`` changes on the page."""
+        raise NotImplementedError
+
+    async def resync(self) -> None:
+        """Read the records afresh and push what differs."""
+        await self.refresh()
+
+    async def on_changes(self, changes: list[Change]) -> None:
+        """Mark the page for a read; read now unless one was just made."""
+        if changes:
+            self.dirty = True
+        await self.maybe_refresh()
+
+    async def on_tick(self, now: datetime) -> None:
+        """Read now if an announcement was held back by ``min_redraw_s``."""
+        await self.maybe_refresh()
+
+    async def maybe_refresh(self) -> None:
+        """Read if marked, at most once per ``min_redraw_s``."""
+        if self.dirty and time.monotonic() - self.read_at >= self.min_redraw_s:
+            await self.refresh()
+
+    async def refresh(self) -> None:
+        """Read the records and show them; a failed read keeps what is shown."""
+        self.dirty = False
+        self.read_at = time.monotonic()
+        key, read = self.reading()
+        try:
+            data = await asyncio.to_thread(
+                self.screens.last_good.fresh, key, read, self.screens.now()
+            )
+        except STORE_DOWN:
+            raise  # the stream greys the page and retries
+        except Exception:  # noqa: BLE001 - the database may be restarting; try again later
+            log.warning("%s: reading the records failed", type(self).__name__, exc_info=True)
+            return
+        self.show(data)
 
 
 async def _pump(client: aredis.Redis, queue: asyncio.Queue[Change]) -> None:

@@ -10,11 +10,10 @@ opened or done anywhere is announced, and the list is redrawn.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import logging
-import time
+from collections.abc import Callable
 from datetime import datetime
 from functools import partial
 from typing import Any
@@ -27,7 +26,7 @@ from loopline.dashboard import ids
 from loopline.dashboard.components import live_frame, nav_bar, panel_head
 from loopline.dashboard.i18n import NONE, fmt_eta, normalize_lang, t, t_count
 from loopline.dashboard.live_push import (
-    PageStream,
+    RecordsStream,
     Screens,
     new_token,
     outage_notice,
@@ -37,7 +36,6 @@ from loopline.dashboard.live_push import (
 from loopline.models.followup import SATISFACTION, TaskView, list_tasks
 from loopline.models.live import Change
 from loopline.models.scope import acting_scope, visible_orders
-from loopline.models.stores import STORE_DOWN
 
 log = logging.getLogger("loopline.dashboard.inbox")
 
@@ -235,51 +233,26 @@ def layout(
     )
 
 
-class InboxStream(PageStream):
+class InboxStream(RecordsStream):
     """Keeps one open inbox in step with the records."""
+
+    min_redraw_s = MIN_REDRAW_S
 
     def __init__(self, screens: Screens, start: dict[str, Any]) -> None:
         super().__init__(screens, start)
         params, shown = self.params, self.shown
         self.rep: str | None = params.get("rep") or None
         self.sig: str | None = shown.get("sig")
-        self.dirty = False
-        self.read_at = 0.0
 
     def wants(self, change: Change) -> bool:
         """A delivery or a task opened or done."""
         return change.entity in WANTED
 
-    async def resync(self) -> None:
-        await self.refresh()
+    def reading(self) -> tuple[Any, Callable[[], Any]]:
+        return ("inbox", self.rep), lambda: read_tasks(self.screens, self.rep)
 
-    async def on_changes(self, changes: list[Change]) -> None:
-        if changes:
-            self.dirty = True
-        await self.maybe_refresh()
-
-    async def on_tick(self, now: datetime) -> None:
-        await self.maybe_refresh()
-
-    async def maybe_refresh(self) -> None:
-        if self.dirty and time.monotonic() - self.read_at >= MIN_REDRAW_S:
-            await self.refresh()
-
-    async def refresh(self) -> None:
-        self.dirty = False
-        self.read_at = time.monotonic()
-        try:
-            tasks = await asyncio.to_thread(
-                self.screens.last_good.fresh,
-                ("inbox", self.rep),
-                lambda: read_tasks(self.screens, self.rep),
-                self.screens.now(),
-            )
-        except STORE_DOWN:
-            raise
-        except Exception:  # noqa: BLE001 - the database may be restarting; try again later
-            log.warning("inbox: reading the records failed", exc_info=True)
-            return
+    def show(self, tasks: list[TaskView] | None) -> None:
+        """Redraw the list when its tasks changed."""
         sig = signature(tasks)
         if sig != self.sig:
             now = self.screens.now()

@@ -9,11 +9,10 @@ every ``MIN_REDRAW_S``; the stream's regular resync reads afresh as a safety net
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import logging
-import time
+from collections.abc import Callable
 from datetime import datetime
 from functools import partial
 from typing import Any
@@ -31,7 +30,7 @@ from loopline.dashboard.kpi_figures import (
     trend_figure,
 )
 from loopline.dashboard.live_push import (
-    PageStream,
+    RecordsStream,
     Screens,
     new_token,
     outage_notice,
@@ -41,7 +40,6 @@ from loopline.dashboard.live_push import (
 from loopline.models.clock import utcnow
 from loopline.models.kpi import DEFAULT_WEEKS, PERIODS_WEEKS, Kpi, KpiReport, kpi_report
 from loopline.models.live import Change
-from loopline.models.stores import STORE_DOWN
 
 log = logging.getLogger("loopline.dashboard.kpi")
 
@@ -321,8 +319,10 @@ def _line_ids(report: KpiReport | None) -> list[str]:
 
 
 # -- live ------------------------------------------------------------------------------
-class KpiStream(PageStream):
+class KpiStream(RecordsStream):
     """Keeps one open KPI page in step with the records."""
+
+    min_redraw_s = MIN_REDRAW_S
 
     def __init__(self, screens: Screens, start: dict[str, Any]) -> None:
         super().__init__(screens, start)
@@ -330,44 +330,15 @@ class KpiStream(PageStream):
         self.weeks = parse_weeks(params.get("weeks"))
         self.sigs: dict[str, str] = dict(shown.get("sigs") or {})
         self.lines: list[str] | None = shown.get("lines") if "sigs" in shown else None
-        self.dirty = False
-        self.read_at = 0.0
 
     def wants(self, change: Change) -> bool:
         """A delivery, a follow-up done, an alert opened, acknowledged or closed."""
         return change.entity in WANTED
 
-    async def resync(self) -> None:
-        await self.refresh()
+    def reading(self) -> tuple[Any, Callable[[], Any]]:
+        return ("kpi", self.weeks), lambda: read_report(self.screens, self.weeks)
 
-    async def on_changes(self, changes: list[Change]) -> None:
-        if changes:
-            self.dirty = True
-        await self.maybe_refresh()
-
-    async def on_tick(self, now: datetime) -> None:
-        await self.maybe_refresh()
-
-    async def maybe_refresh(self) -> None:
-        if self.dirty and time.monotonic() - self.read_at >= MIN_REDRAW_S:
-            await self.refresh()
-
-    async def refresh(self) -> None:
-        """Read the report and push what changed; a failed read keeps what is shown."""
-        self.dirty = False
-        self.read_at = time.monotonic()
-        try:
-            report = await asyncio.to_thread(
-                self.screens.last_good.fresh,
-                ("kpi", self.weeks),
-                lambda: read_report(self.screens, self.weeks),
-                self.screens.now(),
-            )
-        except STORE_DOWN:
-            raise
-        except Exception:  # noqa: BLE001 - the database may be restarting; try again later
-            log.warning("kpi page: reading the records failed", exc_info=True)
-            return
+    def show(self, report: KpiReport | None) -> None:
         self.redraw_report(report)
 
     def redraw_report(self, report: KpiReport | None) -> None:

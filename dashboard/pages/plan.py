@@ -11,12 +11,10 @@ panel's Acknowledge, so the API's roles decide and its refusal is shown as it is
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import logging
-import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import date, datetime
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -38,7 +36,7 @@ from loopline.dashboard.i18n import (
     t,
 )
 from loopline.dashboard.live_push import (
-    PageStream,
+    RecordsStream,
     Screens,
     new_token,
     outage_notice,
@@ -48,7 +46,6 @@ from loopline.dashboard.live_push import (
 from loopline.models.live import Change
 from loopline.models.plan_view import PlanChanges, PlanPage, read_plan_page
 from loopline.models.scope import acting_scope
-from loopline.models.stores import STORE_DOWN
 
 if TYPE_CHECKING:
     pass
@@ -724,55 +721,23 @@ def layout(screens: Screens, lang: str | None = None, **_query: Any) -> html.Div
 
 
 # -- live ------------------------------------------------------------------------------
-class PlanStream(PageStream):
+class PlanStream(RecordsStream):
     """Keeps one open plan page in step with the records."""
+
+    min_redraw_s = MIN_REDRAW_S
 
     def __init__(self, screens: Screens, start: dict[str, Any]) -> None:
         super().__init__(screens, start)
         self.sigs: dict[str, str] = dict(self.shown.get("sigs") or {})
-        self.dirty = False
-        self.read_at = 0.0  # time.monotonic() of the last read
 
     def wants(self, change: Change) -> bool:
         """A new plan (with its purchase requests), or a change parked or decided."""
         return change.entity in WANTED
 
-    async def resync(self) -> None:
-        """Read the records afresh and redraw the sections that differ."""
-        await self.refresh()
+    def reading(self) -> tuple[Any, Callable[[], Any]]:
+        return "plan", lambda: read_plan_page(self.screens.sessions, self.screens.live)
 
-    async def on_changes(self, changes: list[Change]) -> None:
-        """Mark the page for a read; read now unless one was just made."""
-        if changes:
-            self.dirty = True
-        await self.maybe_refresh()
-
-    async def on_tick(self, now: datetime) -> None:
-        """Read now if an announcement was held back by ``MIN_REDRAW_S`` (the stream's
-        regular resync reads afresh anyway, in case one was missed)."""
-        await self.maybe_refresh()
-
-    async def maybe_refresh(self) -> None:
-        """Read if marked, at most once per ``MIN_REDRAW_S``."""
-        if self.dirty and time.monotonic() - self.read_at >= MIN_REDRAW_S:
-            await self.refresh()
-
-    async def refresh(self) -> None:
-        """Read the records and redraw what changed; a failed read keeps what is shown."""
-        self.dirty = False
-        self.read_at = time.monotonic()
-        try:
-            data = await asyncio.to_thread(
-                self.screens.last_good.fresh,
-                "plan",
-                lambda: read_plan_page(self.screens.sessions, self.screens.live),
-                self.screens.now(),
-            )
-        except STORE_DOWN:
-            raise  # the stream greys the page and retries
-        except Exception:  # noqa: BLE001 - the database may be restarting; try again later
-            log.warning("plan page: reading the records failed", exc_info=True)
-            return
+    def show(self, data: Data | None) -> None:
         self.redraw_sections(data, self.screens.now())
 
     def redraw_sections(self, data: Data | None, now: datetime) -> None:
