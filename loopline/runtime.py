@@ -27,7 +27,7 @@ from loopline.models.live import LiveState
 from loopline.models.live_store import LiveStore, open_live_store
 from loopline.models.loop import Loop, LoopConfig
 from loopline.models.notify_relay import NotificationRelay
-from loopline.models.notify_rules import ConfigDirectory, NotifyConfig, RulesFileError, load_rules
+from loopline.models.notify_rules import NotifyConfig, PeopleDirectory, RulesFileError, load_rules
 from loopline.models.notify_worker import Notifier
 from loopline.models.outbox import OutboxRelay
 from loopline.models.replan import PlanWindow
@@ -293,5 +293,6 @@ def build_notifier(rt: Runtime, config: NotifyConfig | None = None) -> Notifier 
         backoff_max_s=rt.settings.notify_backoff_max_s,
     )
     # The users table will back this later (people with roles); for now the file's people.
-    directory = ConfigDirectory(config.people)
+    # People come from the users table (and the rules file's own ``people``).
+    directory = PeopleDirectory(rt.sessions, config.people)
     return Notifier(rt.sessions, rt.live, rt.clock, config, directory, relay)

@@ -31,6 +31,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
 
 EVENT_KINDS = (
     "line_down",
@@ -419,3 +421,35 @@ class ConfigDirectory:
 
 def _address(p: Person) -> Address:
     return Address(id=p.id, name=p.name or p.id, email=p.email, mobile=p.mobile, lang=p.lang)
+
+
+class PeopleDirectory:
+    """The users table as the directory, beside the rules file's ``people``: a role reaches
+    every enabled user holding it (and the file's people with it), a person their user
+    record, else the file's entry. A disabled user is told nothing."""
+
+    def __init__(self, sessions: sessionmaker[Session], people: Sequence[Person]) -> None:
+        self._sessions = sessions
+        self._file = ConfigDirectory(people)
+
+    def resolve(self, recipient: str) -> list[Address]:
+        """The people a recipient stands for (none for an unknown role or person)."""
+        from loopline.models.users import User  # the users module imports the records'
+
+        kind, _, name = recipient.partition(":")
+        if kind not in ("role", "person"):
+            return self._file.resolve(recipient)
+        with self._sessions() as session:
+            users = [u for u in session.scalars(select(User)) if u.disabled_at is None]
+        if kind == "person":
+            found = [u for u in users if u.username == name]
+            return [_user_address(found[0])] if found else self._file.resolve(recipient)
+        from_users = {u.username: _user_address(u) for u in users if name in (u.roles or [])}
+        from_file = {a.id: a for a in self._file.resolve(recipient)}
+        return list({**from_file, **from_users}.values())
+
+
+def _user_address(user: Any) -> Address:
+    if user.lang == "zh-CN":
+        return Address(id=user.username, name=user.name, email=user.email, lang="zh-CN")
+    return Address(id=user.username, name=user.name, email=user.email, lang="en")

@@ -611,3 +611,24 @@ def test_rules_json_file_loads(tmp_path: Path):
     path.write_text(json.dumps({"people": PEOPLE, "rules": [rule]}))
     config = load_rules(path)
     assert config.rules[0].to == ("ops@plant.test",)
+
+
+def test_roles_and_people_reach_the_users_table(sessions):
+    """A rule naming a role reaches every enabled user who holds it (the users table), and
+    the rules file's own people too; a disabled user is told nothing."""
+    from loopline.models.notify_rules import PeopleDirectory, Person
+    from loopline.models.users import add_user, disable_user
+
+    with transaction(sessions) as s:
+        add_user(s, username="wang.fang", name="Wang Fang", roles=["production_manager"],
+                 lang="zh-CN", email="wang@example.com", actor="t")  # fmt: skip
+        add_user(s, username="old.lead", name="Old Lead", roles=["production_manager"], actor="t")
+        disable_user(s, username="old.lead", actor="t")
+    people = [Person(id="night.lead", name="Night Lead", roles=("production_manager",))]
+    directory = PeopleDirectory(sessions, people)
+    reached = {a.id: a for a in directory.resolve("role:production_manager")}
+    assert set(reached) == {"wang.fang", "night.lead"}
+    assert reached["wang.fang"].lang == "zh-CN" and reached["wang.fang"].email == "wang@example.com"
+    assert [a.id for a in directory.resolve("person:wang.fang")] == ["wang.fang"]
+    assert directory.resolve("person:old.lead") == []
+    assert [a.id for a in directory.resolve("person:night.lead")] == ["night.lead"]
