@@ -9,11 +9,10 @@ and the list follows.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import logging
-import time
+from collections.abc import Callable
 from datetime import datetime
 from functools import partial
 from typing import Any
@@ -33,7 +32,7 @@ from loopline.dashboard.i18n import (
     t,
 )
 from loopline.dashboard.live_push import (
-    PageStream,
+    RecordsStream,
     Screens,
     new_token,
     outage_notice,
@@ -42,7 +41,6 @@ from loopline.dashboard.live_push import (
 )
 from loopline.models.andon_view import AndonData, read_andon, read_pareto
 from loopline.models.live import Change
-from loopline.models.stores import STORE_DOWN
 
 log = logging.getLogger("loopline.dashboard")
 
@@ -234,50 +232,31 @@ def layout(
 
 
 # -- live ------------------------------------------------------------------------------
-class AndonStream(PageStream):
+class AndonStream(RecordsStream):
     """Keeps one open andon screen in step with the stops in the records."""
+
+    min_redraw_s = MIN_REDRAW_S
 
     def __init__(self, screens: Screens, start: dict[str, Any]) -> None:
         super().__init__(screens, start)
         self.sig: str | None = self.shown.get("sig")
-        self.dirty = False
-        self.read_at = 0.0
 
     def wants(self, change: Change) -> bool:
         """A line's state changed (a stop opened or closed) or a stop got its reason."""
         return change.entity == "line" and bool(WANTED_FIELDS & set(change.new))
 
-    async def resync(self) -> None:
-        """Read the records afresh and redraw the list if it differs."""
-        await self.refresh()
-
-    async def on_changes(self, changes: list[Change]) -> None:
-        """Read again (at most every ``MIN_REDRAW_S``)."""
-        if changes:
-            self.dirty = True
-        if self.dirty and time.monotonic() - self.read_at >= MIN_REDRAW_S:
-            await self.refresh()
-
     async def on_tick(self, now: datetime) -> None:
         """Once a minute: durations move, and an open stop may now wait for a reason."""
-        if now.strftime("%Y%m%d%H%M") != self.minute or self.dirty:
+        if self.new_minute(now) or self.dirty:
             await self.refresh()
 
-    async def refresh(self) -> None:
-        """Read and redraw; a failed read keeps what is shown."""
-        self.dirty = False
-        self.read_at = time.monotonic()
+    def reading(self) -> tuple[Any, Callable[[], Any]]:
+        return "andon", lambda: _read(self.screens)
+
+    def show(self, data: Any) -> None:
+        """Redraw the list and its count when the stops (or the minute) changed."""
         now = self.screens.now()
-        self.minute = now.strftime("%Y%m%d%H%M")
-        try:
-            data = await asyncio.to_thread(
-                self.screens.last_good.fresh, "andon", lambda: _read(self.screens), now
-            )
-        except STORE_DOWN:
-            raise  # the stream greys the page and retries
-        except Exception:  # noqa: BLE001 - the database may be restarting; try again later
-            log.warning("andon page: reading the records failed", exc_info=True)
-            return
+        self.new_minute(now)
         sig = signature(data, self.minute)
         if sig != self.sig:
             set_props(
