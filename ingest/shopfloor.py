@@ -123,7 +123,18 @@ class ShopfloorHandler:
                 continue
             topics[id(report)] = msg
             reports.append(report)
-        view, outcome = self._plan(reports, batch[-1]) if reports else (None, ShopfloorOutcome())
+        self._store(reports, dead, topics, batch[-1])
+
+    def _store(
+        self,
+        reports: Sequence[ProgressMessage | StateMessage],
+        dead: list[DeadLetter],
+        topics: dict[int, Inbound],
+        last: Inbound,
+    ) -> None:
+        """Apply parsed reports and keep ``dead`` (plus the refused, found in ``topics``:
+        ``id(report)`` -> the message it came from); also the Sparkplug adapter's way in."""
+        view, outcome = self._plan(reports, last) if reports else (None, ShopfloorOutcome())
         for refused in outcome.refused:
             src = topics[id(refused.report)]
             dead.append(_dead(src.topic, src.payload, refused.reason, refused.detail))

@@ -131,20 +131,47 @@ def serve(host: str = "0.0.0.0", port: int = 8050, verbose: bool = False) -> Non
 
 
 @app.command()
-def ingest(verbose: bool = False) -> None:
-    """Consume shop-floor MQTT into the live state."""
+def ingest(
+    verbose: bool = False,
+    sparkplug: Annotated[
+        Path | None,
+        typer.Option(
+            "--sparkplug",
+            help="A Sparkplug B mapping file (docs/sparkplug.md); also LOOPLINE_SPARKPLUG_MAPPING",
+        ),
+    ] = None,
+) -> None:
+    """Consume shop-floor MQTT (and Sparkplug B, with a mapping file) into the live state."""
     _logging(verbose)
-    from loopline.runtime import build_consumer, build_runtime
+    from loopline.ingest.sparkplug.mapping import MappingFileError
+    from loopline.runtime import build_consumer, build_runtime, build_sparkplug
     from loopline.settings import Settings
 
-    rt = build_runtime(Settings(), demo=False)
+    settings = Settings()
+    mapping = sparkplug or settings.sparkplug_mapping
+    rt = build_runtime(settings, demo=False)
     if not rt.resolved.mqtt_url:
         raise SystemExit("LOOPLINE_MQTT_URL is required for `loopline ingest`")
-    consumer = build_consumer(rt, rt.resolved.mqtt_url)
+    lock = threading.Lock()
+    spb = None
+    if mapping is not None:
+        try:
+            spb = build_sparkplug(rt, rt.resolved.mqtt_url, mapping, lock=lock)
+        except MappingFileError as exc:
+            console.print(f"[red]Sparkplug mapping {escape(exc.path)} is not usable:[/red]")
+            for problem in exc.problems:
+                console.print(f"  {escape(problem)}")
+            rt.close()
+            raise typer.Exit(2) from None
+    consumer = build_consumer(rt, rt.resolved.mqtt_url, lock=lock if spb else None)
     consumer.start()
+    if spb is not None:
+        spb.start()
     try:
         _wait_for_signal()
     finally:
+        if spb is not None:
+            spb.stop()
         consumer.stop()
         rt.close()
 

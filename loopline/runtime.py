@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import threading
 import uuid
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 
 from fastapi import FastAPI
 from sqlalchemy import Engine
@@ -20,6 +22,8 @@ from loopline.ingest.crm.relay import ConnectorRelay, needs_relay
 from loopline.ingest.mqtt.consumer import MqttConsumer
 from loopline.ingest.mqtt.status import StatusWatcher
 from loopline.ingest.shopfloor import ShopfloorHandler, ingest_status_changed
+from loopline.ingest.sparkplug.mapping import load_mapping
+from loopline.ingest.sparkplug.service import SparkplugIngest, serialized
 from loopline.models.approvals import ApprovalPolicy
 from loopline.models.clock import Clock
 from loopline.models.db import make_engine, make_sessions, migrate
@@ -239,18 +243,38 @@ def build_loop(rt: Runtime, crm_url: str | None = None, *, warm_planner: bool = 
     return Loop(rt.sessions, rt.live, rt.clock, config, relay=relay)
 
 
-def build_consumer(rt: Runtime, mqtt_url: str) -> MqttConsumer:
-    """The shop-floor consumer, storing into the live state before it acks."""
+def build_consumer(
+    rt: Runtime, mqtt_url: str, *, lock: threading.Lock | None = None
+) -> MqttConsumer:
+    """The shop-floor consumer, storing into the live state before it acks; ``lock``: one
+    shared with the Sparkplug consumer of the same process (one batch stored at a time)."""
     shared = rt.settings.mqtt_shared_group
     handler = ShopfloorHandler(rt.sessions, rt.live, rt.clock, serialize=shared is not None)
     return MqttConsumer(
         mqtt_url,
         client_id=rt.settings.mqtt_client_id,
-        handle=handler,
+        handle=handler if lock is None else serialized(handler, lock),
         shared_group=shared,
         batch_max=rt.settings.mqtt_batch_max,
         on_connection=handler.connection_changed,
         on_poison=handler.poison,
+    )
+
+
+def build_sparkplug(
+    rt: Runtime, mqtt_url: str, mapping: Path, *, lock: threading.Lock | None = None
+) -> SparkplugIngest:
+    """The Sparkplug consumer and host client for a plant's mapping file (docs/sparkplug.md);
+    ``MappingFileError`` names every problem of the file."""
+    return SparkplugIngest(
+        mqtt_url,
+        f"{rt.settings.mqtt_client_id}-sparkplug",
+        load_mapping(mapping),
+        rt.sessions,
+        rt.live,
+        rt.clock,
+        batch_max=rt.settings.mqtt_batch_max,
+        lock=lock,
     )
 
 

@@ -78,6 +78,9 @@ class Settings(BaseSettings):
     mqtt_password_file: Path | None = None
     mqtt_acl_file: Path | None = None
     mqtt_pid_file: Path | None = None
+    # Sparkplug B (docs/sparkplug.md): the plant's mapping file of edge nodes and devices
+    # to lines; set, `loopline ingest` also consumes those nodes' spBv1.0 topics.
+    sparkplug_mapping: Path | None = None
     # Planning (models/replan.py): planned work starting within this many hours stays put,
     # and a line reported down is assumed back this many hours from each replan.
     frozen_window_h: float = Field(default=1.0, ge=0.0)

@@ -111,7 +111,7 @@ class MqttConsumer:
         client_id: str,
         handle: Handler,
         on_connection: ConnectionListener | None = None,
-        subscription: str = DEFAULT_SUBSCRIPTION,
+        subscription: str | Sequence[str] = DEFAULT_SUBSCRIPTION,
         shared_group: str | None = None,
         batch_max: int = 500,
         *,
@@ -133,7 +133,11 @@ class MqttConsumer:
         self._client_id = client_id
         self._handle = handle
         self._on_connection = on_connection
-        self._topic = f"$share/{shared_group}/{subscription}" if shared_group else subscription
+        # Several filters (Sparkplug: one per edge node) share one session and one worker.
+        filters = [subscription] if isinstance(subscription, str) else list(subscription)
+        share = f"$share/{shared_group}/" if shared_group else ""
+        self._topics = [share + f for f in filters]
+        self._topic = ", ".join(self._topics)
         # Why clean: a shared group's members share the subscription, not a session; the
         # brokers (Mosquitto 2, EMQX) want clean sessions for them. A member's unacked
         # messages then go back to the group when it dies (EMQX) or with it (Mosquitto).
@@ -314,7 +318,7 @@ class MqttConsumer:
             self._generation += 1
             self._connected = True
         # Resubscribe on every connect: a lost or expired session forgets subscriptions.
-        client.subscribe(self._topic, qos=1)
+        client.subscribe([(t, 1) for t in self._topics])
         client.publish(self._status_topic, STATUS_ONLINE, qos=1, retain=True)
         session = "session resumed" if flags.session_present else "new session"
         if not flags.session_present and self._generation > 1:
