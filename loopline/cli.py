@@ -143,26 +143,24 @@ def ingest(
 ) -> None:
     """Consume shop-floor MQTT (and Sparkplug B, with a mapping file) into the live state."""
     _logging(verbose)
-    from loopline.ingest.sparkplug.mapping import MappingFileError
+    from loopline.ingest.sparkplug.mapping import MappingFileError, load_mapping
     from loopline.runtime import build_consumer, build_runtime, build_sparkplug
     from loopline.settings import Settings
 
     settings = Settings()
-    mapping = sparkplug or settings.sparkplug_mapping
+    path = sparkplug or settings.sparkplug_mapping
+    try:
+        mapping = load_mapping(path) if path is not None else None
+    except MappingFileError as exc:
+        console.print(f"[red]Sparkplug mapping {escape(exc.path)} is not usable:[/red]")
+        for problem in exc.problems:
+            console.print(f"  {escape(problem)}")
+        raise typer.Exit(2) from None
     rt = build_runtime(settings, demo=False)
     if not rt.resolved.mqtt_url:
         raise SystemExit("LOOPLINE_MQTT_URL is required for `loopline ingest`")
     lock = threading.Lock()
-    spb = None
-    if mapping is not None:
-        try:
-            spb = build_sparkplug(rt, rt.resolved.mqtt_url, mapping, lock=lock)
-        except MappingFileError as exc:
-            console.print(f"[red]Sparkplug mapping {escape(exc.path)} is not usable:[/red]")
-            for problem in exc.problems:
-                console.print(f"  {escape(problem)}")
-            rt.close()
-            raise typer.Exit(2) from None
+    spb = build_sparkplug(rt, rt.resolved.mqtt_url, mapping, lock=lock) if mapping else None
     consumer = build_consumer(rt, rt.resolved.mqtt_url, lock=lock if spb else None)
     consumer.start()
     if spb is not None:

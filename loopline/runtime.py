@@ -7,7 +7,6 @@ import threading
 import uuid
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 
 from fastapi import FastAPI
 from sqlalchemy import Engine
@@ -22,7 +21,7 @@ from loopline.ingest.crm.relay import ConnectorRelay, needs_relay
 from loopline.ingest.mqtt.consumer import MqttConsumer
 from loopline.ingest.mqtt.status import StatusWatcher
 from loopline.ingest.shopfloor import ShopfloorHandler, ingest_status_changed
-from loopline.ingest.sparkplug.mapping import load_mapping
+from loopline.ingest.sparkplug.mapping import SparkplugMapping
 from loopline.ingest.sparkplug.service import SparkplugIngest, serialized
 from loopline.models.approvals import ApprovalPolicy
 from loopline.models.clock import Clock
@@ -262,14 +261,13 @@ def build_consumer(
 
 
 def build_sparkplug(
-    rt: Runtime, mqtt_url: str, mapping: Path, *, lock: threading.Lock | None = None
+    rt: Runtime, mqtt_url: str, mapping: SparkplugMapping, *, lock: threading.Lock | None = None
 ) -> SparkplugIngest:
-    """The Sparkplug consumer and host client for a plant's mapping file (docs/sparkplug.md);
-    ``MappingFileError`` names every problem of the file."""
+    """The Sparkplug consumer and host client for a plant's mapping (docs/sparkplug.md)."""
     return SparkplugIngest(
         mqtt_url,
         f"{rt.settings.mqtt_client_id}-sparkplug",
-        load_mapping(mapping),
+        mapping,
         rt.sessions,
         rt.live,
         rt.clock,

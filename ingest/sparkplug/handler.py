@@ -80,6 +80,8 @@ class SparkplugHandler(ShopfloorHandler):
             dead += [_dead(msg, p.reason, p.detail) for p in d.problems]
             for report in d.reports:
                 if isinstance(report, ProgressMessage) and not report.work_order:
+                    if report.good == report.scrap == 0:
+                        continue  # nothing counted yet: nothing to keep either
                     dead.append(_dead(msg, REASON_NO_WORK_ORDER, f"line {report.line} has none"))
                     continue
                 topics[id(report)] = msg

@@ -68,6 +68,10 @@ class SparkplugIngest:
             **consumer_options,  # type: ignore[arg-type]
         )
 
+    def adapter_counts(self) -> dict[str, int]:
+        """Births, deaths, gaps, rebirth requests and ignored messages since start."""
+        return dict(self.handler.adapter.counts)
+
     def start(self) -> None:
         """Announce the host, then consume."""
         self.host.start()
