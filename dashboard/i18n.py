@@ -276,6 +276,14 @@ MESSAGES: dict[str, dict[str, str]] = {
         "en": "Line {line}: messages {expected}–{last} never arrived",
         "zh-CN": "产线 {line}：第 {expected}–{last} 条消息未到达",
     },
+    "alert_text.sparkplug_gap": {
+        "en": "Sparkplug node {node}: seq {got} where {expected} was due; rebirth requested",
+        "zh-CN": "Sparkplug 节点 {node}：应为序号 {expected}，收到 {got}；已请求重发出生证书",
+    },
+    "alert_text.sparkplug_disconnected": {
+        "en": "Sparkplug feed disconnected from the broker: {reason}",
+        "zh-CN": "Sparkplug 数据与消息服务器断开：{reason}",
+    },
     "alert_text.mqtt_disconnected": {
         "en": "Shop-floor feed disconnected from the broker: {reason}",
         "zh-CN": "车间数据与消息服务器断开：{reason}",

@@ -127,6 +127,15 @@ class SparkplugAdapter:
         self._monotonic = monotonic
         self._nodes: dict[tuple[str, str], _Node] = {}
         self._line_seq: dict[str, int] = {}
+        # Looked up per message: the mapping as dicts, once.
+        self._maps: dict[tuple[str, str, str | None], DeviceMap] = {
+            (n.group, n.edge, d.device): d for n in mapping.nodes for d in n.devices
+        }
+        self._roles = {
+            key: {name: role for role, name in d.metrics.names().items()}
+            for key, d in self._maps.items()
+        }
+        self._mapped_nodes = {(n.group, n.edge) for n in mapping.nodes}
         self.counts = {"births": 0, "deaths": 0, "gaps": 0, "rebirths": 0, "ignored": 0}
 
     def node_online(self, group: str, edge: str) -> bool:
@@ -154,7 +163,7 @@ class SparkplugAdapter:
         if (kind[0] == "D") != (device_id is not None):
             out.problems.append(Problem(REASON_BAD_TOPIC, f"{kind} on {topic[:120]!r}"))
             return out
-        if not any(n.group == group and n.edge == edge for n in self.mapping.nodes):
+        if (group, edge) not in self._mapped_nodes:
             out.ignored = True
             self.counts["ignored"] += 1
             return out
@@ -218,7 +227,7 @@ class SparkplugAdapter:
         msg: Any,
         at: datetime,
     ) -> None:
-        dmap = self.mapping.device(group, edge, device_id)
+        dmap = self._maps.get((group, edge, device_id))
         if kind == "DDEATH" and dmap is not None:
             out.deaths.append((dmap.line, "Sparkplug DDEATH"))
         if not node.online:
@@ -279,8 +288,8 @@ class SparkplugAdapter:
         birth: bool,
     ) -> None:
         """Read the mapped metrics of one payload into the device; report what changed."""
-        dmap = self.mapping.device(group, edge, device_id)
-        roles = {name: role for role, name in dmap.metrics.names().items()} if dmap else {}
+        dmap = self._maps.get((group, edge, device_id))
+        roles = self._roles.get((group, edge, device_id), {})
         seen: set[str] = set()
         stamp: int | None = None
         for metric in msg.metrics:

@@ -18,7 +18,6 @@ nodes:
           work_order: Production/Work Order
         states: {"1": running, "2": idle, "3": down, "4": changeover}
         reason_codes: {"17": BD-MECH}
-        counting: work_order     # or total: a machine counter that never resets
 ```
 """
 
@@ -26,7 +25,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Final
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -85,7 +84,6 @@ class DeviceMap(_Spec):
     metrics: Metrics
     states: dict[str, State] = Field(default_factory=lambda: dict(DEFAULT_STATES))
     reason_codes: dict[str, Annotated[str, Field(pattern=_CODE)]] = Field(default_factory=dict)
-    counting: Literal["work_order", "total"] = "work_order"
 
     @field_validator("states", "reason_codes", mode="before")
     @classmethod

@@ -169,3 +169,17 @@ def test_loopline_seq_goes_on_from_where_the_live_model_left_it():
     out = spb.decode(D.format("DDATA"), payload([(None, 10, schema.UINT64, 9)], seq=2), AT)
     assert [r.seq for r in out.reports] == [43]
     assert starts == ["L1"]  # read once per line
+
+
+def test_the_gap_alert_reads_in_both_languages():
+    from loopline.dashboard.i18n import alert_text
+
+    alert = {
+        "kind": "sparkplug_gap",
+        "message": "stored",
+        "details": {"node": "G/E1", "expected": 2, "got": 5},
+    }
+    assert (
+        alert_text(alert, "en") == "Sparkplug node G/E1: seq 5 where 2 was due; rebirth requested"
+    )
+    assert "G/E1" in alert_text(alert, "zh-CN") and "节点" in alert_text(alert, "zh-CN")
