@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import time
+from collections import deque
 from typing import Any, Final
 
 import paho.mqtt.client as mqtt
@@ -25,6 +26,7 @@ from loopline.ingest.sparkplug.adapter import NAMESPACE, rebirth_payload
 log = logging.getLogger("loopline.ingest.sparkplug")
 
 STOP_TIMEOUT_S: Final = 2.0
+SENT_KEPT: Final = 100
 
 
 def state_topic(host_id: str) -> str:
@@ -55,7 +57,9 @@ class SparkplugHost:
         self._reconnect = (reconnect_min_s, reconnect_max_s)
         self._client: mqtt.Client | None = None
         self._stamp = 0
-        self.sent: list[tuple[str, str]] = []  # rebirth requests sent, (group, edge)
+        # The latest rebirth requests sent, (group, edge), and how many in all.
+        self.sent: deque[tuple[str, str]] = deque(maxlen=SENT_KEPT)
+        self.sent_total = 0
 
     def _state(self, online: bool) -> bytes:
         return json.dumps({"online": online, "timestamp": self._stamp}).encode()
@@ -95,6 +99,7 @@ class SparkplugHost:
             log.warning("rebirth request to %s/%s not sent (rc %s)", group, edge, info.rc)
             return
         self.sent.append((group, edge))
+        self.sent_total += 1
         log.info("asked Sparkplug node %s/%s for a rebirth", group, edge)
 
     def stop(self) -> None:
