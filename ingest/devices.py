@@ -35,8 +35,9 @@ NEW_FILE_MODE: Final = 0o640  # the broker's group may read; nobody else
 
 NAME_RE: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
 # What the ingest publishes (ingest/mqtt/consumer.py STATUS_TOPIC, its Will too) and may
-# publish (Sparkplug B rebirth requests, NCMD on spBv1.0/{group}/NCMD/{edge}).
-INGEST_WRITES: Final = ("loopline/v1/_system/#", "spBv1.0/+/NCMD/+")
+# publish as a Sparkplug B host (rebirth requests, NCMD on spBv1.0/{group}/NCMD/{edge}, and
+# its STATE on spBv1.0/STATE/{host_id}: ingest/sparkplug/host.py).
+INGEST_WRITES: Final = ("loopline/v1/_system/#", "spBv1.0/+/NCMD/+", "spBv1.0/STATE/+")
 SYSTEM_SITE: Final = "_system"
 _MARK: Final = "# loopline"
 
