@@ -136,8 +136,7 @@ class ShopfloorHandler:
         ``id(report)`` -> the message it came from); also the Sparkplug adapter's way in."""
         view, outcome = self._plan(reports, last) if reports else (None, ShopfloorOutcome())
         for refused in outcome.refused:
-            src = topics[id(refused.report)]
-            dead.append(_dead(src.topic, src.payload, refused.reason, refused.detail))
+            dead.append(self._refused(topics[id(refused.report)], refused.reason, refused.detail))
         if dead or outcome.gaps or outcome.jumps or outcome.transitions or outcome.first_reports:
             with transaction(self.sessions) as session:
                 session.add_all(dead)
@@ -158,6 +157,11 @@ class ShopfloorHandler:
         self.rejected += len(dead)
         for d in dead:
             log.warning("dead letter from %s: %s (%s)", d.topic, d.reason, d.detail)
+
+    def _refused(self, src: Inbound, reason: str, detail: str) -> DeadLetter:
+        """The dead letter of a report the live model refused (the Sparkplug handler keeps
+        its binary payloads its own way)."""
+        return _dead(src.topic, src.payload, reason, detail)
 
     def _plan(
         self, reports: Sequence[ProgressMessage | StateMessage], last: Inbound

@@ -5,8 +5,10 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 from sqlalchemy import Engine
@@ -18,11 +20,9 @@ from loopline.api.oidc import OidcClient
 from loopline.api.security import redact_logs
 from loopline.ingest.crm.connector import Registry
 from loopline.ingest.crm.relay import ConnectorRelay, needs_relay
-from loopline.ingest.mqtt.consumer import MqttConsumer
+from loopline.ingest.mqtt.consumer import Inbound, MqttConsumer
 from loopline.ingest.mqtt.status import StatusWatcher
 from loopline.ingest.shopfloor import ShopfloorHandler, ingest_status_changed
-from loopline.ingest.sparkplug.mapping import SparkplugMapping
-from loopline.ingest.sparkplug.service import SparkplugIngest, serialized
 from loopline.models.approvals import ApprovalPolicy
 from loopline.models.clock import Clock
 from loopline.models.db import make_engine, make_sessions, migrate
@@ -37,6 +37,10 @@ from loopline.models.replan import PlanWindow
 from loopline.models.tracking import TrackingLinks, tracking_key
 from loopline.models.web_sessions import SessionPolicy
 from loopline.settings import Resolved, Settings, resolve, split_list
+
+if TYPE_CHECKING:
+    from loopline.ingest.sparkplug.mapping import SparkplugMapping
+    from loopline.ingest.sparkplug.service import SparkplugIngest
 
 log = logging.getLogger("loopline")
 
@@ -249,10 +253,15 @@ def build_consumer(
     shared with the Sparkplug consumer of the same process (one batch stored at a time)."""
     shared = rt.settings.mqtt_shared_group
     handler = ShopfloorHandler(rt.sessions, rt.live, rt.clock, serialize=shared is not None)
+    handle: Callable[[Sequence[Inbound]], None] = handler
+    if lock is not None:
+        from loopline.ingest.sparkplug.service import serialized
+
+        handle = serialized(handler, lock)
     return MqttConsumer(
         mqtt_url,
         client_id=rt.settings.mqtt_client_id,
-        handle=handler if lock is None else serialized(handler, lock),
+        handle=handle,
         shared_group=shared,
         batch_max=rt.settings.mqtt_batch_max,
         on_connection=handler.connection_changed,
@@ -264,6 +273,9 @@ def build_sparkplug(
     rt: Runtime, mqtt_url: str, mapping: SparkplugMapping, *, lock: threading.Lock | None = None
 ) -> SparkplugIngest:
     """The Sparkplug consumer and host client for a plant's mapping (docs/sparkplug.md)."""
+    # Why here: protobuf and the schema are only needed by an ingest that reads Sparkplug.
+    from loopline.ingest.sparkplug.service import SparkplugIngest
+
     return SparkplugIngest(
         mqtt_url,
         f"{rt.settings.mqtt_client_id}-sparkplug",

@@ -151,6 +151,9 @@ class SparkplugHandler(ShopfloorHandler):
                 for r in d.reports
             ]
 
+    def _refused(self, src: Inbound, reason: str, detail: str) -> DeadLetter:
+        return _dead(src, reason, detail)
+
     def poison(self, msg: Inbound, exc: BaseException) -> None:
         """Dead-letter a message the handler raised on (a bug, not bad input)."""
         self._decoded.pop(msg, None)

@@ -110,3 +110,14 @@ def test_every_problem_is_a_dead_letter_with_the_payload_kept(handler, sessions)
     ]
     assert dead[0].payload.startswith("base64:")
     assert handler.asked == [("G", "E1")]
+
+
+def test_a_report_the_live_model_refuses_is_a_sparkplug_dead_letter(handler, sessions, live):
+    handler(
+        [_in(N.format("NBIRTH"), nbirth()), _in(D.format("DBIRTH"), dbirth(1, good=3, wo="WO-404"))]
+    )
+    with sessions() as s:
+        dead = list(s.scalars(select(DeadLetter)))
+    assert [(d.source, d.reason) for d in dead] == [("sparkplug", "unknown_work_order")]
+    assert "WO-404" in dead[0].detail and dead[0].payload.startswith("base64:")
+    assert live.get("line", "L1")["state"] == "running"  # the state in the same birth applied
