@@ -106,15 +106,7 @@ def import_orders(
     column, and then nothing is written); the orders then take the CRM events' path (versions,
     approvals; the worker applies them)."""
     from loopline.ingest.crm.connector import ConnectorFileError, Registry, UnknownSource, load_file
-    from loopline.ingest.crm.sheet import (
-        SheetError,
-        digest,
-        known_products,
-        plan_import,
-        read_rows,
-        record_plan,
-    )
-    from loopline.models.clock import utcnow
+    from loopline.ingest.crm.sheet import SheetError, import_sheet
     from loopline.models.db import make_sessions
     from loopline.runtime import open_database
     from loopline.settings import Settings
@@ -126,44 +118,46 @@ def import_orders(
             if path.suffix in (".yaml", ".yml", ".json")
             else Registry(Settings().connectors_dir).get(mapping)
         )
-        rows = read_rows(file, sheet)
-    except (ConnectorFileError, UnknownSource, SheetError, OSError) as exc:
+        file.stat()
+    except (ConnectorFileError, UnknownSource, OSError) as exc:
         sys.stderr.write(f"{exc}\n")
         raise typer.Exit(2) from None
     engine = open_database(Settings())
     try:
-        sessions = make_sessions(engine)
-        with sessions() as session:
-            known = known_products(session)
-        version = int(utcnow().timestamp() * 1000)
-        plan = plan_import(chosen, rows, known, version=version)
-        plan.digest = digest(file)
-        for error in plan.errors:
-            sys.stdout.write(f"{error}\n")
-        orders = len(plan.events)
-        if plan.errors:
-            sys.stdout.write(
-                f"{len(plan.errors)} error{'s' if len(plan.errors) != 1 else ''} in "
-                f"{file.name}: nothing imported\n"
-            )
-            raise typer.Exit(1)
-        if dry_run:
-            for event, numbers in plan.events:
-                sys.stdout.write(
-                    f"{event.type} {event.order.id} v{event.order.version} "
-                    f"(rows {', '.join(map(str, numbers))})\n"
-                )
-            sys.stdout.write(f"dry run: {orders} orders from {len(rows)} rows would be imported\n")
-            return
-        recorded = record_plan(sessions, chosen, plan, actor=f"import:{file.name}"[:100])
+        done = import_sheet(
+            make_sessions(engine),
+            chosen,
+            file,
+            actor=f"import:{file.name}"[:100],
+            dry_run=dry_run,
+            sheet=sheet,
+        )
+    except (SheetError, OSError) as exc:
+        sys.stderr.write(f"{exc}\n")
+        raise typer.Exit(2) from None
     finally:
         engine.dispose()
-    counts: dict[str, int] = {}
-    for r in recorded:
-        counts[r.outcome] = counts.get(r.outcome, 0) + 1
-    shown = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
+    plan = done.plan
+    for error in plan.errors:
+        sys.stdout.write(f"{error}\n")
+    orders = len(plan.events)
+    if plan.errors:
+        sys.stdout.write(
+            f"{len(plan.errors)} error{'s' if len(plan.errors) != 1 else ''} in "
+            f"{file.name}: nothing imported\n"
+        )
+        raise typer.Exit(1)
+    if dry_run:
+        for event, numbers in plan.events:
+            sys.stdout.write(
+                f"{event.type} {event.order.id} v{event.order.version} "
+                f"(rows {', '.join(map(str, numbers))})\n"
+            )
+        sys.stdout.write(f"dry run: {orders} orders from {done.rows} rows would be imported\n")
+        return
+    shown = ", ".join(f"{n} {k}" for k, n in sorted(done.counts().items()))
     sys.stdout.write(
-        f"imported {orders} orders from {len(rows)} rows ({shown}); the worker applies them\n"
+        f"imported {orders} orders from {done.rows} rows ({shown}); the worker applies them\n"
     )
 
 
