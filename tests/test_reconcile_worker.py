@@ -98,8 +98,7 @@ def test_the_worker_pulls_odoo_each_period_and_survives_it_being_down(tmp_path, 
             auth = {"Authorization": "Bearer proc-token"}
             order = wait_until(
                 lambda: (
-                    (r := httpx.get(f"{url}/api/v1/orders/S00043", headers=auth)).status_code
-                    == 200
+                    (r := httpx.get(f"{url}/api/v1/orders/S00043", headers=auth)).status_code == 200
                     and r.json()
                 ),
                 timeout=30,
