@@ -153,3 +153,59 @@ def test_the_periodic_pull_survives_the_crm_being_down(sessions, odoo, live):
     with sessions() as s:
         assert active_alert(s, key=alert_key("odoo")) is None
         assert s.scalars(select(AuditEntry).where(AuditEntry.action == "order.repaired")).all()
+
+
+def test_reconcile_every_pulls_until_stopped_and_retries_a_down_crm(tmp_path, odoo):
+    """`loopline reconcile --source odoo --every 1s`: Odoo down in the first period, the
+    repairs made in a later one; Ctrl-C stops it. A bad period is refused naming --every."""
+    import os
+    import signal
+
+    from loopline.models.db import make_engine, make_sessions, migrate, transaction
+    from tests.factories import seed_small_factory
+
+    db = f"sqlite:///{tmp_path / 'every.db'}"
+    engine = make_engine(db)
+    migrate(engine)
+    sessions = make_sessions(engine)
+    with transaction(sessions) as s:
+        seed_small_factory(s)
+    env = {**os.environ, "LOOPLINE_DATABASE_URL": db}
+    env.pop("LOOPLINE_REDIS_URL", None)
+    bad = subprocess.run(
+        [sys.executable, "-m", "loopline.cli", "reconcile", "--source", "odoo", "--every", "soon"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert bad.returncode == 2 and "--every: 'soon'" in bad.stderr
+    odoo.fail(1, 503)
+    log = (tmp_path / "every.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "loopline.cli", "reconcile", "--source", "odoo", "--every", "1s"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env | {"COLUMNS": "200"},
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            with sessions() as s:
+                repairs = s.scalars(
+                    select(AuditEntry).where(AuditEntry.action == "order.repaired")
+                ).all()
+            if len(repairs) == 3:
+                break
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.2)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(20)
+        log.close()
+    out = (tmp_path / "every.log").read_text()
+    assert code == 0, out
+    assert "reconcile odoo: the CRM cannot be read (HTTP 503" in out
+    assert {a.entity_id for a in repairs} == {"S00042", "S00043", "S00045"}
+    engine.dispose()
