@@ -10,6 +10,7 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
 from sqlalchemy import func, select
 
 from loopline.ingest.crm.connector import Connector, default_registry
@@ -449,3 +450,26 @@ def test_jiandaoyun_records_are_reconciled_through_the_data_list_api(sessions, m
         with sessions() as s:
             a = s.get(Order, "SO-JDY-A")
             assert a.priority == "rush" and a.sales_rep == "li.na"
+
+
+def test_a_reconcile_section_needs_an_api_with_a_read(tmp_path):
+    from loopline.ingest.crm.connector import ConnectorFileError, load_file
+
+    base = (
+        "name: x\ntitle: X\nauth: {kind: shared_token, secret_env: T}\n"
+        "fields: {kind: {const: upsert}, order_id: id, version: v}\n"
+    )
+    cases = {
+        "reconcile: {order_field: id}\n": "reconcile.api: the connector has no fetch section",
+        "writeback: {kind: json, base_url: http://x}\n"
+        "reconcile: {api: writeback, order_field: id}\n": "the json API has no read",
+        "fetch: {kind: odoo}\nreconcile: {order_field: id, open_in: [a]}\n": "need open_field",
+    }
+    for extra, message in cases.items():
+        path = tmp_path / "x.yaml"
+        path.write_text(base + extra)
+        with pytest.raises(ConnectorFileError, match=message):
+            load_file(path)
+    for name in ("odoo", "hubspot", "salesforce", "jiandaoyun"):
+        assert default_registry().get(name).read_api is not None
+    assert default_registry().get("flatcrm").read_api is None
