@@ -23,6 +23,7 @@ from loopline.dashboard.pages import (
     andon,
     board,
     connectors,
+    imports,
     inbox,
     kpi,
     order_detail,
@@ -93,6 +94,7 @@ def create_dash(
     for page in (wall, board, plan, alerts, orders, order_detail, kpi, inbox, users, andon):
         page.register(app, screens)
     connectors.register(app, screens)  # the IT person's field mapping screen
+    imports.register(app, screens)  # orders from a spreadsheet (admins)
     app.layout = html.Div(dash.page_container, className="app")
     server.add_middleware(_SetupDashFirst, dash_app=app)
     return app

@@ -179,11 +179,19 @@ def worker(verbose: bool = False) -> None:
     """Replan on order changes, evaluate alerts, and relay feedback to the CRM."""
     _logging(verbose)
     from loopline.models.loop import request_replan
-    from loopline.runtime import build_loop, build_notifier, build_runtime, build_status_watcher
+    from loopline.runtime import (
+        build_loop,
+        build_notifier,
+        build_reconciler,
+        build_runtime,
+        build_status_watcher,
+    )
     from loopline.settings import Settings
 
     rt = build_runtime(Settings(), demo=False)
     loop = build_loop(rt)
+    # The periodic CRM pull that repairs missed webhooks (LOOPLINE_RECONCILE_SOURCES).
+    reconciler = build_reconciler(rt)
     # Notifications and escalation timers (LOOPLINE_NOTIFY_RULES; None when unset).
     notifier = build_notifier(rt)
     # A dead ingest (its Will says offline) is an alert; the worker is who watches.
@@ -199,9 +207,13 @@ def worker(verbose: bool = False) -> None:
         watcher.start()
     if notifier is not None:
         notifier.start()
+    if reconciler is not None:
+        reconciler.start()
     try:
         _wait_for_signal()
     finally:
+        if reconciler is not None:
+            reconciler.stop()
         if notifier is not None:
             notifier.stop()
         if watcher is not None:

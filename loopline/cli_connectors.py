@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -106,15 +107,7 @@ def import_orders(
     column, and then nothing is written); the orders then take the CRM events' path (versions,
     approvals; the worker applies them)."""
     from loopline.ingest.crm.connector import ConnectorFileError, Registry, UnknownSource, load_file
-    from loopline.ingest.crm.sheet import (
-        SheetError,
-        digest,
-        known_products,
-        plan_import,
-        read_rows,
-        record_plan,
-    )
-    from loopline.models.clock import utcnow
+    from loopline.ingest.crm.sheet import SheetError, import_sheet
     from loopline.models.db import make_sessions
     from loopline.runtime import open_database
     from loopline.settings import Settings
@@ -126,65 +119,112 @@ def import_orders(
             if path.suffix in (".yaml", ".yml", ".json")
             else Registry(Settings().connectors_dir).get(mapping)
         )
-        rows = read_rows(file, sheet)
-    except (ConnectorFileError, UnknownSource, SheetError, OSError) as exc:
+        file.stat()
+    except (ConnectorFileError, UnknownSource, OSError) as exc:
         sys.stderr.write(f"{exc}\n")
         raise typer.Exit(2) from None
     engine = open_database(Settings())
     try:
-        sessions = make_sessions(engine)
-        with sessions() as session:
-            known = known_products(session)
-        version = int(utcnow().timestamp() * 1000)
-        plan = plan_import(chosen, rows, known, version=version)
-        plan.digest = digest(file)
-        for error in plan.errors:
-            sys.stdout.write(f"{error}\n")
-        orders = len(plan.events)
-        if plan.errors:
-            sys.stdout.write(
-                f"{len(plan.errors)} error{'s' if len(plan.errors) != 1 else ''} in "
-                f"{file.name}: nothing imported\n"
-            )
-            raise typer.Exit(1)
-        if dry_run:
-            for event, numbers in plan.events:
-                sys.stdout.write(
-                    f"{event.type} {event.order.id} v{event.order.version} "
-                    f"(rows {', '.join(map(str, numbers))})\n"
-                )
-            sys.stdout.write(f"dry run: {orders} orders from {len(rows)} rows would be imported\n")
-            return
-        recorded = record_plan(sessions, chosen, plan, actor=f"import:{file.name}"[:100])
+        done = import_sheet(
+            make_sessions(engine),
+            chosen,
+            file,
+            actor=f"import:{file.name}"[:100],
+            dry_run=dry_run,
+            sheet=sheet,
+        )
+    except (SheetError, OSError) as exc:
+        sys.stderr.write(f"{exc}\n")
+        raise typer.Exit(2) from None
     finally:
         engine.dispose()
-    counts: dict[str, int] = {}
-    for r in recorded:
-        counts[r.outcome] = counts.get(r.outcome, 0) + 1
-    shown = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
+    plan = done.plan
+    for error in plan.errors:
+        sys.stdout.write(f"{error}\n")
+    orders = len(plan.events)
+    if plan.errors:
+        sys.stdout.write(
+            f"{len(plan.errors)} error{'s' if len(plan.errors) != 1 else ''} in "
+            f"{file.name}: nothing imported\n"
+        )
+        raise typer.Exit(1)
+    if dry_run:
+        for event, numbers in plan.events:
+            sys.stdout.write(
+                f"{event.type} {event.order.id} v{event.order.version} "
+                f"(rows {', '.join(map(str, numbers))})\n"
+            )
+        sys.stdout.write(f"dry run: {orders} orders from {done.rows} rows would be imported\n")
+        return
+    shown = ", ".join(f"{n} {k}" for k, n in sorted(done.counts().items()))
     sys.stdout.write(
-        f"imported {orders} orders from {len(rows)} rows ({shown}); the worker applies them\n"
+        f"imported {orders} orders from {done.rows} rows ({shown}); the worker applies them\n"
     )
+
+
+DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h)?\s*$")
+
+
+def parse_every(text: str) -> float:
+    """``10m``, ``90s``, ``1h`` or plain seconds, as seconds; raises ValueError."""
+    m = DURATION.match(text)
+    if not m or float(m.group(1)) <= 0:
+        raise ValueError(f"--every: '{text}' is not a period such as 10m, 90s or 1h")
+    return float(m.group(1)) * {"s": 1, "m": 60, "h": 3600}[m.group(2) or "s"]
 
 
 def reconcile_cmd(
     source: Annotated[str, typer.Option(help="The connector whose CRM is read (e.g. odoo)")],
+    every: Annotated[
+        str | None,
+        typer.Option(help="Pull again each period (10m, 90s, 1h) until stopped (Ctrl-C)"),
+    ] = None,
 ) -> None:
-    """Compare the CRM's open orders with Loopline's once and repair what webhooks missed
-    (each repair is recorded in the audit log; the worker applies them)."""
+    """Compare the CRM's open orders with Loopline's once (or each ``--every``) and repair
+    what webhooks missed (each repair is recorded in the audit log; the worker applies them).
+    ``loopline worker`` does the same for LOOPLINE_RECONCILE_SOURCES."""
     from loopline.ingest.crm.connector import Registry, UnknownSource
     from loopline.ingest.crm.crm_api import FetchError
-    from loopline.ingest.crm.reconcile import reconcile
+    from loopline.ingest.crm.reconcile import Reconciler, reconcile
     from loopline.models.db import make_sessions
     from loopline.runtime import open_database
     from loopline.settings import Settings
 
+    settings = Settings()
     try:
-        connector = Registry(Settings().connectors_dir).get(source)
-    except UnknownSource as exc:
+        connector = Registry(settings.connectors_dir).get(source)
+        period = parse_every(every) if every is not None else None
+    except (UnknownSource, ValueError) as exc:
         sys.stderr.write(f"{exc}\n")
         raise typer.Exit(2) from None
-    engine = open_database(Settings())
+    if connector.reconcile is None:
+        sys.stderr.write(
+            f"reconcile {source}: connector {source} names no CRM API to read "
+            f"(no reconcile section)\n"
+        )
+        raise typer.Exit(1)
+    engine = open_database(settings)
+    if period is not None:
+        import redis
+
+        from loopline.cli import _logging, _wait_for_signal
+
+        _logging(False)
+        status = redis.Redis.from_url(settings.redis_url) if settings.redis_url else None
+        puller = Reconciler(
+            make_sessions(engine),
+            [connector],
+            every_s=period,
+            alert_after=settings.reconcile_alert_after,
+            status=status,
+        )
+        puller.start()
+        try:
+            _wait_for_signal()
+        finally:
+            puller.stop()
+            engine.dispose()
+        return
     try:
         result = reconcile(make_sessions(engine), connector)
     except (FetchError, ValueError) as exc:

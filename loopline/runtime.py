@@ -19,6 +19,7 @@ from loopline.api.context import ApiContext
 from loopline.api.oidc import OidcClient
 from loopline.api.security import redact_logs
 from loopline.ingest.crm.connector import Registry
+from loopline.ingest.crm.reconcile import Reconciler
 from loopline.ingest.crm.relay import ConnectorRelay, needs_relay
 from loopline.ingest.mqtt.consumer import Inbound, MqttConsumer
 from loopline.ingest.mqtt.status import StatusWatcher
@@ -294,6 +295,34 @@ def build_status_watcher(rt: Runtime, mqtt_url: str) -> StatusWatcher:
         mqtt_url,
         client_id=f"{rt.settings.mqtt_client_id}-status-{uuid.uuid4().hex[:8]}",
         on_status=partial(ingest_status_changed, rt.sessions, rt.live),
+    )
+
+
+def build_reconciler(rt: Runtime, registry: Registry | None = None) -> Reconciler | None:
+    """The worker's periodic CRM pull, for ``LOOPLINE_RECONCILE_SOURCES`` (None when unset).
+    A source that is unknown or has no read API stops the process, naming it."""
+    names = split_list(rt.settings.reconcile_sources)
+    if not names:
+        log.info("reconcile: off (LOOPLINE_RECONCILE_SOURCES unset)")
+        return None
+    registry = registry or Registry(rt.settings.connectors_dir)
+    chosen = []
+    for name in names:
+        if name not in registry.connectors:
+            raise SystemExit(f"LOOPLINE_RECONCILE_SOURCES: unknown connector '{name}'")
+        connector = registry.get(name)
+        if connector.reconcile is None:
+            raise SystemExit(
+                f"LOOPLINE_RECONCILE_SOURCES: connector '{name}' has no reconcile section "
+                f"(no CRM API to read)"
+            )
+        chosen.append(connector)
+    return Reconciler(
+        rt.sessions,
+        chosen,
+        every_s=rt.settings.reconcile_every_s,
+        alert_after=rt.settings.reconcile_alert_after,
+        status=rt.live.redis,
     )
 
 

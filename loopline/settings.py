@@ -33,6 +33,12 @@ class Settings(BaseSettings):
     # A folder of the site's own CRM connector files (ingest/crm/connector.py); they are
     # added to the shipped presets, and win over a preset of the same name.
     connectors_dir: Path | None = None
+    # Reconciliation (ingest/crm/reconcile.py): the worker pulls each of these connectors'
+    # CRMs (comma-separated names; each needs a ``reconcile`` section) every so many seconds;
+    # a CRM unreadable this many periods in a row opens an IT alert. Empty: no pull.
+    reconcile_sources: str = ""
+    reconcile_every_s: float = Field(default=600.0, ge=10.0)
+    reconcile_alert_after: int = Field(default=3, ge=1)
     api_token: SecretStr | None = None
     display_token: SecretStr | None = None
     # Optional role tokens (api/auth.py): production_manager approves changes.

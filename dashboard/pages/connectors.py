@@ -54,6 +54,8 @@ WORDS: dict[str, dict[str, str]] = {
     "writeback": {"en": "Write-back", "zh-CN": "回写"},
     "canonical": {"en": "(the canonical event itself)", "zh-CN": "（即标准事件本身）"},
     "none": {"en": "none", "zh-CN": "无"},
+    "reconcile": {"en": "Reconciliation reads", "zh-CN": "对账读取"},
+    "all": {"en": "every record", "zh-CN": "全部记录"},
 }
 
 
@@ -105,9 +107,21 @@ def describe(connector: Connector, lang: str) -> list[Any]:
         else html.P(w("canonical", lang))
     )
     writeback = connector.writeback.kind if connector.writeback else w("none", lang)
+    spec, api = connector.reconcile, connector.read_api
+    reads = w("none", lang)
+    if spec is not None and api is not None:
+        which = w("all", lang)
+        if spec.open_field and (spec.open_in or spec.open_not_in):
+            op = "in" if spec.open_in else "not in"
+            which = f"{spec.open_field} {op} {', '.join(spec.open_in or spec.open_not_in)}"
+        reads = f"{api.kind} ({which})"
     return [
         html.P(connector.description or connector.title, className="muted"),
-        html.P(f"{w('auth', lang)}: {connector.auth.kind} · {w('writeback', lang)}: {writeback}"),
+        html.P(
+            f"{w('auth', lang)}: {connector.auth.kind} · {w('writeback', lang)}: {writeback}"
+            f" · {w('reconcile', lang)}: {reads}",
+            className="connector-apis",
+        ),
         html.H3(w("mapping", lang)),
         table,
     ]

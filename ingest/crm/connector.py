@@ -219,6 +219,39 @@ class ApiSpec(_Spec):
     tz: str = "UTC"  # jiandaoyun: the zone whose midnight a written date is
 
 
+READ_KINDS = ("odoo", "hubspot", "salesforce", "jiandaoyun")
+
+
+class ReconcileSpec(_Spec):
+    """How the CRM's open orders are read for reconciliation (ingest/crm/reconcile.py).
+
+    ``api`` names the connector's API section whose connection is used (``fetch`` or
+    ``writeback``); its kind must have a read (Odoo JSON-RPC ``search_read``, HubSpot's CRM
+    search, Salesforce's REST query, Jiandaoyun's data list). An order is open when its
+    ``open_field`` is one of ``open_in`` (or none of ``open_not_in``; neither: every record);
+    ``order_field`` is the CRM field holding the order id (to read the orders Loopline holds
+    open that the CRM no longer lists); ``read`` the fields to read (the webhook's).
+    """
+
+    api: Literal["fetch", "writeback"] = "fetch"
+    open_field: str | None = None
+    open_in: list[str] = Field(default_factory=list)
+    open_not_in: list[str] = Field(default_factory=list)
+    order_field: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.]{0,99}$")
+    read: list[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.]{0,99}$")]] = Field(
+        default_factory=list
+    )
+    page_size: int = Field(default=100, gt=0, le=200)
+
+    @model_validator(mode="after")
+    def _one_filter(self) -> ReconcileSpec:
+        if (self.open_in or self.open_not_in) and not self.open_field:
+            raise ValueError("open_in / open_not_in need open_field")
+        if self.open_in and self.open_not_in:
+            raise ValueError("give open_in or open_not_in, not both")
+        return self
+
+
 class Connector(_Spec):
     """One CRM connector file."""
 
@@ -235,6 +268,29 @@ class Connector(_Spec):
     fields: Fields | None = None  # None: records are canonical events already
     writeback: ApiSpec | None = None
     response: Literal["json", "soap_ack"] = "json"
+    reconcile: ReconcileSpec | None = None  # the CRM's read API, for the periodic pull
+
+    @model_validator(mode="after")
+    def _readable(self) -> Connector:
+        if self.reconcile is None:
+            return self
+        api = self.fetch if self.reconcile.api == "fetch" else self.writeback
+        if api is None:
+            raise ValueError(f"reconcile.api: the connector has no {self.reconcile.api} section")
+        if api.kind not in READ_KINDS:
+            raise ValueError(
+                f"reconcile.api: the {api.kind} API has no read (one of {', '.join(READ_KINDS)})"
+            )
+        if self.fields is None:
+            raise ValueError("reconcile: needs fields (the CRM's records are mapped by them)")
+        return self
+
+    @property
+    def read_api(self) -> ApiSpec | None:
+        """The API reconciliation reads with (None: this CRM cannot be reconciled)."""
+        if self.reconcile is None:
+            return None
+        return self.fetch if self.reconcile.api == "fetch" else self.writeback
 
     @field_validator("records")
     @classmethod

@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 
 import httpx
 
-from loopline.ingest.crm.connector import ApiSpec
+from loopline.ingest.crm.connector import ApiSpec, ReconcileSpec
 
 TIMEOUT_S = 5.0
 SALESFORCE_ID = re.compile(r"^[A-Za-z0-9]{15}(?:[A-Za-z0-9]{3})?$")
@@ -349,6 +349,8 @@ def _jdy_value(value: Any, api: ApiSpec) -> Any:
 
 
 # --- reconciliation reads ------------------------------------------------------------------
+# Each CRM's records are read in its webhook's shape, so the connector's own field mapping
+# maps them (and its ``fetch`` adds what the webhook would leave out).
 
 ODOO_WEBHOOK_FIELDS = [
     "name",
@@ -360,28 +362,274 @@ ODOO_WEBHOOK_FIELDS = [
     "write_date",
     "user_id",
 ]
+SALESFORCE_FIELD = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
 
 
-def list_records(
-    api: ApiSpec, *, open_only: bool, names: list[str] | None, client: httpx.Client
-) -> list[dict[str, Any]]:
-    """The CRM's orders in its webhook's shape: the open ones, or those named; raises
-    FetchError (only Odoo's read API is known here)."""
-    if api.kind != "odoo":
+def read_open(api: ApiSpec, spec: ReconcileSpec, client: httpx.Client) -> list[dict[str, Any]]:
+    """The CRM's open orders (``spec``'s filter), webhook-shaped; raises FetchError."""
+    return _read(api, spec, None, client)[0]
+
+
+def read_orders(
+    api: ApiSpec, spec: ReconcileSpec, order_ids: list[str], client: httpx.Client
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """The orders named (open or not), webhook-shaped, and the ids the CRM no longer has."""
+    if not order_ids:
+        return [], []
+    return _read(api, spec, order_ids, client)
+
+
+def _read(
+    api: ApiSpec, spec: ReconcileSpec, ids: list[str] | None, client: httpx.Client
+) -> tuple[list[dict[str, Any]], list[str]]:
+    readers = {
+        "odoo": _odoo_read,
+        "hubspot": _hubspot_read,
+        "salesforce": _salesforce_read,
+        "jiandaoyun": _jdy_read,
+    }
+    reader = readers.get(api.kind)
+    if reader is None:
         raise FetchError(f"no reconciliation read for the {api.kind} API")
-    odoo = _Odoo(client, api)
-    domain: list[Any] = [["state", "in", ["sale", "done"]]] if open_only else []
-    if names is not None:
-        domain.append(["name", "in", names])
-    rows = odoo.execute(
-        api.object or "sale.order", "search_read", [domain], fields=ODOO_WEBHOOK_FIELDS
+    found: list[dict[str, Any]] = []
+    for chunk in [ids] if ids is None else _chunks(ids, spec.page_size):
+        found += reader(client, api, spec, chunk)
+    if ids is None:
+        return found, []
+    wanted = set(ids)
+    seen = {str(r.get("_order_id")) for r in found}
+    return [r for r in found if str(r.get("_order_id")) in wanted], [
+        i for i in ids if i not in seen
+    ]
+
+
+def _chunks(ids: list[str], n: int) -> list[list[str]]:
+    return [ids[i : i + n] for i in range(0, len(ids), n)]
+
+
+def _odoo_read(
+    http: httpx.Client, api: ApiSpec, spec: ReconcileSpec, ids: list[str] | None
+) -> list[dict[str, Any]]:
+    """``search_read`` on the order model: the open ones or those named (by ``order_field``)."""
+    odoo = _Odoo(http, api)
+    domain: list[Any] = []
+    if ids is None and spec.open_field and spec.open_in:
+        domain.append([spec.open_field, "in", spec.open_in])
+    if ids is None and spec.open_field and spec.open_not_in:
+        domain.append([spec.open_field, "not in", spec.open_not_in])
+    if ids is not None:
+        domain.append([spec.order_field, "in", ids])
+    model = api.object or "sale.order"
+    fields = spec.read or ODOO_WEBHOOK_FIELDS
+    out, offset = [], 0
+    while True:
+        rows = odoo.execute(
+            model,
+            "search_read",
+            [domain],
+            fields=fields,
+            offset=offset,
+            limit=spec.page_size,
+            order="id",
+        )
+        if not isinstance(rows, list):
+            raise FetchError("Odoo's search_read answered something that is not a list")
+        for row in rows:
+            # search_read names many2one fields ([id, name]); the webhook sends ids only.
+            shaped = {
+                k: (v[0] if isinstance(v, list) and k in ("partner_id", "user_id") else v)
+                for k, v in row.items()
+            }
+            out.append(
+                {"_id": row["id"], "_model": model, "_order_id": row.get(spec.order_field)} | shaped
+            )
+        if len(rows) < spec.page_size:
+            return out
+        offset += len(rows)
+
+
+def _hubspot_event(deal: dict[str, Any], *, deleted: bool = False) -> dict[str, Any]:
+    """A deal as its webhook event names it (its lines are fetched as a webhook's are)."""
+    props = deal.get("properties") or {}
+    changed = (deal.get("archivedAt") if deleted else props.get("hs_lastmodifieddate")) or deal.get(
+        "updatedAt"
+    )
+    if not changed:
+        raise FetchError(f"deal {deal.get('id')} has no hs_lastmodifieddate")
+    return {
+        "objectId": int(deal["id"]),
+        "subscriptionType": "deal.deletion" if deleted else "deal.propertyChange",
+        "occurredAt": int(_iso(str(changed)).timestamp() * 1000),
+        "_order_id": str(deal["id"]),
+    }
+
+
+def _hubspot_read(
+    http: httpx.Client, api: ApiSpec, spec: ReconcileSpec, ids: list[str] | None
+) -> list[dict[str, Any]]:
+    """Open deals through the CRM search API (paged by ``after``); named deals by batch
+    read, archived ones (deleted in HubSpot) as deletions."""
+    base, headers = base_url(api), _headers(api)
+    props = list(dict.fromkeys(["hs_lastmodifieddate", *spec.read]))
+    if ids is not None:
+        if not all(i.isdigit() for i in ids):
+            raise FetchError("HubSpot deal ids are numbers")
+        out = []
+        for archived in (False, True):
+            got = _call(
+                http,
+                "POST",
+                f"{base}/crm/v3/objects/deals/batch/read",
+                headers=headers,
+                params={"archived": str(archived).lower()},
+                json={"properties": props, "inputs": [{"id": i} for i in ids]},
+            )
+            found = (got or {}).get("results") or []
+            out += [_hubspot_event(d, deleted=archived) for d in found]
+            ids = [i for i in ids if i not in {str(d.get("id")) for d in found}]
+            if not ids:
+                break
+        return out
+    filters: list[dict[str, Any]] = []
+    if spec.open_field and spec.open_in:
+        filters.append({"propertyName": spec.open_field, "operator": "IN", "values": spec.open_in})
+    if spec.open_field and spec.open_not_in:
+        filters.append(
+            {"propertyName": spec.open_field, "operator": "NOT_IN", "values": spec.open_not_in}
+        )
+    out, after = [], None
+    while True:
+        body: dict[str, Any] = {
+            "filterGroups": [{"filters": filters}] if filters else [],
+            "properties": props,
+            "sorts": [{"propertyName": "hs_object_id", "direction": "ASCENDING"}],
+            "limit": spec.page_size,
+        }
+        if after is not None:
+            body["after"] = after
+        got = _call(http, "POST", f"{base}/crm/v3/objects/deals/search", headers=headers, json=body)
+        out += [_hubspot_event(d) for d in (got or {}).get("results") or []]
+        after = (((got or {}).get("paging") or {}).get("next") or {}).get("after")
+        if not after:
+            return out
+
+
+def _soql_text(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _salesforce_read(
+    http: httpx.Client, api: ApiSpec, spec: ReconcileSpec, ids: list[str] | None
+) -> list[dict[str, Any]]:
+    """One SOQL query over REST (``queryAll`` for named records: deleted ones come with
+    IsDeleted), following ``nextRecordsUrl``; values as the outbound message sends them."""
+    fields = list(dict.fromkeys(["Id", "LastModifiedDate", "IsDeleted", *spec.read]))
+    bad = [f for f in fields if not SALESFORCE_FIELD.match(f)]
+    if bad:
+        raise FetchError(f"'{bad[0]}' is not a Salesforce field name")
+    sobject = api.object or "Opportunity"
+    where: list[str] = []
+    if ids is not None:
+        where.append(
+            f"{spec.order_field} IN ({', '.join(_soql_text(_salesforce_id(i)) for i in ids)})"
+        )
+    elif spec.open_field and spec.open_in:
+        where.append(f"{spec.open_field} IN ({', '.join(map(_soql_text, spec.open_in))})")
+    elif spec.open_field and spec.open_not_in:
+        where.append(f"{spec.open_field} NOT IN ({', '.join(map(_soql_text, spec.open_not_in))})")
+    soql = f"SELECT {', '.join(fields)} FROM {sobject}"
+    if where:
+        soql += " WHERE " + " AND ".join(where)
+    base = base_url(api)
+    endpoint = "queryAll" if ids is not None else "query"
+    got = _call(
+        http,
+        "GET",
+        f"{base}/services/data/{api.api_version}/{endpoint}",
+        headers=_headers(api),
+        params={"q": soql},
     )
     out = []
-    for row in rows:
-        # search_read names many2one fields ([id, name]); the webhook sends ids only.
-        shaped = {
-            k: (v[0] if isinstance(v, list) and k in ("partner_id", "user_id") else v)
-            for k, v in row.items()
+    while True:
+        for row in (got or {}).get("records") or []:
+            sobj = {k: _sf_text(v) for k, v in row.items() if k != "attributes"}
+            out.append(
+                {
+                    "Id": f"reconcile:{row.get('Id')}",
+                    "sObject": sobj,
+                    "_order_id": sobj.get(spec.order_field),
+                }
+            )
+        following = (got or {}).get("nextRecordsUrl")
+        if (got or {}).get("done", True) or not following:
+            return out
+        got = _call(http, "GET", f"{base}{following}", headers=_headers(api))
+
+
+def _sf_text(value: Any) -> Any:
+    """A REST value as the outbound message's XML carries it (text; a nil stays None)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    if isinstance(value, str) and re.fullmatch(r".*T.*[+-]\d{4}", value):
+        return value[:-5] + value[-5:-2] + ":" + value[-2:]  # 2026-11-28T08:00:00.000+0000
+    return value
+
+
+def _jdy_read(
+    http: httpx.Client, api: ApiSpec, spec: ReconcileSpec, ids: list[str] | None
+) -> list[dict[str, Any]]:
+    """The form's records through the data list API (paged by the last ``data_id``),
+    filtered by ``spec`` or by the order ids; each as a ``data_update`` push."""
+    cond: list[dict[str, Any]] = []
+    if ids is not None:
+        cond.append({"field": spec.order_field, "method": "in", "value": ids})
+    elif spec.open_field and spec.open_in:
+        cond.append({"field": spec.open_field, "method": "in", "value": spec.open_in})
+    elif spec.open_field and spec.open_not_in:
+        cond.append({"field": spec.open_field, "method": "nin", "value": spec.open_not_in})
+    out, last = [], None
+    while True:
+        body: dict[str, Any] = {
+            "app_id": api.app_id,
+            "entry_id": api.entry_id,
+            "limit": spec.page_size,
         }
-        out.append({"_id": row["id"], "_model": api.object or "sale.order", **shaped})
-    return out
+        if spec.read:
+            body["fields"] = list(dict.fromkeys(["updateTime", spec.order_field, *spec.read]))
+        if cond:
+            body["filter"] = {"rel": "and", "cond": cond}
+        if last is not None:
+            body["data_id"] = last
+        got = _call(
+            http,
+            "POST",
+            f"{base_url(api)}/api/v5/app/entry/data/list",
+            headers=_headers(api),
+            json=body,
+        )
+        if isinstance(got, dict) and got.get("code"):
+            raise FetchError(f"Jiandaoyun: {got.get('msg') or got['code']}")
+        rows = (got or {}).get("data")
+        if not isinstance(rows, list):
+            raise FetchError("Jiandaoyun's data list answered no data list")
+        for row in rows:
+            changed = row.get("updateTime")
+            stamp = int(_iso(str(changed)).timestamp() * 1000) if changed else None
+            out.append(
+                {
+                    "op": "data_update",
+                    "data": row,
+                    "opTime": stamp,
+                    "_order_id": row.get(spec.order_field),
+                }
+            )
+        if len(rows) < spec.page_size:
+            return out
+        last = rows[-1].get("_id")
+
+
+def _iso(text: str) -> datetime:
+    parsed = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=ZoneInfo("UTC"))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from loopline.ingest.crm.connector import Connector, FieldSpec, MappingError
+from loopline.ingest.crm.connector import Connector, ConnectorFileError, FieldSpec, MappingError
 from loopline.ingest.crm.receive import inbox_source
 from loopline.models.events import OrderCancelled, OrderUpserted, parse_crm_event
 from loopline.models.intake import Recorded, record_received
@@ -58,13 +59,14 @@ class ImportPlan:
     digest: str = ""
 
 
-def read_rows(path: Path, sheet: str | None = None) -> list[Row]:
-    """The data rows of ``path`` (xlsx/xlsm or csv) keyed by the header row's names."""
+def read_rows(path: Path, sheet: str | None = None, data: bytes | None = None) -> list[Row]:
+    """The data rows of ``path`` (xlsx/xlsm or csv) keyed by the header row's names;
+    ``data``: the file's bytes (an upload), ``path`` then only names it."""
     suffix = path.suffix.lower()
     if suffix in (".xlsx", ".xlsm"):
-        table = list(_xlsx(path, sheet))
+        table = list(_xlsx(path, sheet, data))
     elif suffix == ".csv":
-        table = list(_csv(path))
+        table = list(_csv(path, data))
     else:
         raise SheetError(f"{path.name}: not an .xlsx or .csv file")
     # The header: the first row naming two columns or more (a title row above it names one).
@@ -99,11 +101,13 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def _xlsx(path: Path, sheet: str | None) -> Iterator[tuple[int, list[Any]]]:
+def _xlsx(path: Path, sheet: str | None, data: bytes | None) -> Iterator[tuple[int, list[Any]]]:
     from openpyxl import load_workbook
 
     try:
-        book = load_workbook(path, read_only=True, data_only=True)
+        book = load_workbook(
+            io.BytesIO(data) if data is not None else path, read_only=True, data_only=True
+        )
     except Exception as exc:  # openpyxl raises many kinds for a broken file
         raise SheetError(f"{path.name}: cannot read the workbook: {exc}") from None
     try:
@@ -125,8 +129,8 @@ def _xlsx_value(cell: Any) -> Any:
     return value
 
 
-def _csv(path: Path) -> Iterator[tuple[int, list[Any]]]:
-    raw = path.read_bytes()
+def _csv(path: Path, data: bytes | None) -> Iterator[tuple[int, list[Any]]]:
+    raw = data if data is not None else path.read_bytes()
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:  # Excel in a Chinese locale saves CSV as GB18030
@@ -180,11 +184,25 @@ def plan_import(
     return plan
 
 
+QUOTED = re.compile(r'"((?:[^"\\]|\\.)+)"')
+
+
+def headers_in(path: str) -> list[str]:
+    """The quoted identifiers of a JMESPath (the headers it reads), unescaped."""
+    out = []
+    for raw in QUOTED.findall(path):
+        try:
+            out.append(json.loads(f'"{raw}"'))
+        except ValueError:
+            out.append(raw)
+    return out
+
+
 def _column(spec: FieldSpec | None, row: Row) -> str:
     """The header a field is read from, as the sheet spells it (quoted)."""
     if spec is None or not spec.path:
         return '"?"'
-    names = re.findall(r'"([^"]+)"', spec.path) or [spec.path.rsplit(".", 1)[-1]]
+    names = headers_in(spec.path) or [spec.path.rsplit(".", 1)[-1]]
     present = next((n for n in names if n in row.cells), names[0])
     return f'"{present}"'
 
@@ -221,8 +239,172 @@ def known_products(session: Session) -> set[str]:
     return set(session.scalars(select(Product.sku)))
 
 
-def digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+def digest(path: Path, data: bytes | None = None) -> str:
+    return hashlib.sha256(data if data is not None else path.read_bytes()).hexdigest()[:16]
+
+
+@dataclass
+class Imported:
+    """One import: its plan (errors, events), the rows read, and what the inbox answered
+    (empty for a dry run or when any row has an error: then nothing is written)."""
+
+    plan: ImportPlan
+    rows: int
+    recorded: list[Recorded] = field(default_factory=list)
+    dry_run: bool = False
+
+    @property
+    def written(self) -> bool:
+        return bool(self.recorded)
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for r in self.recorded:
+            out[r.outcome] = out.get(r.outcome, 0) + 1
+        return out
+
+
+def import_sheet(
+    sessions: sessionmaker[Session],
+    connector: Connector,
+    path: Path,
+    *,
+    actor: str,
+    dry_run: bool,
+    sheet: str | None = None,
+    data: bytes | None = None,
+    version: int | None = None,
+) -> Imported:
+    """Read, check every row, and (unless ``dry_run`` or any error) put the orders in the
+    inbox: ``loopline import-orders`` and the /import screen both call this. Raises
+    SheetError for a file that is not a table."""
+    from loopline.models.clock import utcnow
+
+    rows = read_rows(path, sheet, data)
+    with sessions() as session:
+        known = known_products(session)
+    stamp = version if version is not None else int(utcnow().timestamp() * 1000)
+    plan = plan_import(connector, rows, known, version=stamp)
+    plan.digest = digest(path, data)
+    done = Imported(plan=plan, rows=len(rows), dry_run=dry_run)
+    if not plan.errors and not dry_run:
+        done.recorded = record_plan(sessions, connector, plan, actor=actor)
+    return done
+
+
+# The Loopline fields a column mapping names a header for (the /import screen's table).
+COLUMN_FIELDS = (
+    "order_id",
+    "customer_id",
+    "customer_name",
+    "sku",
+    "qty",
+    "requested_date",
+    "priority",
+    "sales_rep",
+    "status",
+    "version",
+)
+REQUIRED_COLUMNS = ("order_id", "customer_id", "customer_name", "sku", "qty", "requested_date")
+PRIORITY_WORDS = {
+    "普通": "normal",
+    "紧急": "high",
+    "加急": "rush",
+    "normal": "normal",
+    "high": "high",
+    "rush": "rush",
+}
+CANCEL_WORDS = {"取消": "cancel", "已取消": "cancel", "cancel": "cancel", "cancelled": "cancel"}
+
+
+def _spec_of(connector: Connector, name: str) -> FieldSpec | None:
+    f = connector.fields
+    if f is None:
+        return None
+    if name in ("sku", "qty"):
+        return getattr(f.lines, name) if f.lines else None
+    if name == "status":
+        return f.kind
+    return getattr(f, name, None)
+
+
+def columns_of(connector: Connector, headers: list[str]) -> dict[str, str | None]:
+    """For each of COLUMN_FIELDS, the header of ``headers`` the mapping reads (or None)."""
+    out: dict[str, str | None] = {}
+    for name in COLUMN_FIELDS:
+        spec = _spec_of(connector, name)
+        wanted = headers_in(spec.path or "") if spec else []
+        if spec and spec.path and not wanted:
+            wanted = [spec.path.rsplit(".", 1)[-1]]
+        out[name] = next((h for h in wanted if h in headers), None)
+    return out
+
+
+def _quoted(prefix: str, header: str) -> str:
+    return prefix + json.dumps(header, ensure_ascii=False)
+
+
+def mapping_from_columns(name: str, title: str, columns: dict[str, str | None]) -> Connector:
+    """An import connector reading each Loopline field from the header ``columns`` names;
+    raises ConnectorFileError naming a missing column or a bad name."""
+    missing = [c for c in REQUIRED_COLUMNS if not columns.get(c)]
+    if missing:
+        raise ConnectorFileError(f"columns.{missing[0]}: choose the column holding it")
+
+    def order(col: str, **kw: Any) -> dict[str, Any] | None:
+        header = columns.get(col)
+        return {"path": _quoted("order.", header), **kw} if header else None
+
+    status = columns.get("status")
+    version = columns.get("version")
+    fields: dict[str, Any] = {
+        "kind": (
+            {"path": _quoted("order.", status), "map": CANCEL_WORDS, "otherwise": "upsert"}
+            if status
+            else {"const": "upsert"}
+        ),
+        "order_id": order("order_id", type="str"),
+        "version": (
+            {"path": f"{_quoted('order.', version)} || _version", "type": "int"}
+            if version
+            else {"path": "_version", "type": "int"}
+        ),
+        "customer_id": order("customer_id", type="str"),
+        "customer_name": order("customer_name"),
+        "lines": {
+            "path": "lines",
+            "sku": {"path": json.dumps(columns["sku"], ensure_ascii=False), "type": "str"},
+            "qty": {"path": json.dumps(columns["qty"], ensure_ascii=False), "type": "int"},
+        },
+        "requested_date": order("requested_date", type="date"),
+    }
+    if columns.get("priority"):
+        fields["priority"] = order("priority", map=PRIORITY_WORDS, default="normal")
+    if columns.get("sales_rep"):
+        fields["sales_rep"] = order("sales_rep", type="str")
+    data = {"name": name, "title": title, "auth": {"kind": "import"}, "fields": fields}
+    try:
+        return Connector.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise ConnectorFileError(
+            f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}"
+        ) from None
+
+
+def save_mapping(connector: Connector, folder: Path) -> Path:
+    """Write an import connector into the site's connectors folder (``<name>.yaml``)."""
+    import yaml
+
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{connector.name}.yaml"
+    data = connector.model_dump(mode="json", exclude_defaults=True)
+    header = (
+        f"# Column mapping '{connector.name}' saved on the /import screen; "
+        f"`loopline import-orders FILE --mapping {connector.name}` uses it too.\n"
+    )
+    path.write_text(header + yaml.safe_dump(data, allow_unicode=True, sort_keys=False), "utf-8")
+    return path
 
 
 def record_plan(

@@ -36,6 +36,17 @@ def test_the_screen_shows_what_check_sample_returns():
     assert json.loads(shown[1]) == {**result.events[0], "ref": result.refs[0]}
 
 
+def test_the_screen_says_what_reconciliation_reads():
+    from dash import html
+
+    from loopline.dashboard.pages.connectors import describe
+
+    shown = " ".join(texts(html.Div(describe(default_registry().get("odoo"), "en"))))
+    assert "Reconciliation reads: odoo (state in sale, done)" in shown
+    shown = " ".join(texts(html.Div(describe(default_registry().get("flatcrm"), "zh-CN"))))
+    assert "对账读取: 无" in shown
+
+
 def test_the_mapping_table_names_the_crm_paths():
     rows = dict(mapping_rows(default_registry().get("flatcrm")))
     assert rows["order.id"] == "deal_id" and rows["order.lines[].qty"] == "items[].quantity"
