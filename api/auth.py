@@ -1,8 +1,11 @@
 """Who is calling: bearer tokens for the API, a per-sign-in session for browsers and kiosks.
 
 Roles: ``admin`` (the API token) may change things; ``display`` (the display token, for
-wall screens) may only read; ``production_manager``, ``purchasing`` and ``sales`` (optional
-tokens) read everything and may do what each route allows them (``api.deps.require_roles``).
+wall screens) may only read; ``production_manager`` and ``purchasing`` (optional tokens)
+read everything and may do what each route allows them (``api.deps.require_roles``).
+The optional shared ``sales`` token names no person, so it owns no customers: it sees no
+order (``NO_ORDERS``) and may only quote. A sales rep signs in as themself (password or
+OIDC) or uses a personal API key, and sees their own customers' orders.
 
 A page opened with ``?token=<token>`` signs that browser in: the token is traded for a new
 session (a record in SQL, ``models.web_sessions``) whose random secret goes to the browser
@@ -69,6 +72,10 @@ PRODUCTION_MANAGER = "production_manager"
 PURCHASING = "purchasing"
 SALES = "sales"
 ROLES = (ADMIN, DISPLAY, PRODUCTION_MANAGER, PURCHASING, SALES)
+# The scope of a shared sales token: no customers and no reps, so no order, work order,
+# plan row, alert, change, task or notification about an order (404 as for one that does
+# not exist, on every route, stream and screen). Sales data is per person (issue 11).
+NO_ORDERS = OrderScope()
 
 
 @dataclass(frozen=True)
@@ -100,6 +107,14 @@ class Principal:
     def sees(self, *, customer_id: str | None, sales_rep: str | None) -> bool:
         """Whether an order of this customer and rep is the caller's to see."""
         return self.scope is None or self.scope.allows(customer_id=customer_id, sales_rep=sales_rep)
+
+
+def role_principal(role: str, *, name: str | None = None, session: str | None = None) -> Principal:
+    """The principal a shared role token (or a browser signed in with one) acts as: every
+    order for the factory's roles, none for ``sales`` (``NO_ORDERS``)."""
+    return Principal(
+        name or role, role, session=session, scope=NO_ORDERS if role == SALES else None
+    )
 
 
 def user_principal(user: User, *, session: str | None = None) -> Principal:
@@ -155,7 +170,7 @@ class Tokens:
             return None
         for role, known in self._by_role.items():
             if hmac.compare_digest(token.encode(), known.encode()):
-                return Principal(role, role)
+                return role_principal(role)
         return None
 
     def fingerprint(self, token: str) -> str:
@@ -307,7 +322,7 @@ class BrowserSessions:
         if record.user_id is None:
             current = self.tokens.current_fingerprint(record.role) or ""
             if hmac.compare_digest(record.token_fingerprint, current):
-                return Principal(record.principal, record.role, session=sid)
+                return role_principal(record.role, name=record.principal, session=sid)
             return None
         user = session.get(User, record.user_id)
         if user is None or not user.active:

@@ -102,8 +102,17 @@ WriterDep = Annotated[Principal, Depends(require_roles())]  # admin only
 
 
 def get_visible(session: SessionDep, principal: PrincipalDep) -> Visible | None:
-    """The orders and work orders the caller may see (None: every one)."""
-    return visible(session, principal.scope)
+    """The orders and work orders the caller may see (None: every one).
+
+    The read's transaction is ended here, so a route may still open its own with
+    ``session.begin()`` (a scoped caller's writes crashed with "a transaction is already
+    begun" before)."""
+    if principal.scope is None:
+        return None
+    try:
+        return visible(session, principal.scope)
+    finally:
+        session.rollback()  # only ids were read
 
 
 VisibleDep = Annotated[Visible | None, Depends(get_visible)]

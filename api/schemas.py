@@ -148,8 +148,8 @@ class ChangeView(_View):
 
 
 class QuoteSlip(_View):
-    order_id: str | None
-    work_order: str
+    order_id: str | None = Field(description="null: an order the caller may not see")
+    work_order: str | None = Field(description="null: an order the caller may not see")
     slip_h: float
     old_end: str | None = Field(description="ISO 8601, UTC")
     new_end: str | None = Field(description="ISO 8601, UTC")
@@ -276,12 +276,18 @@ class LineKpiView(_View):
     performance: float | None = Field(description="percent; null until measured")
     quality: float | None = Field(description="percent good of good and scrap")
     oee: float | None = Field(description="percent; null until the OEE source measures it")
-    trend: list[KpiPoint] = Field(description="weekly values of the report's oee.measure")
+    shifts: int = Field(
+        description="stored shifts (models/oee.py) the figures are summed over; 0: no shift "
+        "stored in the period, so availability and quality come from the records"
+    )
+    trend: list[KpiPoint] = Field(
+        description="weekly values of the report's oee.measure; count: the week's stored shifts"
+    )
 
 
 class OeeView(_View):
     measure: str = Field(description="oee, or availability while OEE is not measured")
-    source: str
+    source: str = Field(description="shifts: the stored OEE per line and shift")
     lines: list[LineKpiView]
 
 

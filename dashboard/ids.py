@@ -126,6 +126,14 @@ TASK = "task"  # dict ids, key "task"
 TASK_SCORE = "task-score"
 TASK_NOTE = "task-note"
 TASK_DONE = "task-done"  # button: complete through the API
+# The person's notifications (in-app inbox) on /inbox.
+INBOX_NOTES = "inbox-notes"
+INBOX_NOTE_MSG = "inbox-note-msg"
+INBOX_NOTE_RESULT = "inbox-note-result"  # dcc.Store: what the last read or ack answered
+INBOX_READ_ALL = "inbox-read-all"  # button: mark every notification read
+NOTE = "note"  # dict ids, key "note" (the notification's id)
+NOTE_READ = "note-read"  # button: mark one read
+NOTE_ACK = "note-ack"  # button: acknowledge its alert (key "note": "<id>:<alert id>")
 
 
 def part(kind: str, key: str, entity_id: Any) -> dict[str, Any]:

@@ -4,10 +4,12 @@ screen has trends to show on its first run.
 Written straight into the records as the loop would have left them: each order with its
 lines, work orders (made on a line that can, with some scrap), the promise and the audit
 trail, its delivery, the sales rep's follow-ups (most done, with satisfaction scores;
-the latest still open in the inbox), line stops (resolved line-down alerts) and the
-purchase orders received meanwhile. Nothing here is owed to the CRM: it is history.
-Deliveries get better over the weeks (fewer late, shorter lead times), as a factory that
-started using Loopline would hope.
+the latest still open in the inbox), line stops (resolved line-down alerts), each line's
+OEE per shift (as the worker stores it: the stops as breakdowns, a few setups and small
+stops, the line running a little below its ideal rate, some scrap) and the purchase
+orders received meanwhile. Nothing here is owed to the CRM: it is history.
+Deliveries and OEE get better over the weeks (fewer late, shorter lead times, faster
+lines), as a factory that started using Loopline would hope.
 """
 
 from __future__ import annotations
@@ -19,7 +21,17 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from loopline.models.audit import record
+from loopline.models.downtime import load_tree
 from loopline.models.followup import CONFIRMATION, SATISFACTION, FollowupTask, OrderDelivery
+from loopline.models.oee import (
+    FINAL_AFTER_S,
+    Counts,
+    StopSpan,
+    compute_oee,
+    line_calendar,
+    shift_row,
+    shifts_between,
+)
 from loopline.models.orders import work_order_id
 from loopline.models.records import (
     Alert,
@@ -85,7 +97,8 @@ def backfill_history(
                 now=now,
                 rng=rng,
             )
-    _stops(session, lines, start=start, now=now, rng=rng)
+    stops = _stops(session, lines, start=start, now=now, rng=rng)
+    _shift_oee(session, lines, stops, start=start, now=now, rng=rng)
     _receipts(session, start=start, now=now, rng=rng)
     session.flush()
     return n
@@ -250,9 +263,11 @@ def _audit(
 
 def _stops(
     session: Session, lines: list[Line], *, start: datetime, now: datetime, rng: random.Random
-) -> None:
-    """A few resolved line stops per line (line-down alerts) over the weeks."""
+) -> list[tuple[str, datetime, datetime]]:
+    """A few resolved line stops per line (line-down alerts) over the weeks: (line, from,
+    to) of each."""
     n = 0
+    out: list[tuple[str, datetime, datetime]] = []
     for line in lines:
         for _ in range(rng.randint(3, 8)):
             opened = start + timedelta(
@@ -275,6 +290,60 @@ def _stops(
                     details={"line": line.id, "reason": reason, "history": True},
                 )
             )
+            out.append((line.id, opened, opened + timedelta(minutes=minutes)))
+    return out
+
+
+def _shift_oee(
+    session: Session,
+    lines: list[Line],
+    stops: list[tuple[str, datetime, datetime]],
+    *,
+    start: datetime,
+    now: datetime,
+    rng: random.Random,
+) -> None:
+    """Each line's OEE per shift over the weeks, stored final as the worker leaves a shift
+    that is over (only shifts over by ``FINAL_AFTER_S``: the worker owns the rest)."""
+    tree = load_tree(session)
+    done_by = now - timedelta(seconds=FINAL_AFTER_S)
+    span_s = max(1.0, (now - start).total_seconds())
+    rows = []
+    for line in lines:
+        down = [StopSpan(a, b, "breakdown") for lid, a, b in stops if lid == line.id]
+        cal = line_calendar(line, tree)
+        for shift in shifts_between(line.id, cal, tree, start, done_by):
+            if shift.start < start or shift.end > done_by or not shift.planned:
+                continue
+            progress = (shift.start - start).total_seconds() / span_s  # 0 oldest, 1 newest
+            lost = [s for s in down if s.start < shift.end and s.end > shift.start]
+            first = shift.planned[0][0]
+            if rng.random() < 0.5:  # a changeover early in the shift
+                setup = first + timedelta(minutes=rng.uniform(30, 90))
+                lost.append(StopSpan(setup, setup + timedelta(minutes=rng.uniform(5, 25)), "setup"))
+            for _ in range(rng.randint(0, 4)):
+                at = first + timedelta(minutes=rng.uniform(0, 400))
+                lost.append(
+                    StopSpan(at, at + timedelta(seconds=rng.uniform(30, 240)), "small_stop")
+                )
+            # Run time at the ideal rate: 78-88 % at first, 86-95 % by the last weeks.
+            planned_s = sum((b - a).total_seconds() for a, b in shift.planned)
+            run_s = max(
+                0.0,
+                planned_s - sum(_inside(s, shift.planned) for s in lost if s.loss != "small_stop"),
+            )
+            ideal_s = run_s * rng.uniform(0.78 + 0.08 * progress, 0.88 + 0.07 * progress)
+            units = int(ideal_s / 36)  # 100 units an hour at the ideal rate
+            scrap = int(units * rng.uniform(0.01, 0.04 - 0.015 * progress))
+            counts = Counts(units - scrap, scrap, min(scrap, rng.randint(0, 5)), ideal_s)
+            figures = compute_oee(shift.planned, lost, counts, until=shift.end)
+            rows.append(shift_row(shift, figures, now=now))
+    session.add_all(rows)  # new rows only: the history is written once
+
+
+def _inside(stop: StopSpan, spans: tuple[tuple[datetime, datetime], ...]) -> float:
+    """Seconds of ``stop`` inside ``spans``."""
+    return sum(max(0.0, (min(b, stop.end) - max(a, stop.start)).total_seconds()) for a, b in spans)
 
 
 def _receipts(session: Session, *, start: datetime, now: datetime, rng: random.Random) -> None:

@@ -15,10 +15,13 @@ the whole period and for each ISO week in it (Monday 00:00 UTC; the current week
   back from today's on-hand, adding back what was used since and taking out what was
   received since (Loopline keeps no stock history of its own). The figure is the mean
   over the materials used;
-* **OEE per line**, from a pluggable ``OeeSource``; the default measures what the records
-  allow: availability (calendar time less the time a line-down alert was active) and
-  quality (good over good and scrap of the work orders delivered), with performance and
-  OEE left unknown (None) until a source that measures them is plugged in;
+* **OEE per line**, from a pluggable ``OeeSource``; the default is the OEE the worker
+  stores per line and shift (``models/oee.py``: availability, performance, quality and
+  OEE), summed over the shifts that started in the window (time-weighted, not an average
+  of percentages). Where a line has no stored shift in a window, that window falls back
+  to what the records allow: availability (calendar time less the time a line-down alert
+  was active) and quality (good over good and scrap of the work orders delivered), with
+  performance and OEE unknown (None). Each line says how many shifts it was measured on;
 * **satisfaction**: the mean score (0-100) of the satisfaction follow-ups completed;
 * **open alerts**: those active at the end of each week, and by age now.
 """
@@ -31,13 +34,15 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Literal, Protocol, TypedDict, get_args
+from typing import Literal, NotRequired, Protocol, TypedDict, get_args
 
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
 from loopline.models.estimate import iso
 from loopline.models.followup import SATISFACTION, FollowupTask, OrderDelivery
+from loopline.models.oee import period_figures
+from loopline.models.oee_records import ShiftOee
 from loopline.models.records import (
     Alert,
     BomLine,
@@ -104,6 +109,8 @@ class LineMeasure(TypedDict):
     performance: float | None
     quality: float | None
     oee: float | None
+    # How many stored shifts it stands on (0 or absent: not measured from shifts).
+    shifts: NotRequired[int]
 
 
 class LineKpi(TypedDict):
@@ -113,7 +120,8 @@ class LineKpi(TypedDict):
     performance: float | None
     quality: float | None
     oee: float | None
-    trend: list[Point]  # of ``measure`` (the report's ``oee.measure``)
+    shifts: int  # stored shifts measured over the period (0: from the records only)
+    trend: list[Point]  # of ``measure``; ``count``: the week's stored shifts
 
 
 class OeeReport(TypedDict):
@@ -492,6 +500,59 @@ class AvailabilityFromRecords:
         return out
 
 
+class StoredShiftOee:
+    """The default OEE source: the OEE per line and shift the worker stores
+    (``models/oee.py``), over the shifts that started in each window, summed as
+    ``oee_for_line`` sums them; a line's window with no stored shift falls back to
+    ``fallback`` (availability and quality from the records)."""
+
+    name = "shifts"
+
+    def __init__(self, fallback: OeeSource | None = None) -> None:
+        self.fallback = fallback or AvailabilityFromRecords()
+
+    def __call__(self, session: Session, windows: Sequence[Window]) -> dict[str, list[LineMeasure]]:
+        if not windows:
+            return {}
+        first, last = min(w[0] for w in windows), max(w[1] for w in windows)
+        lines = list(session.scalars(select(Line.id).order_by(Line.id)))
+        shifts: dict[str, list[ShiftOee]] = defaultdict(list)
+        for row in session.scalars(
+            select(ShiftOee)
+            .where(ShiftOee.shift_start >= first, ShiftOee.shift_start < last)
+            .order_by(ShiftOee.line_id, ShiftOee.shift_start)
+        ):
+            shifts[row.line_id].append(row)
+        backup: dict[str, list[LineMeasure]] | None = None
+        out: dict[str, list[LineMeasure]] = {}
+        for line in sorted({*lines, *shifts}):
+            rows = shifts.get(line, [])
+            measures: list[LineMeasure] = []
+            for i, (start, end) in enumerate(windows):
+                inside = [r for r in rows if start <= r.shift_start < end]
+                figures = period_figures(inside)
+                if figures is None:
+                    if backup is None:  # read only when some window needs it
+                        backup = self.fallback(session, windows)
+                    m = (backup.get(line) or [_UNKNOWN] * len(windows))[i]
+                    measures.append({**m, "shifts": 0})
+                    continue
+                measures.append(
+                    {
+                        "availability": figures.availability,
+                        "performance": figures.performance,
+                        "quality": figures.quality,
+                        "oee": figures.oee,
+                        "shifts": len(inside),
+                    }
+                )
+            out[line] = measures
+        return out
+
+
+_UNKNOWN: LineMeasure = {"availability": None, "performance": None, "quality": None, "oee": None}
+
+
 def oee_report(session: Session, windows: Sequence[Window], source: OeeSource) -> OeeReport:
     """Each line's measures over the period and its trend (OEE when the source has it,
     else availability)."""
@@ -512,8 +573,13 @@ def oee_report(session: Session, windows: Sequence[Window], source: OeeSource) -
                 "performance": _pct(whole["performance"]),
                 "quality": _pct(whole["quality"]),
                 "oee": _pct(whole["oee"]),
+                "shifts": _shifts(whole),
                 "trend": [
-                    {"week": w[0].date().isoformat(), "value": _pct(m[measure]), "count": 1}
+                    {
+                        "week": w[0].date().isoformat(),
+                        "value": _pct(m[measure]),
+                        "count": _shifts(m),
+                    }
                     for w, m in zip(windows, ms[:-1], strict=True)
                 ],
             }
@@ -521,14 +587,18 @@ def oee_report(session: Session, windows: Sequence[Window], source: OeeSource) -
     return {"measure": measure, "source": source.name, "lines": lines}
 
 
+def _shifts(m: LineMeasure) -> int:
+    """How many stored shifts a measure stands on (0: a source that does not say)."""
+    return m.get("shifts", 0)
+
+
 def _pct(share_: float | None) -> float | None:
     return None if share_ is None else round(100.0 * share_, 1)
 
 
 # -- the report --------------------------------------------------------------------------
-# The OEE source every reader uses (one code path for the screen and the API); a source
-# that measures performance plugs in here.
-OEE_SOURCE: OeeSource = AvailabilityFromRecords()
+# The OEE source every reader uses (one code path for the screen and the API).
+OEE_SOURCE: OeeSource = StoredShiftOee()
 
 
 def kpi_report(

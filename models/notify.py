@@ -17,12 +17,12 @@ import logging
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Any, TypedDict
 
 from sqlalchemy import and_, exists, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from loopline.models.clock import utcnow
+from loopline.models.clock import iso, utcnow
 from loopline.models.notify_records import AlertEscalation, Notification, NotifyCursor
 from loopline.models.notify_rules import (
     INBOX,
@@ -35,12 +35,16 @@ from loopline.models.notify_rules import (
 )
 from loopline.models.notify_text import text
 from loopline.models.records import Alert, AuditEntry, Order
+from loopline.models.scope import Visible, visible
+from loopline.models.users import OrderScope
 
 log = logging.getLogger("loopline.notify")
 
 # Alert kinds that have an event of their own; others are the generic "alert" event.
 ALERT_EVENTS = {"line_down", "order_at_risk", "crm_unreachable"}
 AUDIT_CURSOR = "audit"
+# The live change announcing an inbox entry written or read (``{"address": ...}``).
+NOTIFICATION_ENTITY = "notification"
 # Audit entries newer than this are read again next sweep: a transaction that began
 # earlier may still commit an entry with a lower id (the event key keeps it told once).
 AUDIT_SETTLE_S = 120.0
@@ -472,6 +476,38 @@ def apply_rules(
 
 
 # -- the inbox ------------------------------------------------------------------------------
+def inbox_addresses(
+    name: str, roles: Sequence[str], *, person: str | None = None
+) -> tuple[list[str], bool]:
+    """The inbox addresses a caller reads (their name, and ``role:x`` for each role), and
+    whether that is every inbox: an admin reads all, or one ``person``'s."""
+    if "admin" in roles:
+        return ([person], False) if person else ([], True)
+    return [name, *(f"role:{role}" for role in roles)], False
+
+
+def in_scope(row: Notification, vis: Visible | None) -> bool:
+    """Whether a person limited to some customers may read this entry: an entry about
+    another customer's order (an order at risk told to ``role:sales``) is not theirs."""
+    details = row.details
+    if vis is None or not isinstance(details, dict):
+        return True
+    # Its text may name other orders too: the order a change was for, the orders it
+    # would break. An entry naming any order out of scope is left out whole.
+    named = [details.get("for_order"), *(details.get("impact_orders") or [])]
+    if any(o is not None and o not in vis.orders for o in named):
+        return False
+    return vis.row_ok(details)
+
+
+def told_of_alert(session: Session, *, alert_id: int, addresses: Sequence[str]) -> bool:
+    """Whether any of these inboxes was told of the alert (its recipients may ack it)."""
+    where = (
+        Notification.channel == INBOX,
+        Notification.alert_id == alert_id,
+        Notification.address.in_(list(addresses)),
+    )
+    return bool(session.scalar(select(exists().where(*where))))
 
 
 def inbox(
@@ -518,6 +554,75 @@ def mark_read(
         q = q.where(Notification.id.in_(list(ids)))
     result = session.execute(q.values(read_at=now or utcnow()))
     return int(getattr(result, "rowcount", 0) or 0)
+
+
+class InboxEntry(TypedDict):
+    """One entry of a person's inbox as the /inbox screen shows it."""
+
+    id: int
+    event: str
+    severity: str
+    title: str
+    body: str
+    created_at: str | None
+    read: bool
+    recipient: str
+    order: str | None
+    alert_id: int | None
+    alert_status: str | None  # open | acked | resolved (None: no alert behind it)
+    level: int | None  # the alert's escalation level
+
+
+def person_inbox(
+    session: Session,
+    *,
+    name: str,
+    roles: Sequence[str],
+    scope: OrderScope | None,
+    limit: int = 50,
+) -> tuple[list[InboxEntry], bool]:
+    """A person's newest inbox entries that their scope lets them read (as
+    ``GET /api/v1/notifications`` reads them), with the state of the alert behind each;
+    and whether that is every inbox (an admin). The /inbox screen reads this."""
+    addresses, everyone = inbox_addresses(name, roles)
+    rows = inbox(session, addresses=addresses, everyone=everyone, limit=limit)
+    vis = visible(session, scope)
+    rows = [r for r in rows if in_scope(r, vis)]
+    alert_ids = sorted({r.alert_id for r in rows if r.alert_id is not None})
+    status: dict[int, str] = {}
+    level: dict[int, int] = {}
+    if alert_ids:
+        status = dict(
+            session.execute(select(Alert.id, Alert.status).where(Alert.id.in_(alert_ids))).all()
+        )
+        level = dict(
+            session.execute(
+                select(AlertEscalation.alert_id, AlertEscalation.level).where(
+                    AlertEscalation.alert_id.in_(alert_ids)
+                )
+            ).all()
+        )
+    notes: list[InboxEntry] = []
+    for r in rows:
+        details = r.details if isinstance(r.details, dict) else {}
+        order = details.get("order") or details.get("order_id")
+        notes.append(
+            {
+                "id": r.id,
+                "event": r.event,
+                "severity": r.severity,
+                "title": r.title,
+                "body": r.body,
+                "created_at": iso(r.created_at),
+                "read": r.read_at is not None,
+                "recipient": r.recipient,
+                "order": str(order) if order else None,
+                "alert_id": r.alert_id,
+                "alert_status": status.get(r.alert_id) if r.alert_id is not None else None,
+                "level": level.get(r.alert_id) if r.alert_id is not None else None,
+            }
+        )
+    return notes, everyone
 
 
 def notification_view(row: Notification) -> dict[str, Any]:

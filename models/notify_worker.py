@@ -16,7 +16,12 @@ from loopline.models.db import transaction
 from loopline.models.escalation import escalate
 from loopline.models.live import Change, LiveState
 from loopline.models.loop import KeptLock
-from loopline.models.notify import alert_events, apply_rules, audit_events
+from loopline.models.notify import (
+    NOTIFICATION_ENTITY,
+    alert_events,
+    apply_rules,
+    audit_events,
+)
 from loopline.models.notify_records import Notification
 from loopline.models.notify_relay import NotificationRelay
 from loopline.models.notify_rules import INBOX, Directory, NotifyConfig
@@ -95,7 +100,10 @@ class Notifier:
             try:
                 self.live.announce(
                     Change(
-                        "notification", str(row_id), {}, {"address": address, "severity": severity}
+                        NOTIFICATION_ENTITY,
+                        str(row_id),
+                        {},
+                        {"address": address, "severity": severity},
                     )
                 )
             except Exception:  # the inbox has it; a screen sees it on its next read

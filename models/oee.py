@@ -358,6 +358,11 @@ def store_shift(session: Session, shift: Shift, figures: OeeFigures, *, now: dat
     return _fill(row, shift, figures, now=now)
 
 
+def shift_row(shift: Shift, figures: OeeFigures, *, now: datetime) -> ShiftOee:
+    """A new row of a shift's figures, not yet added (a backfill adds many at once)."""
+    return _fill(ShiftOee(line_id=shift.line, shift_start=shift.start), shift, figures, now=now)
+
+
 def _fill(row: ShiftOee, shift: Shift, figures: OeeFigures, *, now: datetime) -> ShiftOee:
     row.shift_end = shift.end
     row.shift_name = shift.name
@@ -606,6 +611,15 @@ def oee_for_line(
             )
         )
     )
+    figures = period_figures(rows)
+    if figures is None:
+        return None
+    return PeriodOee(line_id, start, end, len(rows), figures)
+
+
+def period_figures(rows: Sequence[ShiftOee]) -> OeeFigures | None:
+    """The OEE of several stored shifts together (None for none): recomputed from their
+    sums, one planned span of the total length with the stops as lost time."""
     if not rows:
         return None
     planned_s = sum(r.planned_s for r in rows)
@@ -613,7 +627,6 @@ def oee_for_line(
     good = sum(r.good for r in rows)
     scrap = sum(r.scrap for r in rows)
     startup = sum(int(r.losses.get("startup_reject", 0)) for r in rows)
-    # Recompute from the sums: one planned span of the total length, the stops as lost time.
     base = datetime(2000, 1, 1, tzinfo=UTC)
     planned = [(base, base + timedelta(seconds=planned_s))]
     stops = []
@@ -627,10 +640,7 @@ def oee_for_line(
         seconds = sum(float(r.losses.get(key, 0.0)) for r in rows)
         stops.append(StopSpan(cursor, cursor + timedelta(seconds=seconds), loss))
         cursor += timedelta(seconds=seconds)
-    figures = compute_oee(
-        planned, stops, Counts(good, scrap, startup, ideal_s), until=planned[0][1]
-    )
-    return PeriodOee(line_id, start, end, len(rows), figures)
+    return compute_oee(planned, stops, Counts(good, scrap, startup, ideal_s), until=planned[0][1])
 
 
 def _iso(value: datetime) -> str:

@@ -42,9 +42,16 @@ def test_every_kpi_has_a_trend_over_the_backfilled_weeks(demo_sessions, live):
         assert len(measured) >= HISTORY_WEEKS - 2, kpi["key"]
     on_time = [p["value"] for p in report["kpis"][0]["trend"] if p["value"] is not None]
     assert sum(on_time[-4:]) / 4 > sum(on_time[:4]) / 4  # the factory got better
+    # OEE per line from the shifts the history stored (models/oee.py), week by week.
+    assert report["oee"]["measure"] == "oee" and report["oee"]["source"] == "shifts"
     for line in report["oee"]["lines"]:
         assert line["availability"] is not None and 90 < line["availability"] < 100
         assert line["quality"] is not None and line["quality"] > 95
+        assert line["performance"] is not None and 75 < line["performance"] < 96
+        assert line["oee"] is not None and line["shifts"] >= 4 * HISTORY_WEEKS  # working days
+        oee = [p["value"] for p in line["trend"] if p["value"] is not None]
+        assert len(oee) >= HISTORY_WEEKS - 1, line["line"]
+        assert sum(oee[-4:]) / 4 > sum(oee[:4]) / 4, line["line"]  # the lines got faster
     with demo_sessions() as s:
         # The inbox has the latest follow-ups still open.
         open_kinds = {t["kind"] for t in list_tasks(s)}

@@ -7,15 +7,17 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, HTTPException
 from pydantic import BaseModel, ConfigDict, Field
 
-from loopline.api.deps import LiveDep, SessionDep, VisibleDep, WriterDep
+from loopline.api.auth import ADMIN, DISPLAY, Principal
+from loopline.api.deps import LiveDep, PrincipalDep, SessionDep, VisibleDep, WriterDep
 from loopline.api.errors import RowId, error_responses
 from loopline.api.schemas import AlertView
 from loopline.models.alerts import ack_alert, alert_view, list_alerts
 from loopline.models.clock import iso, utcnow
 from loopline.models.escalation import AlertClosed, escalation_view, resolve, snooze, stop
+from loopline.models.notify import inbox_addresses, told_of_alert
 from loopline.models.notify_records import AlertEscalation
 from loopline.models.records import Alert
-from loopline.models.scope import alert_ok
+from loopline.models.scope import Visible, alert_ok
 from loopline.models.watch import mirror_alerts
 
 router = APIRouter(prefix="/alerts", tags=["alerts"], responses=error_responses(401))
@@ -57,7 +59,13 @@ def alerts(session: SessionDep, vis: VisibleDep, all: bool = False) -> list[dict
     response_model=AlertView,
     responses=error_responses(403, 404),
 )
-def ack(alert_id: RowId, session: SessionDep, live: LiveDep, who: WriterDep) -> dict[str, Any]:
+def ack(
+    alert_id: RowId, session: SessionDep, live: LiveDep, who: PrincipalDep, vis: VisibleDep
+) -> dict[str, Any]:
+    """The admin, or a person whose inbox was told of the alert (its escalation reached
+    them: a line lead, the production manager), acknowledges it."""
+    if ADMIN not in who.roles:
+        _may_ack(session, who, vis, alert_id)
     with session.begin():
         alert = ack_alert(session, alert_id=alert_id, actor=who.name)
         if alert is None:
@@ -68,6 +76,27 @@ def ack(alert_id: RowId, session: SessionDep, live: LiveDep, who: WriterDep) -> 
         session.flush()
         mirror_alerts(session, live)
         return _view(session, alert)
+
+
+def _may_ack(session: SessionDep, who: Principal, vis: Visible | None, alert_id: int) -> None:
+    """403 for a read-only wall screen; 404 for an alert the caller may not see (as for
+    none); 403 unless they were told of it."""
+    refused = HTTPException(
+        403,
+        detail="only the admin or a person told of this alert in their inbox may acknowledge it",
+    )
+    if set(who.roles) <= {DISPLAY}:
+        raise refused
+    try:
+        alert = session.get(Alert, alert_id)
+        if alert is None or not alert_ok(alert_view(alert), vis):
+            raise HTTPException(404, detail=f"no alert {alert_id}")
+        addresses, _ = inbox_addresses(who.name, who.roles)
+        told = told_of_alert(session, alert_id=alert_id, addresses=addresses)
+    finally:
+        session.rollback()  # only read: the route opens its own transaction
+    if not told:
+        raise refused
 
 
 @router.post(

@@ -332,7 +332,10 @@ class KpiStream(RecordsStream):
         self.lines: list[str] | None = shown.get("lines") if "sigs" in shown else None
 
     def wants(self, change: Change) -> bool:
-        """A delivery, a follow-up done, an alert opened, acknowledged or closed."""
+        """A delivery, a follow-up done, an alert opened, acknowledged or closed, or a
+        line's shift OEE recomputed (the worker stores it, models/oee.py)."""
+        if change.entity == "line":
+            return "oee" in change.new and change.new.get("oee") != change.old.get("oee")
         return change.entity in WANTED
 
     def reading(self) -> tuple[Any, Callable[[], Any]]:

@@ -155,7 +155,8 @@ def test_quote_input_errors_name_the_field(stack):
 def test_quote_names_the_orders_that_would_slip(stack):
     seed_victim(stack)
     body = {"sku": "P2", "qty": BIG, "requested_date": "2026-12-01", "priority": "rush"}
-    resp = httpx.post(f"{stack.url}/api/v1/quotes", headers=bearer(SALES), json=body)
+    # The production manager sees every order's name; the shared sales token, nobody's.
+    resp = httpx.post(f"{stack.url}/api/v1/quotes", headers=bearer(MANAGER), json=body)
     assert resp.status_code == 200, resp.text
     quote = resp.json()
     assert {k: quote[k] for k in ("sku", "qty", "requested_date", "priority")} == body
@@ -166,6 +167,8 @@ def test_quote_names_the_orders_that_would_slip(stack):
     assert slipped["SO-V"]["work_order"] == "WO-V-1" and slipped["SO-V"]["breaks_promise"]
     assert slipped["SO-V"]["promised_date"] == "2026-12-02" and slipped["SO-V"]["slip_h"] > 0
     assert "SO-A" not in slipped  # running work stays first
+    shared = httpx.post(f"{stack.url}/api/v1/quotes", headers=bearer(SALES), json=body).json()
+    assert [s["order_id"] for s in shared["prioritized"]["slips"]] == [None] * len(slipped)
 
 
 def test_a_change_that_breaks_a_promise_waits_for_a_manager(stack, crm):

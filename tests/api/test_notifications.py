@@ -75,8 +75,8 @@ def _alert(stack, key: str, kind: str, severity: str, role: str = "production") 
 def test_inbox_per_caller_and_mark_read(stack):
     notifier = build_notifier(stack.runtime)
     assert notifier is not None
-    _alert(stack, "crm_unreachable", "crm_unreachable", "critical")
-    _alert(stack, "quote_overdue:Q-1", "quote_overdue", "warning", role="sales")
+    crm = _alert(stack, "crm_unreachable", "crm_unreachable", "critical")
+    quote = _alert(stack, "quote_overdue:Q-1", "quote_overdue", "warning", role="sales")
     result = notifier.sweep()
     assert result is not None and result.escalation_steps == 1
     every = stack.get("/api/v1/notifications").json()
@@ -96,6 +96,12 @@ def test_inbox_per_caller_and_mark_read(stack):
     assert stack.get("/api/v1/notifications", params={"person": "li", "unread": True}).json() == []
     answer = httpx.post(f"{stack.url}/api/v1/notifications/read-all", headers=sales)
     assert answer.json() == {"marked": 1}
+    # Whoever was told of an alert may acknowledge it; not one they were not told of.
+    answer = httpx.post(f"{stack.url}/api/v1/alerts/{crm}/ack", headers=sales)
+    assert answer.status_code == 403 and "told" in answer.json()["detail"]
+    answer = httpx.post(f"{stack.url}/api/v1/alerts/{quote}/ack", headers=sales)
+    assert answer.status_code == 200 and answer.json()["status"] == "acked"
+    assert answer.json()["acked_by"] == "sales"
 
 
 def test_snooze_resolve_with_reason_and_ack_over_http(stack):

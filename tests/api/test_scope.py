@@ -27,7 +27,7 @@ from loopline.models.records import Customer, PendingChange
 from loopline.models.users import add_user, create_key
 from loopline.runtime import api_context
 from tests.factories import order_event
-from tests.stack import API_TOKEN, run_async, wait_until
+from tests.stack import API_TOKEN, run_async, start_stack, wait_until
 
 FOREIGN = "SO-7101"  # Acme's order (customer C-1, rep zhang.wei): not the rep's
 MINE = "SO-7201"  # Globex's order (C-2, rep li.lei): the rep's
@@ -36,6 +36,9 @@ MISSING = "SO-7999"
 SECRETS = (FOREIGN, "WO-7101-1", "Acme", "zhang.wei")
 # Path parameters naming something that belongs to an order.
 SCOPED_PARAMS = {"order_id", "change_id", "alert_id", "task_id", "notification_id"}
+# The shared sales role token names no person: it owns no customer, so it sees no order.
+SALES_TOKEN = "test-shared-sales-token"
+EVERY_ORDER = (*SECRETS, MINE, "WO-7201-1", "Globex", "li.lei")
 QUOTE = {"sku": "P1", "qty": 50, "requested_date": (date.today() + timedelta(days=9)).isoformat()}
 
 
@@ -44,6 +47,22 @@ def globex_event(order_id: str, version: int = 1) -> dict[str, Any]:
     body["order"]["customer"] = {"id": "C-2", "name": "Globex"}
     body["order"]["sales_rep"] = "li.lei"
     return body
+
+
+@pytest.fixture(scope="module")
+def api_stack(postgres_server, postgres_cluster, redis_server):
+    """The API stack of tests/api/conftest.py, with a shared sales token configured."""
+    name = postgres_cluster.create_database()
+    stack = start_stack(
+        database_url=postgres_cluster.url_for(name),
+        redis_url=redis_server,
+        mqtt_url=None,
+        crm_url=None,
+        max_body_bytes=4096,
+        sales_token=SALES_TOKEN,
+    )
+    yield stack
+    stack.stop()
 
 
 @pytest.fixture(scope="module")
@@ -121,6 +140,7 @@ def world(api_stack):
         "stack": api_stack,
         "rep": {"Authorization": f"Bearer {rep_key}"},
         "other": {"Authorization": f"Bearer {other_key}"},
+        "shared": {"Authorization": f"Bearer {SALES_TOKEN}"},
         "ids": ids,
     }
 
@@ -146,8 +166,13 @@ def _params(ids: dict[str, Any]) -> dict[str, tuple[str, str]]:
     }
 
 
-def test_every_route_as_a_rep_of_another_customer(world):
-    stack, rep, ids = world["stack"], world["rep"], world["ids"]
+@pytest.mark.parametrize(
+    ("caller", "secrets"), [("rep", SECRETS), ("shared", EVERY_ORDER)], ids=["rep", "shared-token"]
+)
+def test_every_route_as_a_rep_of_another_customer(world, caller, secrets):
+    """As a rep of another customer, and as the shared sales token (which is nobody's rep:
+    no order at all is its to see)."""
+    stack, rep, ids = world["stack"], world[caller], world["ids"]
     app = create_app(api_context(stack.runtime), with_dashboard=False)
     params = _params(ids)
     tried: list[str] = []
@@ -177,8 +202,10 @@ def test_every_route_as_a_rep_of_another_customer(world):
                 text = resp.text
                 for n in names:
                     text = text.replace(params[n][which], f"<{n}>")
-                leaked = [s for s in SECRETS if s in text]
+                leaked = [s for s in secrets if s in text]
                 assert not leaked, f"{method} {path} shows {leaked}: {resp.text[:300]}"
+                # A refusal, never a crash (a 500 answers alike for anyone's and nobody's).
+                assert resp.status_code < 500, f"{method} {path}: {resp.text[:300]}"
                 answers.append((resp.status_code, text))
             if SCOPED_PARAMS & set(names):
                 # Someone else's order, change or alert answers like one that does not exist.
@@ -213,6 +240,32 @@ def test_the_rep_sees_their_own_and_the_admin_everything(world):
     assert [o["id"] for o in other] == [FOREIGN]
 
 
+def test_the_shared_sales_token_sees_no_order_but_may_quote(world):
+    stack, shared = world["stack"], world["shared"]
+    assert httpx.get(f"{stack.url}/api/v1/orders", headers=shared, timeout=10).json() == []
+    for order_id in (MINE, FOREIGN):
+        answer = httpx.get(f"{stack.url}/api/v1/orders/{order_id}", headers=shared, timeout=10)
+        assert answer.status_code == 404, answer.text
+    plan = httpx.get(f"{stack.url}/api/v1/plan", headers=shared, timeout=10).json()
+    assert plan["assignments"] == []
+    lines = httpx.get(f"{stack.url}/api/v1/lines", headers=shared, timeout=10).json()
+    assert lines and all(ln["queue"] == [] for ln in lines)
+    for path in ("/api/v1/alerts", "/api/v1/changes", "/api/v1/tasks", "/api/v1/notifications"):
+        text = httpx.get(f"{stack.url}{path}", headers=shared, timeout=10).text
+        assert not [s for s in EVERY_ORDER if s in text], (path, text[:300])
+    # It still quotes (the role's one right), learning how much would slip, not whose.
+    quote = httpx.post(f"{stack.url}/api/v1/quotes", headers=shared, json=QUOTE, timeout=60)
+    assert quote.status_code == 200, quote.text
+    assert not [s for s in EVERY_ORDER if s in quote.text]
+    # The same token on a screen (a kiosk sign-in) is as blind: the /orders page lists none.
+    with httpx.Client(base_url=stack.url, timeout=30) as browser:
+        assert browser.get(f"/orders?token={SALES_TOKEN}").status_code == 303
+        api = browser.get("/api/v1/orders", headers={"X-Requested-By": "loopline"})
+        assert api.status_code == 200 and api.json() == []
+    # The admin sees both: the checks above could fail.
+    assert {o["id"] for o in stack.get("/api/v1/orders").json()} >= {MINE, FOREIGN}
+
+
 def test_the_live_stream_carries_only_the_reps_orders(world):
     stack, rep = world["stack"], world["rep"]
     ws_url = stack.url.replace("http", "ws") + "/api/v1/stream"
@@ -238,6 +291,8 @@ def test_the_live_stream_carries_only_the_reps_orders(world):
     assert not [s for s in SECRETS if s in text], [c for c in seen if FOREIGN in json.dumps(c)]
     admin = run_async(listen({"Authorization": f"Bearer {API_TOKEN}"}, 6.0))
     assert FOREIGN in json.dumps(admin)  # the same changes, unscoped
+    shared = json.dumps(run_async(listen(world["shared"], 6.0)))
+    assert not [s for s in EVERY_ORDER if s in shared], "the shared sales token sees no order"
 
 
 _version = {"n": 1}

@@ -20,6 +20,9 @@ pytestmark = pytest.mark.browser
 FOREIGN, MINE = "SO-9101", "SO-9201"
 SECRETS = (FOREIGN, "WO-9101-1", "Acme", "zhang.wei")
 PASSWORD = "correct horse battery staple"
+# The shared sales role token: nobody's rep, so no order at all is its to see.
+SALES_TOKEN = "test-shared-sales-token"
+EVERY_ORDER = (*SECRETS, MINE, "WO-9201-1", "Globex", "li.lei")
 LOAD_TIMEOUT_MS = 15_000
 # Every screen, and what marks it as drawn (its live stream's first heartbeat, or content).
 SCREENS = {
@@ -42,7 +45,11 @@ def globex(order_id: str, version: int = 1) -> dict:  # type: ignore[type-arg]
 @pytest.fixture
 def scoped_stack(postgres_url, redis_server):
     stack = start_stack(
-        database_url=postgres_url, redis_url=redis_server, mqtt_url=None, crm_url=None
+        database_url=postgres_url,
+        redis_url=redis_server,
+        mqtt_url=None,
+        crm_url=None,
+        sales_token=SALES_TOKEN,
     )
     with transaction(stack.runtime.sessions) as s:
         s.add(Customer(id="C-2", name="Globex", importance=1))
@@ -108,3 +115,33 @@ def test_a_rep_sees_only_their_customers_orders_on_every_screen(
         admin.locator("body").filter(has_text=FOREIGN).wait_for(timeout=LOAD_TIMEOUT_MS)
     finally:
         admin.context.close()
+
+
+def test_the_shared_sales_token_sees_no_order_on_any_screen(
+    scoped_stack, browser, artifacts_dir: Path
+):
+    page = browser.new_context(viewport={"width": 390, "height": 844}).new_page()
+    try:
+        page.goto(f"{scoped_stack.url}/orders?token={SALES_TOKEN}", wait_until="load")
+        for path, ready in {**SCREENS, "/inbox": "#inbox-heartbeat[title]"}.items():
+            page.goto(f"{scoped_stack.url}{path}", wait_until="load")
+            page.wait_for_selector(ready, timeout=LOAD_TIMEOUT_MS, state="attached")
+            page.wait_for_timeout(500)
+            text = page.inner_text("body")
+            leaked = [s for s in EVERY_ORDER if s in text]
+            assert not leaked, f"{path} shows {leaked}"
+        page.goto(f"{scoped_stack.url}/orders/{MINE}", wait_until="load")
+        page.locator("body").filter(has_text=f"No order {MINE}").wait_for(
+            timeout=LOAD_TIMEOUT_MS
+        )  # as for one that does not exist: the page repeats what was asked, nothing else
+        text = page.inner_text("body").replace(f"No order {MINE}", "")
+        assert not [s for s in EVERY_ORDER if s in text], text
+        page.goto(f"{scoped_stack.url}/board", wait_until="load")
+        page.wait_for_selector(SCREENS["/board"], timeout=LOAD_TIMEOUT_MS, state="attached")
+        assert scoped_stack.send_crm(globex(MINE, version=3), "b-5").status_code == 202
+        page.wait_for_timeout(3000)
+        text = page.inner_text("body")
+        assert not [s for s in EVERY_ORDER if s in text]
+        page.screenshot(path=str(artifacts_dir / "scope-board-shared-sales.png"), full_page=True)
+    finally:
+        page.context.close()
