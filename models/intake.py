@@ -16,18 +16,35 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 from sqlalchemy import exists, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from loopline.models.approvals import Gate, GateResult, apply_gated, impact_of, planned_ends
+from loopline.models.audit import record
 from loopline.models.db import transaction
 from loopline.models.events import OrderCancelled, OrderUpserted, parse_crm_event
-from loopline.models.orders import UnknownProduct, check_products, high_water, record_stale
+from loopline.models.orders import (
+    UnknownProduct,
+    check_products,
+    high_water,
+    record_stale,
+    work_order_id,
+)
 from loopline.models.planning import ProblemError
-from loopline.models.records import DeadLetter, InboxEvent, Order
+from loopline.models.records import (
+    Customer,
+    DeadLetter,
+    InboxEvent,
+    Order,
+    OrderLine,
+    OrderTombstone,
+    PendingChange,
+    Product,
+    WorkOrder,
+)
 
 log = logging.getLogger("loopline.intake")
 
@@ -35,7 +52,7 @@ Receipt = Literal["accepted", "stale", "duplicate"]
 RECEIVED = "received"
 # Orders applied in one round before the worker replans (together, at one or two preview
 # solves, unless they move someone past a promise: then one by one through the gate).
-INTAKE_BATCH_ORDERS = 50
+INTAKE_BATCH_ORDERS = 500
 # A received event that keeps failing to apply is given up (dead-lettered) after this.
 MAX_APPLY_ATTEMPTS = 5
 
@@ -247,11 +264,24 @@ def _apply_together(
 
 
 def _apply_all(session: Session, winners: list[_Winner], actor: str) -> Intake:
-    """Apply each winner without the gate, in the caller's transaction."""
+    """Apply each winner without the gate, in the caller's transaction.
+
+    The round's rows are read and locked in a few queries first (``_Batch``); an event
+    that creates an order nothing is known of goes the short way (``_create``, no query of
+    its own, flushed with the others), any other through ``apply_crm_event`` as before.
+    """
     intake = Intake()
+    batch = _Batch.load(session, winners)
     for w in winners:
         intake.stale += _mark_superseded(session, w.older, w.order_id, w.version, actor)
-        result = _apply_one(session, w.inbox_id, None, actor)
+        inbox = batch.inbox.get(w.inbox_id)
+        event = batch.events.get(w.inbox_id)
+        if inbox is None:  # another applier got to it first
+            continue
+        if event is not None and batch.creates(event):
+            result: GateResult | None = _create(session, batch, inbox, event, actor)
+        else:
+            result = _apply_one(session, w.inbox_id, None, actor)
         if result is None:
             continue
         if result.outcome == "applied":
@@ -259,6 +289,116 @@ def _apply_all(session: Session, winners: list[_Winner], actor: str) -> Intake:
         else:
             intake.stale += 1
     return intake
+
+
+@dataclass
+class _Batch:
+    """What a round's events need to know, read (and the inbox rows locked) up front."""
+
+    inbox: dict[int, InboxEvent]  # the round's rows still received, locked
+    events: dict[int, OrderUpserted | OrderCancelled]  # their canonical events
+    known: set[str]  # order ids stored, tombstoned or with a pending change
+    skus: set[str]  # the products the factory knows (of those the events name)
+    customers: dict[str, Customer]
+
+    @classmethod
+    def load(cls, session: Session, winners: list[_Winner]) -> _Batch:
+        ids = [w.inbox_id for w in winners]
+        rows = session.scalars(
+            select(InboxEvent)
+            .where(InboxEvent.id.in_(ids), InboxEvent.outcome == RECEIVED)
+            .order_by(InboxEvent.id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        ).all()
+        inbox = {r.id: r for r in rows}
+        events: dict[int, OrderUpserted | OrderCancelled] = {}
+        for r in rows:
+            try:
+                events[r.id] = parse_crm_event(
+                    r.event if r.event is not None else json.loads(r.raw)
+                )
+            except Exception:  # noqa: BLE001 - the one-by-one path says what is wrong
+                continue
+        order_ids = [w.order_id for w in winners]
+        known = set(session.scalars(select(Order.id).where(Order.id.in_(order_ids))))
+        known |= set(
+            session.scalars(
+                select(OrderTombstone.order_id).where(OrderTombstone.order_id.in_(order_ids))
+            )
+        )
+        known |= set(
+            session.scalars(
+                select(PendingChange.order_id).where(
+                    PendingChange.order_id.in_(order_ids), PendingChange.status == "pending"
+                )
+            )
+        )
+        upserts = [e for e in events.values() if isinstance(e, OrderUpserted)]
+        wanted = {line.sku for e in upserts for line in e.order.lines}
+        skus = set(session.scalars(select(Product.sku).where(Product.sku.in_(wanted))))
+        customer_ids = {e.order.customer.id for e in upserts}
+        customers = {
+            c.id: c for c in session.scalars(select(Customer).where(Customer.id.in_(customer_ids)))
+        }
+        return cls(inbox, events, known, skus, customers)
+
+    def creates(self, event: OrderUpserted | OrderCancelled) -> bool:
+        """Whether the event simply creates an order of which nothing is known yet."""
+        return (
+            isinstance(event, OrderUpserted)
+            and event.order.id not in self.known
+            and event.order.status is None
+            and all(line.sku in self.skus for line in event.order.lines)
+        )
+
+
+def _create(
+    session: Session,
+    batch: _Batch,
+    inbox: InboxEvent,
+    event: OrderUpserted | OrderCancelled,
+    actor: str,
+) -> GateResult:
+    """What ``apply_crm_event`` does for an order created (``_Batch.creates``), without a
+    query of its own: the customer, the order, its lines, a work order per line, the audit
+    entry and the inbox row's outcome, all flushed with the round."""
+    assert isinstance(event, OrderUpserted)
+    o = event.order
+    customer = batch.customers.get(o.customer.id)
+    if customer is None:
+        customer = batch.customers[o.customer.id] = Customer(id=o.customer.id, name=o.customer.name)
+        session.add(customer)
+    elif customer.name != o.customer.name:
+        customer.name = o.customer.name
+    lines = [(i + 1, line.sku, line.qty) for i, line in enumerate(o.lines)]
+    order = Order(
+        id=o.id,
+        customer=customer,
+        version=o.version,
+        status="open",
+        priority=o.priority,
+        requested_date=o.requested_date,
+        sales_rep=o.sales_rep,
+        reported={},
+    )
+    order.lines = [OrderLine(line_no=n, sku=s, qty=q) for n, s, q in lines]
+    order.work_orders = [
+        WorkOrder(id=work_order_id(o.id, n), line_no=n, sku=s, qty=q) for n, s, q in lines
+    ]
+    session.add(order)
+    batch.known.add(o.id)
+    inbox.outcome = "applied"
+    changes: dict[str, Any] = {"created": True, "lines": [[s, q] for _, s, q in lines]}
+    record(
+        session,
+        actor=actor,
+        action="order.created",
+        entity="order",
+        entity_id=o.id,
+        details={"version": o.version, "webhook_id": inbox.webhook_id, "changes": changes},
+    )
+    return GateResult("applied", o.id, o.version, changes)
 
 
 def _slipped(

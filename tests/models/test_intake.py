@@ -174,3 +174,71 @@ def test_a_round_with_a_promise_breaker_parks_it_and_applies_the_rest(
         assert change.order_id == "SO-H" and change.impact[0]["order_id"] == "SO-V"
     outcomes = _outcomes(sessions)
     assert (outcomes["n1"], outcomes["n2"], outcomes["h1"]) == ("applied", "applied", "pending")
+
+
+def _written(sessions, prefix):
+    """What applying wrote for the orders ``SO-<prefix>*``, with the prefix taken out."""
+    from loopline.models.records import AuditEntry, WorkOrder
+
+    def plain(value):
+        text = json.dumps(value, default=str)
+        return json.loads(text.replace(f"SO-{prefix}", "SO-?").replace(f"WO-{prefix}", "WO-?"))
+
+    with sessions() as s:
+        like = f"SO-{prefix}%"
+        orders = [
+            (o.id, o.customer_id, o.version, o.status, o.priority, o.requested_date, o.sales_rep)
+            + ([(ln.line_no, ln.sku, ln.qty) for ln in o.lines],)
+            for o in s.scalars(select(Order).where(Order.id.like(like)).order_by(Order.id))
+        ]
+        wos = s.execute(
+            select(WorkOrder.id, WorkOrder.line_no, WorkOrder.sku, WorkOrder.qty, WorkOrder.status)
+            .where(WorkOrder.order_id.like(like))
+            .order_by(WorkOrder.id)
+        ).all()
+        audit = [
+            (a.actor, a.action, a.entity_id, {**a.details, "webhook_id": "-"})
+            for a in s.scalars(
+                select(AuditEntry).where(AuditEntry.entity_id.like(like)).order_by(AuditEntry.id)
+            )
+        ]
+        inbox = s.execute(
+            select(InboxEvent.order_id, InboxEvent.order_version, InboxEvent.outcome)
+            .where(InboxEvent.order_id.like(like))
+            .order_by(InboxEvent.id)
+        ).all()
+    return plain([orders, [list(w) for w in wos], audit, [list(i) for i in inbox]])
+
+
+def test_a_round_applied_together_writes_what_one_by_one_writes(sessions, live, monkeypatch):
+    # Why: a round applied together creates new orders without a query of their own; it
+    # must leave exactly what the order-by-order path leaves, beside events it cannot take
+    # that way (an update, a cancel never created, a superseded version).
+    def events(p):
+        return [
+            (order_event(f"SO-{p}1", 1, [("P1", 10)]), "1"),
+            (order_event(f"SO-{p}2", 3, [("P1", 5), ("P2", 7)], priority="high"), "2"),
+            (order_event(f"SO-{p}3", 1, [("P2", 1)]), "3a"),
+            (order_event(f"SO-{p}3", 2, [("P2", 2)]), "3b"),
+            (order_event(f"SO-{p}4", 2, event_type="order.cancelled"), "4"),
+            (order_event(f"SO-{p}0", 2, [("P1", 99)]), "0b"),  # an update (v1 applied below)
+        ]
+
+    created: list[int] = []
+    real_create = intake_module._create
+    monkeypatch.setattr(intake_module, "_create", lambda *a: created.append(1) or real_create(*a))
+    for p, together in (("A", False), ("B", True)):
+        _record(sessions, order_event(f"SO-{p}0", 1, [("P1", 1)]), f"{p}0a")
+        apply_received(sessions, gate=None)
+        for body, webhook_id in events(p):
+            assert _record(sessions, body, f"{p}{webhook_id}") == "accepted"
+        previews = _count_previews(monkeypatch)
+        created.clear()
+        done = apply_received(sessions, gate=_gate(live) if together else None)
+        assert len(previews) == (1 if together else 0)
+        assert len(created) == (3 if together else 0)  # SO-?1..3 the short way
+        assert sorted(r.order_id for r in done.applied) == [f"SO-{p}{n}" for n in range(5)]
+        assert done.stale == 1 and done.failed == 0
+    assert _written(sessions, "B") == _written(sessions, "A")
+    with sessions() as s:
+        assert s.get(Order, "SO-B2").work_orders[1].id == "WO-B2-2"
