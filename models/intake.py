@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -85,7 +87,17 @@ def record_received(
     version at or below the order's stored one is recorded as ``stale`` and changes
     nothing; the same ``webhook_id`` again is a ``duplicate`` (the unique key decides, so
     concurrent deliveries cannot both get in). Nothing here locks the order.
+
+    Calls made at the same time (concurrent webhooks in one process) share a transaction
+    (``_GroupCommit``); each returns only once its event is committed.
     """
+    item = _ToRecord(event, source, webhook_id, raw, actor, ref)
+    return _group_commit(sessions).record(item)
+
+
+def _record_one(sessions: sessionmaker[Session], item: _ToRecord) -> Recorded:
+    """``record_received`` of one event in a transaction of its own."""
+    event, source, webhook_id, raw, actor, ref = item.args()
     order_id, version = event.order.id, event.order.version
     try:
         with transaction(sessions) as session:
@@ -119,6 +131,187 @@ def record_received(
     except IntegrityError:  # the unique (source, webhook_id): a redelivery
         return Recorded("duplicate", order_id, version)
     return Recorded("stale" if stale else "accepted", order_id, version)
+
+
+# At most this many concurrent webhooks' events share one transaction.
+GROUP_COMMIT_MAX = 200
+
+
+class _ToRecord:
+    """One ``record_received`` call waiting for its transaction."""
+
+    def __init__(
+        self,
+        event: OrderUpserted | OrderCancelled,
+        source: str,
+        webhook_id: str,
+        raw: str,
+        actor: str,
+        ref: str | None,
+    ) -> None:
+        self.event, self.source, self.webhook_id = event, source, webhook_id
+        self.raw, self.actor, self.ref = raw, actor, ref
+        self.done = threading.Event()
+        self.lead = False  # woken to write the next group, not with a result
+        self.result: Recorded | None = None
+        self.error: BaseException | None = None
+
+    def args(self) -> tuple[OrderUpserted | OrderCancelled, str, str, str, str, str | None]:
+        return self.event, self.source, self.webhook_id, self.raw, self.actor, self.ref
+
+    def outcome(self) -> Recorded:
+        if self.error is not None:
+            raise self.error
+        assert self.result is not None
+        return self.result
+
+
+class _GroupCommit:
+    """Group commit for ``record_received``: concurrent calls (webhooks answered in
+    parallel threads) are written in one transaction instead of one each.
+
+    Why: on a loaded machine the receive path was its SQL round trips (products, the
+    stored order, the tombstone, the insert, the commit, a pool checkout), per event. The
+    first caller writes the waiting group (its own event among them); calls arriving
+    meanwhile wait for the next group, written by the first of them. A lone call is
+    written alone, as before. A group that fails as a whole (a row the database refuses)
+    is written again event by event, so one bad event fails only its own call.
+    """
+
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self.sessions = sessions
+        self._lock = threading.Lock()
+        self._waiting: list[_ToRecord] = []
+        self._writing = False
+
+    def record(self, item: _ToRecord) -> Recorded:
+        with self._lock:
+            self._waiting.append(item)
+            lead = not self._writing
+            self._writing = True
+        if not lead:
+            item.done.wait()
+            if not item.lead:
+                return item.outcome()
+        with self._lock:
+            group = self._waiting[:GROUP_COMMIT_MAX]
+            del self._waiting[:GROUP_COMMIT_MAX]
+        try:
+            self._write(group)
+        finally:
+            with self._lock:
+                if self._waiting:  # the next group is written by its first caller
+                    self._waiting[0].lead = True
+                    self._waiting[0].done.set()
+                else:
+                    self._writing = False
+            for other in group:
+                if other is not item:
+                    other.done.set()
+        return item.outcome()
+
+    def _write(self, group: list[_ToRecord]) -> None:
+        if len(group) > 1:
+            try:
+                _record_group(self.sessions, group)
+                return
+            except Exception:  # noqa: BLE001 - each on its own says which one and why
+                log.warning("recording %d events together failed; one by one", len(group))
+        for item in group:
+            item.lead = False
+            try:
+                item.result = _record_one(self.sessions, item)
+            except BaseException as exc:  # noqa: BLE001 - raised in its own caller's thread
+                item.error = exc
+
+
+_groups: weakref.WeakKeyDictionary[sessionmaker[Session], _GroupCommit] = (
+    weakref.WeakKeyDictionary()
+)
+_groups_lock = threading.Lock()
+
+
+def _group_commit(sessions: sessionmaker[Session]) -> _GroupCommit:
+    with _groups_lock:
+        group = _groups.get(sessions)
+        if group is None:
+            group = _groups[sessions] = _GroupCommit(sessions)
+        return group
+
+
+def _record_group(sessions: sessionmaker[Session], group: list[_ToRecord]) -> None:
+    """``_record_one`` for each of ``group`` in one transaction (the same outcomes: an
+    unknown product fails its own call, a version at or below the stored one is stale, a
+    webhook id recorded before, or earlier in the group, a duplicate). Raises when the
+    transaction fails (nothing is then written); results are set only after the commit."""
+    results: list[tuple[_ToRecord, Recorded | UnknownProduct]] = []
+    with transaction(sessions) as session:
+        upserts = [it.event for it in group if isinstance(it.event, OrderUpserted)]
+        wanted = {line.sku for e in upserts for line in e.order.lines}
+        skus = set(session.scalars(select(Product.sku).where(Product.sku.in_(wanted))))
+        order_ids = {it.event.order.id for it in group}
+        tombstones = select(OrderTombstone.order_id, OrderTombstone.version).where(
+            OrderTombstone.order_id.in_(order_ids)
+        )
+        high: dict[str, int] = {k: v for k, v in session.execute(tombstones)}
+        # The stored order's version wins over a tombstone (``high_water``).
+        stored_orders = select(Order.id, Order.version).where(Order.id.in_(order_ids))
+        high |= {k: v for k, v in session.execute(stored_orders)}
+        keys = {(it.source, it.webhook_id) for it in group}
+        recorded = select(InboxEvent.source, InboxEvent.webhook_id).where(
+            InboxEvent.webhook_id.in_({w for _, w in keys})
+        )
+        seen = {(src, w) for src, w in session.execute(recorded)}
+        stale_rows: list[tuple[_ToRecord, int]] = []
+        for it in group:
+            event = it.event
+            order_id, version = event.order.id, event.order.version
+            if isinstance(event, OrderUpserted):
+                bad = next(
+                    (i for i, ln in enumerate(event.order.lines) if ln.sku not in skus), None
+                )
+                if bad is not None:
+                    sku = event.order.lines[bad].sku
+                    results.append((it, UnknownProduct(f"order.lines[{bad}].sku", sku)))
+                    continue
+            if (it.source, it.webhook_id) in seen:
+                results.append((it, Recorded("duplicate", order_id, version)))
+                continue
+            seen.add((it.source, it.webhook_id))
+            stored = high.get(order_id)
+            stale = stored is not None and version <= stored
+            session.add(
+                InboxEvent(
+                    source=it.source,
+                    webhook_id=it.webhook_id,
+                    event_type=event.type,
+                    order_id=order_id,
+                    order_version=version,
+                    outcome="stale" if stale else RECEIVED,
+                    raw=it.raw,
+                    event=event.model_dump(mode="json") | ({"ref": it.ref} if it.ref else {}),
+                )
+            )
+            if stale:
+                assert stored is not None
+                stale_rows.append((it, stored))
+            results.append((it, Recorded("stale" if stale else "accepted", order_id, version)))
+        session.flush()
+        for it, stored in stale_rows:
+            record_stale(
+                session,
+                order_id=it.event.order.id,
+                version=it.event.order.version,
+                high=stored,
+                webhook_id=it.webhook_id,
+                actor=it.actor,
+            )
+    for it, outcome in results:
+        it.lead = False
+        if isinstance(outcome, UnknownProduct):
+            it.error = outcome
+        else:
+            it.result = outcome
 
 
 def has_received(session: Session) -> bool:

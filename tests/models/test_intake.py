@@ -242,3 +242,83 @@ def test_a_round_applied_together_writes_what_one_by_one_writes(sessions, live, 
     assert _written(sessions, "B") == _written(sessions, "A")
     with sessions() as s:
         assert s.get(Order, "SO-B2").work_orders[1].id == "WO-B2-2"
+
+
+def test_concurrent_webhooks_are_recorded_in_one_transaction_with_the_same_outcomes(
+    sessions, monkeypatch
+):
+    # Why: the receive path records events of webhooks answered at the same time together
+    # (group commit); duplicates, stale versions and unknown products must come out as
+    # they do one at a time, each in its own caller.
+    import threading
+
+    from loopline.models.orders import UnknownProduct
+
+    _record(sessions, order_event("SO-S", 3, [("P1", 1)]), "s3")
+    apply_received(sessions, gate=None)
+    real_one, real_group = intake_module._record_one, intake_module._record_group
+    groups: list[int] = []
+    first = threading.Event()
+
+    def slow_one(sessions_, item):  # the first call holds the pen while the others queue
+        if not first.is_set():
+            first.set()
+            threading.Event().wait(0.5)
+        return real_one(sessions_, item)
+
+    monkeypatch.setattr(intake_module, "_record_one", slow_one)
+    monkeypatch.setattr(
+        intake_module, "_record_group", lambda s, g: groups.append(len(g)) or real_group(s, g)
+    )
+    calls = [
+        (order_event("SO-G0", 1, [("P1", 5)]), "g0"),
+        (order_event("SO-G1", 1, [("P1", 5)]), "g1"),
+        (order_event("SO-G1", 1, [("P1", 5)]), "g1"),  # the same delivery twice at once
+        (order_event("SO-S", 2, [("P1", 5)]), "s2"),  # below the stored version 3
+        (order_event("SO-G2", 1, [("NOPE", 5)]), "g2"),
+        (order_event("SO-G3", 2, event_type="order.cancelled"), "g3"),
+        (order_event("SO-G0", 2, [("P1", 6)]), "g0b"),
+        (order_event("SO-S", 3, [("P1", 5)]), "s3"),  # recorded before
+    ]
+    answers: dict[int, object] = {}
+
+    def call(n):
+        body, webhook_id = calls[n]
+        try:
+            answers[n] = _record(sessions, body, webhook_id)
+        except UnknownProduct as exc:
+            answers[n] = exc.field
+
+    threads = [threading.Thread(target=call, args=(0,))]
+    threads[0].start()
+    assert first.wait(5)
+    threads += [threading.Thread(target=call, args=(n,)) for n in range(1, len(calls))]
+    for t in threads[1:]:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert groups and groups[0] == len(calls) - 1  # all but the first in one transaction
+    assert answers[0] == "accepted" and answers[5] == answers[6] == "accepted"
+    assert sorted([answers[1], answers[2]]) == ["accepted", "duplicate"]
+    assert answers[3] == "stale" and answers[7] == "duplicate"
+    assert answers[4] == "order.lines[0].sku"
+    assert _outcomes(sessions) == {
+        "s3": "applied",
+        "g0": "received",
+        "g1": "received",
+        "s2": "stale",
+        "g3": "received",
+        "g0b": "received",
+    }
+    with sessions() as s:
+        from loopline.models.records import AuditEntry
+
+        assert s.scalar(
+            select(AuditEntry.details).where(AuditEntry.action == "order.stale_ignored")
+        ) == {"version": 2, "stored_version": 3, "webhook_id": "s2"}
+    done = apply_received(sessions, gate=None)
+    assert sorted((r.order_id, r.version) for r in done.applied) == [
+        ("SO-G0", 2),
+        ("SO-G1", 1),
+        ("SO-G3", 2),
+    ]
