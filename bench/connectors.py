@@ -176,6 +176,18 @@ def waiting(engine: Any, source: str) -> tuple[int, int]:
     return int(total or 0), int(left or 0)
 
 
+def cpu_s(pids: list[int]) -> float:
+    """CPU seconds (user + system) the processes ``pids`` used so far (Linux /proc)."""
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
 def run_path(
     name: str,
     post: Any,
@@ -185,9 +197,14 @@ def run_path(
     args: argparse.Namespace,
     engine: Any,
     source: str,
+    pids: list[int] | None = None,
 ) -> tuple[float, float, Counter[int]]:
-    """Send ``args.n`` events; (HTTP events/s, mapped-and-applied events/s, answers)."""
+    """Send ``args.n`` events; (HTTP events/s, mapped-and-applied events/s, answers).
+
+    With ``pids`` (serve's and the worker's) also prints the CPU milliseconds they spent
+    per event: on a shared machine the rates follow the other load, that figure less."""
     orders = [order_content(i, prefix) for i in range(args.n)]
+    cpu_before = cpu_s(pids or [])
     began = time.monotonic()
     with ThreadPoolExecutor(args.clients) as pool:
         answers = Counter(pool.map(lambda o: post(url, secret, o), orders))
@@ -203,10 +220,16 @@ def run_path(
     if not done:
         print(f"{name}: {left} events still waiting after {args.max_s:.0f} s", flush=True)
     http_rate, applied_rate = args.n / answered, applied / applied_s
+    cpu = (
+        f"; serve+worker CPU {1000 * (cpu_s(pids) - cpu_before) / max(1, applied):.1f} ms/event"
+        if pids
+        else ""
+    )
     print(
         f"{name:<28} {args.n} events: answered in {answered:.2f} s ({http_rate:.0f}/s), "
         f"{applied} applied in {applied_s:.2f} s ({applied_rate:.0f}/s); answers "
-        + ", ".join(f"{k} x{v}" for k, v in sorted(answers.items())),
+        + ", ".join(f"{k} x{v}" for k, v in sorted(answers.items()))
+        + cpu,
         flush=True,
     )
     return http_rate, applied_rate, answers
@@ -273,8 +296,9 @@ def main() -> int:
                         engine,
                         source,
                     )
+                    pids = [p.pid for p in procs.procs.values()]
                     results.append(
-                        run_path(name, post, url, path_secret, prefix, args, engine, source)
+                        run_path(name, post, url, path_secret, prefix, args, engine, source, pids)
                     )
                 finally:
                     procs.stop_all()

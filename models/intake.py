@@ -13,21 +13,40 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 from sqlalchemy import exists, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from loopline.models.approvals import Gate, GateResult, apply_gated, impact_of, planned_ends
+from loopline.models.audit import record
 from loopline.models.db import transaction
 from loopline.models.events import OrderCancelled, OrderUpserted, parse_crm_event
-from loopline.models.orders import UnknownProduct, check_products, high_water, record_stale
+from loopline.models.orders import (
+    UnknownProduct,
+    check_products,
+    high_water,
+    record_stale,
+    work_order_id,
+)
 from loopline.models.planning import ProblemError
-from loopline.models.records import DeadLetter, InboxEvent, Order
+from loopline.models.records import (
+    Customer,
+    DeadLetter,
+    InboxEvent,
+    Order,
+    OrderLine,
+    OrderTombstone,
+    PendingChange,
+    Product,
+    WorkOrder,
+)
 
 log = logging.getLogger("loopline.intake")
 
@@ -35,7 +54,7 @@ Receipt = Literal["accepted", "stale", "duplicate"]
 RECEIVED = "received"
 # Orders applied in one round before the worker replans (together, at one or two preview
 # solves, unless they move someone past a promise: then one by one through the gate).
-INTAKE_BATCH_ORDERS = 50
+INTAKE_BATCH_ORDERS = 500
 # A received event that keeps failing to apply is given up (dead-lettered) after this.
 MAX_APPLY_ATTEMPTS = 5
 
@@ -68,7 +87,17 @@ def record_received(
     version at or below the order's stored one is recorded as ``stale`` and changes
     nothing; the same ``webhook_id`` again is a ``duplicate`` (the unique key decides, so
     concurrent deliveries cannot both get in). Nothing here locks the order.
+
+    Calls made at the same time (concurrent webhooks in one process) share a transaction
+    (``_GroupCommit``); each returns only once its event is committed.
     """
+    item = _ToRecord(event, source, webhook_id, raw, actor, ref)
+    return _group_commit(sessions).record(item)
+
+
+def _record_one(sessions: sessionmaker[Session], item: _ToRecord) -> Recorded:
+    """``record_received`` of one event in a transaction of its own."""
+    event, source, webhook_id, raw, actor, ref = item.args()
     order_id, version = event.order.id, event.order.version
     try:
         with transaction(sessions) as session:
@@ -102,6 +131,187 @@ def record_received(
     except IntegrityError:  # the unique (source, webhook_id): a redelivery
         return Recorded("duplicate", order_id, version)
     return Recorded("stale" if stale else "accepted", order_id, version)
+
+
+# At most this many concurrent webhooks' events share one transaction.
+GROUP_COMMIT_MAX = 200
+
+
+class _ToRecord:
+    """One ``record_received`` call waiting for its transaction."""
+
+    def __init__(
+        self,
+        event: OrderUpserted | OrderCancelled,
+        source: str,
+        webhook_id: str,
+        raw: str,
+        actor: str,
+        ref: str | None,
+    ) -> None:
+        self.event, self.source, self.webhook_id = event, source, webhook_id
+        self.raw, self.actor, self.ref = raw, actor, ref
+        self.done = threading.Event()
+        self.lead = False  # woken to write the next group, not with a result
+        self.result: Recorded | None = None
+        self.error: BaseException | None = None
+
+    def args(self) -> tuple[OrderUpserted | OrderCancelled, str, str, str, str, str | None]:
+        return self.event, self.source, self.webhook_id, self.raw, self.actor, self.ref
+
+    def outcome(self) -> Recorded:
+        if self.error is not None:
+            raise self.error
+        assert self.result is not None
+        return self.result
+
+
+class _GroupCommit:
+    """Group commit for ``record_received``: concurrent calls (webhooks answered in
+    parallel threads) are written in one transaction instead of one each.
+
+    Why: on a loaded machine the receive path was its SQL round trips (products, the
+    stored order, the tombstone, the insert, the commit, a pool checkout), per event. The
+    first caller writes the waiting group (its own event among them); calls arriving
+    meanwhile wait for the next group, written by the first of them. A lone call is
+    written alone, as before. A group that fails as a whole (a row the database refuses)
+    is written again event by event, so one bad event fails only its own call.
+    """
+
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self.sessions = sessions
+        self._lock = threading.Lock()
+        self._waiting: list[_ToRecord] = []
+        self._writing = False
+
+    def record(self, item: _ToRecord) -> Recorded:
+        with self._lock:
+            self._waiting.append(item)
+            lead = not self._writing
+            self._writing = True
+        if not lead:
+            item.done.wait()
+            if not item.lead:
+                return item.outcome()
+        with self._lock:
+            group = self._waiting[:GROUP_COMMIT_MAX]
+            del self._waiting[:GROUP_COMMIT_MAX]
+        try:
+            self._write(group)
+        finally:
+            with self._lock:
+                if self._waiting:  # the next group is written by its first caller
+                    self._waiting[0].lead = True
+                    self._waiting[0].done.set()
+                else:
+                    self._writing = False
+            for other in group:
+                if other is not item:
+                    other.done.set()
+        return item.outcome()
+
+    def _write(self, group: list[_ToRecord]) -> None:
+        if len(group) > 1:
+            try:
+                _record_group(self.sessions, group)
+                return
+            except Exception:  # noqa: BLE001 - each on its own says which one and why
+                log.warning("recording %d events together failed; one by one", len(group))
+        for item in group:
+            item.lead = False
+            try:
+                item.result = _record_one(self.sessions, item)
+            except BaseException as exc:  # noqa: BLE001 - raised in its own caller's thread
+                item.error = exc
+
+
+_groups: weakref.WeakKeyDictionary[sessionmaker[Session], _GroupCommit] = (
+    weakref.WeakKeyDictionary()
+)
+_groups_lock = threading.Lock()
+
+
+def _group_commit(sessions: sessionmaker[Session]) -> _GroupCommit:
+    with _groups_lock:
+        group = _groups.get(sessions)
+        if group is None:
+            group = _groups[sessions] = _GroupCommit(sessions)
+        return group
+
+
+def _record_group(sessions: sessionmaker[Session], group: list[_ToRecord]) -> None:
+    """``_record_one`` for each of ``group`` in one transaction (the same outcomes: an
+    unknown product fails its own call, a version at or below the stored one is stale, a
+    webhook id recorded before, or earlier in the group, a duplicate). Raises when the
+    transaction fails (nothing is then written); results are set only after the commit."""
+    results: list[tuple[_ToRecord, Recorded | UnknownProduct]] = []
+    with transaction(sessions) as session:
+        upserts = [it.event for it in group if isinstance(it.event, OrderUpserted)]
+        wanted = {line.sku for e in upserts for line in e.order.lines}
+        skus = set(session.scalars(select(Product.sku).where(Product.sku.in_(wanted))))
+        order_ids = {it.event.order.id for it in group}
+        tombstones = select(OrderTombstone.order_id, OrderTombstone.version).where(
+            OrderTombstone.order_id.in_(order_ids)
+        )
+        high: dict[str, int] = {k: v for k, v in session.execute(tombstones)}
+        # The stored order's version wins over a tombstone (``high_water``).
+        stored_orders = select(Order.id, Order.version).where(Order.id.in_(order_ids))
+        high |= {k: v for k, v in session.execute(stored_orders)}
+        keys = {(it.source, it.webhook_id) for it in group}
+        recorded = select(InboxEvent.source, InboxEvent.webhook_id).where(
+            InboxEvent.webhook_id.in_({w for _, w in keys})
+        )
+        seen = {(src, w) for src, w in session.execute(recorded)}
+        stale_rows: list[tuple[_ToRecord, int]] = []
+        for it in group:
+            event = it.event
+            order_id, version = event.order.id, event.order.version
+            if isinstance(event, OrderUpserted):
+                bad = next(
+                    (i for i, ln in enumerate(event.order.lines) if ln.sku not in skus), None
+                )
+                if bad is not None:
+                    sku = event.order.lines[bad].sku
+                    results.append((it, UnknownProduct(f"order.lines[{bad}].sku", sku)))
+                    continue
+            if (it.source, it.webhook_id) in seen:
+                results.append((it, Recorded("duplicate", order_id, version)))
+                continue
+            seen.add((it.source, it.webhook_id))
+            stored = high.get(order_id)
+            stale = stored is not None and version <= stored
+            session.add(
+                InboxEvent(
+                    source=it.source,
+                    webhook_id=it.webhook_id,
+                    event_type=event.type,
+                    order_id=order_id,
+                    order_version=version,
+                    outcome="stale" if stale else RECEIVED,
+                    raw=it.raw,
+                    event=event.model_dump(mode="json") | ({"ref": it.ref} if it.ref else {}),
+                )
+            )
+            if stale:
+                assert stored is not None
+                stale_rows.append((it, stored))
+            results.append((it, Recorded("stale" if stale else "accepted", order_id, version)))
+        session.flush()
+        for it, stored in stale_rows:
+            record_stale(
+                session,
+                order_id=it.event.order.id,
+                version=it.event.order.version,
+                high=stored,
+                webhook_id=it.webhook_id,
+                actor=it.actor,
+            )
+    for it, outcome in results:
+        it.lead = False
+        if isinstance(outcome, UnknownProduct):
+            it.error = outcome
+        else:
+            it.result = outcome
 
 
 def has_received(session: Session) -> bool:
@@ -247,11 +457,24 @@ def _apply_together(
 
 
 def _apply_all(session: Session, winners: list[_Winner], actor: str) -> Intake:
-    """Apply each winner without the gate, in the caller's transaction."""
+    """Apply each winner without the gate, in the caller's transaction.
+
+    The round's rows are read and locked in a few queries first (``_Batch``); an event
+    that creates an order nothing is known of goes the short way (``_create``, no query of
+    its own, flushed with the others), any other through ``apply_crm_event`` as before.
+    """
     intake = Intake()
+    batch = _Batch.load(session, winners)
     for w in winners:
         intake.stale += _mark_superseded(session, w.older, w.order_id, w.version, actor)
-        result = _apply_one(session, w.inbox_id, None, actor)
+        inbox = batch.inbox.get(w.inbox_id)
+        event = batch.events.get(w.inbox_id)
+        if inbox is None:  # another applier got to it first
+            continue
+        if event is not None and batch.creates(event):
+            result: GateResult | None = _create(session, batch, inbox, event, actor)
+        else:
+            result = _apply_one(session, w.inbox_id, None, actor)
         if result is None:
             continue
         if result.outcome == "applied":
@@ -259,6 +482,116 @@ def _apply_all(session: Session, winners: list[_Winner], actor: str) -> Intake:
         else:
             intake.stale += 1
     return intake
+
+
+@dataclass
+class _Batch:
+    """What a round's events need to know, read (and the inbox rows locked) up front."""
+
+    inbox: dict[int, InboxEvent]  # the round's rows still received, locked
+    events: dict[int, OrderUpserted | OrderCancelled]  # their canonical events
+    known: set[str]  # order ids stored, tombstoned or with a pending change
+    skus: set[str]  # the products the factory knows (of those the events name)
+    customers: dict[str, Customer]
+
+    @classmethod
+    def load(cls, session: Session, winners: list[_Winner]) -> _Batch:
+        ids = [w.inbox_id for w in winners]
+        rows = session.scalars(
+            select(InboxEvent)
+            .where(InboxEvent.id.in_(ids), InboxEvent.outcome == RECEIVED)
+            .order_by(InboxEvent.id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        ).all()
+        inbox = {r.id: r for r in rows}
+        events: dict[int, OrderUpserted | OrderCancelled] = {}
+        for r in rows:
+            try:
+                events[r.id] = parse_crm_event(
+                    r.event if r.event is not None else json.loads(r.raw)
+                )
+            except Exception:  # noqa: BLE001 - the one-by-one path says what is wrong
+                continue
+        order_ids = [w.order_id for w in winners]
+        known = set(session.scalars(select(Order.id).where(Order.id.in_(order_ids))))
+        known |= set(
+            session.scalars(
+                select(OrderTombstone.order_id).where(OrderTombstone.order_id.in_(order_ids))
+            )
+        )
+        known |= set(
+            session.scalars(
+                select(PendingChange.order_id).where(
+                    PendingChange.order_id.in_(order_ids), PendingChange.status == "pending"
+                )
+            )
+        )
+        upserts = [e for e in events.values() if isinstance(e, OrderUpserted)]
+        wanted = {line.sku for e in upserts for line in e.order.lines}
+        skus = set(session.scalars(select(Product.sku).where(Product.sku.in_(wanted))))
+        customer_ids = {e.order.customer.id for e in upserts}
+        customers = {
+            c.id: c for c in session.scalars(select(Customer).where(Customer.id.in_(customer_ids)))
+        }
+        return cls(inbox, events, known, skus, customers)
+
+    def creates(self, event: OrderUpserted | OrderCancelled) -> bool:
+        """Whether the event simply creates an order of which nothing is known yet."""
+        return (
+            isinstance(event, OrderUpserted)
+            and event.order.id not in self.known
+            and event.order.status is None
+            and all(line.sku in self.skus for line in event.order.lines)
+        )
+
+
+def _create(
+    session: Session,
+    batch: _Batch,
+    inbox: InboxEvent,
+    event: OrderUpserted | OrderCancelled,
+    actor: str,
+) -> GateResult:
+    """What ``apply_crm_event`` does for an order created (``_Batch.creates``), without a
+    query of its own: the customer, the order, its lines, a work order per line, the audit
+    entry and the inbox row's outcome, all flushed with the round."""
+    assert isinstance(event, OrderUpserted)
+    o = event.order
+    customer = batch.customers.get(o.customer.id)
+    if customer is None:
+        customer = batch.customers[o.customer.id] = Customer(id=o.customer.id, name=o.customer.name)
+        session.add(customer)
+    elif customer.name != o.customer.name:
+        customer.name = o.customer.name
+    lines = [(i + 1, line.sku, line.qty) for i, line in enumerate(o.lines)]
+    order = Order(
+        id=o.id,
+        customer=customer,
+        version=o.version,
+        status="open",
+        priority=o.priority,
+        requested_date=o.requested_date,
+        sales_rep=o.sales_rep,
+        reported={},
+    )
+    order.lines = [OrderLine(line_no=n, sku=s, qty=q) for n, s, q in lines]
+    order.work_orders = [
+        WorkOrder(id=work_order_id(o.id, n), line_no=n, sku=s, qty=q) for n, s, q in lines
+    ]
+    session.add(order)
+    batch.known.add(o.id)
+    inbox.outcome = "applied"
+    changes: dict[str, Any] = {"created": True, "lines": [[s, q] for _, s, q in lines]}
+    record(
+        session,
+        actor=actor,
+        action="order.created",
+        entity="order",
+        entity_id=o.id,
+        details={"version": o.version, "webhook_id": inbox.webhook_id, "changes": changes},
+    )
+    return GateResult("applied", o.id, o.version, changes)
 
 
 def _slipped(

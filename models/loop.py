@@ -58,6 +58,9 @@ DUTY_LOCK = "ll:lock:loop"
 # the others this long at most.
 DUTY_LOCK_TTL_S = 8.0
 DUTY_LOCK_RENEW_S = 2.0
+# How often a worker waiting for the duty lock tries again (redis-py polls; its default of
+# 0.1 s made the intake wait up to that long behind each tick).
+DUTY_LOCK_POLL_S = 0.01
 # Who holds the lock, readable in Redis (the token's prefix): host and process id.
 WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
 REPLAN_WAIT_S = 60.0
@@ -408,6 +411,7 @@ class Loop:
         return self.live.redis.lock(
             DUTY_LOCK,
             timeout=DUTY_LOCK_TTL_S,
+            sleep=DUTY_LOCK_POLL_S,
             blocking_timeout=blocking_timeout,
             lock_class=KeptLock,
         )

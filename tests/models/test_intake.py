@@ -174,3 +174,151 @@ def test_a_round_with_a_promise_breaker_parks_it_and_applies_the_rest(
         assert change.order_id == "SO-H" and change.impact[0]["order_id"] == "SO-V"
     outcomes = _outcomes(sessions)
     assert (outcomes["n1"], outcomes["n2"], outcomes["h1"]) == ("applied", "applied", "pending")
+
+
+def _written(sessions, prefix):
+    """What applying wrote for the orders ``SO-<prefix>*``, with the prefix taken out."""
+    from loopline.models.records import AuditEntry, WorkOrder
+
+    def plain(value):
+        text = json.dumps(value, default=str)
+        return json.loads(text.replace(f"SO-{prefix}", "SO-?").replace(f"WO-{prefix}", "WO-?"))
+
+    with sessions() as s:
+        like = f"SO-{prefix}%"
+        orders = [
+            (o.id, o.customer_id, o.version, o.status, o.priority, o.requested_date, o.sales_rep)
+            + ([(ln.line_no, ln.sku, ln.qty) for ln in o.lines],)
+            for o in s.scalars(select(Order).where(Order.id.like(like)).order_by(Order.id))
+        ]
+        wos = s.execute(
+            select(WorkOrder.id, WorkOrder.line_no, WorkOrder.sku, WorkOrder.qty, WorkOrder.status)
+            .where(WorkOrder.order_id.like(like))
+            .order_by(WorkOrder.id)
+        ).all()
+        audit = [
+            (a.actor, a.action, a.entity_id, {**a.details, "webhook_id": "-"})
+            for a in s.scalars(
+                select(AuditEntry).where(AuditEntry.entity_id.like(like)).order_by(AuditEntry.id)
+            )
+        ]
+        inbox = s.execute(
+            select(InboxEvent.order_id, InboxEvent.order_version, InboxEvent.outcome)
+            .where(InboxEvent.order_id.like(like))
+            .order_by(InboxEvent.id)
+        ).all()
+    return plain([orders, [list(w) for w in wos], audit, [list(i) for i in inbox]])
+
+
+def test_a_round_applied_together_writes_what_one_by_one_writes(sessions, live, monkeypatch):
+    # Why: a round applied together creates new orders without a query of their own; it
+    # must leave exactly what the order-by-order path leaves, beside events it cannot take
+    # that way (an update, a cancel never created, a superseded version).
+    def events(p):
+        return [
+            (order_event(f"SO-{p}1", 1, [("P1", 10)]), "1"),
+            (order_event(f"SO-{p}2", 3, [("P1", 5), ("P2", 7)], priority="high"), "2"),
+            (order_event(f"SO-{p}3", 1, [("P2", 1)]), "3a"),
+            (order_event(f"SO-{p}3", 2, [("P2", 2)]), "3b"),
+            (order_event(f"SO-{p}4", 2, event_type="order.cancelled"), "4"),
+            (order_event(f"SO-{p}0", 2, [("P1", 99)]), "0b"),  # an update (v1 applied below)
+        ]
+
+    created: list[int] = []
+    real_create = intake_module._create
+    monkeypatch.setattr(intake_module, "_create", lambda *a: created.append(1) or real_create(*a))
+    for p, together in (("A", False), ("B", True)):
+        _record(sessions, order_event(f"SO-{p}0", 1, [("P1", 1)]), f"{p}0a")
+        apply_received(sessions, gate=None)
+        for body, webhook_id in events(p):
+            assert _record(sessions, body, f"{p}{webhook_id}") == "accepted"
+        previews = _count_previews(monkeypatch)
+        created.clear()
+        done = apply_received(sessions, gate=_gate(live) if together else None)
+        assert len(previews) == (1 if together else 0)
+        assert len(created) == (3 if together else 0)  # SO-?1..3 the short way
+        assert sorted(r.order_id for r in done.applied) == [f"SO-{p}{n}" for n in range(5)]
+        assert done.stale == 1 and done.failed == 0
+    assert _written(sessions, "B") == _written(sessions, "A")
+    with sessions() as s:
+        assert s.get(Order, "SO-B2").work_orders[1].id == "WO-B2-2"
+
+
+def test_concurrent_webhooks_are_recorded_in_one_transaction_with_the_same_outcomes(
+    sessions, monkeypatch
+):
+    # Why: the receive path records events of webhooks answered at the same time together
+    # (group commit); duplicates, stale versions and unknown products must come out as
+    # they do one at a time, each in its own caller.
+    import threading
+
+    from loopline.models.orders import UnknownProduct
+
+    _record(sessions, order_event("SO-S", 3, [("P1", 1)]), "s3")
+    apply_received(sessions, gate=None)
+    real_one, real_group = intake_module._record_one, intake_module._record_group
+    groups: list[int] = []
+    first = threading.Event()
+
+    def slow_one(sessions_, item):  # the first call holds the pen while the others queue
+        if not first.is_set():
+            first.set()
+            threading.Event().wait(0.5)
+        return real_one(sessions_, item)
+
+    monkeypatch.setattr(intake_module, "_record_one", slow_one)
+    monkeypatch.setattr(
+        intake_module, "_record_group", lambda s, g: groups.append(len(g)) or real_group(s, g)
+    )
+    calls = [
+        (order_event("SO-G0", 1, [("P1", 5)]), "g0"),
+        (order_event("SO-G1", 1, [("P1", 5)]), "g1"),
+        (order_event("SO-G1", 1, [("P1", 5)]), "g1"),  # the same delivery twice at once
+        (order_event("SO-S", 2, [("P1", 5)]), "s2"),  # below the stored version 3
+        (order_event("SO-G2", 1, [("NOPE", 5)]), "g2"),
+        (order_event("SO-G3", 2, event_type="order.cancelled"), "g3"),
+        (order_event("SO-G0", 2, [("P1", 6)]), "g0b"),
+        (order_event("SO-S", 3, [("P1", 5)]), "s3"),  # recorded before
+    ]
+    answers: dict[int, object] = {}
+
+    def call(n):
+        body, webhook_id = calls[n]
+        try:
+            answers[n] = _record(sessions, body, webhook_id)
+        except UnknownProduct as exc:
+            answers[n] = exc.field
+
+    threads = [threading.Thread(target=call, args=(0,))]
+    threads[0].start()
+    assert first.wait(5)
+    threads += [threading.Thread(target=call, args=(n,)) for n in range(1, len(calls))]
+    for t in threads[1:]:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert groups and groups[0] == len(calls) - 1  # all but the first in one transaction
+    assert answers[0] == "accepted" and answers[5] == answers[6] == "accepted"
+    assert sorted([answers[1], answers[2]]) == ["accepted", "duplicate"]
+    assert answers[3] == "stale" and answers[7] == "duplicate"
+    assert answers[4] == "order.lines[0].sku"
+    assert _outcomes(sessions) == {
+        "s3": "applied",
+        "g0": "received",
+        "g1": "received",
+        "s2": "stale",
+        "g3": "received",
+        "g0b": "received",
+    }
+    with sessions() as s:
+        from loopline.models.records import AuditEntry
+
+        assert s.scalar(
+            select(AuditEntry.details).where(AuditEntry.action == "order.stale_ignored")
+        ) == {"version": 2, "stored_version": 3, "webhook_id": "s2"}
+    done = apply_received(sessions, gate=None)
+    assert sorted((r.order_id, r.version) for r in done.applied) == [
+        ("SO-G0", 2),
+        ("SO-G1", 1),
+        ("SO-G3", 2),
+    ]
