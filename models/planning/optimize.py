@@ -365,6 +365,7 @@ def _general_search(
     time_limit: float | None,
     max_rounds: int | None,
     seed: int,
+    focus: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, int]:
     a = arrays
     n, n_lines = a.n_jobs, a.n_lines
@@ -391,10 +392,18 @@ def _general_search(
     best_cnt = cnt.copy()
     visit = np.arange(n, dtype=np.int32)
     costs = np.array([start.cost, start.cost])
-    ctl = np.zeros(4, np.int64)
+    ctl = np.zeros(5, np.int64)  # [4]: local optima reached
     rng = _seed_state(seed)
     kick = max(2, int(LS_KICK_PER_JOB * n))
-    params = np.array([LS_INTRA, LS_CROSS, LS_CROSS_SWAP, kick, LS_BACK_TO_BEST], np.int64)
+    # A repair (``focus``): sweeps visit those jobs alone, and the search stops at the
+    # first local optimum (no kick, which would shuffle work the change did not touch).
+    m, stop_after = n, 0
+    if focus is not None:
+        m, stop_after = len(focus), 1
+        visit[:m] = focus
+    params = np.array(
+        [LS_INTRA, LS_CROSS, LS_CROSS_SWAP, kick, LS_BACK_TO_BEST, m, stop_after], np.int64
+    )
 
     def step(rounds: int) -> int:
         return int(
@@ -414,7 +423,10 @@ def _general_search(
             )  # fmt: skip
         )
 
-    rounds = _run_chunks(step, lambda: float(costs.min()), started, time_limit, max_rounds)
+    def cost() -> float:  # 0 also once the repair reached its local optimum
+        return 0.0 if stop_after and ctl[4] >= stop_after else float(costs.min())
+
+    rounds = _run_chunks(step, cost, started, time_limit, max_rounds)
     if costs[0] < costs[1]:
         best_seq, best_cnt = seq, cnt
     line_of = np.zeros(n, np.int32)
@@ -432,8 +444,13 @@ def optimize(
     seed: int = 0,
     initial: tuple[np.ndarray, np.ndarray] | None = None,
     started: float | None = None,
+    focus: np.ndarray | None = None,
 ) -> Solution:
     """Improve the best of ``construct`` and ``initial`` by iterated local search.
+
+    ``focus`` (with ``initial``): a repair of the previous plan after a change. Nothing is
+    constructed; the search visits only the jobs in ``focus`` (those on the lines the
+    change touched) and stops at the first local optimum or the limit.
 
     Stops after ``time_limit`` wall seconds or ``max_rounds`` rounds, whichever comes
     first, or at cost 0; the same inputs, seed and max_rounds give the same answer. Jobs
@@ -444,8 +461,11 @@ def optimize(
     started = time.perf_counter() if started is None else started
     if time_limit is None and max_rounds is None:
         raise ValueError("optimize: give time_limit or max_rounds")
-    built = construct(arrays)
-    ref = built if initial is None else decode(arrays, initial[0], initial[1])
+    if focus is not None and initial is None:
+        raise ValueError("optimize: focus needs initial")
+    ref = None if initial is None else decode(arrays, initial[0], initial[1])
+    built = ref if focus is not None and ref is not None else construct(arrays)
+    ref = built if ref is None else ref
     # Met within DEADLINE_TOLERANCE_H (datetimes carry microseconds, hours are floats):
     # the bound is then the reference's own end, so the job can stay exactly where it is.
     met = ref.end <= arrays.deadline + DEADLINE_TOLERANCE_H
@@ -453,14 +473,14 @@ def optimize(
     start = ref
     if built.cost < ref.cost and not np.any(built.end > deadline):
         start = built
-    if start.cost <= 0.0 or arrays.n_jobs < 2:
+    if start.cost <= 0.0 or arrays.n_jobs < 2 or (focus is not None and len(focus) == 0):
         return start
     lexicographic = _single_line_plain(arrays, deadline)
     if lexicographic:
         line_of, order, rounds = _wt_search(arrays, start, started, time_limit, max_rounds, seed)
     else:
         line_of, order, rounds = _general_search(
-            arrays, start, deadline, started, time_limit, max_rounds, seed
+            arrays, start, deadline, started, time_limit, max_rounds, seed, focus
         )
     result = decode(arrays, line_of, order, rounds)
     if _worse(arrays, result, start, lexicographic) or np.any(result.end > deadline):
