@@ -8,8 +8,17 @@ constructive rules (ATC with several look-aheads, EDD, WSPT), no search. Planner
 used as the baseline because it ignores calendars, changeovers and materials, so its
 tardiness is that of an easier problem.
 
-    .venv/bin/python bench/planner_scale.py            # the full table (about a minute)
-    .venv/bin/python bench/planner_scale.py --sizes 1000,2000
+Quotes and incremental replans are measured through the public entry point first: ``loopline
+import-factory``, then ``loopline serve`` and ``loopline worker`` as processes on real
+PostgreSQL and Redis, 2,000 orders sent through the signed CRM webhook; a quote is one
+``POST /api/v1/quotes``, an incremental replan is one order's change sent to
+``/api/v1/crm/events`` until its plan revision is announced on ``/api/v1/stream`` (the
+revision's own ``solve_ms`` is the planner's part). Baseline: ``GET /api/v1/healthz`` on
+the same server in the same run. The in-process table after it is diagnostics: where the
+time goes, and the incremental plan's weighted tardiness against a full replan's.
+
+    .venv/bin/python bench/planner_scale.py            # the full table (a few minutes)
+    .venv/bin/python bench/planner_scale.py --sizes 1000,2000 --http-jobs 0
 """
 
 from __future__ import annotations
@@ -209,11 +218,22 @@ def main(argv: list[str] | None = None) -> int:
         default=30.0,
         help="long run of the same search at 10k (0: off)",
     )
+    parser.add_argument(
+        "--http-jobs",
+        type=int,
+        default=2000,
+        help="orders for the quote and incremental replan through the HTTP API (0: off)",
+    )
     parser.add_argument("--rss-probe", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.rss_probe:
         return _rss_probe(args.lines)
     sizes = [int(s) for s in args.sizes.split(",")]
+    if args.http_jobs > 0:
+        from bench._planner_http import run_http
+
+        run_http(args.http_jobs, args.lines, 40, args.repeat, TARGETS)
+        print("\nIn process (diagnostics):")
 
     started = time.perf_counter()
     warm_up()

@@ -149,7 +149,7 @@ def tardy_cost(end, due, weight):
 # --------------------------------------------------------------------------- construction
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)  # run two at once on two cores (optimize.construct)
 def construct_list(
     prio,
     proc,
@@ -197,7 +197,7 @@ def construct_list(
     return line_of, prio.astype(np.int32)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)  # run two at once on two cores (optimize.construct)
 def construct_atc(
     kval,
     pbar,

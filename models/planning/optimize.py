@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,6 +31,9 @@ ATC_K = (0.5, 1.0, 2.0, 4.0, 8.0)
 ATC_EXACT_UP_TO = 400
 ATC_POOL = 32
 ATC_K_LARGE = (2.0, 4.0)
+# From this many jobs the construction rules run on two threads (both cores): below it a
+# rule takes well under a millisecond and the hand-over costs more than it saves.
+PARALLEL_FROM = 1000
 # Target wall time of one kernel chunk between clock checks, seconds: a 0.1 s limit is then
 # overrun by a few percent at most.
 CHUNK_S = 0.004
@@ -237,18 +241,27 @@ def construct(arrays: Arrays) -> Solution:
         a.product, a.setup, a.cal_ptr, a.cal_open, a.cal_close, a.free_at, a.last_product,
         el_ptr, el_line,
     )  # fmt: skip
-    for prio in orders:
-        candidates.append(backend.active().construct_list(prio, a.proc, a.ready, *lines))
+    kernel = backend.active()
     pool, ks = (n, ATC_K) if n <= ATC_EXACT_UP_TO else (ATC_POOL, ATC_K_LARGE)
     dues = [(k, a.due) for k in ks]
     if np.any(np.isfinite(a.deadline)):
         dues.append((2.0, tight_due))
-    for k, duekey in dues:
-        candidates.append(
-            backend.active().construct_atc(
-                k, pbar, pool, duekey, by_due, by_ratio, a.proc, a.ready, a.weight, *lines
-            )
+
+    def list_rule(prio: np.ndarray) -> Callable[[], tuple[np.ndarray, np.ndarray]]:
+        return lambda: kernel.construct_list(prio, a.proc, a.ready, *lines)
+
+    def atc_rule(k: float, duekey: np.ndarray) -> Callable[[], tuple[np.ndarray, np.ndarray]]:
+        return lambda: kernel.construct_atc(
+            k, pbar, pool, duekey, by_due, by_ratio, a.proc, a.ready, a.weight, *lines
         )
+
+    rules = [list_rule(prio) for prio in orders] + [atc_rule(k, d) for k, d in dues]
+    if n >= PARALLEL_FROM and kernel is backend.compiled:
+        # The compiled rules release the GIL: two threads use both cores. The ATC rules
+        # (the slow ones at 10,000 jobs) go first so the two threads finish together.
+        candidates = list(_threads().map(lambda rule: rule(), rules[::-1]))[::-1]
+    else:
+        candidates = [rule() for rule in rules]
     best: Solution | None = None
     best_key: tuple[int, float] = (0, 0.0)
     for line_of, order in candidates:
@@ -258,6 +271,17 @@ def construct(arrays: Arrays) -> Solution:
             best, best_key = sol, key
     assert best is not None
     return best
+
+
+def _threads() -> ThreadPoolExecutor:
+    """Two threads for the construction rules, made once per process."""
+    global _POOL
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(2, thread_name_prefix="planner")
+    return _POOL
+
+
+_POOL: ThreadPoolExecutor | None = None
 
 
 def _seed_state(seed: int) -> np.ndarray:

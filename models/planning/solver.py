@@ -45,8 +45,9 @@ FLOW_TIE_BREAK = 1e-4
 # local optimum or this limit, whichever comes first.
 INCREMENTAL_TIME_S = 0.03
 REINSERT_UP_TO = 20
-# A job starting this much off its previous plan's start (hours) means its line changed.
-MOVED_H = 1e-3
+# A job starting this much off its previous plan's start (hours) means its line changed;
+# less is time passing between replans (as models/replan.py's MOVE_EPSILON_H).
+MOVED_H = 0.25
 
 
 def default_time_limit(jobs: int, *, incremental: bool = False) -> float:
