@@ -56,6 +56,10 @@ LS_CROSS = 4
 LS_CROSS_SWAP = 3
 LS_KICK_PER_JOB = 0.02
 LS_BACK_TO_BEST = 3
+# A plan of up to this many jobs whose limit ran out before the search started still gets
+# this many sweeps of visits (one sweep at 200 jobs: a few milliseconds).
+LS_DESCEND_UP_TO = 200
+LS_DESCEND_SWEEPS = 3
 
 
 @dataclass(frozen=True)
@@ -451,6 +455,10 @@ def _general_search(
         return 0.0 if stop_after and ctl[4] >= stop_after else float(costs.min())
 
     rounds = _run_chunks(step, cost, started, time_limit, max_rounds)
+    if rounds == 0 and max_rounds is None and n <= LS_DESCEND_UP_TO:
+        # The limit was spent before the search began (a loaded machine, a first call
+        # loading the kernel): a small plan still gets a few sweeps, milliseconds.
+        rounds = step(LS_DESCEND_SWEEPS * (len(focus) if focus is not None else n))
     if costs[0] < costs[1]:
         best_seq, best_cnt = seq, cnt
     line_of = np.zeros(n, np.int32)
