@@ -57,9 +57,10 @@ LS_CROSS_SWAP = 3
 LS_KICK_PER_JOB = 0.02
 LS_BACK_TO_BEST = 3
 # A plan of up to this many jobs whose limit ran out before the search started still gets
-# this many sweeps of visits (one sweep at 200 jobs: a few milliseconds).
+# this many sweeps of visits, or up to 50 (at most LS_DESCEND_VISITS visits: some 10-50 ms).
 LS_DESCEND_UP_TO = 200
 LS_DESCEND_SWEEPS = 3
+LS_DESCEND_VISITS = 2000
 
 
 @dataclass(frozen=True)
@@ -458,7 +459,8 @@ def _general_search(
     if rounds == 0 and max_rounds is None and n <= LS_DESCEND_UP_TO:
         # The limit was spent before the search began (a loaded machine, a first call
         # loading the kernel): a small plan still gets a few sweeps, milliseconds.
-        rounds = step(LS_DESCEND_SWEEPS * (len(focus) if focus is not None else n))
+        m = len(focus) if focus is not None else n
+        rounds = step(max(LS_DESCEND_SWEEPS * m, min(50 * m, LS_DESCEND_VISITS)))
     if costs[0] < costs[1]:
         best_seq, best_cnt = seq, cnt
     line_of = np.zeros(n, np.int32)
