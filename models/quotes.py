@@ -6,23 +6,31 @@ the answer mapped back from work orders to orders and their promises, and an aud
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from loopline.models.audit import record
 from loopline.models.clock import end_of_day, iso, promise_day
 from loopline.models.live import LiveState
-from loopline.models.records import LineRate, Order, Product, WorkOrder
+from loopline.models.planning import Problem
+from loopline.models.records import InboxEvent, LineRate, Order, PlanRevision, Product, WorkOrder
 from loopline.models.replan import PRIORITY_WEIGHT, PlanWindow, build_problem, promise_for
 
 if TYPE_CHECKING:
     from loopline.models.planning.quote import Placement
 
 QUOTE_TIME_LIMIT_S = 0.05
+# Quotes reuse the planning problem built for the previous quote (reading every open work
+# order from SQL and live state is most of a quote's time at 2,000 jobs) while no plan
+# revision was published, no CRM event received, and for at most this long.
+PROBLEM_REUSE_S = 30.0
+_problems: dict[tuple[str, int], tuple[tuple[int | None, int | None], datetime, Problem]] = {}
+_problems_lock = threading.Lock()
 
 
 class UnknownSku(ValueError):
@@ -65,7 +73,7 @@ def make_quote(
         raise UnknownSku(ask.sku, f"unknown product '{ask.sku}'")
     if session.scalar(select(LineRate.line_id).where(LineRate.sku == ask.sku).limit(1)) is None:
         raise UnknownSku(ask.sku, f"no line can make '{ask.sku}'")
-    problem, _ = build_problem(session, live, now, window)
+    problem = _current_problem(session, live, now, window)
     due = end_of_day(ask.requested_date)
     answer = quote(
         problem,
@@ -130,6 +138,30 @@ def make_quote(
         },
     )
     return result
+
+
+def _current_problem(
+    session: Session, live: LiveState, now: datetime, window: PlanWindow
+) -> Problem:
+    """The open work as a planning problem: built afresh, or the previous quote's while
+    nothing was replanned or received since (and ``PROBLEM_REUSE_S`` has not passed)."""
+    bind = session.get_bind()
+    where = (str(bind.engine.url), id(bind.engine))
+    version = (
+        session.scalar(select(func.max(PlanRevision.id))),
+        session.scalar(select(func.max(InboxEvent.id))),
+    )
+    with _problems_lock:
+        cached = _problems.get(where)
+    if cached is not None:
+        seen, built_at, problem = cached
+        age = (now - built_at).total_seconds()
+        if seen == version and 0 <= age <= PROBLEM_REUSE_S and problem.frozen_h == window.frozen_h:
+            return problem
+    problem, _ = build_problem(session, live, now, window)
+    with _problems_lock:
+        _problems[where] = (version, now, problem)
+    return problem
 
 
 def _placement(placement: Placement, requested: date, window: PlanWindow) -> dict[str, Any]:

@@ -149,7 +149,7 @@ def tardy_cost(end, due, weight):
 # --------------------------------------------------------------------------- construction
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)  # run two at once on two cores (optimize.construct)
 def construct_list(
     prio,
     proc,
@@ -197,7 +197,7 @@ def construct_list(
     return line_of, prio.astype(np.int32)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)  # run two at once on two cores (optimize.construct)
 def construct_atc(
     kval,
     pbar,
@@ -843,7 +843,10 @@ def ls_rounds(
     ``costs`` = [current, best local optimum] (the caller keeps whichever is lower; the
     best is only taken at local optima so chunking cannot change the search); ``params`` =
     [intra window, cross-line window, cross-swap
-    window, kick moves, local optima without a new best before going back to the best].
+    window, kick moves, local optima without a new best before going back to the best,
+    jobs visited m, local optima to stop after (0: never)]. With m < n the caller fills
+    ``visit[:m]`` with the jobs to visit (a replan repairing the lines a change touched):
+    a sweep is over those alone. ``ctl[4]``, if present, counts local optima.
     Each visited job tries insertion and swap within its line, insertion near the same
     start time on each other eligible line and swaps with jobs there, and takes the best
     improving move. A sweep over all jobs without improvement is a local optimum: keep it
@@ -853,26 +856,32 @@ def ls_rounds(
     due_of = prob[2]
     n = lin.shape[0]
     L = cnt.shape[0]
+    m = n
+    stop_after = 0
+    if params.shape[0] > 6:
+        m = min(n, params[5])
+        stop_after = params[6]
     if ctl[_C_STARTED] == 0:
         ctl[_C_STARTED] = 1
         costs[1] = costs[0]
         best_seq[:, :] = seq
         best_cnt[:] = cnt
-        for q in range(n):
-            visit[q] = q
-        ctl[_C_VISIT] = n
+        if m == n:
+            for q in range(n):
+                visit[q] = q
+        ctl[_C_VISIT] = m
     done = 0
     while done < rounds and costs[0] > 0.0:
-        if ctl[_C_VISIT] >= n:  # new sweep in a fresh random order
+        if ctl[_C_VISIT] >= m:  # new sweep in a fresh random order
             ctl[_C_VISIT] = 0
-            for q in range(n - 1, 0, -1):
+            for q in range(m - 1, 0, -1):
                 r = _randint(rng, q + 1)
                 tmp = visit[q]
                 visit[q] = visit[r]
                 visit[r] = tmp
             # Late jobs first: moves around them are the likeliest to pay.
             front = 0
-            for q in range(n):
+            for q in range(m):
                 if en[visit[q]] > due_of[visit[q]]:
                     tmp = visit[front]
                     visit[front] = visit[q]
@@ -887,7 +896,7 @@ def ls_rounds(
             ctl[_C_QUIET] = 0
         else:
             ctl[_C_QUIET] += 1
-        if ctl[_C_QUIET] < n:
+        if ctl[_C_QUIET] < m:
             continue
         # A whole sweep without improvement: a local optimum.
         ctl[_C_QUIET] = 0
@@ -908,5 +917,9 @@ def ls_rounds(
                 for j in range(n):
                     total += jc[j]
                 costs[0] = total
+        if ctl.shape[0] > 4:
+            ctl[4] += 1
+            if stop_after > 0 and ctl[4] >= stop_after:
+                break
         costs[0] += _kick(prob, state, el_ptr, el_line, rng, params[3])
     return done

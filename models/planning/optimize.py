@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,6 +31,9 @@ ATC_K = (0.5, 1.0, 2.0, 4.0, 8.0)
 ATC_EXACT_UP_TO = 400
 ATC_POOL = 32
 ATC_K_LARGE = (2.0, 4.0)
+# From this many jobs the construction rules run on two threads (both cores): below it a
+# rule takes well under a millisecond and the hand-over costs more than it saves.
+PARALLEL_FROM = 1000
 # Target wall time of one kernel chunk between clock checks, seconds: a 0.1 s limit is then
 # overrun by a few percent at most.
 CHUNK_S = 0.004
@@ -52,6 +56,11 @@ LS_CROSS = 4
 LS_CROSS_SWAP = 3
 LS_KICK_PER_JOB = 0.02
 LS_BACK_TO_BEST = 3
+# A plan of up to this many jobs whose limit ran out before the search started still gets
+# this many sweeps of visits, or up to 50 (at most LS_DESCEND_VISITS visits: some 10-50 ms).
+LS_DESCEND_UP_TO = 200
+LS_DESCEND_SWEEPS = 3
+LS_DESCEND_VISITS = 2000
 
 
 @dataclass(frozen=True)
@@ -237,18 +246,27 @@ def construct(arrays: Arrays) -> Solution:
         a.product, a.setup, a.cal_ptr, a.cal_open, a.cal_close, a.free_at, a.last_product,
         el_ptr, el_line,
     )  # fmt: skip
-    for prio in orders:
-        candidates.append(backend.active().construct_list(prio, a.proc, a.ready, *lines))
+    kernel = backend.active()
     pool, ks = (n, ATC_K) if n <= ATC_EXACT_UP_TO else (ATC_POOL, ATC_K_LARGE)
     dues = [(k, a.due) for k in ks]
     if np.any(np.isfinite(a.deadline)):
         dues.append((2.0, tight_due))
-    for k, duekey in dues:
-        candidates.append(
-            backend.active().construct_atc(
-                k, pbar, pool, duekey, by_due, by_ratio, a.proc, a.ready, a.weight, *lines
-            )
+
+    def list_rule(prio: np.ndarray) -> Callable[[], tuple[np.ndarray, np.ndarray]]:
+        return lambda: kernel.construct_list(prio, a.proc, a.ready, *lines)
+
+    def atc_rule(k: float, duekey: np.ndarray) -> Callable[[], tuple[np.ndarray, np.ndarray]]:
+        return lambda: kernel.construct_atc(
+            k, pbar, pool, duekey, by_due, by_ratio, a.proc, a.ready, a.weight, *lines
         )
+
+    rules = [list_rule(prio) for prio in orders] + [atc_rule(k, d) for k, d in dues]
+    if n >= PARALLEL_FROM and kernel is backend.compiled:
+        # The compiled rules release the GIL: two threads use both cores. The ATC rules
+        # (the slow ones at 10,000 jobs) go first so the two threads finish together.
+        candidates = list(_threads().map(lambda rule: rule(), rules[::-1]))[::-1]
+    else:
+        candidates = [rule() for rule in rules]
     best: Solution | None = None
     best_key: tuple[int, float] = (0, 0.0)
     for line_of, order in candidates:
@@ -258,6 +276,17 @@ def construct(arrays: Arrays) -> Solution:
             best, best_key = sol, key
     assert best is not None
     return best
+
+
+def _threads() -> ThreadPoolExecutor:
+    """Two threads for the construction rules, made once per process."""
+    global _POOL
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(2, thread_name_prefix="planner")
+    return _POOL
+
+
+_POOL: ThreadPoolExecutor | None = None
 
 
 def _seed_state(seed: int) -> np.ndarray:
@@ -365,6 +394,7 @@ def _general_search(
     time_limit: float | None,
     max_rounds: int | None,
     seed: int,
+    focus: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, int]:
     a = arrays
     n, n_lines = a.n_jobs, a.n_lines
@@ -391,10 +421,18 @@ def _general_search(
     best_cnt = cnt.copy()
     visit = np.arange(n, dtype=np.int32)
     costs = np.array([start.cost, start.cost])
-    ctl = np.zeros(4, np.int64)
+    ctl = np.zeros(5, np.int64)  # [4]: local optima reached
     rng = _seed_state(seed)
     kick = max(2, int(LS_KICK_PER_JOB * n))
-    params = np.array([LS_INTRA, LS_CROSS, LS_CROSS_SWAP, kick, LS_BACK_TO_BEST], np.int64)
+    # A repair (``focus``): sweeps visit those jobs alone, and the search stops at the
+    # first local optimum (no kick, which would shuffle work the change did not touch).
+    m, stop_after = n, 0
+    if focus is not None:
+        m, stop_after = len(focus), 1
+        visit[:m] = focus
+    params = np.array(
+        [LS_INTRA, LS_CROSS, LS_CROSS_SWAP, kick, LS_BACK_TO_BEST, m, stop_after], np.int64
+    )
 
     def step(rounds: int) -> int:
         return int(
@@ -414,7 +452,15 @@ def _general_search(
             )  # fmt: skip
         )
 
-    rounds = _run_chunks(step, lambda: float(costs.min()), started, time_limit, max_rounds)
+    def cost() -> float:  # 0 also once the repair reached its local optimum
+        return 0.0 if stop_after and ctl[4] >= stop_after else float(costs.min())
+
+    rounds = _run_chunks(step, cost, started, time_limit, max_rounds)
+    if rounds == 0 and max_rounds is None and n <= LS_DESCEND_UP_TO:
+        # The limit was spent before the search began (a loaded machine, a first call
+        # loading the kernel): a small plan still gets a few sweeps, milliseconds.
+        m = len(focus) if focus is not None else n
+        rounds = step(max(LS_DESCEND_SWEEPS * m, min(50 * m, LS_DESCEND_VISITS)))
     if costs[0] < costs[1]:
         best_seq, best_cnt = seq, cnt
     line_of = np.zeros(n, np.int32)
@@ -432,8 +478,13 @@ def optimize(
     seed: int = 0,
     initial: tuple[np.ndarray, np.ndarray] | None = None,
     started: float | None = None,
+    focus: np.ndarray | None = None,
 ) -> Solution:
     """Improve the best of ``construct`` and ``initial`` by iterated local search.
+
+    ``focus`` (with ``initial``): a repair of the previous plan after a change. Nothing is
+    constructed; the search visits only the jobs in ``focus`` (those on the lines the
+    change touched) and stops at the first local optimum or the limit.
 
     Stops after ``time_limit`` wall seconds or ``max_rounds`` rounds, whichever comes
     first, or at cost 0; the same inputs, seed and max_rounds give the same answer. Jobs
@@ -444,8 +495,11 @@ def optimize(
     started = time.perf_counter() if started is None else started
     if time_limit is None and max_rounds is None:
         raise ValueError("optimize: give time_limit or max_rounds")
-    built = construct(arrays)
-    ref = built if initial is None else decode(arrays, initial[0], initial[1])
+    if focus is not None and initial is None:
+        raise ValueError("optimize: focus needs initial")
+    ref = None if initial is None else decode(arrays, initial[0], initial[1])
+    built = ref if focus is not None and ref is not None else construct(arrays)
+    ref = built if ref is None else ref
     # Met within DEADLINE_TOLERANCE_H (datetimes carry microseconds, hours are floats):
     # the bound is then the reference's own end, so the job can stay exactly where it is.
     met = ref.end <= arrays.deadline + DEADLINE_TOLERANCE_H
@@ -453,14 +507,14 @@ def optimize(
     start = ref
     if built.cost < ref.cost and not np.any(built.end > deadline):
         start = built
-    if start.cost <= 0.0 or arrays.n_jobs < 2:
+    if start.cost <= 0.0 or arrays.n_jobs < 2 or (focus is not None and len(focus) == 0):
         return start
     lexicographic = _single_line_plain(arrays, deadline)
     if lexicographic:
         line_of, order, rounds = _wt_search(arrays, start, started, time_limit, max_rounds, seed)
     else:
         line_of, order, rounds = _general_search(
-            arrays, start, deadline, started, time_limit, max_rounds, seed
+            arrays, start, deadline, started, time_limit, max_rounds, seed, focus
         )
     result = decode(arrays, line_of, order, rounds)
     if _worse(arrays, result, start, lexicographic) or np.any(result.end > deadline):

@@ -40,7 +40,14 @@ FULL_TIME_S = 0.85
 # batches changeovers and leaves slack): 1,000 weighted job-hours sooner are worth one
 # weighted hour of tardiness, so the tie-breaker never trades real lateness for it.
 FLOW_TIE_BREAK = 1e-4
-INCREMENTAL_TIME_S = 0.08
+# A replan from the previous plan repairs it: new (or changed) jobs placed where they cost
+# least, then a local search over the lines the change touched, stopping at its first
+# local optimum or this limit, whichever comes first.
+INCREMENTAL_TIME_S = 0.03
+REINSERT_UP_TO = 20
+# A job starting this much off its previous plan's start (hours) means its line changed;
+# less is time passing between replans (as models/replan.py's MOVE_EPSILON_H).
+MOVED_H = 0.25
 
 
 def default_time_limit(jobs: int, *, incremental: bool = False) -> float:
@@ -69,14 +76,20 @@ def solve(
     model = PlanModel(problem)
     solution = None
     if model.free:
-        initial = model.initial()
-        if max_rounds is None and time_limit is None:
-            time_limit = default_time_limit(len(model.free), incremental=initial is not None)
+        repair = model.repair_start()
+        default = max_rounds is None and time_limit is None
+        if default:
+            time_limit = default_time_limit(len(model.free), incremental=repair is not None)
         arrays = model.arrays
-        if initial is not None:
+        initial = focus = None
+        if repair is not None:
             # A replan repairs the previous plan: only lateness is worth moving work for,
             # never the tie-breaker, or every replan would shuffle the floor's queue.
             arrays = replace(arrays, flow=None)
+            initial = repair[:2]
+            # With the default limit the search repairs the touched lines only; a limit
+            # given searches the whole plan from the repaired start that long.
+            focus = repair[2] if default else None
         solution = optimize(
             arrays,
             time_limit=time_limit,
@@ -84,12 +97,19 @@ def solve(
             seed=seed,
             initial=initial,
             started=called,
+            focus=focus,
         )
     return model.schedule(solution)
 
 
 def _h(moment: datetime, origin: datetime) -> float:
     return (moment - origin).total_seconds() / 3600
+
+
+def _hours_from(origin: datetime, moments: list[datetime]) -> np.ndarray:
+    """Hours from ``origin`` to each moment (aware datetimes), as one array."""
+    base = origin.timestamp()
+    return (np.array([m.timestamp() for m in moments], dtype=np.float64) - base) / 3600
 
 
 @dataclass(frozen=True)
@@ -158,13 +178,23 @@ class PlanModel:
     def _timelines(self) -> list[Timeline]:
         until = layout_until(self.problem)
         self.windows: list[tuple[tuple[float, float], ...]] = []
+        shared: dict[str, tuple[tuple[float, float], ...]] = {}  # lines on one calendar
+        timelines: dict[tuple[str | None, bool], Timeline] = {}
+        out = []
         for li, ln in enumerate(self.lines):
-            if ln.calendar is None or li in self.closed:
+            closed = li in self.closed
+            if ln.calendar is None or closed:
                 self.windows.append(())
             else:
-                cal = self.problem.calendars[ln.calendar]
-                self.windows.append(working_windows(cal, self.origin, until[ln.calendar]))
-        return [Timeline(w, closed=li in self.closed) for li, w in enumerate(self.windows)]
+                if ln.calendar not in shared:
+                    cal = self.problem.calendars[ln.calendar]
+                    shared[ln.calendar] = working_windows(cal, self.origin, until[ln.calendar])
+                self.windows.append(shared[ln.calendar])
+            key = (None if closed else ln.calendar, closed)
+            if key not in timelines:
+                timelines[key] = Timeline(self.windows[-1], closed=closed)
+            out.append(timelines[key])
+        return out
 
     def _place_pinned(self, pinned: list[Job]) -> tuple[list[Placed], list[float], list[int]]:
         p, origin = self.problem, self.origin
@@ -223,21 +253,29 @@ class PlanModel:
             table = p.changeovers.get(key)
             if not table:
                 continue
-            targets = range(n_lines) if key == "*" else [self.line_index[key]]
-            for before, row in table.items():
-                for after, hours in row.items():
-                    if before != after:
-                        a, b = self.product_index[before], self.product_index[after]
-                        for li in targets:
-                            setup[li, a, b] = hours
+            pi = self.product_index
+            pairs = [
+                (pi[before], pi[after], hours)
+                for before, row in table.items()
+                for after, hours in row.items()
+                if before != after
+            ]
+            if not pairs:
+                continue
+            a, b, hours = (np.array(col) for col in zip(*pairs, strict=True))
+            if key == "*":
+                setup[:, a, b] = hours
+            else:
+                setup[self.line_index[key], a, b] = hours
         ptr = np.zeros(n_lines + 1, dtype=np.int64)
         for li, w in enumerate(self.windows):
             ptr[li + 1] = ptr[li] + len(w)
-        flat = [pair for w in self.windows for pair in w]
+        flat = np.array([pair for w in self.windows for pair in w], dtype=np.float64)
+        flat = flat.reshape(-1, 2)
         return Arrays(
             proc=proc,
             ready=np.array([self._ready_h(j) for j in jobs], dtype=np.float64),
-            due=np.array([_h(j.due, origin) for j in jobs], dtype=np.float64),
+            due=_hours_from(origin, [j.due for j in jobs]),
             weight=np.array([j.weight for j in jobs], dtype=np.float64),
             deadline=np.array(
                 [_h(j.deadline, origin) if j.deadline else np.inf for j in jobs], dtype=np.float64
@@ -245,14 +283,72 @@ class PlanModel:
             product=product,
             setup=setup,
             cal_ptr=ptr,
-            cal_open=np.array([a for a, _ in flat], dtype=np.float64),
-            cal_close=np.array([b for _, b in flat], dtype=np.float64),
+            cal_open=flat[:, 0],
+            cal_close=flat[:, 1],
             free_at=np.array(free_at, dtype=np.float64),
             last_product=np.array(last_product, dtype=np.int32),
             flow=FLOW_TIE_BREAK * np.array([j.weight for j in jobs], dtype=np.float64),
         )
 
     # --- the previous plan as a start ---------------------------------------------------
+
+    def repair_start(self) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """A replan's start and the jobs its search visits: the previous plan with each new
+        (or changed) job placed where it costs least, and the jobs on the lines that change
+        touched; None when nothing was planned before.
+
+        A new job is tried at its due-date position and at the end of every line that can
+        make it (first ``REINSERT_UP_TO`` new jobs, by due date; the rest stay where
+        ``initial`` put them). A line is touched when a new job lands on it or when any
+        of its jobs no longer starts when the previous plan said.
+        """
+        start = self.initial()
+        if start is None:
+            return None
+        line_of, order = start
+        jobs, a = self.free, self.arrays
+        new = [j for j, job in enumerate(jobs) if job.planned_line not in self.line_index]
+        new = [j for j in new if math.isfinite(a.proc[j, line_of[j]])]
+        new.sort(key=lambda j: (a.due[j], jobs[j].id))
+        for j in new[:REINSERT_UP_TO]:
+            line_of, order = self._reinsert(line_of, order, j)
+        sol = decode(a, line_of, order)
+        planned = np.array(
+            [
+                _h(job.planned_start, self.origin) if job.planned_start is not None else np.nan
+                for job in jobs
+            ]
+        )
+        with np.errstate(invalid="ignore"):
+            moved = ~(np.abs(sol.start - planned) <= MOVED_H)  # NaN (new job) counts as moved
+        touched = np.zeros(a.n_lines, dtype=bool)
+        touched[line_of[moved]] = True
+        focus = np.flatnonzero(touched[line_of]).astype(np.int32)
+        return line_of, order, focus
+
+    def _reinsert(
+        self, line_of: np.ndarray, order: np.ndarray, j: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``j`` moved to where the plan costs least (fewest missed deadlines first)."""
+        a = self.arrays
+        rest = order[order != j]
+        best: tuple[tuple[int, float], np.ndarray, np.ndarray] | None = None
+        for li in np.flatnonzero(np.isfinite(a.proc[j])):
+            on_line = np.flatnonzero(line_of[rest] == li)
+            later = on_line[a.due[rest[on_line]] > a.due[j]]
+            spots = {len(rest)}
+            if len(later):
+                spots.add(int(later[0]))
+            trial_line = line_of.copy()
+            trial_line[j] = li
+            for at in spots:
+                trial_order = np.concatenate((rest[:at], [j], rest[at:])).astype(np.int32)
+                sol = decode(a, trial_line, trial_order)
+                key = (int(np.count_nonzero(sol.end > a.deadline + 1e-6)), sol.cost)
+                if best is None or key < best[0]:
+                    best = (key, trial_line, trial_order)
+        assert best is not None
+        return best[1], best[2]
 
     def initial(self) -> tuple[np.ndarray, np.ndarray] | None:
         """The previous plan (jobs on their planned lines, in planned order) with new jobs
@@ -332,29 +428,32 @@ class PlanModel:
     def schedule(self, solution: Solution | None) -> Schedule:
         """The kernel's solution (and the pinned work) as a ``Schedule`` with reasons."""
         origin = self.origin
-        placed = list(self.pinned)
+        line_ids = [ln.id for ln in self.lines]
+        assignments = [
+            Assignment(
+                job=pl.job.id,
+                line=line_ids[pl.line],
+                start=origin + timedelta(hours=pl.start),
+                end=origin + timedelta(hours=pl.end),
+                setup_h=pl.setup_h,
+            )
+            for pl in self.pinned
+        ]
         if solution is not None:
-            for j, job in enumerate(self.free):
-                placed.append(
-                    Placed(
-                        job,
-                        int(solution.line_of[j]),
-                        float(solution.start[j]),
-                        float(solution.end[j]),
-                        float(solution.setup_h[j]),
+            hour = timedelta(hours=1)
+            for job, li, start, end, setup_h in zip(
+                self.free,
+                solution.line_of.tolist(),
+                solution.start.tolist(),
+                solution.end.tolist(),
+                solution.setup_h.tolist(),
+                strict=True,
+            ):
+                assignments.append(
+                    Assignment(
+                        job.id, line_ids[li], origin + start * hour, origin + end * hour, setup_h
                     )
                 )
-        assignments = []
-        for pl in placed:
-            assignments.append(
-                Assignment(
-                    job=pl.job.id,
-                    line=self.lines[pl.line].id,
-                    start=origin + timedelta(hours=pl.start),
-                    end=origin + timedelta(hours=pl.end),
-                    setup_h=pl.setup_h,
-                )
-            )
         order = {ln.id: i for i, ln in enumerate(self.lines)}
         assignments.sort(key=lambda a: (a.start, order[a.line], a.job))
         total = weighted_tardiness(self.problem, assignments)
