@@ -12,13 +12,16 @@ clock: the search runs in short chunks of rounds and the time is checked in betw
 
 from __future__ import annotations
 
+import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import ModuleType
 
 import numpy as np
 
-from loopline.models.planning import backend
+from loopline.models.planning import aot
 
 # A deadline counts as met when missed by less than this (hours; about 4 ms).
 DEADLINE_TOLERANCE_H = 1e-6
@@ -52,6 +55,29 @@ LS_CROSS = 4
 LS_CROSS_SWAP = 3
 LS_KICK_PER_JOB = 0.02
 LS_BACK_TO_BEST = 3
+
+
+_jit_only = threading.local()
+
+
+def _jit() -> ModuleType:
+    """The numba kernel (``backend.active()``); imported on first need, as numba is."""
+    from loopline.models.planning import backend
+
+    return backend.active()
+
+
+def _kernel(single_line: bool) -> ModuleType:
+    """Which kernel module a call runs: the ahead-of-time build for the plain single-line
+    case when it is built (a process then never imports numba), else ``_jit()``. A module
+    forced for this thread (``backend``'s tests, the warm-up) wins."""
+    if single_line and not getattr(_jit_only, "on", False):
+        backend = sys.modules.get("loopline.models.planning.backend")
+        forced = backend is not None and getattr(backend._local, "module", None) is not None
+        fast = None if forced else aot.module()
+        if fast is not None:
+            return fast
+    return _jit()
 
 
 @dataclass(frozen=True)
@@ -170,8 +196,16 @@ def _eligibility(arrays: Arrays) -> tuple[np.ndarray, np.ndarray]:
     return ptr, np.nonzero(ok)[1].astype(np.int32)
 
 
-def decode(arrays: Arrays, line_of: np.ndarray, order: np.ndarray, rounds: int = 0) -> Solution:
-    """Time a solution (each job's line, and a permutation giving each line's sequence)."""
+def decode(
+    arrays: Arrays,
+    line_of: np.ndarray,
+    order: np.ndarray,
+    rounds: int = 0,
+    *,
+    kernel: ModuleType | None = None,
+) -> Solution:
+    """Time a solution (each job's line, and a permutation giving each line's sequence);
+    ``kernel``: the module to run (default ``_jit()``)."""
     n = arrays.n_jobs
     line_of = np.ascontiguousarray(line_of, dtype=np.int32)
     order = np.ascontiguousarray(order, dtype=np.int32)
@@ -184,25 +218,28 @@ def decode(arrays: Arrays, line_of: np.ndarray, order: np.ndarray, rounds: int =
     if n and not np.all(np.isfinite(arrays.proc[np.arange(n), line_of])):
         raise ValueError("line_of: a job on a line that cannot make it")
     a = arrays
-    start, end, setup_h = backend.active().decode_kernel(
+    k = _jit() if kernel is None else kernel
+    start, end, setup_h = k.decode_kernel(
         a.proc, a.ready, a.product, a.setup, a.cal_ptr, a.cal_open, a.cal_close,
         a.free_at, a.last_product, line_of, order,
     )  # fmt: skip
-    cost = float(backend.active().tardy_cost(end, a.due, a.weight)) + float(a.flow_array @ end)
+    cost = float(k.tardy_cost(end, a.due, a.weight)) + float(a.flow_array @ end)
     return Solution(line_of, order, start, end, setup_h, cost, rounds)
 
 
-def _tardiness(arrays: Arrays, sol: Solution) -> float:
+def _tardiness(arrays: Arrays, sol: Solution, kernel: ModuleType) -> float:
     """Total weighted tardiness of a solution (its cost without the flow tie-breaker)."""
-    return float(backend.active().tardy_cost(sol.end, arrays.due, arrays.weight))
+    return float(kernel.tardy_cost(sol.end, arrays.due, arrays.weight))
 
 
-def _worse(arrays: Arrays, sol: Solution, than: Solution, lexicographic: bool) -> bool:
+def _worse(
+    arrays: Arrays, sol: Solution, than: Solution, lexicographic: bool, kernel: ModuleType
+) -> bool:
     """Whether ``sol`` costs more than ``than``; ``lexicographic``: tardiness first (equal
     within float noise), then the whole cost, as the single-line search ranks them."""
     if not lexicographic:
         return sol.cost > than.cost
-    mine, theirs = _tardiness(arrays, sol), _tardiness(arrays, than)
+    mine, theirs = _tardiness(arrays, sol, kernel), _tardiness(arrays, than, kernel)
     noise = 1e-9 * max(1.0, theirs)
     if mine > theirs + noise:
         return True
@@ -213,9 +250,10 @@ def _misses(arrays: Arrays, sol: Solution, deadline: np.ndarray) -> int:
     return int(np.count_nonzero(sol.end > deadline))
 
 
-def construct(arrays: Arrays) -> Solution:
+def construct(arrays: Arrays, *, kernel: ModuleType | None = None) -> Solution:
     """Best of several list-scheduling and ATC-dispatch rules (fewest missed deadlines first)."""
     a = arrays
+    kern = _jit() if kernel is None else kernel
     n = a.n_jobs
     if n == 0:
         empty = np.zeros(0, np.int32)
@@ -238,21 +276,21 @@ def construct(arrays: Arrays) -> Solution:
         el_ptr, el_line,
     )  # fmt: skip
     for prio in orders:
-        candidates.append(backend.active().construct_list(prio, a.proc, a.ready, *lines))
+        candidates.append(kern.construct_list(prio, a.proc, a.ready, *lines))
     pool, ks = (n, ATC_K) if n <= ATC_EXACT_UP_TO else (ATC_POOL, ATC_K_LARGE)
     dues = [(k, a.due) for k in ks]
     if np.any(np.isfinite(a.deadline)):
         dues.append((2.0, tight_due))
     for k, duekey in dues:
         candidates.append(
-            backend.active().construct_atc(
+            kern.construct_atc(
                 k, pbar, pool, duekey, by_due, by_ratio, a.proc, a.ready, a.weight, *lines
             )
         )
     best: Solution | None = None
     best_key: tuple[int, float] = (0, 0.0)
     for line_of, order in candidates:
-        sol = decode(a, line_of, order)
+        sol = decode(a, line_of, order, kernel=kern)
         key = (_misses(a, sol, a.deadline), sol.cost)
         if best is None or key < best_key:
             best, best_key = sol, key
@@ -325,12 +363,13 @@ def _wt_search(
     time_limit: float | None,
     max_rounds: int | None,
     seed: int,
+    kernel: ModuleType,
 ) -> tuple[np.ndarray, np.ndarray, int]:
     a = arrays
     p = np.ascontiguousarray(a.proc[:, 0])
-    seq = start.order.copy()
+    seq = np.ascontiguousarray(start.order, dtype=np.int32).copy()
     best_seq = seq.copy()
-    tardy = _tardiness(a, start)
+    tardy = _tardiness(a, start, kernel)
     costs = np.array([tardy, tardy])
     ctl = np.zeros(4, np.int64)
     rng = _seed_state(seed)
@@ -342,7 +381,7 @@ def _wt_search(
 
     def step(rounds: int) -> int:
         return int(
-            backend.active().wt_rounds(
+            kernel.wt_rounds(
                 p, a.weight, a.due, base, seq, best_seq, costs, ctl, rng, params, rounds
             )
         )
@@ -353,7 +392,7 @@ def _wt_search(
     if np.any(a.flow_array):
         # The tie-breaker, lexicographically after tardiness: the search above saw
         # tardiness alone (mixing the two would let it trade lateness for flow).
-        backend.active().wt_polish(p, a.weight, a.due, a.flow_array, base, best_seq, a.n_jobs)
+        kernel.wt_polish(p, a.weight, a.due, a.flow_array, base, best_seq, a.n_jobs)
     return np.zeros(a.n_jobs, np.int32), best_seq, rounds
 
 
@@ -398,7 +437,7 @@ def _general_search(
 
     def step(rounds: int) -> int:
         return int(
-            backend.active().ls_rounds(
+            _jit().ls_rounds(
                 prob,
                 state,
                 el_ptr,
@@ -444,8 +483,9 @@ def optimize(
     started = time.perf_counter() if started is None else started
     if time_limit is None and max_rounds is None:
         raise ValueError("optimize: give time_limit or max_rounds")
-    built = construct(arrays)
-    ref = built if initial is None else decode(arrays, initial[0], initial[1])
+    kernel = _kernel(_single_line_plain(arrays, arrays.deadline))
+    built = construct(arrays, kernel=kernel)
+    ref = built if initial is None else decode(arrays, initial[0], initial[1], kernel=kernel)
     # Met within DEADLINE_TOLERANCE_H (datetimes carry microseconds, hours are floats):
     # the bound is then the reference's own end, so the job can stay exactly where it is.
     met = ref.end <= arrays.deadline + DEADLINE_TOLERANCE_H
@@ -457,21 +497,36 @@ def optimize(
         return start
     lexicographic = _single_line_plain(arrays, deadline)
     if lexicographic:
-        line_of, order, rounds = _wt_search(arrays, start, started, time_limit, max_rounds, seed)
+        line_of, order, rounds = _wt_search(
+            arrays, start, started, time_limit, max_rounds, seed, kernel
+        )
     else:
         line_of, order, rounds = _general_search(
             arrays, start, deadline, started, time_limit, max_rounds, seed
         )
-    result = decode(arrays, line_of, order, rounds)
-    if _worse(arrays, result, start, lexicographic) or np.any(result.end > deadline):
+    result = decode(arrays, line_of, order, rounds, kernel=kernel)
+    if _worse(arrays, result, start, lexicographic, kernel) or np.any(result.end > deadline):
         return Solution(
             start.line_of, start.order, start.start, start.end, start.setup_h, start.cost, rounds
         )
     return result
 
 
-def warm_up() -> None:
-    """Compile (or load from the cache) every kernel on a tiny instance."""
+def warm_up(*, ahead_of_time: bool = False) -> None:
+    """Compile (or load from the cache) every kernel on a tiny instance; with
+    ``ahead_of_time`` also build the single-line kernels' extension module (``aot``: about a
+    minute once, skipped with a warning when there is no C compiler) that lets a
+    ``loopline plan`` process of one plain line start without numba."""
+    _jit_only.on = True
+    try:
+        _warm_up_jit()
+    finally:
+        _jit_only.on = False
+    if ahead_of_time:
+        aot.build()
+
+
+def _warm_up_jit() -> None:
     n_jobs, n_lines = 4, 2
     proc = np.array([[1.0, 2.0], [2.0, np.inf], [1.5, 1.0], [np.inf, 3.0]])
     setup = np.full((n_lines, 2, 2), 0.5)
