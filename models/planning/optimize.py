@@ -12,6 +12,10 @@ clock: the search runs in short chunks of rounds and the time is checked in betw
 
 from __future__ import annotations
 
+import contextlib
+import os
+import select
+import signal
 import sys
 import threading
 import time
@@ -38,15 +42,23 @@ ATC_K_LARGE = (2.0, 4.0)
 CHUNK_S = 0.004
 # Iterated dynasearch: segment window (whole sequence up to this many jobs), kick of up to
 # this many random swaps within this many positions, back to the best after this many
-# rounds without a new best.
+# rounds without a new best. A bigger kick escapes the deep local optima of tight due
+# dates: on OR-Library wt100 (first 40, CPU-time budget, same seeds) kicks of up to 4 swaps
+# within 8 positions ended 0.385 % (0.1 s) and 0.158 % (0.3 s) off the best known, up to 8
+# swaps within 50 positions 0.011 % and 0.003 %; on wt40 at 0.02 s 121/125 optimal before,
+# 124/125 after.
 WT_WINDOW = 200
-WT_KICK_SWAPS = 4
-WT_KICK_REACH = 8
+WT_KICK_SWAPS = 8
+WT_KICK_REACH = 50
 WT_BACK_TO_BEST = 40
 # Swaps cost O(distance) each, insertions O(1), so swaps may reach less far than insertions.
 # Measured on generated 1,000-job instances at 10 s: a swap reach of 60 or 20 descends
 # faster but ends up to 3.6 % worse than the full window (long swaps pay), so it stays full.
 WT_SWAP_WINDOW = WT_WINDOW
+# The single-line search with a time limit runs a second copy in a forked process (other
+# seed) from this many jobs; the parent waits at most this long past its own end for it.
+MIN_FORK_JOBS = 20
+FORK_GRACE_S = 0.05
 # General search: positions tried around a job in its line, around its start time on
 # another line (insertions), and jobs swapped there; kick moves per job count; local
 # optima without a new best before going back to the best.
@@ -339,6 +351,84 @@ def _run_chunks(
     return done
 
 
+class _Helper:
+    """A forked process running the single-line search with another seed on the second
+    core until the same deadline; the parent keeps the better answer.
+
+    Only with a time limit (a fixed number of rounds stays one deterministic search), at
+    least 2 CPUs and ``MIN_FORK_JOBS`` jobs, and from a process with one thread (the
+    command line): forking a threaded server could copy a lock another thread holds.
+    """
+
+    def __init__(self, pid: int, fd: int) -> None:
+        self.pid = pid
+        self.fd = fd
+
+    @property
+    def is_child(self) -> bool:
+        return self.pid == 0
+
+    @classmethod
+    def start(cls, time_limit: float | None, max_rounds: int | None, n: int) -> _Helper | None:
+        if (
+            time_limit is None
+            or max_rounds is not None
+            or n < MIN_FORK_JOBS
+            or not hasattr(os, "fork")
+            or (os.cpu_count() or 1) < 2
+            or threading.active_count() != 1
+        ):
+            return None
+        read, write = os.pipe()
+        try:
+            pid = os.fork()
+        except OSError:
+            os.close(read)
+            os.close(write)
+            return None
+        if pid == 0:
+            os.close(read)
+            return cls(0, write)
+        os.close(write)
+        return cls(pid, read)
+
+    def send(self, cost: float, seq: np.ndarray) -> None:
+        data = memoryview(np.float64(cost).tobytes() + np.ascontiguousarray(seq).tobytes())
+        while data:
+            data = data[os.write(self.fd, data) :]
+
+    def receive(self, n: int) -> tuple[float, np.ndarray] | None:
+        """The child's (cost, sequence), or None when it is not done within a grace time."""
+        want = 8 + 4 * n
+        chunks: list[bytes] = []
+        got = 0
+        give_up = time.perf_counter() + FORK_GRACE_S
+        try:
+            while got < want:
+                left = give_up - time.perf_counter()
+                if left <= 0 or not select.select([self.fd], [], [], left)[0]:
+                    break
+                chunk = os.read(self.fd, want - got)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                got += len(chunk)
+        finally:
+            os.close(self.fd)
+            if got < want:
+                with contextlib.suppress(OSError):
+                    os.kill(self.pid, signal.SIGKILL)
+            with contextlib.suppress(OSError):
+                os.waitpid(self.pid, 0)
+        if got < want:
+            return None
+        raw = b"".join(chunks)
+        seq = np.frombuffer(raw, dtype=np.int32, offset=8).copy()
+        if not np.array_equal(np.sort(seq), np.arange(n)):
+            return None
+        return float(np.frombuffer(raw[:8], dtype=np.float64)[0]), seq
+
+
 def _single_line_plain(arrays: Arrays, deadline: np.ndarray) -> bool:
     """True for one line without calendar, changeovers, waiting for release or deadlines
     (the flow tie-breaker is allowed: ``_wt_search`` applies it after the search)."""
@@ -386,9 +476,23 @@ def _wt_search(
             )
         )
 
+    helper = _Helper.start(time_limit, max_rounds, a.n_jobs)
+    if helper is not None and helper.is_child:
+        try:  # the second core: the same search from another seed, its best to the parent
+            rng[:] = _seed_state(seed ^ 0x5EED)
+            _run_chunks(step, lambda: float(costs[1]), started, time_limit, max_rounds)
+            if ctl[0] == 0:
+                step(0)
+            helper.send(float(costs[1]), best_seq)
+        finally:
+            os._exit(0)
     rounds = _run_chunks(step, lambda: float(costs[1]), started, time_limit, max_rounds)
     if ctl[0] == 0:  # no round ran: still descend once so the answer is a local optimum
         step(0)
+    if helper is not None:
+        other = helper.receive(a.n_jobs)
+        if other is not None and other[0] < costs[1] - 1e-9 * max(1.0, costs[1]):
+            best_seq[:] = other[1]
     if np.any(a.flow_array):
         # The tie-breaker, lexicographically after tardiness: the search above saw
         # tardiness alone (mixing the two would let it trade lateness for flow).

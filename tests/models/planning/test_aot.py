@@ -4,6 +4,7 @@ a `loopline plan` process on one plain line that never imports numba, typer or r
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -14,7 +15,7 @@ import pytest
 
 from loopline.models.planning import aot
 from loopline.models.planning import optimize as optimize_module
-from loopline.models.planning.optimize import Arrays, optimize
+from loopline.models.planning.optimize import Arrays, construct, optimize
 
 ROOT = Path(__file__).resolve().parents[3]
 DATA = ROOT / "bench" / "data" / "orlib-wt"
@@ -104,3 +105,26 @@ def test_a_plan_of_one_plain_line_starts_without_numba_typer_or_rich(
     )  # fmt: skip
     assert json.loads(fast.stdout)["total_weighted_tardiness_h"] > 0
     assert fast.stdout == full.stdout
+
+
+def test_a_timed_single_line_search_also_runs_on_a_second_core(monkeypatch) -> None:
+    helpers: list[object] = []
+    real = optimize_module._Helper.start
+
+    def spy(*args):  # type: ignore[no-untyped-def]
+        helper = real(*args)
+        if helper is not None and not helper.is_child:
+            helpers.append(helper)
+        return helper
+
+    monkeypatch.setattr(optimize_module._Helper, "start", spy)
+    p, w, d = wt(11, n=100)
+    arrays = single_line(p, w, d)
+    timed = optimize(arrays, time_limit=0.3, seed=1)
+    assert len(helpers) == 1  # one child, searched and reaped
+    with pytest.raises(ChildProcessError):
+        os.waitpid(helpers[0].pid, os.WNOHANG)  # type: ignore[attr-defined]
+    assert np.array_equal(np.sort(timed.order), np.arange(100))
+    assert timed.cost <= construct(arrays).cost
+    optimize(arrays, time_limit=None, max_rounds=5, seed=1)
+    assert len(helpers) == 1  # a fixed number of rounds stays one deterministic search
