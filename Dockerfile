@@ -15,7 +15,7 @@ COPY . .
 # The planner's numba kernels compile here, once, into the image (about a minute); the app
 # user cannot write beside the code, so at run time they only load.
 RUN pip install --constraint requirements.lock . \
-    && python -c "from loopline.models.planning.optimize import warm_up; warm_up()" \
+    && python -c "from loopline.models.planning.optimize import warm_up; warm_up(ahead_of_time=True)" \
     && useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin loopline \
     && mkdir -p /app/var \
     && chown loopline:loopline /app/var

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import sys
+
+from loopline.cli_plan import MAX_FILE_DEPTH, plan_fast
+from loopline.cli_plan import depth as _depth
+
+# A plain `plan` call answers before the rest of the command line loads (cli_plan.py).
+if __name__ == "__main__" and plan_fast(sys.argv[1:]):
+    sys.exit(0)
+
 import json
 import logging
 import signal
-import sys
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
@@ -28,10 +36,6 @@ app = typer.Typer(
 )
 console = Console(stderr=True)
 
-# Input files nest a few levels (factory -> lines -> calendar -> shifts -> days); deeper
-# is no file of ours, and would exhaust the recursion of the decoder and validators.
-MAX_FILE_DEPTH = 32
-
 
 def _read_json(path: Path) -> object:
     """The JSON document in ``path``; prints why and exits 2 when there is none."""
@@ -52,20 +56,6 @@ def _read_json(path: Path) -> object:
     if _depth(data) > MAX_FILE_DEPTH:
         _refuse(f"cannot read {path}: nested deeper than {MAX_FILE_DEPTH} levels")
     return data
-
-
-def _depth(data: object) -> int:
-    """How deeply lists and objects nest in ``data`` (without recursion)."""
-    deepest = 0
-    stack = [(data, 1)]
-    while stack:
-        value, depth = stack.pop()
-        if isinstance(value, dict | list):
-            deepest = max(deepest, depth)
-            if depth <= MAX_FILE_DEPTH:
-                children = value.values() if isinstance(value, dict) else value
-                stack.extend((child, depth + 1) for child in children)
-    return deepest
 
 
 def _refuse(message: str, issues: list[str] | None = None) -> NoReturn:
