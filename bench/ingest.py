@@ -61,7 +61,8 @@ from loopline.models.events import parse_crm_event  # noqa: E402
 from loopline.models.live import LiveState  # noqa: E402
 from loopline.models.orders import apply_crm_event  # noqa: E402
 from loopline.models.replan import replan  # noqa: E402
-from loopline.settings import new_webhook_secret  # noqa: E402
+from loopline.runtime import plan_window  # noqa: E402
+from loopline.settings import Settings, new_webhook_secret  # noqa: E402
 from tests.servers import MosquittoServer, PostgresServer, RedisServer  # noqa: E402
 
 SITE = "plant-1"
@@ -234,7 +235,13 @@ class World:
                     raw=json.dumps(event),
                     actor="bench",
                 )
-        replan(self.sessions, self.live, now=utcnow(), trigger="bench")
+        replan(
+            self.sessions,
+            self.live,
+            now=utcnow(),
+            trigger="bench",
+            window=plan_window(Settings()),
+        )
         targets = [
             Target(wo["id"], wo["line"])
             for wo in self.live.all("work_order")
@@ -384,7 +391,7 @@ def wait_online(world: World, client_id: str | None = None) -> None:
 
     client.on_message = on_message
     client.connect(world.broker.host, world.broker.port)
-    client.subscribe("loopline/v1/_system/ingest/status", qos=1)
+    client.subscribe("loopline/v1/_system/ingest/status/#", qos=1)
     client.loop_start()
     ok = got.wait(60)
     client.loop_stop()

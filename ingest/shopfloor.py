@@ -17,7 +17,7 @@ import redis.exceptions as redis_errors
 from sqlalchemy import exc as sql_errors
 from sqlalchemy.orm import Session, sessionmaker
 
-from loopline.ingest.mqtt.consumer import STATUS_TOPIC, Inbound, StoreUnavailable
+from loopline.ingest.mqtt.consumer import STATUS_FILTER, Inbound, StoreUnavailable
 from loopline.ingest.mqtt.messages import ProgressMessage, Rejected, StateMessage, parse
 from loopline.models.alerts import open_alert, resolve_alert
 from loopline.models.clock import Clock, utcnow
@@ -243,7 +243,7 @@ def ingest_status_changed(sessions: sessionmaker[Session], live: LiveState, onli
                 severity="critical",
                 role="it",
                 message="Shop-floor ingest is offline: no line reports reach Loopline",
-                details={"topic": STATUS_TOPIC},
+                details={"topics": STATUS_FILTER},
             )
         session.flush()
         mirror_alerts(session, live)
