@@ -20,8 +20,13 @@ planned work orders, each adding one good unit (every 50th one scrap), ``seq`` p
 Checked every time: the final good/scrap of every work order equals the last value sent
 (0 lost, 0 in excess), and every line's seq in Redis is the last one sent.
 
+Publishing: ``--publishers`` processes (3), the lines split among them so that each line's
+messages keep their order (one paho publisher tops out near 3k msg/s here, below what two
+members take).
+
 Run: ``.venv/bin/python bench/ingest.py [--quick] [--messages N] [--shared] [--kill]
-[--profile DIR]``. Exits 1 on any loss or mismatch, or a ratio below ``--min-ratio``.
+[--publishers K] [--profile DIR]``. Exits 1 on any loss or mismatch, or a ratio below
+``--min-ratio``.
 """
 
 from __future__ import annotations
@@ -61,7 +66,8 @@ from loopline.models.events import parse_crm_event  # noqa: E402
 from loopline.models.live import LiveState  # noqa: E402
 from loopline.models.orders import apply_crm_event  # noqa: E402
 from loopline.models.replan import replan  # noqa: E402
-from loopline.settings import new_webhook_secret  # noqa: E402
+from loopline.runtime import plan_window  # noqa: E402
+from loopline.settings import Settings, new_webhook_secret  # noqa: E402
 from tests.servers import MosquittoServer, PostgresServer, RedisServer  # noqa: E402
 
 SITE = "plant-1"
@@ -234,7 +240,13 @@ class World:
                     raw=json.dumps(event),
                     actor="bench",
                 )
-        replan(self.sessions, self.live, now=utcnow(), trigger="bench")
+        replan(
+            self.sessions,
+            self.live,
+            now=utcnow(),
+            trigger="bench",
+            window=plan_window(Settings()),
+        )
         targets = [
             Target(wo["id"], wo["line"])
             for wo in self.live.all("work_order")
@@ -316,14 +328,62 @@ class FastPublisher:
             raise TimeoutError(f"broker acked {self.acked} of {self.sent}")
 
 
-def publish(world: World, burst: Burst, n: int) -> float:
-    """Publish ``n`` messages of the burst at QoS 1 (all acked by the broker); the rate."""
-    pub = FastPublisher(world.broker.host, world.broker.port)
-    began = time.monotonic()
-    for topic, payload in burst.payloads(n):
-        pub.publish(topic, payload)
+def publish(world: World, burst: Burst, n: int, publishers: int) -> tuple[float, float]:
+    """Publish ``n`` messages of the burst at QoS 1 (all acked by the broker); the rate and
+    when the first publisher began (epoch s: its process start-up is not counted).
+
+    ``publishers`` processes, each with the lines of its own (a line's messages keep their
+    order: MQTT orders per publisher): one paho publisher tops out near 3k msg/s here.
+    """
+    messages = burst.payloads(n)
+    lines = sorted({topic.split("/")[3] for topic, _ in messages})
+    share = {line: k % publishers for k, line in enumerate(lines)}
+    files = []
+    for k in range(min(publishers, len(lines))):
+        path = world.workdir / f"publisher-{k}.jsonl"
+        with path.open("w") as lines_out:
+            for topic, payload in messages:
+                if share[topic.split("/")[3]] == k:
+                    lines_out.write(json.dumps([topic, payload.decode()]) + "\n")
+        files.append(path)
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                __file__,
+                "--publisher",
+                world.broker.host,
+                str(world.broker.port),
+                str(path),
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+        )  # fmt: skip
+        for path in files
+    ]
+    spans = []
+    for proc in procs:
+        out, _ = proc.communicate(timeout=DRAIN_TIMEOUT_S)
+        if proc.returncode:
+            raise RuntimeError(f"a publisher failed (exit {proc.returncode})")
+        spans.append(json.loads(out.strip().splitlines()[-1]))
+    sent = sum(span["n"] for span in spans)
+    if sent != n:
+        raise RuntimeError(f"publishers sent {sent} of {n}")
+    began = min(s["start"] for s in spans)
+    return n / (max(s["end"] for s in spans) - began), began
+
+
+def publisher(host: str, port: int, path: Path) -> None:
+    """Publish every ``[topic, payload]`` line of ``path`` at QoS 1; print the span as JSON."""
+    messages = [json.loads(line) for line in path.read_text().splitlines()]
+    pub = FastPublisher(host, port)
+    start = time.time()
+    for topic, payload in messages:
+        pub.publish(topic, payload.encode())
     pub.close()
-    return n / (time.monotonic() - began)
+    print(json.dumps({"n": len(messages), "start": start, "end": time.time()}), flush=True)
 
 
 def cpu_s(pid: int) -> float:
@@ -384,7 +444,7 @@ def wait_online(world: World, client_id: str | None = None) -> None:
 
     client.on_message = on_message
     client.connect(world.broker.host, world.broker.port)
-    client.subscribe("loopline/v1/_system/ingest/status", qos=1)
+    client.subscribe("loopline/v1/_system/ingest/status/#", qos=1)
     client.loop_start()
     ok = got.wait(60)
     client.loop_stop()
@@ -404,15 +464,20 @@ def stop(world: World, name: str) -> None:
     proc.wait(60)
 
 
-def drain(world: World, burst: Burst, n: int, profile: Path | None) -> dict[str, float]:
+def drain(
+    world: World, burst: Burst, n: int, profile: Path | None, publishers: int
+) -> dict[str, float]:
     """Scenario 1: bare receiver and one ingest, each draining ``n`` queued messages."""
     _make_session(world.broker.host, world.broker.port, BARE_ID)
     # Ingest's own persistent session: start it once, let it subscribe, stop it.
     start_ingest(world, "ingest-setup", None, {})
     wait_online(world)
     stop(world, "ingest-setup")
-    pub_rate = publish(world, burst, n)
-    print(f"published {n} msgs at QoS 1 into both sessions: {pub_rate:,.0f} msg/s")
+    pub_rate, _ = publish(world, burst, n, publishers)
+    print(
+        f"{publishers} publisher processes sent {n} msgs at QoS 1 into both sessions: "
+        f"{pub_rate:,.0f} msg/s"
+    )
     bare = run_bare(world.broker, n, queued=True)
     print(f"bare paho QoS 1 receiver drained {n} msgs: {bare:,.0f} msg/s")
     before = time.time()
@@ -429,7 +494,9 @@ def drain(world: World, burst: Burst, n: int, profile: Path | None) -> dict[str,
     return {"bare": bare, "ingest": rate}
 
 
-def shared(world: World, burst: Burst, n: int, members: int, kill: bool) -> dict[str, float]:
+def shared(
+    world: World, burst: Burst, n: int, members: int, kill: bool, publishers: int
+) -> dict[str, float]:
     """Scenario 2: ``members`` ingest processes in one shared group, the burst sent live."""
     extra = {"mqtt_shared_group": "loopline"}
     env_extra = {f"LOOPLINE_{k.upper()}": v for k, v in extra.items()}
@@ -453,8 +520,8 @@ def shared(world: World, burst: Burst, n: int, members: int, kill: bool) -> dict
     thread = threading.Thread(target=killer, daemon=True) if kill else None
     if thread:
         thread.start()
-    began = time.time()
-    publish(world, burst, n)
+    # From the first message sent: the publishers' start-up (imports) is not counted.
+    pub_rate, began = publish(world, burst, n, publishers)
     first, last = wait_applied(world, burst.targets, start, n)
     if thread:
         thread.join(5)
@@ -462,7 +529,7 @@ def shared(world: World, burst: Burst, n: int, members: int, kill: bool) -> dict
         if name not in killed:
             stop(world, name)
     rate = n / max(last - began, 1e-9)
-    return {"rate": rate, "killed": len(killed)}
+    return {"rate": rate, "killed": len(killed), "published": pub_rate}
 
 
 def main() -> int:
@@ -473,12 +540,20 @@ def main() -> int:
     parser.add_argument("--kill", action="store_true", help="kill -9 one of 2 shared members")
     parser.add_argument("--profile", type=Path, default=None, help="pyinstrument HTML here")
     parser.add_argument("--min-ratio", type=float, default=0.0)
+    parser.add_argument(
+        "--publishers", type=int, default=3, help="publisher processes (lines split among them)"
+    )
     parser.add_argument("--bare-receiver", nargs=3, metavar=("HOST", "PORT", "N"))
+    parser.add_argument("--publisher", nargs=3, metavar=("HOST", "PORT", "FILE"))
     parser.add_argument("--clean", action="store_true")
     args = parser.parse_args()
     if args.bare_receiver:
         host, port, n = args.bare_receiver
         bare_receiver(host, int(port), int(n), args.clean, None)
+        return 0
+    if args.publisher:
+        host, port, path = args.publisher
+        publisher(host, int(port), Path(path))
         return 0
     n = args.messages or (20_000 if args.quick else 200_000)
     workdir = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
@@ -489,7 +564,7 @@ def main() -> int:
         burst = Burst(targets, {})
         lines = sorted({t.line for t in targets})
         print(f"{len(targets)} work orders on {len(lines)} lines ({', '.join(lines)})")
-        rates = drain(world, burst, n, args.profile)
+        rates = drain(world, burst, n, args.profile, args.publishers)
         ratio = rates["ingest"] / rates["bare"]
         lost, excess, differ, seq_off = world.check(burst)
         print(
@@ -498,17 +573,21 @@ def main() -> int:
         )
         failed |= bool(lost or excess or differ or seq_off) or ratio < args.min_ratio
         if args.shared:
+            shared_rates = {}
             for members in (1, 2):
-                got = shared(world, burst, n, members, kill=False)
+                got = shared(world, burst, n, members, kill=False, publishers=args.publishers)
                 lost, excess, differ, seq_off = world.check(burst)
                 print(
                     f"shared group, {members} member(s), live burst of {n}: "
-                    f"{got['rate']:,.0f} msg/s end to end; lost {lost}, excess {excess}, "
+                    f"{got['rate']:,.0f} msg/s end to end (published at "
+                    f"{got['published']:,.0f} msg/s); lost {lost}, excess {excess}, "
                     f"differing {differ}, wrong seq {seq_off}"
                 )
                 failed |= bool(lost or excess or differ or seq_off)
+                shared_rates[members] = got["rate"]
+            print(f"ratio 2 members / 1 member: {shared_rates[2] / shared_rates[1]:.2f}")
         if args.kill:
-            got = shared(world, burst, n, 2, kill=True)
+            got = shared(world, burst, n, 2, kill=True, publishers=args.publishers)
             lost, excess, differ, seq_off = world.check(burst)
             print(
                 f"shared group, 2 members, one kill -9 halfway ({got['killed']} killed): "

@@ -17,7 +17,7 @@ import redis.exceptions as redis_errors
 from sqlalchemy import exc as sql_errors
 from sqlalchemy.orm import Session, sessionmaker
 
-from loopline.ingest.mqtt.consumer import STATUS_TOPIC, Inbound, StoreUnavailable
+from loopline.ingest.mqtt.consumer import STATUS_FILTER, Inbound, StoreUnavailable
 from loopline.ingest.mqtt.messages import ProgressMessage, Rejected, StateMessage, parse
 from loopline.models.alerts import open_alert, resolve_alert
 from loopline.models.clock import Clock, utcnow
@@ -71,6 +71,9 @@ def _stores() -> Iterator[None]:
 STORE_LOCK: Final = "ll:lock:ingest"
 STORE_LOCK_TTL_S: Final = 15.0  # a member killed holding it blocks the others this long
 STORE_LOCK_WAIT_S: Final = 30.0
+# Why not redis-py's default (0.1 s): a member waiting for the other's batch would sleep
+# 100 ms between tries, while a batch takes a few ms.
+STORE_LOCK_POLL_S: Final = 0.002
 
 
 class ShopfloorHandler:
@@ -101,7 +104,10 @@ class ShopfloorHandler:
                 self._handle(batch)
                 return
             lock = self.live.redis.lock(
-                STORE_LOCK, timeout=STORE_LOCK_TTL_S, blocking_timeout=STORE_LOCK_WAIT_S
+                STORE_LOCK,
+                timeout=STORE_LOCK_TTL_S,
+                sleep=STORE_LOCK_POLL_S,
+                blocking_timeout=STORE_LOCK_WAIT_S,
             )
             if not lock.acquire():
                 raise StoreUnavailable(f"store lock {STORE_LOCK} held elsewhere too long")
@@ -258,7 +264,7 @@ def ingest_status_changed(sessions: sessionmaker[Session], live: LiveState, onli
                 severity="critical",
                 role="it",
                 message="Shop-floor ingest is offline: no line reports reach Loopline",
-                details={"topic": STATUS_TOPIC},
+                details={"topics": STATUS_FILTER},
             )
         session.flush()
         mirror_alerts(session, live)

@@ -24,11 +24,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import queue
+import re
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -43,6 +43,7 @@ from tenacity import (
     wait_exponential,
 )
 
+from loopline.ingest.mqtt.fastclient import BufferedClient
 from loopline.ingest.mqtt.url import MqttUrl, parse_mqtt_url
 
 log = logging.getLogger("loopline.ingest.mqtt")
@@ -66,6 +67,8 @@ PAHO_LOG.addFilter(_PahoNoise())
 DEFAULT_SUBSCRIPTION: Final = "loopline/v1/+/+/+"
 SYSTEM_PREFIX: Final = "loopline/v1/_system/"
 STATUS_TOPIC: Final = "loopline/v1/_system/ingest/status"
+# Every ingest's status, a single one's (STATUS_TOPIC) and shared-group members' alike.
+STATUS_FILTER: Final = STATUS_TOPIC + "/#"
 STATUS_ONLINE: Final = b"online"
 STATUS_OFFLINE: Final = b"offline"
 SESSION_EXPIRY_S: Final = 7 * 24 * 3600  # how long the broker keeps our queue while we're away
@@ -79,13 +82,20 @@ _POLL_S: Final = 0.2  # how often an idle worker looks for a stop request
 _LOG_PAYLOAD_BYTES: Final = 200
 
 
+_TOPIC_LEVEL_UNSAFE: Final = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+def member_status_topic(client_id: str) -> str:
+    """The retained status topic of one shared-group member: ``.../ingest/status/{id}``."""
+    return f"{STATUS_TOPIC}/{_TOPIC_LEVEL_UNSAFE.sub('_', client_id) or '_'}"
+
+
 class StoreUnavailable(Exception):
     """Raised by a handler when a store it needs is down: retry the batch later, do not ack."""
 
 
-@dataclass(frozen=True, slots=True)
-class Inbound:
-    """One received MQTT message, as the paho thread saw it."""
+class Inbound(NamedTuple):
+    """One received MQTT message, as the paho thread saw it (a tuple: cheap to make)."""
 
     topic: str
     payload: bytes
@@ -120,7 +130,7 @@ class MqttConsumer:
         reconnect_max_s: float = RECONNECT_MAX_S,
         session_expiry_s: int = SESSION_EXPIRY_S,
         receive_maximum: int | None = None,
-        status_topic: str = STATUS_TOPIC,
+        status_topic: str | None = None,
         on_poison: PoisonKeeper | None = None,
         store_retry_min_s: float = STORE_RETRY_MIN_S,
         store_retry_max_s: float = STORE_RETRY_MAX_S,
@@ -148,7 +158,11 @@ class MqttConsumer:
         self._session_expiry_s = session_expiry_s
         # MQTT 5 only. Why 2 x batch_max: one batch being handled while the next arrives.
         self._receive_maximum = min(65535, receive_maximum or max(2 * batch_max, 100))
-        self._status_topic = status_topic
+        # Why per member: members share one feed, not one fate; one member's Will must not
+        # say that the whole group is offline (the status watcher ORs the members).
+        self._status_topic = status_topic or (
+            member_status_topic(client_id) if shared_group is not None else STATUS_TOPIC
+        )
         self._on_poison = on_poison
         self._stop = threading.Event()
         self._retrying = Retrying(
@@ -163,7 +177,7 @@ class MqttConsumer:
         )
 
         self._protocol = mqtt.MQTTv5 if self._url.protocol == "5" else mqtt.MQTTv311
-        self._client: mqtt.Client | None = None
+        self._client: BufferedClient | None = None
         self._queue: queue.SimpleQueue[_Pending] = queue.SimpleQueue()
         self._worker: threading.Thread | None = None
         self._stopping = False
@@ -198,6 +212,11 @@ class MqttConsumer:
     def subscribed(self) -> bool:
         """Whether the broker has confirmed the subscription on the current connection."""
         return self._subscribed
+
+    @property
+    def status_topic(self) -> str:
+        """Where this consumer publishes ``online``/``offline`` (retained; its Will too)."""
+        return self._status_topic
 
     @property
     def protocol(self) -> str:
@@ -265,9 +284,9 @@ class MqttConsumer:
 
     # -- paho client ---------------------------------------------------------------------
 
-    def _new_client(self) -> mqtt.Client:
+    def _new_client(self) -> BufferedClient:
         v5 = self._protocol == mqtt.MQTTv5
-        client = mqtt.Client(
+        client = BufferedClient(
             CallbackAPIVersion.VERSION2,
             client_id=self._client_id,
             protocol=self._protocol,
@@ -470,17 +489,19 @@ class MqttConsumer:
             log.warning("store unavailable (%s): holding the batch unacked, retrying", error)
 
     def _ack(self, batch: list[_Pending]) -> None:
-        acked = 0
         with self._ack_lock:
             client = self._client
             # A packet id from an earlier connection may since name another message.
             if client is None or not self._connected:
                 return
+            now = self._generation
+            mids = [item[0].mid for item in batch if item[1] == 1 and item[2] == now]
+            client.ack_many(mids)  # one write for the batch's PUBACKs
             for inbound, qos, generation in batch:
-                if qos and generation == self._generation:
+                if qos > 1 and generation == now:  # not subscribed so, but be correct
                     client.ack(inbound.mid, qos)
-                    acked += 1
-        self._counts["acked"] += acked
+                    mids.append(inbound.mid)
+        self._counts["acked"] += len(mids)
 
     def _report(self, connected: bool, reason: str) -> None:
         if self._last_report == (connected, reason):

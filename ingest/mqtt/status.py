@@ -1,10 +1,16 @@
-"""Watch the ingest consumer's retained status, so a dead ingest raises an alert.
+"""Watch the ingest consumers' retained status, so a dead ingest raises an alert.
 
 Each consumer publishes ``online`` (retained) on connect and leaves ``offline`` as its Will
 (MQTT 3.1.2.5), which the broker publishes when the connection dies without a DISCONNECT:
-a ``kill -9``, a crash, a cut network. ``StatusWatcher`` subscribes to that topic and hands
-each status to ``on_status`` in a thread of its own (the paho thread only queues it,
-STYLE.md 8). Retained, so a watcher that starts after ingest died still hears it.
+a ``kill -9``, a crash, a cut network. A single ingest uses ``.../ingest/status``; each
+member of a shared group (``LOOPLINE_MQTT_SHARED_GROUP``) one of its own,
+``.../ingest/status/{client id}``. ``StatusWatcher`` subscribes to all of them, keeps the
+last status of each, and hands ``on_status`` whether ANY is online: one member's Will
+while others run is no outage. It reports in a thread of its own (the paho thread only
+queues, STYLE.md 8), after letting a burst of statuses settle (``settle_s``: the retained
+ones arrive together on subscribe, and a stopped member's ``offline`` may come just
+before its replacement's ``online``). Retained, so a watcher that starts after ingest
+died still hears it.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from loopline.ingest.mqtt.consumer import (
     PAHO_LOG,
     RECONNECT_MAX_S,
     RECONNECT_MIN_S,
+    STATUS_FILTER,
     STATUS_OFFLINE,
     STATUS_ONLINE,
     STATUS_TOPIC,
@@ -38,13 +45,15 @@ STOP_TIMEOUT_S: Final = 5.0
 RETRY_MIN_S: Final = 0.5  # first wait before reporting a status again after on_status failed
 RETRY_MAX_S: Final = 10.0
 _POLL_S: Final = 0.2
+SETTLE_S: Final = 0.5  # how long a burst of statuses may take before the group is judged
 _STATUSES: Final = {STATUS_ONLINE: True, STATUS_OFFLINE: False}
 
 StatusListener = Callable[[bool], None]
 
 
 class StatusWatcher:
-    """Subscribe to the ingest status topic; call ``on_status(online)`` on every status."""
+    """Subscribe to the ingest status topics; call ``on_status(any member online)`` after
+    each (settled) burst of statuses."""
 
     def __init__(
         self,
@@ -52,16 +61,20 @@ class StatusWatcher:
         client_id: str,
         on_status: StatusListener,
         *,
-        topic: str = STATUS_TOPIC,
+        topic: str = STATUS_FILTER,
         reconnect_min_s: float = RECONNECT_MIN_S,
         reconnect_max_s: float = RECONNECT_MAX_S,
+        settle_s: float = SETTLE_S,
     ) -> None:
         self._url = parse_mqtt_url(url)
         self._client_id = client_id
         self._on_status = on_status
         self._topic = topic
         self._reconnect = (reconnect_min_s, reconnect_max_s)
-        self._queue: queue.SimpleQueue[bool] = queue.SimpleQueue()
+        self._settle_s = settle_s
+        self._queue: queue.SimpleQueue[tuple[str, bool | None]] = queue.SimpleQueue()
+        # The last status of each ingest: "" for the single one, else the member's id.
+        self.members: dict[str, bool] = {}
         self._stop = threading.Event()
         self._client: mqtt.Client | None = None
         self._worker: threading.Thread | None = None
@@ -158,25 +171,47 @@ class StatusWatcher:
         self._subscribed = False
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        online = _STATUSES.get(bytes(msg.payload))
-        if online is None:
-            log.warning("unknown ingest status %r on %s", msg.payload[:40], self._topic)
+        payload = bytes(msg.payload)
+        member = msg.topic[len(STATUS_TOPIC) + 1 :]
+        if not payload:  # its retained status cleared: that member is gone for good
+            self._queue.put((member, None))
             return
-        self._queue.put(online)
+        online = _STATUSES.get(payload)
+        if online is None:
+            log.warning("unknown ingest status %r on %s", payload[:40], msg.topic)
+            return
+        self._queue.put((member, online))
 
     # -- worker thread -----------------------------------------------------------------------
+
+    def _note(self, member: str, status: bool | None) -> None:
+        if status is None:
+            self.members.pop(member, None)
+        else:
+            self.members[member] = status
 
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                online = self._queue.get(timeout=_POLL_S)
+                member, status = self._queue.get(timeout=_POLL_S)
             except queue.Empty:
                 continue
-            while True:  # only the newest status matters
+            self._note(member, status)
+            # Only each member's newest status matters, once the burst has settled.
+            self._stop.wait(self._settle_s)
+            while True:
                 try:
-                    online = self._queue.get_nowait()
+                    member, status = self._queue.get_nowait()
                 except queue.Empty:
                     break
+                self._note(member, status)
+            online = any(self.members.values())
+            if not online or len(self.members) > 1:
+                log.info(
+                    "ingest members: %s",
+                    ", ".join(f"{m or 'ingest'} {'online' if on else 'offline'}"
+                              for m, on in sorted(self.members.items())),
+                )  # fmt: skip
             try:
                 self._retrying(self._on_status, online)
             except Exception:

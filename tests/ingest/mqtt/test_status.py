@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from functools import partial
@@ -27,7 +28,8 @@ ROOT = Path(__file__).resolve().parents[3]
 CONSUMER = """
 import sys, time
 from loopline.ingest.mqtt.consumer import MqttConsumer
-c = MqttConsumer(sys.argv[1], sys.argv[2], lambda batch: None)
+group = sys.argv[3] if len(sys.argv) > 3 else None
+c = MqttConsumer(sys.argv[1], sys.argv[2], lambda batch: None, shared_group=group)
 c.start()
 while not c.subscribed:
     time.sleep(0.02)
@@ -94,6 +96,61 @@ def test_an_ingest_killed_hard_raises_an_alert_until_one_is_back(
         if proc.poll() is None:
             proc.kill()
             proc.wait(5)
+
+
+def _member(url: str, client_id: str) -> subprocess.Popen[str]:
+    """One shared-group member (group ``loopline``) in a process of its own, subscribed."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CONSUMER, url, client_id, "loopline"],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "subscribed"
+    return proc
+
+
+def test_one_shared_member_killed_is_no_outage_while_another_runs(
+    own_broker: MosquittoServer, sessions, live
+) -> None:
+    a, b = "member-a", "member-b"
+    procs = [_member(own_broker.url, a), _member(own_broker.url, b)]
+    watcher = StatusWatcher(
+        own_broker.url,
+        f"watch-{uuid.uuid4().hex[:6]}",
+        partial(ingest_status_changed, sessions, live),
+        reconnect_min_s=0.1,
+        reconnect_max_s=0.5,
+        settle_s=0.2,
+    )
+    try:
+        watcher.start()
+        assert wait_for(lambda: watcher.members == {a: True, b: True}, 10)
+        assert wait_for(lambda: watcher.last is True, 10)
+
+        os.kill(procs[0].pid, signal.SIGKILL)  # member a's Will: its own topic only
+        procs[0].wait(5)
+        assert wait_for(lambda: watcher.members == {a: False, b: True}, 10)
+        time.sleep(0.5)  # past the settle time: the group's status was recorded
+        assert watcher.last is True
+        assert _alerts(sessions) == [] and live.all("alert") == []
+
+        os.kill(procs[1].pid, signal.SIGKILL)  # the last member: now ingest is offline
+        procs[1].wait(5)
+        assert wait_for(lambda: [x.status for x in _alerts(sessions)] == ["open"], 10)
+        assert watcher.members == {a: False, b: False}
+
+        procs.append(_member(own_broker.url, a))  # a is back: the group is online again
+        assert wait_for(lambda: [x.status for x in _alerts(sessions)] == ["resolved"], 10)
+        assert watcher.members == {a: True, b: False} and live.all("alert") == []
+    finally:
+        watcher.stop()
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(5)
 
 
 def test_a_watcher_started_after_ingest_went_away_hears_the_retained_status(
