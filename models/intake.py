@@ -95,6 +95,36 @@ def record_received(
     return _group_commit(sessions).record(item)
 
 
+def record_received_all(
+    sessions: sessionmaker[Session],
+    events: list[tuple[OrderUpserted | OrderCancelled, str, str, str, str, str | None]],
+) -> list[Recorded | UnknownProduct]:
+    """``record_received`` for each of the records of one delivery (a SOAP message's
+    notifications, a HubSpot batch), in one transaction instead of one each: each item is
+    ``(event, source, webhook_id, raw, actor, ref)``, each answer a ``Recorded`` or the
+    ``UnknownProduct`` that refused its event, in order. The same outcomes as one call
+    each (a webhook id earlier in the delivery makes a duplicate); when the transaction
+    fails as a whole the events are written one by one, so one bad row fails only itself.
+    """
+    items = [_ToRecord(*args) for args in events]
+    if len(items) > 1:
+        try:
+            _record_group(sessions, items)
+        except Exception:  # noqa: BLE001 - each on its own says which one and why
+            log.warning("recording a delivery's %d events together failed; one by one", len(items))
+        else:
+            return [
+                it.error if isinstance(it.error, UnknownProduct) else it.outcome() for it in items
+            ]
+    out: list[Recorded | UnknownProduct] = []
+    for item in items:
+        try:
+            out.append(_record_one(sessions, item))
+        except UnknownProduct as exc:
+            out.append(exc)
+    return out
+
+
 def _record_one(sessions: sessionmaker[Session], item: _ToRecord) -> Recorded:
     """``record_received`` of one event in a transaction of its own."""
     event, source, webhook_id, raw, actor, ref = item.args()

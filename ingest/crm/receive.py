@@ -37,7 +37,7 @@ from loopline.models.events import (
     parse_crm_event,
 )
 from loopline.models.intake import Receipt as Outcome
-from loopline.models.intake import record_received
+from loopline.models.intake import record_received_all
 from loopline.models.orders import UnknownProduct
 from loopline.models.records import DeadLetter
 
@@ -209,28 +209,98 @@ def receive_all(
         check_organization(connector.auth, doc)
     records, prefix = connector.split(doc)
     batched = connector.records is not None
-    receipts: list[Receipt] = []
+    # Each record is verified, fetched and mapped first; then those mapped are recorded
+    # together, in one transaction (a 100-notification SOAP message: one, not 100).
+    parsed: list[tuple[int, str, Any, str]] = []  # (index, webhook id, event + ref, raw)
+    receipts: dict[int, Receipt] = {}
     errors: list[dict[str, str]] = []
-    for i, record in enumerate(records):
-        raw = json.dumps(record, ensure_ascii=False) if batched else body.decode()
-        webhook_id = connector.delivery_id(record, dict(incoming.headers), signed_id)
-        here = f"{prefix}[{i}]" if batched else ""
-        try:
-            receipt = _one(sessions, connector, record, webhook_id, raw, actor, client)
-        except BadBody as bad:
-            named = [_prefixed(here, e) for e in bad.errors]
-            errors += named
-            _dead_letter(sessions, source, bad.reason, _detail(BadBody(named), webhook_id), body)
-            continue
-        except FetchFailed as failed:
-            _dead_letter(sessions, source, "fetch_failed", str(failed), body)
-            raise
-        receipts.append(receipt)
+    # One keep-alive client for the delivery's API reads (not one per record).
+    http = client if client is not None or connector.fetch is None else httpx.Client()
+    try:
+        for i, record in enumerate(records):
+            raw = json.dumps(record, ensure_ascii=False) if batched else body.decode()
+            webhook_id = connector.delivery_id(record, dict(incoming.headers), signed_id)
+            here = f"{prefix}[{i}]" if batched else ""
+            try:
+                event, ref = _parse(connector, record, webhook_id, http)
+            except BadBody as bad:
+                named = [_prefixed(here, e) for e in bad.errors]
+                errors += named
+                _dead_letter(
+                    sessions, source, bad.reason, _detail(BadBody(named), webhook_id), body
+                )
+                continue
+            except FetchFailed as failed:
+                # What came before is recorded all the same (a redelivery finds duplicates).
+                _record_parsed(sessions, connector, parsed, receipts, actor, prefix, batched, body)
+                _dead_letter(sessions, source, "fetch_failed", str(failed), body)
+                raise
+            if event is None:
+                receipts[i] = Receipt("ignored", "", 0, webhook_id, "")
+                continue
+            parsed.append((i, webhook_id, (event, ref), raw))
+    finally:
+        if http is not None and http is not client:
+            http.close()
+    errors += _record_parsed(sessions, connector, parsed, receipts, actor, prefix, batched, body)
     if errors:
         raise BadBody(errors)
     if not records:
         raise BadBody([{"field": connector.records or "body", "message": "holds no record"}])
-    return Delivery(connector, receipts)
+    return Delivery(connector, [receipts[i] for i in sorted(receipts)])
+
+
+def _record_parsed(
+    sessions: sessionmaker[Session],
+    connector: Connector,
+    parsed: list[tuple[int, str, Any, str]],
+    receipts: dict[int, Receipt],
+    actor: str,
+    prefix: str,
+    batched: bool,
+    body: bytes,
+) -> list[dict[str, str]]:
+    """Record the mapped events of a delivery in one transaction, their receipts into
+    ``receipts``; the errors of those refused (an unknown product: a dead letter each)."""
+    source = connector.name
+    answers = record_received_all(
+        sessions,
+        [
+            (event, inbox_source(source), webhook_id, raw, actor, ref)
+            for _, webhook_id, (event, ref), raw in parsed
+        ],
+    )
+    parsed_now, parsed[:] = list(parsed), []
+    errors: list[dict[str, str]] = []
+    for (i, webhook_id, (event, _), _), recorded in zip(parsed_now, answers, strict=True):
+        if isinstance(recorded, UnknownProduct):
+            field = connector.source_field(recorded.field)
+            bad = BadBody(
+                [{"field": field, "message": f"unknown product '{recorded.sku}'"}],
+                "unknown_product",
+            )
+            named = [_prefixed(f"{prefix}[{i}]" if batched else "", e) for e in bad.errors]
+            errors += named
+            detail = _detail(BadBody(named), webhook_id)
+            _dead_letter(sessions, source, bad.reason, detail, body)
+            continue
+        if recorded.outcome != "accepted":
+            log.info(
+                "crm %s %s: %s v%s is %s",
+                source,
+                webhook_id,
+                recorded.order_id,
+                recorded.version,
+                recorded.outcome,
+            )
+        receipts[i] = Receipt(
+            outcome=recorded.outcome,
+            order_id=recorded.order_id,
+            version=recorded.version,
+            webhook_id=webhook_id,
+            event_type=event.type,
+        )
+    return errors
 
 
 def _prefixed(here: str, error: dict[str, str]) -> dict[str, str]:
@@ -239,53 +309,6 @@ def _prefixed(here: str, error: dict[str, str]) -> dict[str, str]:
     field = error["field"]
     joined = here if field == "body" else f"{here}{'' if field.startswith('[') else '.'}{field}"
     return {"field": joined, "message": error["message"]}
-
-
-def _one(
-    sessions: sessionmaker[Session],
-    connector: Connector,
-    record: Any,
-    webhook_id: str,
-    raw: str,
-    actor: str,
-    client: httpx.Client | None,
-) -> Receipt:
-    """Map, validate and record one record; raises BadBody (with its dead letter's reason)."""
-    source = connector.name
-    event, ref = _parse(connector, record, webhook_id, client)
-    if event is None:
-        return Receipt("ignored", "", 0, webhook_id, "")
-    try:
-        recorded = record_received(
-            sessions,
-            event=event,
-            source=inbox_source(source),
-            webhook_id=webhook_id,
-            raw=raw,
-            actor=actor,
-            ref=ref,
-        )
-    except UnknownProduct as exc:
-        field = connector.source_field(exc.field)
-        raise BadBody(
-            [{"field": field, "message": f"unknown product '{exc.sku}'"}], "unknown_product"
-        ) from exc
-    if recorded.outcome != "accepted":
-        log.info(
-            "crm %s %s: %s v%s is %s",
-            source,
-            webhook_id,
-            recorded.order_id,
-            recorded.version,
-            recorded.outcome,
-        )
-    return Receipt(
-        outcome=recorded.outcome,
-        order_id=recorded.order_id,
-        version=recorded.version,
-        webhook_id=webhook_id,
-        event_type=event.type,
-    )
 
 
 def _check_content_type(headers: Mapping[str, str], body_format: str = "json") -> None:
