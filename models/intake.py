@@ -223,7 +223,8 @@ class _GroupCommit:
             if not head.lead:
                 return
         with self._lock:
-            calls, size = [], 0
+            calls: list[list[_ToRecord]] = []
+            size = 0
             while self._waiting and (not calls or size + len(self._waiting[0]) <= GROUP_COMMIT_MAX):
                 size += len(self._waiting[0])
                 calls.append(self._waiting.pop(0))
