@@ -400,6 +400,7 @@ def run_path(
     apis.orders.update({o["id"]: o for o in orders})
     chunks = [orders[k : k + path.batch] for k in range(0, len(orders), path.batch)]
     cpu_before = cpu_s(pids or [])
+    each_before = [cpu_s([p]) for p in pids or []]
     began = time.monotonic()
     answers: Counter[int] = Counter()
     with ThreadPoolExecutor(min(args.clients, len(chunks))) as pool:
@@ -420,11 +421,16 @@ def run_path(
     if not done:
         print(f"{name}: {left} events still waiting after {args.max_s:.0f} s", flush=True)
     http_rate, applied_rate = args.n / answered, applied / applied_s
-    cpu = (
-        f"; serve+worker CPU {1000 * (cpu_s(pids) - cpu_before) / max(1, applied):.1f} ms/event"
-        if pids
-        else ""
-    )
+    cpu = ""
+    if pids:
+        per = [
+            1000 * (cpu_s([p]) - b) / max(1, applied)
+            for p, b in zip(pids, each_before, strict=True)
+        ]
+        cpu = (
+            f"; serve+worker CPU {1000 * (cpu_s(pids) - cpu_before) / max(1, applied):.1f} ms/event"
+            f" (serve {per[0]:.1f}, worker {per[1]:.1f})"
+        )
     print(
         f"{name:<28} {args.n} events in {len(chunks)} requests: answered in {answered:.2f} s "
         f"({http_rate:.0f}/s), {applied} applied in {applied_s:.2f} s ({applied_rate:.0f}/s); "
@@ -539,7 +545,7 @@ def main() -> int:
                         label=f"warm-up {path.name}",
                     )
                     apis.forget_calls()
-                    pids = [p.pid for p in procs.procs.values()]
+                    pids = [procs.procs["serve"].pid, procs.procs["worker"].pid]
                     results.append(
                         (path, run_path(path, url, path.prefix, args, engine, apis, pids))
                     )
