@@ -279,18 +279,11 @@ class Loop:
     def take_replan_requests(self, wait_s: float) -> list[str]:
         """Wait for a replan request, then for the burst to settle; return the triggers.
 
-        Requests already waiting when called (they came while the previous round worked)
-        are taken at once with all the others waiting: the burst had that round's time to
-        gather, so a busy worker's rounds size themselves and waiting longer only idles it.
-        A request waited for starts the debounce (``replan_debounce_ms``).
-
         They move to the processing list: ``finish_replan_requests`` drops them once acted
         on, ``requeue_replan_requests`` puts them back if that failed.
         """
         redis_ = self.live.redis
-        first = redis_.lmove(REPLAN_QUEUE, REPLAN_PROCESSING, "LEFT", "RIGHT")
-        settle = first is None
-        if first is None and wait_s > 0:
+        if wait_s > 0:
             # Redis >= 6 takes a decimal timeout; redis-py's stubs say int.
             first = redis_.blmove(
                 REPLAN_QUEUE,
@@ -299,13 +292,14 @@ class Loop:
                 "LEFT",
                 "RIGHT",
             )
+        else:
+            first = redis_.lmove(REPLAN_QUEUE, REPLAN_PROCESSING, "LEFT", "RIGHT")
         if first is None:
             return []
         triggers = [str(first)]
-        if settle:
-            deadline = time.monotonic() + self.config.replan_debounce_ms / 1000
-            while time.monotonic() < deadline:
-                time.sleep(0.02)
+        deadline = time.monotonic() + self.config.replan_debounce_ms / 1000
+        while time.monotonic() < deadline:
+            time.sleep(0.02)
         while (more := redis_.lmove(REPLAN_QUEUE, REPLAN_PROCESSING, "LEFT", "RIGHT")) is not None:
             triggers.append(str(more))
         return triggers

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -330,28 +329,3 @@ def test_a_replan_that_fails_after_the_intake_applied_asks_again(sessions, live,
     with sessions() as s:
         assert s.get(Order, "SO-9") is not None  # applied and committed, not yet planned
     assert live.redis.lrange(loop_module.REPLAN_QUEUE, 0, -1) == ["crm SO-9 v1"]
-
-
-def test_requests_that_came_during_a_round_are_taken_without_the_debounce(sessions, live):
-    """A busy worker's next round takes what came meanwhile at once; an idle one waits for
-    the burst to settle."""
-    loop = Loop(
-        sessions,
-        live,
-        Clock(),
-        loop_config(window=plan_window(promise_policy="earliest"), replan_debounce_ms=1000),
-    )
-    for i in range(3):
-        request_replan(live.redis, f"crm SO-{i}")  # queued while the worker was busy
-    began = time.monotonic()
-    assert len(loop.take_replan_requests(wait_s=1)) == 3
-    assert time.monotonic() - began < 0.5
-
-    def later() -> None:
-        time.sleep(0.1)
-        request_replan(live.redis, "crm SO-9")
-
-    threading.Thread(target=later).start()
-    began = time.monotonic()
-    assert loop.take_replan_requests(wait_s=2) == ["crm SO-9"]
-    assert time.monotonic() - began >= 1.0  # waited for, so the burst may settle
