@@ -92,7 +92,32 @@ def record_received(
     (``_GroupCommit``); each returns only once its event is committed.
     """
     item = _ToRecord(event, source, webhook_id, raw, actor, ref)
-    return _group_commit(sessions).record(item)
+    _group_commit(sessions).record([item])
+    return item.outcome()
+
+
+def record_received_all(
+    sessions: sessionmaker[Session],
+    events: list[tuple[OrderUpserted | OrderCancelled, str, str, str, str, str | None]],
+) -> list[Recorded | UnknownProduct]:
+    """``record_received`` for each of the records of one delivery (a SOAP message's
+    notifications, a HubSpot batch), in one transaction instead of one each: each item is
+    ``(event, source, webhook_id, raw, actor, ref)``, each answer a ``Recorded`` or the
+    ``UnknownProduct`` that refused its event, in order. The same outcomes as one call
+    each (a webhook id earlier in the delivery makes a duplicate); when the transaction
+    fails as a whole the events are written one by one, so one bad row fails only itself.
+    """
+    items = [_ToRecord(*args) for args in events]
+    if not items:
+        return []
+    _group_commit(sessions).record(items)
+    out: list[Recorded | UnknownProduct] = []
+    for item in items:
+        if isinstance(item.error, UnknownProduct):
+            out.append(item.error)
+        else:
+            out.append(item.outcome())
+    return out
 
 
 def _record_one(sessions: sessionmaker[Session], item: _ToRecord) -> Recorded:
@@ -174,41 +199,47 @@ class _GroupCommit:
     stored order, the tombstone, the insert, the commit, a pool checkout), per event. The
     first caller writes the waiting group (its own event among them); calls arriving
     meanwhile wait for the next group, written by the first of them. A lone call is
-    written alone, as before. A group that fails as a whole (a row the database refuses)
+    written alone, as before; a call's own events (``record_received_all``: one delivery's)
+    always share a transaction. A group that fails as a whole (a row the database refuses)
     is written again event by event, so one bad event fails only its own call.
     """
 
     def __init__(self, sessions: sessionmaker[Session]) -> None:
         self.sessions = sessions
         self._lock = threading.Lock()
-        self._waiting: list[_ToRecord] = []
+        self._waiting: list[list[_ToRecord]] = []  # calls, each its events (one delivery's)
         self._writing = False
 
-    def record(self, item: _ToRecord) -> Recorded:
+    def record(self, items: list[_ToRecord]) -> None:
+        """Write ``items`` (one call's events: never split between transactions) with the
+        calls waiting beside them; each item's result or error is set on return."""
+        head = items[0]  # the call is woken through its first item
         with self._lock:
-            self._waiting.append(item)
+            self._waiting.append(items)
             lead = not self._writing
             self._writing = True
         if not lead:
-            item.done.wait()
-            if not item.lead:
-                return item.outcome()
+            head.done.wait()
+            if not head.lead:
+                return
         with self._lock:
-            group = self._waiting[:GROUP_COMMIT_MAX]
-            del self._waiting[:GROUP_COMMIT_MAX]
+            calls: list[list[_ToRecord]] = []
+            size = 0
+            while self._waiting and (not calls or size + len(self._waiting[0]) <= GROUP_COMMIT_MAX):
+                size += len(self._waiting[0])
+                calls.append(self._waiting.pop(0))
         try:
-            self._write(group)
+            self._write([it for call in calls for it in call])
         finally:
             with self._lock:
                 if self._waiting:  # the next group is written by its first caller
-                    self._waiting[0].lead = True
-                    self._waiting[0].done.set()
+                    self._waiting[0][0].lead = True
+                    self._waiting[0][0].done.set()
                 else:
                     self._writing = False
-            for other in group:
-                if other is not item:
-                    other.done.set()
-        return item.outcome()
+            for call in calls:
+                if call is not items:
+                    call[0].done.set()
 
     def _write(self, group: list[_ToRecord]) -> None:
         if len(group) > 1:

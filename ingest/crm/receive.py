@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -27,7 +29,7 @@ from loopline.ingest.crm.connector import (
     UnknownSource,
     default_registry,
 )
-from loopline.ingest.crm.crm_api import FetchError, fetch_for
+from loopline.ingest.crm.crm_api import TIMEOUT_S, FetchError, fetch_for
 from loopline.models.db import transaction
 from loopline.models.events import (
     OrderCancelled,
@@ -37,7 +39,7 @@ from loopline.models.events import (
     parse_crm_event,
 )
 from loopline.models.intake import Receipt as Outcome
-from loopline.models.intake import record_received
+from loopline.models.intake import record_received_all
 from loopline.models.orders import UnknownProduct
 from loopline.models.records import DeadLetter
 
@@ -209,28 +211,95 @@ def receive_all(
         check_organization(connector.auth, doc)
     records, prefix = connector.split(doc)
     batched = connector.records is not None
-    receipts: list[Receipt] = []
+    # Each record is verified, fetched and mapped first; then those mapped are recorded
+    # together, in one transaction (a 100-notification SOAP message: one, not 100).
+    parsed: list[tuple[int, str, Any, str]] = []  # (index, webhook id, event + ref, raw)
+    receipts: dict[int, Receipt] = {}
     errors: list[dict[str, str]] = []
+    # The API reads of a delivery's records go out at the same time, on keep-alive
+    # connections shared by the process (a 100-notification message in 100 serial reads
+    # took longer than Salesforce waits for the Ack).
+    http = client if client is not None or connector.fetch is None else _api_client()
+    prefetched = _prefetch(connector, records, http)
     for i, record in enumerate(records):
         raw = json.dumps(record, ensure_ascii=False) if batched else body.decode()
         webhook_id = connector.delivery_id(record, dict(incoming.headers), signed_id)
         here = f"{prefix}[{i}]" if batched else ""
         try:
-            receipt = _one(sessions, connector, record, webhook_id, raw, actor, client)
+            event, ref = _parse(connector, record, webhook_id, http, prefetched.get(i))
         except BadBody as bad:
             named = [_prefixed(here, e) for e in bad.errors]
             errors += named
             _dead_letter(sessions, source, bad.reason, _detail(BadBody(named), webhook_id), body)
             continue
         except FetchFailed as failed:
+            # What came before is recorded all the same (a redelivery finds duplicates).
+            _record_parsed(sessions, connector, parsed, receipts, actor, prefix, batched, body)
             _dead_letter(sessions, source, "fetch_failed", str(failed), body)
             raise
-        receipts.append(receipt)
+        if event is None:
+            receipts[i] = Receipt("ignored", "", 0, webhook_id, "")
+            continue
+        parsed.append((i, webhook_id, (event, ref), raw))
+    errors += _record_parsed(sessions, connector, parsed, receipts, actor, prefix, batched, body)
     if errors:
         raise BadBody(errors)
     if not records:
         raise BadBody([{"field": connector.records or "body", "message": "holds no record"}])
-    return Delivery(connector, receipts)
+    return Delivery(connector, [receipts[i] for i in sorted(receipts)])
+
+
+def _record_parsed(
+    sessions: sessionmaker[Session],
+    connector: Connector,
+    parsed: list[tuple[int, str, Any, str]],
+    receipts: dict[int, Receipt],
+    actor: str,
+    prefix: str,
+    batched: bool,
+    body: bytes,
+) -> list[dict[str, str]]:
+    """Record the mapped events of a delivery in one transaction, their receipts into
+    ``receipts``; the errors of those refused (an unknown product: a dead letter each)."""
+    source = connector.name
+    answers = record_received_all(
+        sessions,
+        [
+            (event, inbox_source(source), webhook_id, raw, actor, ref)
+            for _, webhook_id, (event, ref), raw in parsed
+        ],
+    )
+    parsed_now, parsed[:] = list(parsed), []
+    errors: list[dict[str, str]] = []
+    for (i, webhook_id, (event, _), _), recorded in zip(parsed_now, answers, strict=True):
+        if isinstance(recorded, UnknownProduct):
+            field = connector.source_field(recorded.field)
+            bad = BadBody(
+                [{"field": field, "message": f"unknown product '{recorded.sku}'"}],
+                "unknown_product",
+            )
+            named = [_prefixed(f"{prefix}[{i}]" if batched else "", e) for e in bad.errors]
+            errors += named
+            detail = _detail(BadBody(named), webhook_id)
+            _dead_letter(sessions, source, bad.reason, detail, body)
+            continue
+        if recorded.outcome != "accepted":
+            log.info(
+                "crm %s %s: %s v%s is %s",
+                source,
+                webhook_id,
+                recorded.order_id,
+                recorded.version,
+                recorded.outcome,
+            )
+        receipts[i] = Receipt(
+            outcome=recorded.outcome,
+            order_id=recorded.order_id,
+            version=recorded.version,
+            webhook_id=webhook_id,
+            event_type=event.type,
+        )
+    return errors
 
 
 def _prefixed(here: str, error: dict[str, str]) -> dict[str, str]:
@@ -239,53 +308,6 @@ def _prefixed(here: str, error: dict[str, str]) -> dict[str, str]:
     field = error["field"]
     joined = here if field == "body" else f"{here}{'' if field.startswith('[') else '.'}{field}"
     return {"field": joined, "message": error["message"]}
-
-
-def _one(
-    sessions: sessionmaker[Session],
-    connector: Connector,
-    record: Any,
-    webhook_id: str,
-    raw: str,
-    actor: str,
-    client: httpx.Client | None,
-) -> Receipt:
-    """Map, validate and record one record; raises BadBody (with its dead letter's reason)."""
-    source = connector.name
-    event, ref = _parse(connector, record, webhook_id, client)
-    if event is None:
-        return Receipt("ignored", "", 0, webhook_id, "")
-    try:
-        recorded = record_received(
-            sessions,
-            event=event,
-            source=inbox_source(source),
-            webhook_id=webhook_id,
-            raw=raw,
-            actor=actor,
-            ref=ref,
-        )
-    except UnknownProduct as exc:
-        field = connector.source_field(exc.field)
-        raise BadBody(
-            [{"field": field, "message": f"unknown product '{exc.sku}'"}], "unknown_product"
-        ) from exc
-    if recorded.outcome != "accepted":
-        log.info(
-            "crm %s %s: %s v%s is %s",
-            source,
-            webhook_id,
-            recorded.order_id,
-            recorded.version,
-            recorded.outcome,
-        )
-    return Receipt(
-        outcome=recorded.outcome,
-        order_id=recorded.order_id,
-        version=recorded.version,
-        webhook_id=webhook_id,
-        event_type=event.type,
-    )
 
 
 def _check_content_type(headers: Mapping[str, str], body_format: str = "json") -> None:
@@ -348,11 +370,13 @@ def map_record(
     client: httpx.Client | None = None,
     *,
     recorded_fetch: bool = False,
+    fetched: dict[str, Any] | FetchError | None = None,
 ) -> tuple[OrderUpserted | OrderCancelled | None, str | None]:
     """One record -> the validated canonical event (None: the connector ignores it) and the
     CRM's record id. Raises BadBody naming the source's own fields, FetchFailed. The receive
     path and ``loopline connectors check`` (and the mapping screen) share this; a check may
-    pass a sample holding a recorded ``_fetched`` answer (``recorded_fetch``)."""
+    pass a sample holding a recorded ``_fetched`` answer (``recorded_fetch``); the receive
+    path may pass what the API answered for it, read beforehand (``fetched``)."""
     if not isinstance(record, dict):
         raise BadBody([{"field": "body", "message": "must be a JSON object"}])
     # A cancel or an ignored record needs nothing from the CRM's API.
@@ -363,7 +387,10 @@ def map_record(
         and not (recorded_fetch and "_fetched" in record)
     ):
         try:
-            record = record | {"_fetched": fetch_for(connector.fetch, record, client)}
+            if isinstance(fetched, FetchError):
+                raise fetched
+            got = fetched if fetched is not None else fetch_for(connector.fetch, record, client)
+            record = record | {"_fetched": got}
         except FetchError as exc:
             raise FetchFailed(f"{connector.fetch.kind} API: {exc}") from None
     try:
@@ -386,7 +413,11 @@ def map_record(
 
 
 def _parse(
-    connector: Connector, record: Any, webhook_id: str, client: httpx.Client | None
+    connector: Connector,
+    record: Any,
+    webhook_id: str,
+    client: httpx.Client | None,
+    fetched: dict[str, Any] | FetchError | None = None,
 ) -> tuple[OrderUpserted | OrderCancelled | None, str | None]:
     if NUL in webhook_id:
         message = "must not contain a NUL character"
@@ -400,7 +431,61 @@ def _parse(
                 }
             ]
         )
-    return map_record(connector, record, client)
+    return map_record(connector, record, client, fetched=fetched)
+
+
+# At most this many API reads at a time, for all deliveries of the process together.
+FETCH_CONCURRENCY = 8
+_fetch_pool: ThreadPoolExecutor | None = None
+_client: httpx.Client | None = None
+_shared_lock = threading.Lock()
+
+
+def _api_client() -> httpx.Client:
+    """The process's keep-alive client for connectors' API reads (thread-safe)."""
+    global _client
+    with _shared_lock:
+        if _client is None:
+            _client = httpx.Client(
+                timeout=TIMEOUT_S,
+                limits=httpx.Limits(max_connections=4 * FETCH_CONCURRENCY),
+            )
+        return _client
+
+
+def _prefetch(
+    connector: Connector, records: list[Any], client: httpx.Client | None
+) -> dict[int, dict[str, Any] | FetchError]:
+    """What the CRM's API answers for each record that needs a read (by index), read
+    concurrently when there are several; a failed read is its FetchError (``map_record``
+    raises it in the record's turn). Records it cannot tell about are read in their turn."""
+    spec = connector.fetch
+    if spec is None:
+        return {}
+    wanted: list[int] = []
+    for i, record in enumerate(records):
+        if not isinstance(record, dict):
+            continue
+        try:
+            if connector.fields is None or connector.fields.kind.value(record) == "upsert":
+                wanted.append(i)
+        except Exception:  # noqa: BLE001 - map_record names the field in the record's turn
+            continue
+    if len(wanted) < 2:
+        return {}
+
+    def read(i: int) -> dict[str, Any] | FetchError:
+        try:
+            return fetch_for(spec, records[i], client)
+        except FetchError as exc:
+            return exc
+
+    global _fetch_pool
+    with _shared_lock:
+        if _fetch_pool is None:
+            _fetch_pool = ThreadPoolExecutor(FETCH_CONCURRENCY, thread_name_prefix="crm-fetch")
+        pool = _fetch_pool
+    return dict(zip(wanted, pool.map(read, wanted), strict=True))
 
 
 def _detail(bad: BadBody, webhook_id: str) -> str:

@@ -5,7 +5,7 @@ server plays Salesforce's REST API)."""
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from loopline.ingest.crm import soap
 from loopline.ingest.crm.auth import BadSignature, Incoming
@@ -119,3 +119,33 @@ def test_the_promise_is_patched_onto_the_opportunity(sessions, salesforce):
         "Loopline_Risk__c": "At risk",
         "Loopline_Status__c": "in_progress",
     }
+
+
+def test_a_message_of_100_notifications_is_recorded_in_one_transaction(sessions, salesforce):
+    """Salesforce sends up to 100 notifications a message: one commit records them all."""
+    template = sample("salesforce_outbound.xml").decode()
+    head, rest = template.split("<Notification>", 1)
+    first = "<Notification>" + rest.split("</Notification>", 1)[0] + "</Notification>"
+    tail = template.rsplit("</Notification>", 1)[1]
+    notes = "".join(
+        first.replace("04l5g00000KqSmRAAV", f"04l5g00000Kq{i:04d}AA").replace(
+            "0065g00000ZbCdEAAV", f"0065g00000Zb{i:04d}AA"
+        )
+        for i in range(100)
+    )
+    commits: list[object] = []
+
+    def committed(session: object) -> None:
+        commits.append(session)
+
+    event.listen(sessions, "after_commit", committed)
+    try:
+        delivery = deliver(sessions, preset("salesforce"), soap_in(f"{head}{notes}{tail}".encode()))
+    finally:
+        event.remove(sessions, "after_commit", committed)
+    assert [r.outcome for r in delivery.receipts] == ["accepted"] * 100
+    assert len(commits) == 1
+    assert len([c for c in salesforce.calls if c.path.endswith("/query")]) == 100
+    with sessions() as s:
+        ids = set(s.scalars(select(InboxEvent.order_id)))
+        assert ids == {f"0065g00000Zb{i:04d}AA" for i in range(100)}
