@@ -59,3 +59,25 @@ def test_a_requested_date_met_without_the_margin_gets_the_earliest_safe_date(sta
     assert tight["meets_requested"] and tight["date"] == FINISH_DAY
     if stack.runtime.settings.promise_policy == "requested":
         assert tight["rule"] == "earliest safe date (requested date not met with margin)"
+
+
+def test_quotes_reuse_the_problem_until_a_crm_event_or_a_new_plan(stack, monkeypatch):
+    from loopline.models import quotes
+    from tests.factories import order_event
+
+    builds: list[datetime] = []
+    real = quotes.build_problem
+
+    def counted(session, live, now, window):  # type: ignore[no-untyped-def]
+        builds.append(now)
+        return real(session, live, now, window)
+
+    monkeypatch.setattr(quotes, "build_problem", counted)
+    first = ask(stack, "2026-12-10")
+    assert ask(stack, "2026-12-10") == first and len(builds) == 1  # nothing new: reused
+    assert stack.send_crm(order_event("SO-REUSE", lines=[("P1", 50)]), "reuse-1").status_code == 202
+    ask(stack, "2026-12-10")
+    assert len(builds) == 2  # a CRM event arrived: built afresh
+    monkeypatch.setattr(quotes, "PROBLEM_REUSE_S", -1.0)
+    ask(stack, "2026-12-10")
+    assert len(builds) == 3  # too old to reuse
