@@ -487,17 +487,7 @@ def register(app: dash.Dash, screens: Screens) -> None:
         prevent_initial_call=True,
     )
 
-    @app.callback(
-        Output(ids.INBOX_MSG, "children"),
-        Output(ids.INBOX_MSG, "className"),
-        Input(ids.INBOX_RESULT, "data"),
-        State(ids.INBOX.start, "data"),
-        prevent_initial_call=True,
-    )
-    def _completed(result: dict[str, Any] | None, start: dict[str, Any] | None) -> Any:
-        lang = normalize_lang(((start or {}).get("params") or {}).get("lang"), screens.default_lang)
-        return result_message(result, lang)
-
+    _show_result(app, screens, ids.INBOX_RESULT, ids.INBOX_MSG, result_message)
     app.clientside_callback(
         ClientsideFunction(namespace="loopline_inbox", function_name="note"),
         Output(ids.INBOX_NOTE_RESULT, "data"),
@@ -507,13 +497,26 @@ def register(app: dash.Dash, screens: Screens) -> None:
         prevent_initial_call=True,
     )
 
+    _show_result(app, screens, ids.INBOX_NOTE_RESULT, ids.INBOX_NOTE_MSG, note_message)
+
+
+def _show_result(
+    app: dash.Dash,
+    screens: Screens,
+    result_id: str,
+    message_id: str,
+    message: Callable[[dict[str, Any] | None, str], Any],
+) -> None:
+    """Show what a button's API call answered (kept in ``result_id`` by the clientside
+    callback) in ``message_id``, in the page's language."""
+
     @app.callback(
-        Output(ids.INBOX_NOTE_MSG, "children"),
-        Output(ids.INBOX_NOTE_MSG, "className"),
-        Input(ids.INBOX_NOTE_RESULT, "data"),
+        Output(message_id, "children"),
+        Output(message_id, "className"),
+        Input(result_id, "data"),
         State(ids.INBOX.start, "data"),
         prevent_initial_call=True,
     )
-    def _noted(result: dict[str, Any] | None, start: dict[str, Any] | None) -> Any:
+    def _shown(result: dict[str, Any] | None, start: dict[str, Any] | None) -> Any:
         lang = normalize_lang(((start or {}).get("params") or {}).get("lang"), screens.default_lang)
-        return note_message(result, lang)
+        return message(result, lang)
