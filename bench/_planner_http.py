@@ -38,6 +38,7 @@ from bench._procs import (
     import_factory,
     loopline_env,
     new_webhook_id,
+    seed_orders,
     signed_headers,
     start_serve,
     terminated_on_sigterm,
@@ -47,7 +48,6 @@ from loopline.settings import new_webhook_secret
 from tests.servers import PostgresServer, RedisServer
 
 DAYS = ["mon", "tue", "wed", "thu", "fri"]
-SEED_THREADS = 4
 
 
 def factory_file(path: Path, n_lines: int, n_products: int, seed: int) -> list[str]:
@@ -143,33 +143,6 @@ def _post_event(client: httpx.Client, url: str, raw: str, secret: str) -> int:
     return client.post(url, content=raw, headers=headers, timeout=30).status_code
 
 
-def _seed(url: str, orders: Orders, secret: str) -> int:
-    ids = list(orders.orders)
-    failed = [0]
-
-    def run(chunk: list[str]) -> None:
-        with httpx.Client() as client:
-            for order_id in chunk:
-                for _ in range(5):
-                    try:
-                        if _post_event(client, url, orders.event(order_id), secret) == 202:
-                            break
-                    except httpx.HTTPError:
-                        pass
-                    time.sleep(0.5)
-                else:
-                    failed[0] += 1
-
-    threads = [
-        threading.Thread(target=run, args=(ids[k::SEED_THREADS],)) for k in range(SEED_THREADS)
-    ]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(900)
-    return failed[0]
-
-
 class PlanWatch:
     """Plan revisions announced on ``/api/v1/stream?entity=plan``, with arrival times."""
 
@@ -252,7 +225,7 @@ def run_http(
             api = start_serve(procs, secret)
             hook = f"{api.url}{EVENTS_PATH}"
             began = time.monotonic()
-            if failed := _seed(hook, orders, secret):
+            if failed := seed_orders(hook, list(orders.orders), orders.event, secret):
                 raise RuntimeError(f"{failed} orders could not be seeded")
             print(f"  seeded {n_jobs} orders in {time.monotonic() - began:.0f} s", flush=True)
             procs.start("worker", ["worker"])

@@ -27,7 +27,6 @@ import shutil
 import statistics
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections import Counter
@@ -48,6 +47,7 @@ from bench._procs import (  # noqa: E402
     loopline_env,
     new_webhook_id,
     pct,
+    seed_orders,
     signed_headers,
     start_baseline,
     start_serve,
@@ -63,7 +63,6 @@ CUSTOMERS = [
     ("C-1", "Acme Gears"), ("C-2", "Nordic Drives"), ("C-3", "Huatai Machinery"),
     ("C-4", "Rhein Automotive"), ("C-5", "Pacific Pumps"), ("C-6", "Osaka Robotics"),
 ]  # fmt: skip
-SEED_THREADS = 4
 WARMUP = 1
 REQUEST_TIMEOUT_S = 30.0
 
@@ -119,36 +118,6 @@ def post(client: httpx.Client, url: str, raw: str, secret: str) -> tuple[float, 
     began = time.perf_counter()
     resp = client.post(url, content=raw, headers=headers, timeout=REQUEST_TIMEOUT_S)
     return time.perf_counter() - began, resp
-
-
-def seed(url: str, book: Book, secret: str) -> int:
-    """Every order of the book through the signed webhook, a few at a time; failures."""
-    ids = list(book.orders)
-    failures = [0]
-
-    def run(chunk: list[str]) -> None:
-        with httpx.Client() as client:
-            for order_id in chunk:
-                for _attempt in range(5):
-                    try:
-                        _, resp = post(client, url, book.event(order_id), secret)
-                        if resp.status_code == 202:
-                            break
-                    except httpx.HTTPError:
-                        pass
-                    time.sleep(0.5)
-                else:
-                    failures[0] += 1
-
-    threads = [
-        threading.Thread(target=run, args=(ids[k::SEED_THREADS],), daemon=True)
-        for k in range(SEED_THREADS)
-    ]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(900)
-    return failures[0]
 
 
 def settle(api: Api, book: Book, timeout_s: float) -> tuple[int, int, int]:
@@ -246,7 +215,7 @@ def run() -> int:
                 api = start_serve(procs, secret)
                 hook = f"{api.url}{EVENTS_PATH}"
                 began = time.monotonic()
-                failed = seed(hook, book, secret)
+                failed = seed_orders(hook, list(book.orders), book.event, secret)
                 if failed:
                     raise RuntimeError(f"{failed} orders could not be seeded")
                 took = time.monotonic() - began
