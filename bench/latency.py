@@ -206,6 +206,7 @@ WATCH_JS = """
 sel => {
   window.__want = new Set();
   window.__seen = {};
+  window.__mutated = {};
   const check = () => {
     const el = document.querySelector(sel);
     if (!el) return;
@@ -213,6 +214,7 @@ sel => {
     for (const r of window.__want) {
       if (text.includes(r)) {
         window.__want.delete(r);
+        window.__mutated[r] = Date.now();
         requestAnimationFrame(() => { window.__seen[r] = Date.now(); });
       }
     }
@@ -262,6 +264,36 @@ def paced_publisher(host: str, port: int, rate: float, seconds: float, path: Pat
     print(json.dumps({"n": sent, "start": start, "end": end, "good": last}), flush=True)
 
 
+class StreamListener:
+    """Follows ``/api/v1/stream?entity=line`` and notes when each reason first arrives:
+    the part of the tile's latency spent before the screen (ingest, Redis, serve)."""
+
+    def __init__(self, url: str, token: str) -> None:
+        self.arrivals: dict[str, float] = {}
+        self.ready, self.done = threading.Event(), threading.Event()
+        self.url, self.token = url.replace("http", "ws", 1) + "/api/v1/stream?entity=line", token
+        self.thread = threading.Thread(target=lambda: asyncio.run(self._listen()), daemon=True)
+        self.thread.start()
+        self.ready.wait(10)
+
+    async def _listen(self) -> None:
+        bearer = {"Authorization": f"Bearer {self.token}"}
+        async with websockets.connect(self.url, additional_headers=bearer) as ws:
+            self.ready.set()
+            while not self.done.is_set():
+                try:
+                    raw = await asyncio.wait_for(ws.recv(), 0.5)
+                except TimeoutError:
+                    continue
+                reason = json.loads(raw)["new"].get("reason")
+                if reason:
+                    self.arrivals.setdefault(reason, time.time())
+
+    def close(self) -> None:
+        self.done.set()
+        self.thread.join(5)
+
+
 def tile_under_load(args: argparse.Namespace) -> bool:
     """Scenario 3; True when the target held, the rate was reached and nothing was lost."""
     import subprocess
@@ -287,6 +319,7 @@ def tile_under_load(args: argparse.Namespace) -> bool:
         wait_online(world)
         api = start_serve(world.procs, world.env["LOOPLINE_CRM_SECRET"])
         sensor = Sensor(world.broker.host, world.broker.port)
+        listener = StreamListener(api.url, BENCH_TOKEN)
         dom_id = json.dumps(
             ids.part(ids.TILE_REASON, "line", probe_line), sort_keys=True, separators=(",", ":")
         )
@@ -349,7 +382,8 @@ def tile_under_load(args: argparse.Namespace) -> bool:
                 proc.stdin.write(f"{start_at}\n")
                 proc.stdin.flush()
             time.sleep(max(0.0, start_at - time.time()) + args.warmup)
-            samples, baseline, missed = [], [], 0
+            samples, baseline, streamed, missed = [], [], [], 0
+            slow: list[tuple[float, int, float]] = []  # (latency, probe, until in the DOM)
             for i in range(args.probes):
                 reason = f"probe-{i}-{uuid.uuid4().hex[:6]}"
                 page.evaluate("r => window.__want.add(r)", reason)
@@ -373,8 +407,12 @@ def tile_under_load(args: argparse.Namespace) -> bool:
                     missed += 1
                 else:
                     samples.append(seen / 1000 - sent_wall)
+                    mutated = page.evaluate("r => window.__mutated[r]", reason)
+                    slow.append((seen / 1000 - sent_wall, i, mutated / 1000 - sent_wall))
                 if reason in sensor.got:
                     baseline.append(sensor.got[reason] - sent)
+                if reason in listener.arrivals:
+                    streamed.append(listener.arrivals[reason] - sent_wall)
                 time.sleep(max(0.0, args.probe_every - (time.perf_counter() - sent)))
             page.screenshot(path=str(workdir / "wall-under-load.png"))
             browser.close()
@@ -397,6 +435,7 @@ def tile_under_load(args: argparse.Namespace) -> bool:
         while (lost := behind()) and time.monotonic() < deadline:
             time.sleep(0.5)
         sensor.close()
+        listener.close()
         print(
             f"load: {len(procs)} publisher processes, {sent_n} progress msgs at "
             f"{achieved:,.0f} msg/s (asked {args.rate:,.0f}); loopline ingest and serve as "
@@ -404,6 +443,13 @@ def tile_under_load(args: argparse.Namespace) -> bool:
             f"units not applied at the end: {lost}"
         )
         print(row("MQTT state -> wall tile in Chromium, under load", samples, baseline))
+        worst = ", ".join(
+            f"#{i} {total * 1000:.0f} ms (in the DOM at {dom * 1000:.0f})"
+            for total, i, dom in sorted(slow, reverse=True)[:5]
+        )
+        print(f"  slowest probes: {worst}")
+        if streamed:
+            print(row("  of which MQTT state -> /api/v1/stream", streamed))
         print(row("  baseline: MQTT publish -> subscriber, under load", baseline))
         p99 = pct(samples, 0.99) if samples else float("inf")
         print(

@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -49,7 +50,7 @@ from loopline.dashboard.i18n import fmt_clock, normalize_lang, t
 from loopline.dashboard.ids import LiveIds, part
 from loopline.dashboard.last_good import LastGood, Reading
 from loopline.models.clock import parse_time, utcnow
-from loopline.models.live import Change, LiveState, follow
+from loopline.models.live import Change, LiveState, follow_batches
 from loopline.models.stores import STORE_DOWN
 
 if TYPE_CHECKING:
@@ -209,9 +210,17 @@ class PageStream:
         self.lang = normalize_lang(self.params.get("lang"), screens.default_lang)
         self.minute = ""
 
+    # How long calm changes (see ``urgent``) may wait to be drawn together: 0 draws every
+    # change as it comes (after ``BATCH_S``).
+    calm_s: float = 0.0
+
     def wants(self, change: Change) -> bool:
         """Whether a change can alter this page."""
         raise NotImplementedError
+
+    def urgent(self, change: Change) -> bool:
+        """Whether a wanted change must be drawn at once rather than within ``calm_s``."""
+        return True
 
     async def resync(self) -> None:
         """Read the state afresh and push whatever differs from what the page shows."""
@@ -332,9 +341,41 @@ class RecordsStream(PageStream):
         self.show(data)
 
 
-async def _pump(client: aredis.Redis, queue: asyncio.Queue[Change]) -> None:
-    async for change in follow(client):
-        queue.put_nowait(change)
+class Pacer:
+    """Decides when a page draws the changes it wants: an urgent one at once, calm ones
+    together once ``calm_s`` passed since the last draw (with the first urgent one, if
+    sooner). ``calm_s = 0`` draws everything as it comes."""
+
+    def __init__(self, page: PageStream) -> None:
+        self.page = page
+        self.held: list[Change] = []
+        self.drawn_at = -math.inf
+
+    def wait_s(self, now_s: float, idle_s: float) -> float:
+        """How long to wait for more changes before the held ones are due."""
+        if not self.held:
+            return idle_s
+        return max(0.001, min(idle_s, self.drawn_at + self.page.calm_s - now_s))
+
+    def take(self, changes: list[Change], now_s: float) -> list[Change]:
+        """Add newly arrived changes; return those to draw now (possibly none)."""
+        wanted = [c for c in changes if self.page.wants(c)]
+        self.held.extend(wanted)
+        if not self.held:
+            return []
+        if now_s - self.drawn_at < self.page.calm_s and not any(map(self.page.urgent, wanted)):
+            return []
+        draw, self.held, self.drawn_at = self.held, [], now_s
+        return draw
+
+    def drop(self) -> None:
+        """Forget the held changes (a resync reads everything afresh)."""
+        self.held = []
+
+
+async def _pump(client: aredis.Redis, queue: asyncio.Queue[list[Change]]) -> None:
+    async for batch in follow_batches(client):
+        queue.put_nowait(batch)
 
 
 async def _still_shown(ws: Any, start_id: str, token: str) -> bool:
@@ -398,11 +439,12 @@ async def run_stream(
         return
     _active += 1
     loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[Change] = asyncio.Queue()
+    queue: asyncio.Queue[list[Change]] = asyncio.Queue()
     client = screens.new_async_redis()
     reader = asyncio.create_task(_pump(client, queue))
     banner = _Banner(stale_id, screens, lang, notice)
     beats = 0
+    alive: asyncio.Task[bool] | None = None  # the browser's answer to "still shown?"
 
     def beat() -> None:
         nonlocal beats
@@ -427,13 +469,15 @@ async def run_stream(
         beat()
         now_s = loop.time()
         last_beat = last_alive = last_reconcile = last_retry = now_s
+        pacer = Pacer(page)
         while not ws.is_shutdown:
             changes: list[Change] = []
             try:
-                changes.append(await asyncio.wait_for(queue.get(), timeout=TICK_S))
+                wait = pacer.wait_s(loop.time(), TICK_S)
+                changes.extend(await asyncio.wait_for(queue.get(), timeout=wait))
                 await asyncio.sleep(BATCH_S)
                 while not queue.empty():
-                    changes.append(queue.get_nowait())
+                    changes.extend(queue.get_nowait())
             except TimeoutError:
                 pass
             if ws.is_shutdown:
@@ -442,14 +486,16 @@ async def run_stream(
                 reader = await _restart_reader(reader, client, queue)
                 last_reconcile = 0.0  # messages may have been lost meanwhile
             now_s = loop.time()
+            draw = pacer.take(changes, now_s)
             if banner.down:
+                pacer.drop()  # the resync below reads everything afresh
                 if now_s - last_retry >= REDIS_RETRY_S:
                     last_retry = now_s
                     if await guarded(page.resync):
                         banner.good()
                         last_reconcile = loop.time()
                         beat()
-            elif await guarded(partial(page.on_changes, [c for c in changes if page.wants(c)])):
+            elif await guarded(partial(page.on_changes, draw)):
                 await guarded(partial(page.on_tick, screens.now()))
                 now_s = loop.time()
                 if now_s - last_reconcile >= RECONCILE_S:
@@ -465,13 +511,20 @@ async def run_stream(
                 if not banner.down:
                     banner.good()  # keeps the hidden "stale since" text at the minute
                 beat()
-            if now_s - last_alive >= ALIVE_CHECK_S:
-                if not await _still_shown(ws, start_id, token):
+            # Why a task: the answer is a round trip to a browser that may be busy; waiting
+            # for it here would hold back every change meanwhile (seen as the worst tile
+            # latencies under load).
+            if alive is None and now_s - last_alive >= ALIVE_CHECK_S:
+                alive = asyncio.create_task(_still_shown(ws, start_id, token))
+            elif alive is not None and alive.done():
+                if not alive.result():
                     log.debug("stream %s ends: token %s is gone", start_id, token)
                     break
-                last_alive = loop.time()
+                alive, last_alive = None, loop.time()
     finally:
         _active -= 1
+        if alive is not None:
+            alive.cancel()
         reader.cancel()
         with contextlib.suppress(BaseException):
             await reader
@@ -480,7 +533,7 @@ async def run_stream(
 
 
 async def _restart_reader(
-    reader: asyncio.Task[None], client: aredis.Redis, queue: asyncio.Queue[Change]
+    reader: asyncio.Task[None], client: aredis.Redis, queue: asyncio.Queue[list[Change]]
 ) -> asyncio.Task[None]:
     exc = reader.exception() if not reader.cancelled() else None
     log.warning("live change follower stopped (%r); restarting", exc)

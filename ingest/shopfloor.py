@@ -89,11 +89,16 @@ class ShopfloorHandler:
         clock: Clock,
         *,
         serialize: bool = False,
+        member: str = "",
     ) -> None:
         self.sessions = sessions
         self.live = live
         self.clock = clock
         self.serialize = serialize
+        # This process's MQTT client id: members of a shared group each have their own
+        # broker connection, so each has its own "disconnected" alert (one member coming
+        # back must not close another's).
+        self.member = member
         self.applied = 0
         self.rejected = 0
         self.rebuilds = 0
@@ -226,24 +231,34 @@ class ShopfloorHandler:
         log.error("dead letter from %s: %s (%s)", msg.topic, REASON_HANDLER_ERROR, exc)
 
     def connection_changed(self, connected: bool, reason: str) -> None:
-        """Broker connection state is an alert people can see."""
+        """Broker connection state is an alert people can see, one per member."""
+        key = disconnected_key(self.member)
         with transaction(self.sessions) as session:
             if connected:
-                resolve_alert(session, key="mqtt_disconnected")
+                resolve_alert(session, key=key)
             else:
+                feed = f"Shop-floor feed ({self.member})" if self.member else "Shop-floor feed"
                 open_alert(
                     session,
-                    key="mqtt_disconnected",
-                    kind="mqtt_disconnected",
+                    key=key,
+                    kind=MQTT_DISCONNECTED,
                     entity="ingest",
-                    entity_id="mqtt",
+                    entity_id=self.member or "mqtt",
                     severity="critical",
                     role="it",
-                    message=f"Shop-floor feed disconnected from the broker: {reason}",
-                    details={"reason": reason},
+                    message=f"{feed} disconnected from the broker: {reason}",
+                    details={"reason": reason, "member": self.member},
                 )
             session.flush()
             mirror_alerts(session, self.live)
+
+
+MQTT_DISCONNECTED: Final = "mqtt_disconnected"
+
+
+def disconnected_key(member: str) -> str:
+    """The alert key of one ingest member's lost broker connection."""
+    return f"{MQTT_DISCONNECTED}:{member}" if member else MQTT_DISCONNECTED
 
 
 INGEST_OFFLINE: Final = "ingest_offline"

@@ -253,7 +253,13 @@ def build_consumer(
     """The shop-floor consumer, storing into the live state before it acks; ``lock``: one
     shared with the Sparkplug consumer of the same process (one batch stored at a time)."""
     shared = rt.settings.mqtt_shared_group
-    handler = ShopfloorHandler(rt.sessions, rt.live, rt.clock, serialize=shared is not None)
+    handler = ShopfloorHandler(
+        rt.sessions,
+        rt.live,
+        rt.clock,
+        serialize=shared is not None,
+        member=rt.settings.mqtt_client_id,
+    )
     handle: Callable[[Sequence[Inbound]], None] = handler
     if lock is not None:
         from loopline.ingest.sparkplug.service import serialized

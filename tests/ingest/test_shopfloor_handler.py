@@ -105,6 +105,20 @@ def test_connection_state_is_an_alert(sessions, live):
     assert live.all("alert") == []
 
 
+def test_each_member_of_a_shared_group_has_its_own_disconnected_alert(sessions, live):
+    """Issue 13 scale-out: member B reconnecting must not close member A's alert."""
+    a = ShopfloorHandler(sessions, live, Clock(), serialize=True, member="ingest-a")
+    b = ShopfloorHandler(sessions, live, Clock(), serialize=True, member="ingest-b")
+    a.connection_changed(False, "connection reset")
+    b.connection_changed(False, "connection reset")
+    b.connection_changed(True, "connected")
+    [alert] = live.all("alert")
+    assert (alert["kind"], alert["entity_id"]) == ("mqtt_disconnected", "ingest-a")
+    assert "ingest-a" in alert["message"]
+    a.connection_changed(True, "connected")
+    assert live.all("alert") == []
+
+
 def test_implausible_counters_are_dead_lettered_and_never_stored(sessions, live):
     _with_order(sessions, live, qty=10)
     handler = ShopfloorHandler(sessions, live, Clock())
