@@ -134,7 +134,12 @@ class ShopfloorHandler:
                 continue
             topics[id(report)] = msg
             reports.append(report)
-        self._store(reports, dead, topics, batch[-1])
+        first, rest = state_first(reports)
+        if first and rest:
+            self._store(first, [], topics, batch[-1])
+            self._store(rest, dead, topics, batch[-1])
+        else:
+            self._store(reports, dead, topics, batch[-1])
 
     def _store(
         self,
@@ -251,6 +256,29 @@ class ShopfloorHandler:
                 )
             session.flush()
             mirror_alerts(session, self.live)
+
+
+def state_first(
+    reports: Sequence[ProgressMessage | StateMessage],
+) -> tuple[list[ProgressMessage | StateMessage], list[ProgressMessage | StateMessage]]:
+    """Split a batch so that state changes are written before the bulk of the progress.
+
+    Why: a batch under load holds thousands of progress reports; a line stopping should
+    reach the screens without waiting for all of them. The first part holds, for each line
+    with a state report, that line's reports up to its last state report, in order (a
+    line's own reports are never reordered: seq gaps stay exact); the rest keeps its order.
+    """
+    last_state: dict[str, int] = {}
+    for i, r in enumerate(reports):
+        if r.kind == "state":
+            last_state[r.line] = i
+    if not last_state:
+        return [], list(reports)
+    first: list[ProgressMessage | StateMessage] = []
+    rest: list[ProgressMessage | StateMessage] = []
+    for i, r in enumerate(reports):
+        (first if i <= last_state.get(r.line, -1) else rest).append(r)
+    return first, rest
 
 
 MQTT_DISCONNECTED: Final = "mqtt_disconnected"

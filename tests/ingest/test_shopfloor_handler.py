@@ -250,3 +250,35 @@ def test_a_bad_source_is_dead_lettered(sessions, live):
     )
     with sessions() as s:
         assert [d.reason for d in s.scalars(select(DeadLetter))] != []
+
+
+def test_state_reports_are_split_ahead_of_the_bulk_keeping_each_lines_order():
+    from loopline.ingest.mqtt.messages import parse
+    from loopline.ingest.shopfloor import state_first
+
+    def p(line: str, seq: int):
+        body = {"seq": seq, "ts": TS, "work_order": "W", "good": seq, "scrap": 0}
+        return parse(f"loopline/v1/s1/{line}/progress", json.dumps(body).encode())
+
+    def s(line: str, seq: int):
+        body = {"seq": seq, "ts": TS, "state": "down", "reason": "jam"}
+        return parse(f"loopline/v1/s1/{line}/state", json.dumps(body).encode())
+
+    batch = [p("L1", 1), p("L2", 1), s("L1", 2), p("L1", 3), p("L2", 2), p("L3", 1)]
+    first, rest = state_first(batch)
+    assert [(r.line, r.seq) for r in first] == [("L1", 1), ("L1", 2)]
+    assert [(r.line, r.seq) for r in rest] == [("L2", 1), ("L1", 3), ("L2", 2), ("L3", 1)]
+    assert state_first(batch[:2]) == ([], batch[:2])  # no state: nothing to put first
+
+
+def test_a_split_batch_ends_as_the_whole_batch_would(sessions, live):
+    """State first, then the rest: the same counters, state and seq, and no gap alert."""
+    _with_order(sessions, live, qty=100)
+    handler = ShopfloorHandler(sessions, live, Clock())
+    state = {"seq": 3, "ts": TS, "state": "down", "reason": "jam"}
+    handler([_progress(1, 5), _progress(2, 7), _msg(STATE, state), _progress(4, 9)])
+    line, wo = live.get("line", "L1"), live.get("work_order", "WO-1-1")
+    assert (line["state"], line["reason"], line["seq"]) == ("down", "jam", 4)
+    assert wo["good"] == 9
+    with sessions() as s:
+        assert s.scalar(select(Alert).where(Alert.kind == "mqtt_gap")) is None
