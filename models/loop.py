@@ -65,6 +65,10 @@ DUTY_LOCK_POLL_S = 0.01
 WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
 REPLAN_WAIT_S = 60.0
 TICK_S = 1.0
+# A tick this soon after a replan leaves out what the replan has just done itself (ETAs and
+# CRM feedback): at 800 open orders the two cost a tick ~1.4 s of the duty lock, which
+# delayed the next round of CRM events by as much (bench/connectors.py).
+REPLAN_FRESH_S = TICK_S
 # OEE per shift is recomputed this often (the wall tile's figures are this fresh).
 OEE_REFRESH_S = 5.0
 
@@ -215,6 +219,9 @@ class Loop:
         self._more_received = False
         self._threads: list[threading.Thread] = []
         self._oee_due = 0.0  # time.monotonic() of the next OEE refresh
+        # time.monotonic() when the last replan that succeeded ended (having estimated ETAs
+        # and queued feedback); None: none yet.
+        self._replanned_at: float | None = None
 
     # -- one step of each duty (also what tests call) -------------------------------
     def _track(self) -> Callable[[str], str] | None:
@@ -253,6 +260,7 @@ class Loop:
                 if intake.applied:
                     self.live.redis.rpush(REPLAN_QUEUE, *intake.triggers())
                 raise
+            self._replanned_at = time.monotonic()
         self._outbox_due.set()
         return outcome
 
@@ -309,7 +317,9 @@ class Loop:
 
         Skipped (False) while another worker, or this one's replan, holds the duty lock.
         Each step runs on its own, and an order, work order or line whose data makes a
-        step fail is quarantined (an alert) while the rest of the plant goes on.
+        step fail is quarantined (an alert) while the rest of the plant goes on. Within
+        ``REPLAN_FRESH_S`` of this worker's last replan, and while no line went silent, the
+        ETAs and the CRM feedback are left as that replan made them.
         """
         lock = self._duty_lock(blocking_timeout=None)
         if not lock.acquire(blocking=False):
@@ -317,8 +327,12 @@ class Loop:
         queued = 0
         try:
             now, wall = self.clock.now(), utcnow()
+            fresh = (
+                self._replanned_at is not None
+                and time.monotonic() - self._replanned_at < REPLAN_FRESH_S
+            )
             findings = Findings()
-            self._step(
+            silent = self._step(
                 "staleness",
                 lambda: mark_stale_lines(
                     self.live,
@@ -327,9 +341,13 @@ class Loop:
                     findings=findings,
                 ),
             )
-            self._step(
-                "estimate", lambda: self.live.apply(estimate(self.live, now, findings=findings))
-            )
+            # A line that went silent changes risks and reasons: estimate all the same.
+            fresh = fresh and silent == []
+            if not fresh:
+                self._step(
+                    "estimate",
+                    lambda: self.live.apply(estimate(self.live, now, findings=findings)),
+                )
             self._in_sql(
                 findings,
                 ALERTS_STEP,
@@ -344,7 +362,9 @@ class Loop:
                 ),
             )
             queued = (
-                self._in_sql(
+                0
+                if fresh
+                else self._in_sql(
                     findings,
                     FEEDBACK_STEP,
                     lambda s, isolate: sync_feedback(
@@ -389,12 +409,14 @@ class Loop:
         mirror_alerts(session, self.live)
 
     @staticmethod
-    def _step(name: str, work: Callable[[], object]) -> None:
-        """One step of a sweep; its failure is logged and the next step still runs."""
+    def _step(name: str, work: Callable[[], T]) -> T | None:
+        """One step of a sweep (its result); its failure is logged (None) and the next step
+        still runs."""
         try:
-            work()
+            return work()
         except Exception:
             log.exception("%s failed", name)
+            return None
 
     def _in_sql(
         self, findings: Findings, step: str, work: Callable[[Session, bool], T]

@@ -329,3 +329,34 @@ def test_a_replan_that_fails_after_the_intake_applied_asks_again(sessions, live,
     with sessions() as s:
         assert s.get(Order, "SO-9") is not None  # applied and committed, not yet planned
     assert live.redis.lrange(loop_module.REPLAN_QUEUE, 0, -1) == ["crm SO-9 v1"]
+
+
+def _planted_eta_survives_a_tick(loop, live) -> bool:
+    """Plant a wrong ETA on SO-1's work order, tick, and tell whether it is still there."""
+    planted = "2000-01-01T00:00:00Z"
+    live.apply([Update("work_order", "WO-1-1", {"eta": planted})])
+    assert loop.tick() is True
+    return live.get("work_order", "WO-1-1")["eta"] == planted
+
+
+def test_a_tick_right_after_a_replan_leaves_its_etas(sessions, live):
+    import loopline.models.loop as loop_module
+
+    _order(sessions, "SO-1", lines=[("P1", 100)])
+    loop = Loop(sessions, live, Clock(), loop_config(window=plan_window(promise_policy="earliest")))
+    loop.replan_now("t")
+    assert live.get("work_order", "WO-1-1")["eta"]
+    # Within the window the replan's own ETAs stand (it estimated them a moment ago)...
+    assert _planted_eta_survives_a_tick(loop, live)
+    # ...and once it is over, a tick estimates again.
+    loop._replanned_at = time.monotonic() - loop_module.REPLAN_FRESH_S
+    assert not _planted_eta_survives_a_tick(loop, live)
+
+
+def test_a_line_gone_silent_is_estimated_at_once_even_right_after_a_replan(sessions, live):
+    _order(sessions, "SO-1", lines=[("P1", 100)])
+    loop = Loop(sessions, live, Clock(), loop_config(window=plan_window(promise_policy="earliest")))
+    loop.replan_now("t")
+    line = live.get("work_order", "WO-1-1")["line"]
+    live.apply([Update("line", line, {"state": "running", "last_seen": "2026-01-01T00:00:00Z"})])
+    assert not _planted_eta_survives_a_tick(loop, live)
