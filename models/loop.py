@@ -69,6 +69,10 @@ TICK_S = 1.0
 # CRM feedback): at 800 open orders the two cost a tick ~1.4 s of the duty lock, which
 # delayed the next round of CRM events by as much (bench/connectors.py).
 REPLAN_FRESH_S = TICK_S
+# A replan brings the live state only the orders that changed (``sync_live``'s ``full``),
+# and all of them at this interval at most: what the live state holds for an order is
+# rewritten from SQL at least this often (seconds), whatever else wrote it meanwhile.
+FULL_SYNC_S = 60.0
 # OEE per shift is recomputed this often (the wall tile's figures are this fresh).
 OEE_REFRESH_S = 5.0
 
@@ -222,6 +226,7 @@ class Loop:
         # time.monotonic() when the last replan that succeeded ended (having estimated ETAs
         # and queued feedback); None: none yet.
         self._replanned_at: float | None = None
+        self._full_sync_at: float | None = None  # time.monotonic() of the last full sync
 
     # -- one step of each duty (also what tests call) -------------------------------
     def _track(self) -> Callable[[str], str] | None:
@@ -245,6 +250,9 @@ class Loop:
             asked = triggers + intake.triggers()
             if not asked:
                 return None
+            full = (
+                self._full_sync_at is None or time.monotonic() - self._full_sync_at >= FULL_SYNC_S
+            )
             try:
                 outcome = replan(
                     self.sessions,
@@ -253,6 +261,7 @@ class Loop:
                     trigger=summarize_triggers(asked)[:200],
                     window=self.config.window,
                     track=self._track(),
+                    full_sync=full,
                 )
             except Exception:
                 # What the intake applied is committed but not yet planned: ask again, so
@@ -261,6 +270,8 @@ class Loop:
                     self.live.redis.rpush(REPLAN_QUEUE, *intake.triggers())
                 raise
             self._replanned_at = time.monotonic()
+            if full:
+                self._full_sync_at = self._replanned_at
         self._outbox_due.set()
         return outcome
 
