@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 from sqlalchemy import or_, select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, lazyload, sessionmaker
 
 from loopline.models.alerts import alert_view, list_alerts
 from loopline.models.audit import record
@@ -132,6 +132,9 @@ def build_problem(
         .join(Order, WorkOrder.order_id == Order.id)
         .where(Order.status.in_(OPEN_STATUSES), WorkOrder.status.in_(PLANNABLE))
         .order_by(WorkOrder.id)
+        # Why: the orders' line and work-order collections (selectin) are not needed here,
+        # and loading them was half of building the problem (an object per order line).
+        .options(lazyload(Order.lines), lazyload(Order.work_orders))
     ).all()
     live_wos = live.get_many("work_order", [wo.id for wo, _ in rows])
     jobs: list[Job] = []
@@ -584,7 +587,10 @@ def _promise(
         Order.promise_version != Order.version,
     )
     orders = session.scalars(
-        select(Order).where(Order.id.in_(order_end), unpromised).order_by(Order.id)
+        select(Order)
+        .where(Order.id.in_(order_end), unpromised)
+        .order_by(Order.id)
+        .options(lazyload(Order.lines))
     )
     for order in orders:
         if order.promised_date is not None and order.promise_version == order.version:
@@ -650,7 +656,15 @@ def sync_live(
             or any(w not in live_wos for w in wos_of[order_id])
         }
     chosen = Order.status.in_(OPEN_STATUSES) if full else Order.id.in_(dirty)
-    orders = list(session.scalars(select(Order).where(chosen).order_by(Order.id))) if dirty else []
+    orders = (
+        list(
+            session.scalars(
+                select(Order).where(chosen).order_by(Order.id).options(lazyload(Order.lines))
+            )
+        )
+        if dirty
+        else []
+    )
     wos = [wo for o in orders for wo in o.work_orders if wo.status != "cancelled"]
     known_wos = dict(
         zip([w.id for w in wos], live.get_many("work_order", [w.id for w in wos]), strict=True)
