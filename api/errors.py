@@ -106,8 +106,10 @@ def field_errors(errors: Any) -> list[FieldError]:
     return named
 
 
-def refuse_nul(conn: HTTPConnection) -> None:
-    """Refuse a NUL character in any query or path parameter (no store can keep one)."""
+async def refuse_nul(conn: HTTPConnection) -> None:
+    """Refuse a NUL character in any query or path parameter (no store can keep one).
+
+    async: every API request solves it, and a plain ``def`` would cost a thread-pool hop."""
     bad = [
         {"loc": (where, name), "msg": "must not contain a NUL character", "type": "nul"}
         for where, items in (

@@ -213,7 +213,8 @@ def hubspot_body(orders: list[dict[str, Any]]) -> str:
 
 class CrmApis:
     """Local HTTP servers playing Salesforce's REST API and HubSpot's CRM API for the
-    orders of a run (what each fetch reads), answering any write-back."""
+    orders of a run (what each fetch reads), answering any write-back, and Jiandaoyun's
+    data-update API (its write-back: without it every promise failed and was retried)."""
 
     def __init__(self) -> None:
         self.orders: dict[str, dict[str, Any]] = {}
@@ -233,19 +234,25 @@ class CrmApis:
             .route("GET", r"/crm/v3/objects/companies/C-(\d+)", self._company)
             .route("PATCH", r"/crm/v3/objects/deals/(\d+)", lambda c, m: (200, {"id": m.group(1)}))
         )
+        self.jiandaoyun = FakeApi().route(
+            "POST", "/api/v5/app/entry/data/update", lambda c, m: (200, {"data": {"_id": "x"}})
+        )
 
     def __enter__(self) -> CrmApis:
         self.salesforce.__enter__()
         self.hubspot.__enter__()
+        self.jiandaoyun.__enter__()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.salesforce.__exit__(*exc)
         self.hubspot.__exit__(*exc)
+        self.jiandaoyun.__exit__(*exc)
 
     def forget_calls(self) -> None:
         self.salesforce.calls.clear()
         self.hubspot.calls.clear()
+        self.jiandaoyun.calls.clear()
 
     def _soql(self, call: Any, m: Any) -> tuple[int, Any]:
         opp = call.query["q"].rsplit("WHERE Id = '", 1)[1].rstrip("'")
@@ -517,6 +524,8 @@ def main() -> int:
                     data_dir=workdir,
                     auto_approve_priorities="normal,high,rush",
                     jdy_secret=JDY_SECRET,
+                    jdy_api_url=apis.jiandaoyun.url,
+                    jdy_api_key="bench-jdy-key",
                     salesforce_org_id=SF_ORG[:15],
                     salesforce_token="00D5g!AQ4AQ.bench-token",
                     salesforce_api_url=apis.salesforce.url,

@@ -13,7 +13,7 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, lazyload
 
 from loopline.models.audit import record
 from loopline.models.clock import utcnow
@@ -61,7 +61,9 @@ def sync_feedback(
     since = utcnow() - CLOSED_GRACE
     orders = list(
         session.scalars(
-            select(Order).where(or_(Order.status.in_(OPEN_STATUSES), Order.updated_at >= since))
+            select(Order)
+            .where(or_(Order.status.in_(OPEN_STATUSES), Order.updated_at >= since))
+            .options(lazyload(Order.lines))  # not reported: no object per order line
         )
     )
     live_orders = dict(

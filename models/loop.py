@@ -65,6 +65,14 @@ DUTY_LOCK_POLL_S = 0.01
 WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
 REPLAN_WAIT_S = 60.0
 TICK_S = 1.0
+# A tick this soon after a replan leaves out what the replan has just done itself (ETAs and
+# CRM feedback): at 800 open orders the two cost a tick ~1.4 s of the duty lock, which
+# delayed the next round of CRM events by as much (bench/connectors.py).
+REPLAN_FRESH_S = TICK_S
+# A replan brings the live state only the orders that changed (``sync_live``'s ``full``),
+# and all of them at this interval at most: what the live state holds for an order is
+# rewritten from SQL at least this often (seconds), whatever else wrote it meanwhile.
+FULL_SYNC_S = 60.0
 # OEE per shift is recomputed this often (the wall tile's figures are this fresh).
 OEE_REFRESH_S = 5.0
 
@@ -215,6 +223,10 @@ class Loop:
         self._more_received = False
         self._threads: list[threading.Thread] = []
         self._oee_due = 0.0  # time.monotonic() of the next OEE refresh
+        # time.monotonic() when the last replan that succeeded ended (having estimated ETAs
+        # and queued feedback); None: none yet.
+        self._replanned_at: float | None = None
+        self._full_sync_at: float | None = None  # time.monotonic() of the last full sync
 
     # -- one step of each duty (also what tests call) -------------------------------
     def _track(self) -> Callable[[str], str] | None:
@@ -238,6 +250,9 @@ class Loop:
             asked = triggers + intake.triggers()
             if not asked:
                 return None
+            full = (
+                self._full_sync_at is None or time.monotonic() - self._full_sync_at >= FULL_SYNC_S
+            )
             try:
                 outcome = replan(
                     self.sessions,
@@ -246,6 +261,7 @@ class Loop:
                     trigger=summarize_triggers(asked)[:200],
                     window=self.config.window,
                     track=self._track(),
+                    full_sync=full,
                 )
             except Exception:
                 # What the intake applied is committed but not yet planned: ask again, so
@@ -253,6 +269,9 @@ class Loop:
                 if intake.applied:
                     self.live.redis.rpush(REPLAN_QUEUE, *intake.triggers())
                 raise
+            self._replanned_at = time.monotonic()
+            if full:
+                self._full_sync_at = self._replanned_at
         self._outbox_due.set()
         return outcome
 
@@ -309,7 +328,9 @@ class Loop:
 
         Skipped (False) while another worker, or this one's replan, holds the duty lock.
         Each step runs on its own, and an order, work order or line whose data makes a
-        step fail is quarantined (an alert) while the rest of the plant goes on.
+        step fail is quarantined (an alert) while the rest of the plant goes on. Within
+        ``REPLAN_FRESH_S`` of this worker's last replan, and while no line went silent, the
+        ETAs and the CRM feedback are left as that replan made them.
         """
         lock = self._duty_lock(blocking_timeout=None)
         if not lock.acquire(blocking=False):
@@ -317,8 +338,12 @@ class Loop:
         queued = 0
         try:
             now, wall = self.clock.now(), utcnow()
+            fresh = (
+                self._replanned_at is not None
+                and time.monotonic() - self._replanned_at < REPLAN_FRESH_S
+            )
             findings = Findings()
-            self._step(
+            silent = self._step(
                 "staleness",
                 lambda: mark_stale_lines(
                     self.live,
@@ -327,9 +352,13 @@ class Loop:
                     findings=findings,
                 ),
             )
-            self._step(
-                "estimate", lambda: self.live.apply(estimate(self.live, now, findings=findings))
-            )
+            # A line that went silent changes risks and reasons: estimate all the same.
+            fresh = fresh and silent == []
+            if not fresh:
+                self._step(
+                    "estimate",
+                    lambda: self.live.apply(estimate(self.live, now, findings=findings)),
+                )
             self._in_sql(
                 findings,
                 ALERTS_STEP,
@@ -344,7 +373,9 @@ class Loop:
                 ),
             )
             queued = (
-                self._in_sql(
+                0
+                if fresh
+                else self._in_sql(
                     findings,
                     FEEDBACK_STEP,
                     lambda s, isolate: sync_feedback(
@@ -389,12 +420,14 @@ class Loop:
         mirror_alerts(session, self.live)
 
     @staticmethod
-    def _step(name: str, work: Callable[[], object]) -> None:
-        """One step of a sweep; its failure is logged and the next step still runs."""
+    def _step(name: str, work: Callable[[], T]) -> T | None:
+        """One step of a sweep (its result); its failure is logged (None) and the next step
+        still runs."""
         try:
-            work()
+            return work()
         except Exception:
             log.exception("%s failed", name)
+            return None
 
     def _in_sql(
         self, findings: Findings, step: str, work: Callable[[Session, bool], T]

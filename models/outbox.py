@@ -159,12 +159,21 @@ class OutboxRelay:
                 claimed = self._claim(min(CLAIM_CHUNK, limit - tried))
                 if not claimed:
                     break
+                sent: list[_Claimed] = []
                 for row in claimed:
                     tried += 1
                     try:
-                        delivered += self._deliver(row)
+                        error = self._post(row)
+                        if error is None:
+                            sent.append(row)
+                        else:
+                            self._failed(row, error)
                     except Exception:  # one bad row must not stop the batch
                         log.exception("outbox %s: delivery bookkeeping failed", row.webhook_id)
+                try:
+                    delivered += self._delivered(sent)
+                except Exception:  # the claims lapse: sent again (same webhook-id) later
+                    log.exception("outbox: bookkeeping of %d deliveries failed", len(sent))
         return delivered
 
     @contextmanager
@@ -275,25 +284,44 @@ class OutboxRelay:
             return None
         return f"HTTP {response.status_code}: {response.text[:200]}"
 
-    def _deliver(self, row: _Claimed) -> bool:
-        error = self._post(row)
+    def _delivered(self, rows: list[_Claimed]) -> int:
+        """Mark sent events delivered, all in one transaction; how many were still there.
+
+        Why together: one transaction per event (a pool checkout, a read, the alert, the
+        commit) was most of the relay's SQL while a replan's promises went out. Should this
+        fail, the events stay claimed until the lease lapses and are sent again (at least
+        once, the same ``webhook-id``)."""
+        if not rows:
+            return 0
+        now = self._now()
+        with transaction(self._sessions) as session:
+            result = session.execute(
+                update(OutboxEvent)
+                .where(OutboxEvent.id.in_([r.id for r in rows]))
+                # claimed_by stays: which relay delivered it.
+                .values(
+                    status="delivered",
+                    delivered_at=now,
+                    last_error=None,
+                    claimed_by=self.relay_id,
+                    claimed_until=None,
+                )
+                .execution_options(synchronize_session=False)
+            )
+            resolve_alert(session, key=UNREACHABLE_KEY, now=now)
+            return int(getattr(result, "rowcount", 0) or 0)
+
+    def _failed(self, row: _Claimed, error: str) -> None:
+        """Count a failed attempt: retry after a backoff, or dead (and alert) after the last."""
         now = self._now()
         with transaction(self._sessions) as session:
             stored = session.get(OutboxEvent, row.id)
             if stored is None:
-                return False
-            if error is None:
-                stored.status = "delivered"
-                stored.delivered_at = now
-                stored.last_error = None
-                # claimed_by stays: which relay delivered it.
-                stored.claimed_by, stored.claimed_until = self.relay_id, None
-                resolve_alert(session, key=UNREACHABLE_KEY, now=now)
-                return True
+                return
             if stored.status != "pending" or stored.claimed_by != self.relay_id:
                 # Our lease lapsed and another relay took the event over: its bookkeeping.
                 log.warning("outbox %s: claim lost while sending (%s)", row.webhook_id, error)
-                return False
+                return
             stored.claimed_by = stored.claimed_until = None
             stored.attempts += 1
             stored.last_error = error[:LAST_ERROR_MAX_CHARS]
@@ -314,7 +342,7 @@ class OutboxRelay:
                     error,
                     delay,
                 )
-            return False
+            return
 
     def _alert(self, session: Session, error: str) -> None:
         count = session.scalar(

@@ -6,6 +6,7 @@ step: it builds the problem and writes the schedule back to SQL, then to live st
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import time
@@ -15,8 +16,9 @@ from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session, sessionmaker
+import orjson
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session, lazyload, sessionmaker
 
 from loopline.models.alerts import alert_view, list_alerts
 from loopline.models.audit import record
@@ -25,6 +27,7 @@ from loopline.models.db import transaction
 from loopline.models.estimate import estimate
 from loopline.models.feedback import FEEDBACK_STEP, sync_feedback
 from loopline.models.live import Change, LiveState, Update
+from loopline.models.live import key as live_key
 from loopline.models.orders import OPEN_STATUSES
 from loopline.models.planning import (
     Calendar,
@@ -42,7 +45,15 @@ from loopline.models.planning import (
 from loopline.models.planning.problem import PRIORITIES, check_problem, parse_calendar
 from loopline.models.quarantine import Findings, count_problem, run_isolated
 from loopline.models.quarantine import record as record_quarantine
-from loopline.models.records import BomLine, Order, PlanRevision, PurchaseRequest, Site, WorkOrder
+from loopline.models.records import (
+    BomLine,
+    Customer,
+    Order,
+    PlanRevision,
+    PurchaseRequest,
+    Site,
+    WorkOrder,
+)
 from loopline.models.records import Line as LineRecord
 from loopline.models.records import Material as MaterialRecord
 from loopline.models.records import PurchaseOrder as PurchaseOrderRecord
@@ -58,6 +69,11 @@ REPLAN_STEP = "replan"
 # Each round of the planner's check leaves out the jobs and lines it names; a bad part
 # can hide another (a total over the horizon), so a few rounds.
 MAX_CHECK_ROUNDS = 3
+# The live state's note of what the last sync wrote for each open order: a digest of the SQL
+# fields of the order and its work orders. A sync that brings only changes (``full=False``)
+# rewrites an order when its digest differs, or when it or a work order of it is missing
+# from the live state; the others are left as they are.
+SYNCED_KEY = "ll:meta:synced"
 _JOB_PATH = re.compile(r"^jobs\[(\d+)\]")
 _LINE_PATH = re.compile(r"^lines\[(\d+)\]")
 
@@ -116,6 +132,9 @@ def build_problem(
         .join(Order, WorkOrder.order_id == Order.id)
         .where(Order.status.in_(OPEN_STATUSES), WorkOrder.status.in_(PLANNABLE))
         .order_by(WorkOrder.id)
+        # Why: the orders' line and work-order collections (selectin) are not needed here,
+        # and loading them was half of building the problem (an object per order line).
+        .options(lazyload(Order.lines), lazyload(Order.work_orders))
     ).all()
     live_wos = live.get_many("work_order", [wo.id for wo, _ in rows])
     jobs: list[Job] = []
@@ -338,9 +357,11 @@ def replan(
     trigger: str,
     window: PlanWindow,
     track: Callable[[str], str] | None = None,
+    full_sync: bool = True,
 ) -> PlanOutcome:
     """Plan all open work now, store the revision, promises and purchase requests, and
-    update live state; ``track`` makes the tracking link sent with each promise."""
+    update live state; ``track`` makes the tracking link sent with each promise.
+    ``full_sync=False``: the live state gets only what changed (``sync_live``'s ``full``)."""
     findings = Findings()
     with transaction(sessions) as session:
         problem, wos = build_problem(session, live, now, window, findings=findings)
@@ -351,7 +372,7 @@ def replan(
         session.flush()
         # Live state first, so the promise and the ETA it implies reach the CRM together;
         # the outbox rows commit with the promises they report.
-        sync_live(session, live, now=now, findings=findings)
+        sync_live(session, live, now=now, findings=findings, full=full_sync)
         run_isolated(
             session,
             findings,
@@ -558,7 +579,19 @@ def _promise(
     promised: dict[str, str] = {}
     if not order_end:
         return promised
-    orders = session.scalars(select(Order).where(Order.id.in_(order_end)))
+    # Only the orders owed a promise (why: reading every planned order back cost a replan
+    # at 800 open orders more than promising the new ones).
+    unpromised = or_(
+        Order.promised_date.is_(None),
+        Order.promise_version.is_(None),
+        Order.promise_version != Order.version,
+    )
+    orders = session.scalars(
+        select(Order)
+        .where(Order.id.in_(order_end), unpromised)
+        .order_by(Order.id)
+        .options(lazyload(Order.lines))
+    )
     for order in orders:
         if order.promised_date is not None and order.promise_version == order.version:
             continue
@@ -590,29 +623,63 @@ def sync_live(
     now: datetime,
     rebuild: bool = False,
     findings: Findings | None = None,
+    full: bool = True,
 ) -> None:
     """Make the live state agree with SQL: lines, open orders, their work orders, alerts.
 
     Live counters (good, scrap, rate) win over SQL's checkpoints unless ``rebuild``. A work
     order whose live values cannot be read is left as it is and named in ``findings``.
+    ``full=False`` rewrites only the orders (and their work orders) whose SQL fields changed
+    since the last sync (``SYNCED_KEY``), or that the live state lacks; lines, alerts,
+    removals and ETAs are always brought up to date. Why: a replan at 800 open orders spent
+    most of its sync rewriting (reading, diffing) orders nothing had changed.
     """
     findings = findings if findings is not None else Findings()
     if rebuild:
         live.clear()
+        full = True
     lines = list(session.scalars(select(LineRecord).order_by(LineRecord.id)))
-    orders = list(
-        session.scalars(select(Order).where(Order.status.in_(OPEN_STATUSES)).order_by(Order.id))
+    digests, open_wos = _digests(session)
+    if full:
+        dirty = set(digests)
+    else:
+        synced = live.redis.hgetall(SYNCED_KEY)
+        live_orders, live_wos = set(live.ids("order")), set(live.ids("work_order"))
+        wos_of: dict[str, list[str]] = defaultdict(list)
+        for wo_id, order_id, _, _ in open_wos:
+            wos_of[order_id].append(wo_id)
+        dirty = {
+            order_id
+            for order_id, digest in digests.items()
+            if synced.get(order_id) != digest  # type: ignore[union-attr]
+            or order_id not in live_orders
+            or any(w not in live_wos for w in wos_of[order_id])
+        }
+    chosen = Order.status.in_(OPEN_STATUSES) if full else Order.id.in_(dirty)
+    orders = (
+        list(
+            session.scalars(
+                select(Order).where(chosen).order_by(Order.id).options(lazyload(Order.lines))
+            )
+        )
+        if dirty
+        else []
     )
     wos = [wo for o in orders for wo in o.work_orders if wo.status != "cancelled"]
     known_wos = dict(
         zip([w.id for w in wos], live.get_many("work_order", [w.id for w in wos]), strict=True)
     )
+    # Where the others run (a running work order is queued on the line it runs on).
+    others = [wo_id for wo_id, _, _, _ in open_wos if wo_id not in known_wos]
+    running_on = _running_lines(live, others)
     known_lines = dict(
         zip([ln.id for ln in lines], live.get_many("line", [ln.id for ln in lines]), strict=True)
     )
     queues: dict[str, list[tuple[datetime, str]]] = defaultdict(list)
     updates: list[Update] = []
+    unsynced: set[str] = set()  # orders one of whose work orders could not be written
     for wo in wos:
+        written = False
         with findings.guard(REPLAN_STEP, "work_order", wo.id, order=wo.order_id):
             lv = known_wos.get(wo.id)
             updates.append(Update("work_order", wo.id, _live_work_order(wo, lv)))
@@ -620,6 +687,15 @@ def sync_live(
             line_id = line_id or wo.line_id
             if line_id and wo.planned_start:
                 queues[str(line_id)].append((wo.planned_start, wo.id))
+            written = True
+        if not written:
+            unsynced.add(wo.order_id)
+    for wo_id, _, wo_line, planned_start in open_wos:
+        if wo_id in known_wos:
+            continue
+        line_id = running_on.get(wo_id) or wo_line
+        if line_id and planned_start:
+            queues[str(line_id)].append((planned_start, wo_id))
     site_names = {i: name for i, name in session.execute(select(Site.id, Site.name))}
     for ln in lines:
         fields: dict[str, Any] = {
@@ -661,11 +737,91 @@ def sync_live(
     for alert in active:
         updates.append(Update("alert", str(alert.id), alert_view(alert)))
     live.apply(updates)
-    live.remove("order", set(live.ids("order")) - {o.id for o in orders})
-    live.remove("work_order", set(live.ids("work_order")) - {w.id for w in wos})
+    gone = set(live.ids("order")) - set(digests)
+    live.remove("order", gone)
+    live.remove("work_order", set(live.ids("work_order")) - {w for w, _, _, _ in open_wos})
     live.remove("alert", set(live.ids("alert")) - {str(a.id) for a in active})
+    with live.redis.pipeline(transaction=False) as pipe:
+        if full:
+            pipe.delete(SYNCED_KEY)
+        elif gone:
+            pipe.hdel(SYNCED_KEY, *gone)
+        digested: dict[Any, str] = {o.id: digests[o.id] for o in orders if o.id not in unsynced}
+        if digested:
+            pipe.hset(SYNCED_KEY, mapping=digested)
+        pipe.execute()
     live.apply(estimate(live, now, findings=findings))
     live.mark_built(now)
+
+
+def _digests(
+    session: Session,
+) -> tuple[dict[str, str], list[tuple[str, str, str | None, datetime | None]]]:
+    """A digest of each open order's SQL fields (and its work orders'), and each of their
+    work orders not cancelled as ``(id, order id, planned line, planned start)``."""
+    order_rows = session.execute(
+        select(
+            Order.id,
+            Order.customer_id,
+            Customer.name,
+            Order.status,
+            Order.priority,
+            Order.requested_date,
+            Order.promised_date,
+            Order.version,
+        )
+        .join(Customer, Order.customer_id == Customer.id)
+        .where(Order.status.in_(OPEN_STATUSES))
+    ).all()
+    wo_rows = session.execute(
+        select(
+            WorkOrder.id,
+            WorkOrder.order_id,
+            WorkOrder.sku,
+            WorkOrder.qty,
+            WorkOrder.status,
+            WorkOrder.line_id,
+            WorkOrder.planned_start,
+            WorkOrder.planned_end,
+            WorkOrder.good,
+            WorkOrder.scrap,
+        )
+        .join(Order, WorkOrder.order_id == Order.id)
+        .where(Order.status.in_(OPEN_STATUSES))
+        .order_by(WorkOrder.id)
+    ).all()
+    of_order: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
+    open_wos: list[tuple[str, str, str | None, datetime | None]] = []
+    for row in wo_rows:
+        # Times as the live state holds them (to the second): a plan that moved less
+        # writes nothing new.
+        of_order[row[1]].append((*row[:6], iso(row[6]), iso(row[7]), *row[8:]))
+        if row[4] != "cancelled":
+            open_wos.append((row[0], row[1], row[5], row[6]))
+    digests = {
+        row[0]: hashlib.blake2b(
+            repr((tuple(row), of_order.get(row[0], []))).encode(), digest_size=12
+        ).hexdigest()
+        for row in order_rows
+    }
+    return digests, open_wos
+
+
+def _running_lines(live: LiveState, wo_ids: list[str]) -> dict[str, str]:
+    """The line each of ``wo_ids`` runs on, for those the live state says are running."""
+    if not wo_ids:
+        return {}
+    with live.redis.pipeline(transaction=False) as pipe:
+        for wo_id in wo_ids:
+            pipe.hmget(live_key("work_order", wo_id), ["status", "line"])
+        answers = pipe.execute()
+    out: dict[str, str] = {}
+    for wo_id, (status, line) in zip(wo_ids, answers, strict=True):
+        if status is not None and line is not None and orjson.loads(status) == "running":
+            running_line = orjson.loads(line)
+            if running_line:
+                out[wo_id] = str(running_line)
+    return out
 
 
 def _live_work_order(wo: WorkOrder, lv: dict[str, Any] | None) -> dict[str, Any]:

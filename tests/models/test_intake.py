@@ -244,6 +244,28 @@ def test_a_round_applied_together_writes_what_one_by_one_writes(sessions, live, 
         assert s.get(Order, "SO-B2").work_orders[1].id == "WO-B2-2"
 
 
+def test_an_update_naming_a_customer_created_earlier_in_the_round_is_applied_with_it(
+    sessions, live, caplog
+):
+    # The round's new orders are inserted together; an update applied the long way after
+    # one of them must find the customer that order brought, not create it a second time.
+    _record(sessions, order_event("SO-X0", 1, [("P1", 1)]), "x0a")
+    apply_received(sessions, gate=None)
+    new_customer = order_event("SO-X1", 1, [("P1", 10)])
+    new_customer["order"]["customer"] = {"id": "C-NEW", "name": "Newco"}
+    update = order_event("SO-X0", 2, [("P1", 2)])
+    update["order"]["customer"] = {"id": "C-NEW", "name": "Newco"}
+    assert _record(sessions, new_customer, "x1") == "accepted"
+    assert _record(sessions, update, "x0b") == "accepted"
+    with caplog.at_level("WARNING", logger="loopline.intake"):
+        done = apply_received(sessions, gate=_gate(live))
+    assert "one by one instead" not in caplog.text  # applied together
+    assert sorted(r.order_id for r in done.applied) == ["SO-X0", "SO-X1"]
+    with sessions() as s:
+        assert s.get(Order, "SO-X0").customer_id == s.get(Order, "SO-X1").customer_id == "C-NEW"
+        assert s.get(Order, "SO-X1").customer.name == "Newco"
+
+
 def test_concurrent_webhooks_are_recorded_in_one_transaction_with_the_same_outcomes(
     sessions, monkeypatch
 ):

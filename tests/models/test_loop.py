@@ -111,6 +111,51 @@ def test_rebuild_restores_live_state_from_sql(sessions, live):
     assert live.ids("line") == ["L1", "L2"]
 
 
+def _live_view(live):
+    return {e: {i: live.get(e, i) for i in live.ids(e)} for e in ("line", "work_order", "order")}
+
+
+def test_a_sync_of_changes_only_leaves_the_live_state_a_full_sync_would(sessions, live):
+    window = plan_window(promise_policy="earliest")
+    for n in (1, 2, 3):
+        _order(sessions, f"SO-{n}", lines=[("P1", 100 * n), ("P2", 50)])
+    replan(sessions, live, now=NOW, trigger="t", window=window)
+    # Changed, new, cancelled, and one the live state lost: each is brought over.
+    _order(sessions, "SO-2", version=2, lines=[("P1", 400)], priority="rush")
+    _order(sessions, "SO-4", lines=[("P2", 80)])
+    _order(sessions, "SO-3", version=2, event_type="order.cancelled")
+    live.remove("work_order", ["WO-1-2"])
+    replan(sessions, live, now=NOW, trigger="t", window=window, full_sync=False)
+    changes_only = _live_view(live)
+    assert changes_only["order"]["SO-2"]["priority"] == "rush"
+    assert "SO-3" not in changes_only["order"] and "WO-3-1" not in changes_only["work_order"]
+    assert changes_only["work_order"]["WO-1-2"]["order_id"] == "SO-1"
+    with sessions() as s:
+        sync_live(s, live, now=NOW)
+    assert _live_view(live) == changes_only
+
+
+def test_a_sync_of_changes_only_does_not_rewrite_unchanged_orders(sessions, live):
+    window = plan_window(promise_policy="earliest")
+    _order(sessions, "SO-1", lines=[("P1", 100)])
+    replan(sessions, live, now=NOW, trigger="t", window=window)
+    # Someone else's write to a field the sync owns: a full sync puts SQL's value back,
+    # a sync of changes only leaves it (nothing in SQL changed) until the order changes.
+    live.apply([Update("order", "SO-1", {"sales_note": "x", "priority": "tampered"})])
+    with sessions() as s:
+        sync_live(s, live, now=NOW, full=False)
+    assert live.get("order", "SO-1")["priority"] == "tampered"
+    _order(sessions, "SO-1", version=2, lines=[("P1", 120)])
+    with sessions() as s:
+        sync_live(s, live, now=NOW, full=False)
+    assert live.get("order", "SO-1")["priority"] == "normal"
+    assert live.get("work_order", "WO-1-1")["qty"] == 120
+    live.apply([Update("order", "SO-1", {"priority": "tampered"})])
+    with sessions() as s:
+        sync_live(s, live, now=NOW)
+    assert live.get("order", "SO-1")["priority"] == "normal"
+
+
 def test_alert_rules_open_and_resolve(sessions, live):
     _order(sessions, "SO-1", lines=[("P1", 100)], days=0)
     replan(sessions, live, now=NOW, trigger="t", window=plan_window(promise_policy="earliest"))
@@ -329,3 +374,49 @@ def test_a_replan_that_fails_after_the_intake_applied_asks_again(sessions, live,
     with sessions() as s:
         assert s.get(Order, "SO-9") is not None  # applied and committed, not yet planned
     assert live.redis.lrange(loop_module.REPLAN_QUEUE, 0, -1) == ["crm SO-9 v1"]
+
+
+def _planted_eta_survives_a_tick(loop, live) -> bool:
+    """Plant a wrong ETA on SO-1's work order, tick, and tell whether it is still there."""
+    planted = "2000-01-01T00:00:00Z"
+    live.apply([Update("work_order", "WO-1-1", {"eta": planted})])
+    assert loop.tick() is True
+    return live.get("work_order", "WO-1-1")["eta"] == planted
+
+
+def test_a_tick_right_after_a_replan_leaves_its_etas(sessions, live):
+    import loopline.models.loop as loop_module
+
+    _order(sessions, "SO-1", lines=[("P1", 100)])
+    loop = Loop(sessions, live, Clock(), loop_config(window=plan_window(promise_policy="earliest")))
+    loop.replan_now("t")
+    assert live.get("work_order", "WO-1-1")["eta"]
+    # Within the window the replan's own ETAs stand (it estimated them a moment ago)...
+    assert _planted_eta_survives_a_tick(loop, live)
+    # ...and once it is over, a tick estimates again.
+    loop._replanned_at = time.monotonic() - loop_module.REPLAN_FRESH_S
+    assert not _planted_eta_survives_a_tick(loop, live)
+
+
+def test_a_line_gone_silent_is_estimated_at_once_even_right_after_a_replan(sessions, live):
+    _order(sessions, "SO-1", lines=[("P1", 100)])
+    loop = Loop(sessions, live, Clock(), loop_config(window=plan_window(promise_policy="earliest")))
+    loop.replan_now("t")
+    line = live.get("work_order", "WO-1-1")["line"]
+    live.apply([Update("line", line, {"state": "running", "last_seen": "2026-01-01T00:00:00Z"})])
+    assert not _planted_eta_survives_a_tick(loop, live)
+
+
+def test_the_worker_syncs_the_whole_live_state_at_least_every_full_sync_s(sessions, live):
+    import loopline.models.loop as loop_module
+
+    _order(sessions, "SO-1", lines=[("P1", 100)])
+    stopped = Clock(speed=0.0, origin=NOW)  # the plan stays where it is between replans
+    loop = Loop(sessions, live, stopped, loop_config(window=plan_window(promise_policy="earliest")))
+    loop.replan_now("first")  # the first replan of a worker syncs everything
+    live.apply([Update("order", "SO-1", {"priority": "tampered"})])
+    loop.replan_now("changes only")
+    assert live.get("order", "SO-1")["priority"] == "tampered"
+    loop._full_sync_at = time.monotonic() - loop_module.FULL_SYNC_S
+    loop.replan_now("all again")
+    assert live.get("order", "SO-1")["priority"] == "normal"

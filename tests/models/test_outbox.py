@@ -281,6 +281,44 @@ def test_one_broken_row_does_not_stop_the_batch(db, crm, secret, clock, monkeypa
     assert row(db, bad).status == "pending"  # leased; tried again after the lease
 
 
+def test_a_chunk_of_deliveries_is_booked_in_one_transaction(db, crm, secret, clock):
+    from sqlalchemy import event
+
+    ids = [add(db, order_id=f"SO-{i}", clock=clock) for i in range(CLAIM_CHUNK)]
+    commits: list[int] = []
+    engine = db.kw["bind"]
+
+    def count(conn) -> None:
+        commits.append(1)
+
+    event.listen(engine, "commit", count)
+    try:
+        with relay_for(db, crm.url, secret, clock) as relay:
+            assert relay.deliver_due() == CLAIM_CHUNK
+    finally:
+        event.remove(engine, "commit", count)
+    # The claim, the chunk's bookkeeping, and the empty claim that ends the call (was one
+    # transaction per delivered event besides).
+    assert len(commits) <= 4
+    assert {row(db, w).status for w in ids} == {"delivered"}
+
+
+def test_sent_events_whose_bookkeeping_failed_are_sent_again_after_the_lease(
+    db, crm, secret, clock, monkeypatch
+):
+    webhook_id = add(db, clock=clock)
+    relay = relay_for(db, crm.url, secret, clock)
+    monkeypatch.setattr(relay, "_delivered", lambda rows: 1 / 0)
+    assert relay.deliver_due() == 0
+    assert row(db, webhook_id).status == "pending"
+    monkeypatch.undo()
+    clock.advance(LEASE_S + 1)
+    assert relay.deliver_due() == 1
+    relay.close()
+    assert [d.webhook_id for d in crm.received] == [webhook_id, webhook_id]
+    assert row(db, webhook_id).status == "delivered"
+
+
 def test_limit_bounds_one_call(db, crm, secret, clock):
     ids = [add(db, order_id=f"SO-{i}", clock=clock) for i in range(5)]
     with relay_for(db, crm.url, secret, clock) as relay:

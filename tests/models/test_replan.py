@@ -240,3 +240,30 @@ def test_earliest_policy_promises_the_planned_finish_day(sessions, live):
     replan(sessions, live, now=NOW, trigger="t", window=window)
     with sessions() as s:
         assert s.get(Order, "SO-1").promised_date == NOW.date()
+
+
+def test_a_replan_reads_no_order_lines_and_each_collection_once(sessions, live):
+    # Why: the orders' collections load eagerly (selectin) wherever an order is read; the
+    # problem needs neither, and loading them was half of building it at 800 orders.
+    from sqlalchemy import event
+
+    for n in range(4):
+        _order(sessions, f"SO-{n}", lines=[("P1", 10), ("P2", 5)])
+    engine = sessions.kw["bind"]
+    statements: list[str] = []
+
+    def seen(conn, cursor, statement, *args) -> None:
+        statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        with sessions() as s:
+            problem, _ = build_problem(s, live, NOW, plan_window())
+        assert len(problem.jobs) == 8
+        assert not [q for q in statements if "FROM order_line" in q]
+        replan(sessions, live, now=NOW, trigger="t", window=plan_window())
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+    assert not [q for q in statements if "FROM order_line" in q]
+    # The work orders of all orders in a query or two (never one per order).
+    assert len([q for q in statements if q.lstrip().startswith("SELECT work_order")]) <= 6
