@@ -184,7 +184,9 @@ class PlanModel:
             problem, self.fastest, skip=frozenset(j.id for j in pinned if j.pinned_line)
         )
         self.materials: MaterialPlan = self.netting.plan()
-        self.timelines = self._timelines()
+        self.until = layout_until(problem)
+        self.timelines = self._timelines(self.until)
+        self._pinned_jobs = pinned
         self.pinned, free_at, last_product = self._place_pinned(pinned)
         self.arrays = self._arrays(free_at, last_product)
         self._makers: dict[str, list[tuple[Timeline, float]]] = {}
@@ -205,8 +207,7 @@ class PlanModel:
 
     # --- compiling ----------------------------------------------------------------------
 
-    def _timelines(self) -> list[Timeline]:
-        until = layout_until(self.problem)
+    def _timelines(self, until: dict[str, datetime]) -> list[Timeline]:
         self.windows: list[tuple[tuple[float, float], ...]] = []
         shared: dict[str, tuple[tuple[float, float], ...]] = {}  # lines on one calendar
         # Lines whose calendars lay out alike get one windows object (``working_windows``),
@@ -314,14 +315,7 @@ class PlanModel:
                 setup[:, a, b] = hours
             else:
                 setup[self.line_index[key], a, b] = hours
-        ptr = np.zeros(n_lines + 1, dtype=np.int64)
-        for li, w in enumerate(self.windows):
-            ptr[li + 1] = ptr[li] + len(w)
-        as_array: dict[int, np.ndarray] = {}  # each windows object converted once
-        for w in self.windows:
-            if id(w) not in as_array:
-                as_array[id(w)] = np.array(w, dtype=np.float64).reshape(-1, 2)
-        flat = np.concatenate([as_array[id(w)] for w in self.windows] or [np.zeros((0, 2))])
+        ptr, cal_open, cal_close = self._calendar_arrays()
         return Arrays(
             proc=proc,
             ready=self._ready_hours(jobs),
@@ -333,12 +327,24 @@ class PlanModel:
             product=product,
             setup=setup,
             cal_ptr=ptr,
-            cal_open=flat[:, 0],
-            cal_close=flat[:, 1],
+            cal_open=cal_open,
+            cal_close=cal_close,
             free_at=np.array(free_at, dtype=np.float64),
             last_product=np.array(last_product, dtype=np.int32),
             flow=FLOW_TIE_BREAK * np.array([j.weight for j in jobs], dtype=np.float64),
         )
+
+    def _calendar_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The lines' windows for the kernel: offsets per line, opens, closes."""
+        ptr = np.zeros(len(self.lines) + 1, dtype=np.int64)
+        for li, w in enumerate(self.windows):
+            ptr[li + 1] = ptr[li] + len(w)
+        as_array: dict[int, np.ndarray] = {}  # each windows object converted once
+        for w in self.windows:
+            if id(w) not in as_array:
+                as_array[id(w)] = np.array(w, dtype=np.float64).reshape(-1, 2)
+        flat = np.concatenate([as_array[id(w)] for w in self.windows] or [np.zeros((0, 2))])
+        return ptr, flat[:, 0], flat[:, 1]
 
     # --- the previous plan as a start ---------------------------------------------------
 
@@ -487,9 +493,10 @@ class PlanModel:
     def with_job(self, job: Job) -> PlanModel | None:
         """This model with ``job`` (new, not pinned, its product known) added after every
         other job, the same as ``PlanModel`` of the problem with it, built from this one in
-        a fraction of the time; None where adding it changes more than its own part (its
-        material netted before other new work, new work placed after it, or the calendars
-        to be laid out further): then build that problem's model.
+        a fraction of the time (where its work needs calendars laid out further, the windows
+        and the start are worked out again); None where adding it changes others' part (its
+        material netted before other new work, or new work placed after it): then build
+        that problem's model.
         """
         problem = self.problem
         if (
@@ -510,16 +517,33 @@ class PlanModel:
         start = self._start()
         if start is not None and start.last_new is not None and (job.due, job.id) <= start.last_new:
             return None
-        if layout_until(problem, job) != layout_until(problem):
-            return None
+        until = layout_until(problem, job)
         other = copy.copy(self)
         other.problem = replace(problem, jobs=(*problem.jobs, job))
         other.free = [*self.free, job]
         other.netting = self.netting.copy()
         other.netting.take(job)
         other.materials = other.netting.plan()
-        other.arrays = self._arrays_with(job, other)
         other._makers = {}
+        if until != self.until:
+            # Its work needs some calendar laid out further: the lines' windows, the pinned
+            # work placed in them and the previous plan as a start, all afresh.
+            other.until = until
+            other.timelines = other._timelines(until)
+            other.pinned, free_at, last_product = other._place_pinned(self._pinned_jobs)
+            other.arrays = self._arrays_with(
+                job,
+                other,
+                other._calendar_arrays(),
+                np.array(free_at, dtype=np.float64),
+                np.array(last_product, dtype=np.int32),
+            )
+            other._initial, other._initial_known = None, False
+            return other
+        a = self.arrays
+        other.arrays = self._arrays_with(
+            job, other, (a.cal_ptr, a.cal_open, a.cal_close), a.free_at, a.last_product
+        )
         other._initial, other._initial_known = None, True
         if start is not None:
             if start.ends is None:
@@ -535,8 +559,16 @@ class PlanModel:
             )
         return other
 
-    def _arrays_with(self, job: Job, other: PlanModel) -> Arrays:
-        """This model's arrays with ``job``'s row added (as ``_arrays`` builds it)."""
+    def _arrays_with(
+        self,
+        job: Job,
+        other: PlanModel,
+        calendars: tuple[np.ndarray, np.ndarray, np.ndarray],
+        free_at: np.ndarray,
+        last_product: np.ndarray,
+    ) -> Arrays:
+        """This model's arrays with ``job``'s row added (as ``_arrays`` builds it), for
+        ``other``'s materials, calendar windows and lines' state."""
         a = self.arrays
         rates = self.rates[:, self.product_index[job.product]]
         with np.errstate(divide="ignore"):
@@ -552,11 +584,11 @@ class PlanModel:
             deadline=np.append(a.deadline, deadline),
             product=np.append(a.product, np.int32(self.product_index[job.product])),
             setup=a.setup,
-            cal_ptr=a.cal_ptr,
-            cal_open=a.cal_open,
-            cal_close=a.cal_close,
-            free_at=a.free_at,
-            last_product=a.last_product,
+            cal_ptr=calendars[0],
+            cal_open=calendars[1],
+            cal_close=calendars[2],
+            free_at=free_at,
+            last_product=last_product,
             flow=np.append(a.flow_array, FLOW_TIE_BREAK * np.array([job.weight])),
         )
 

@@ -370,8 +370,12 @@ def test_a_model_takes_one_job_more_unless_more_than_its_part_changes() -> None:
     # A new job due later takes material (and its line's end) before it: not the same.
     waiting = replace(planned, jobs=(*planned.jobs, Job("N2", "P", 5.0, soon.due + HOUR)))
     assert PlanModel(waiting).with_job(soon) is None
-    # Work so big the calendar must be laid out further than the plan's.
-    assert PlanModel(planned).with_job(replace(soon, qty=1e5)) is None
+    # Work so big its line's calendar must be laid out further than the plan needed.
+    big = replace(soon, qty=1e5)
+    model = PlanModel(planned)
+    further = model.with_job(big)
+    assert further is not None and further.until != model.until
+    _same_model(further, PlanModel(replace(planned, jobs=(*planned.jobs, big))))
     # Pinned, or already planned, is no new job.
     assert PlanModel(planned).with_job(replace(soon, planned_line="L1")) is None
 
