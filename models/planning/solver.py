@@ -538,17 +538,24 @@ class PlanModel:
                 np.array(free_at, dtype=np.float64),
                 np.array(last_product, dtype=np.int32),
             )
-            other._initial, other._initial_known = None, False
-            return other
-        a = self.arrays
-        other.arrays = self._arrays_with(
-            job, other, (a.cal_ptr, a.cal_open, a.cal_close), a.free_at, a.last_product
-        )
+            if start is None or start.last_new is not None:
+                # New work is placed by the windows too: the start afresh.
+                other._initial, other._initial_known = None, False
+                return other
+            # The previous plan's lines and order stand; when each line is free after it
+            # is timed in the new windows.
+            ends, lasts = other._line_ends(start.line_of, start.order.tolist())
+        else:
+            a = self.arrays
+            other.arrays = self._arrays_with(
+                job, other, (a.cal_ptr, a.cal_open, a.cal_close), a.free_at, a.last_product
+            )
+            if start is not None:
+                if start.ends is None:
+                    start.ends = self._line_ends(start.line_of, start.order.tolist())
+                ends, lasts = list(start.ends[0]), list(start.ends[1])
         other._initial, other._initial_known = None, True
         if start is not None:
-            if start.ends is None:
-                start.ends = self._line_ends(start.line_of, start.order.tolist())
-            ends, lasts = list(start.ends[0]), list(start.ends[1])
             j = len(self.free)
             li = other._place_at_end(other.arrays, j, ends, lasts)
             other._initial = _Start(
