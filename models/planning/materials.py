@@ -108,6 +108,7 @@ class Netting:
         self.short_need_by: dict[str, datetime] = {}
         # The latest (by ``commitment``) job netted that takes any material.
         self.last: tuple[int, datetime, datetime, str] | None = None
+        self._buy: dict[str, datetime] = {}
         # Supply per material as (time, cumulative qty) steps.
         self.supply_times: dict[str, list[datetime]] = {}
         self.supply_cum: dict[str, list[float]] = {}
@@ -151,8 +152,7 @@ class Netting:
             cum = self.supply_cum.get(material, [])
             k = bisect_left(cum, used[material] - SHORT_EPSILON)
             arrive = times[k] if k < len(cum) else None
-            item = materials.items[material]
-            buy = start + timedelta(days=item.lead_time_days)
+            buy = self._buy_by(material)
             if arrive is not None and arrive <= buy:
                 if arrive > start:
                     _keep_latest(waits, job.id, MaterialWait(material, arrive, short=False))
@@ -169,6 +169,15 @@ class Netting:
             latest_start = job.due - timedelta(hours=job.qty / self.fastest_rate[job.product])
             need_by = max(start, latest_start)
             self.short_need_by[material] = min(self.short_need_by.get(material, need_by), need_by)
+
+    def _buy_by(self, material: str) -> datetime:
+        """When a purchase of ``material`` placed now arrives (kept per material)."""
+        buy = self._buy.get(material)
+        if buy is None:
+            assert self.materials is not None
+            days = self.materials.items[material].lead_time_days
+            buy = self._buy[material] = self.start + timedelta(days=days)
+        return buy
 
     def plan(self) -> MaterialPlan:
         """Who waits for what, and what must be bought, as netted so far."""

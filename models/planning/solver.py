@@ -108,6 +108,19 @@ def _h(moment: datetime, origin: datetime) -> float:
     return (moment - origin).total_seconds() / 3600
 
 
+def _hours_exact(origin: datetime, moments: list[datetime | None]) -> np.ndarray:
+    """``_h`` of each moment (aware datetimes; None: NaN), bit for bit, as one array.
+
+    A timestamp is within a quarter microsecond of the exact seconds (and so of its whole
+    microseconds) for any date the planner sees, so rounding it gives the exact microseconds
+    ``_h`` divides, in the same order (``total_seconds`` then hours).
+    """
+    stamps = np.array([m.timestamp() if m is not None else np.nan for m in moments])
+    with np.errstate(invalid="ignore"):
+        micros = np.rint(stamps * 1e6) - np.rint(origin.timestamp() * 1e6)
+    return micros / 1e6 / 3600
+
+
 def _hours_from(origin: datetime, moments: list[datetime]) -> np.ndarray:
     """Hours from ``origin`` to each moment (aware datetimes), as one array."""
     base = origin.timestamp()
@@ -316,14 +329,13 @@ class PlanModel:
             else:
                 setup[self.line_index[key], a, b] = hours
         ptr, cal_open, cal_close = self._calendar_arrays()
+        weight = np.array([j.weight for j in jobs], dtype=np.float64)
         return Arrays(
             proc=proc,
             ready=self._ready_hours(jobs),
             due=_hours_from(origin, [j.due for j in jobs]),
-            weight=np.array([j.weight for j in jobs], dtype=np.float64),
-            deadline=np.array(
-                [_h(j.deadline, origin) if j.deadline else np.inf for j in jobs], dtype=np.float64
-            ),
+            weight=weight,
+            deadline=np.nan_to_num(_hours_exact(origin, [j.deadline for j in jobs]), nan=np.inf),
             product=product,
             setup=setup,
             cal_ptr=ptr,
@@ -331,7 +343,7 @@ class PlanModel:
             cal_close=cal_close,
             free_at=np.array(free_at, dtype=np.float64),
             last_product=np.array(last_product, dtype=np.int32),
-            flow=FLOW_TIE_BREAK * np.array([j.weight for j in jobs], dtype=np.float64),
+            flow=FLOW_TIE_BREAK * weight,
         )
 
     def _calendar_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -369,12 +381,7 @@ class PlanModel:
         for j in new[:REINSERT_UP_TO]:
             line_of, order = self._reinsert(line_of, order, j)
         sol = decode(a, line_of, order)
-        planned = np.array(
-            [
-                _h(job.planned_start, self.origin) if job.planned_start is not None else np.nan
-                for job in jobs
-            ]
-        )
+        planned = _hours_exact(self.origin, [job.planned_start for job in jobs])
         with np.errstate(invalid="ignore"):
             moved = ~(np.abs(sol.start - planned) <= MOVED_H)  # NaN (new job) counts as moved
         touched = np.zeros(a.n_lines, dtype=bool)

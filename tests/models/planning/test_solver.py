@@ -513,3 +513,17 @@ def test_orlib_wt40_mean_gap_within_the_target() -> None:
         assert found >= best - 1e-6  # nothing beats a proven optimum
         gaps.append((found - best) / best if best else float(found > 0))
     assert sum(gaps) / len(gaps) <= 0.005
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.integers(-(10**12), 10**12),
+    st.lists(st.integers(-(10**13), 4 * 10**14), min_size=1, max_size=20),
+)
+def test_hours_of_many_moments_are_those_of_each_bit_for_bit(origin_us: int, offsets: list[int]):
+    from loopline.models.planning.solver import _h, _hours_exact
+
+    origin = START + timedelta(microseconds=origin_us)
+    moments = [origin + timedelta(microseconds=us) for us in offsets]  # up to about 12 years
+    got = _hours_exact(origin, [*moments, None])
+    assert got[:-1].tolist() == [_h(m, origin) for m in moments] and np.isnan(got[-1])
