@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from itertools import accumulate
 
+import numpy as np
+
 from loopline.models.planning.problem import Job, Problem
 
 # A little below a whole unit: float sums of fractional BOM quantities must not read as short.
@@ -87,9 +89,7 @@ def netting(
         if job.id in skip:
             for material, per_unit in materials.bom.get(job.product, {}).items():
                 state.used[material] += per_unit * job.qty
-    for job in sorted(problem.jobs, key=commitment):
-        if job.id not in skip:
-            state.take(job)
+    state.take_all(sorted((job for job in problem.jobs if job.id not in skip), key=commitment))
     return state
 
 
@@ -133,6 +133,64 @@ class Netting:
         other.short_jobs = defaultdict(list, {m: list(js) for m, js in self.short_jobs.items()})
         other.short_need_by = dict(self.short_need_by)
         return other
+
+    def take_all(self, jobs: list[Job]) -> None:
+        """``take`` each of ``jobs`` in turn, the same to the last bit: up to the first job
+        some material is short for, per material at once (what each job has taken so far
+        is a running sum, float for float), then job by job."""
+        materials = self.materials
+        if materials is None or not materials.bom:
+            return
+        start = self.start
+        needs: dict[str, list[tuple[int, int, float]]] = defaultdict(list)
+        with_parts: list[int] = []
+        for pos, job in enumerate(jobs):
+            parts = materials.bom.get(job.product)
+            if not parts:
+                continue
+            with_parts.append(pos)
+            for rank, (material, per_unit) in enumerate(parts.items()):
+                needs[material].append((pos, rank, per_unit * job.qty))
+        if not with_parts:
+            return
+        first_short = len(jobs)
+        runs: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
+        for material, rows in needs.items():
+            at = np.array([r[0] for r in rows], dtype=np.int64)
+            if material not in materials.items:  # named by the check; take() says so
+                first_short = min(first_short, int(at[0]))
+                continue
+            taken = np.cumsum(np.array([self.used[material]] + [r[2] for r in rows]))[1:]
+            times = self.supply_times.get(material, [])
+            k: np.ndarray = np.searchsorted(
+                np.array(self.supply_cum.get(material, [])), taken - SHORT_EPSILON
+            )
+            buy = self._buy_by(material)
+            in_time = np.array([t <= buy for t in times] + [False])  # k == len: none covers
+            short: np.ndarray = ~in_time[k]
+            if short.any():
+                first_short = min(first_short, int(at[np.argmax(short)]))
+            runs[material] = (at, k, taken, np.array([r[1] for r in rows], dtype=np.int64))
+        arrivals: list[tuple[int, int, str, datetime]] = []  # (job, part, material, until)
+        for material, (at, k, taken, ranks) in runs.items():
+            before = at < first_short
+            if not before.any():
+                continue
+            self.used[material] = float(taken[np.flatnonzero(before)[-1]])
+            times = self.supply_times.get(material, [])
+            for q in np.flatnonzero(before):
+                arrive = times[int(k[q])]
+                if arrive > start:
+                    arrivals.append((int(at[q]), int(ranks[q]), material, arrive))
+        for pos_q, _, material, arrive in sorted(arrivals):
+            _keep_latest(self.waits, jobs[pos_q].id, MaterialWait(material, arrive, short=False))
+        netted = bisect_left(with_parts, first_short)  # jobs with parts before the short one
+        if netted:
+            key = commitment(jobs[with_parts[netted - 1]])
+            if self.last is None or key > self.last:
+                self.last = key
+        for job in jobs[first_short:]:
+            self.take(job)
 
     def take(self, job: Job) -> None:
         """Net ``job``'s material after everything netted so far."""
