@@ -69,11 +69,14 @@ def make_quote(
     # Imported when asked: the planner's quote module is heavier than the rest of the app.
     from loopline.models.planning.quote import QuoteRequest, quote
 
-    if session.get(Product, ask.sku) is None:
-        raise UnknownSku(ask.sku, f"unknown product '{ask.sku}'")
-    if session.scalar(select(LineRate.line_id).where(LineRate.sku == ask.sku).limit(1)) is None:
-        raise UnknownSku(ask.sku, f"no line can make '{ask.sku}'")
     problem = _current_problem(session, live, now, window)
+    # A line of the current problem makes it: a known product some line makes (the SQL
+    # checks only when not, to say which of the two is missing).
+    if not any(ask.sku in ln.rates for ln in problem.lines):
+        if session.get(Product, ask.sku) is None:
+            raise UnknownSku(ask.sku, f"unknown product '{ask.sku}'")
+        if session.scalar(select(LineRate.line_id).where(LineRate.sku == ask.sku).limit(1)) is None:
+            raise UnknownSku(ask.sku, f"no line can make '{ask.sku}'")
     due = end_of_day(ask.requested_date)
     answer = quote(
         problem,
@@ -87,19 +90,20 @@ def make_quote(
         time_limit=QUOTE_TIME_LIMIT_S,
     )
     jobs = [s.job for s in answer.slips]
-    rows = session.execute(
-        select(WorkOrder.id, Order)
-        .join(Order, WorkOrder.order_id == Order.id)
-        .where(WorkOrder.id.in_(jobs))
-    )
-    orders: dict[str, Order] = {wo_id: order for wo_id, order in rows}
+    orders: dict[str, tuple[str, date | None]] = {}
+    if jobs:  # the order and promise of each work order that would slip (columns only)
+        rows = session.execute(
+            select(WorkOrder.id, Order.id, Order.promised_date)
+            .join(Order, WorkOrder.order_id == Order.id)
+            .where(WorkOrder.id.in_(jobs))
+        )
+        orders = {wo_id: (order_id, promised) for wo_id, order_id, promised in rows}
     slips = []
     for s in answer.slips:
-        order = orders.get(s.job)
-        promised = order.promised_date if order else None
+        order_id, promised = orders.get(s.job, (None, None))
         slips.append(
             {
-                "order_id": order.id if order else None,
+                "order_id": order_id,
                 "work_order": s.job,
                 "slip_h": round(s.slip_h, 2),
                 "old_end": iso(s.old_end),
@@ -147,10 +151,13 @@ def _current_problem(
     nothing was replanned or received since (and ``PROBLEM_REUSE_S`` has not passed)."""
     bind = session.get_bind()
     where = (str(bind.engine.url), id(bind.engine))
-    version = (
-        session.scalar(select(func.max(PlanRevision.id))),
-        session.scalar(select(func.max(InboxEvent.id))),
-    )
+    row = session.execute(
+        select(
+            select(func.max(PlanRevision.id)).scalar_subquery(),
+            select(func.max(InboxEvent.id)).scalar_subquery(),
+        )
+    ).one()
+    version = (row[0], row[1])
     with _problems_lock:
         cached = _problems.get(where)
     if cached is not None:

@@ -17,15 +17,19 @@ from __future__ import annotations
 import math
 from bisect import bisect_right
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import numpy as np
+
 from loopline.models.planning.problem import (
     MAX_HORIZON_H,
     Calendar,
     Issue,
+    Job,
     Problem,
     WeeklyWindow,
     _key,
@@ -55,7 +59,14 @@ def working_windows(calendar: Calendar, origin: datetime, until: datetime) -> tu
     own "now", reuses one cached layout.
     """
     steps = max(1, math.ceil(_hours(until, _anchor(origin)) / LAYOUT_STEP_H))
-    return _shifted(calendar, origin, steps)
+    return _shifted(_unnamed(calendar), origin, steps)
+
+
+def _unnamed(calendar: Calendar) -> Calendar:
+    """The calendar without its id, which names it but changes none of its windows: lines
+    with calendars alike (each line's own copy of the plant's shifts) share one cached
+    layout (one object, so one timeline and one array in the model)."""
+    return replace(calendar, id="") if calendar.id else calendar
 
 
 @lru_cache(maxsize=256)
@@ -64,9 +75,14 @@ def _shifted(calendar: Calendar, origin: datetime, steps: int) -> tuple[Window, 
     anchor = _anchor(origin)
     base = _working_windows(calendar, anchor, anchor + timedelta(hours=steps * LAYOUT_STEP_H))
     shift = _hours(origin, anchor)
-    if shift == 0:
+    if shift == 0 or not base:
         return base
-    return tuple((max(0.0, _moved(a, shift)), _moved(b, shift)) for a, b in base if b > shift)
+    # As ``_moved`` window by window, in one pass over arrays (every replan has its own
+    # origin, so this runs once per calendar and replan).
+    windows = np.array(base, dtype=np.float64)
+    windows = _moved_all(windows[windows[:, 1] > shift], shift)
+    np.maximum(windows[:, 0], 0.0, out=windows[:, 0])
+    return tuple(map(tuple, windows.tolist()))
 
 
 def _moved(hours: float, shift: float) -> float:
@@ -74,6 +90,12 @@ def _moved(hours: float, shift: float) -> float:
     it, so that a window laid out from the anchor is bit for bit the one laid out from
     origin (plans are microsecond datetimes, checked against these windows)."""
     return (round((hours - shift) * 3.6e9) / 1e6) / 3600
+
+
+def _moved_all(hours: np.ndarray, shift: float) -> np.ndarray:
+    """``_moved`` of every element, bit for bit (``np.rint`` rounds half to even as
+    ``round`` does, and the whole microseconds divide exactly as Python's ints do)."""
+    return np.rint((hours - shift) * 3.6e9) / 1e6 / 3600
 
 
 _ANCHOR = datetime(2001, 1, 1, tzinfo=UTC)
@@ -224,7 +246,7 @@ def first_working_h(calendar: Calendar, origin: datetime) -> float | None:
     """Hours from ``origin`` to the calendar's first working instant, or None when it has
     no working time within the planner's reach (``MAX_HORIZON_H``): closed for good, or
     every shift a holiday."""
-    return _first_working_h(calendar, origin)
+    return _first_working_h(_unnamed(calendar), origin)
 
 
 @lru_cache(maxsize=256)
@@ -268,23 +290,53 @@ def no_working_time_reason(calendar: str) -> str:
     return f"calendar {calendar!r} has no working time within {years:.0f} years of start"
 
 
-def layout_hours(problem: Problem) -> dict[str, float]:
+def layout_hours(problem: Problem, extra: Job | None = None) -> dict[str, float]:
     """Per calendar, how many hours from start its working windows must reach (see
-    ``_layout_hours``); the last problem's answer is kept, as the check and the solver
-    both ask for it."""
+    ``_layout_hours``); with ``extra``, for the problem with that job added after the rest.
+    The last problem's sums are kept, as the check and the solver both ask for them (and a
+    quote asks again with its order added)."""
     last = _LAST_LAYOUT
     if last and last[0] is problem:
-        return last[1]
-    need = _layout_hours(problem)
-    _LAST_LAYOUT[:] = [problem, need]
-    return need
+        basis: _LayoutBasis = last[1]
+        need: dict[str, float] = last[2]
+    else:
+        basis = _layout_basis(problem)
+        need = _layout_hours(problem, basis)
+        _LAST_LAYOUT[:] = [problem, basis, need]
+    return need if extra is None else _layout_hours(problem, basis.plus(extra, problem.start))
 
 
-# The last problem asked about and its layout (the check and the solver ask in turn).
+# The last problem asked about, its layout sums and its layout hours (the check and the
+# solver ask in turn).
 _LAST_LAYOUT: list[Any] = []
 
 
-def _layout_hours(problem: Problem) -> dict[str, float]:
+@dataclass(frozen=True)
+class _LayoutBasis:
+    """What a problem's layout depends on: how late work may be held back, the quantity of
+    each product, the number of jobs and the longest changeover."""
+
+    delay_h: float
+    qty: dict[str, float]
+    n_jobs: int
+    longest_h: float
+
+    def plus(self, job: Job, start: datetime) -> _LayoutBasis:
+        """The basis with ``job`` added after the others (sums in the same order)."""
+        qty = dict(self.qty)
+        qty[job.product] = qty.get(job.product, 0.0) + job.qty
+        held = [_hours(t, start) for t in (job.release, job.planned_start, job.pinned_start) if t]
+        return _LayoutBasis(max([self.delay_h, *held]), qty, self.n_jobs + 1, self.longest_h)
+
+
+def _layout_basis(problem: Problem) -> _LayoutBasis:
+    qty: dict[str, float] = {}
+    for job in problem.jobs:
+        qty[job.product] = qty.get(job.product, 0.0) + job.qty
+    return _LayoutBasis(_delay_h(problem), qty, len(problem.jobs), _longest_changeover_h(problem))
+
+
+def _layout_hours(problem: Problem, basis: _LayoutBasis) -> dict[str, float]:
     """Per calendar, how many hours from start its working windows must reach.
 
     Enough for the latest moment work may be held back to plus all the work its lines
@@ -292,12 +344,10 @@ def _layout_hours(problem: Problem) -> dict[str, float]:
     with the longest changeover), at the calendar's weekly pace, plus a margin. Beyond
     ``MAX_HORIZON_H`` the calendar cannot be laid out (``calendar_issues`` says so).
     """
-    delay = _delay_h(problem)
+    delay = basis.delay_h
     margin = HORIZON_MARGIN.total_seconds() / 3600
-    qty: dict[str, float] = {}
-    for job in problem.jobs:
-        qty[job.product] = qty.get(job.product, 0.0) + job.qty
-    longest = _longest_changeover_h(problem) * len(problem.jobs)
+    qty = basis.qty
+    longest = basis.longest_h * basis.n_jobs
     slowest: dict[str, dict[str, float]] = {}  # calendar -> product -> lowest rate
     for line in problem.lines:
         if line.calendar is None:
@@ -318,16 +368,17 @@ def _layout_hours(problem: Problem) -> dict[str, float]:
     return need
 
 
-def layout_until(problem: Problem) -> dict[str, datetime]:
+def layout_until(problem: Problem, extra: Job | None = None) -> dict[str, datetime]:
     """Per calendar, the moment its working windows are laid out to (``layout_hours``
-    rounded up to whole steps of ``LAYOUT_STEP_H``, never past the planner's reach).
+    rounded up to whole steps of ``LAYOUT_STEP_H``, never past the planner's reach); with
+    ``extra``, for the problem with that job added after the rest.
 
     Rounded so that replans after small changes ask for the same windows (cached).
     """
     return {
         name: problem.start
         + timedelta(hours=min(math.ceil(hours / LAYOUT_STEP_H) * LAYOUT_STEP_H, MAX_HORIZON_H))
-        for name, hours in layout_hours(problem).items()
+        for name, hours in layout_hours(problem, extra).items()
     }
 
 

@@ -14,7 +14,7 @@ The causes, checked in this order (the first that holds is given):
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -29,21 +29,18 @@ SAME_INSTANT_H = 1e-6
 
 
 def explain(
-    model: PlanModel, assignments: Sequence[Assignment]
+    model: PlanModel, placed: Sequence[tuple[Assignment, Job, float]]
 ) -> tuple[tuple[LateJob, ...], tuple[LateJob, ...]]:
-    """The late jobs and the jobs at risk, each with its cause, worst first."""
-    problem = model.problem
-    jobs = {j.id: j for j in problem.jobs}
-    buffer_h = problem.risk_buffer_h
+    """The late jobs and the jobs at risk, each with its cause, worst first; ``placed``:
+    every assignment with its job and tardiness (``tardiness_h``), in order of start."""
+    buffer_h = model.problem.risk_buffer_h
     late: list[LateJob] = []
     at_risk: list[LateJob] = []
-    last_rush: dict[str, Assignment] = {}  # per line, the latest rush job so far
-    for a in sorted(assignments, key=lambda a: (a.start, a.job)):
-        job = jobs[a.job]
-        late_h = tardiness_h(job, a.end)
+    last_rush: dict[str, tuple[Assignment, Job]] = {}  # per line, the latest rush job so far
+    for a, job, late_h in placed:
         slack_h = (job.due - a.end).total_seconds() / 3600
         if late_h > 0 or slack_h < buffer_h:
-            cause = _cause(model, jobs, a, late_h, slack_h, last_rush.get(a.line))
+            cause = _cause(model, job, a, late_h, slack_h, last_rush.get(a.line))
             entry = LateJob(
                 job=a.job,
                 tardiness_h=late_h,
@@ -55,7 +52,7 @@ def explain(
             )
             (late if late_h > 0 else at_risk).append(entry)
         if job.priority == "rush" and job.pinned_line is None:
-            last_rush[a.line] = a
+            last_rush[a.line] = (a, job)
     late.sort(key=lambda lj: (-lj.weight * lj.tardiness_h, lj.job))
     at_risk.sort(key=lambda lj: (lj.slack_h, lj.job))
     return tuple(late), tuple(at_risk)
@@ -63,14 +60,13 @@ def explain(
 
 def _cause(
     model: PlanModel,
-    jobs: Mapping[str, Job],
+    job: Job,
     a: Assignment,
     late_h: float,
     slack_h: float,
-    rush_before: Assignment | None,
+    rush_before: tuple[Assignment, Job] | None,
 ) -> dict[str, Any]:
     problem, origin = model.problem, model.origin
-    job = jobs[a.job]
     li = model.line_index[a.line]
     line = problem.lines[li]
     timeline = model.timelines[li]
@@ -86,8 +82,8 @@ def _cause(
                 "short": wait.short,
             }
     if rush_before is not None:
-        rush = jobs[rush_before.job]
-        took_h = (rush_before.end - rush_before.start).total_seconds() / 3600
+        rush_a, rush = rush_before
+        took_h = (rush_a.end - rush_a.start).total_seconds() / 3600
         if late_h <= took_h + SAME_INSTANT_H and (
             late_h > 0 or slack_h + took_h >= problem.risk_buffer_h
         ):
@@ -120,9 +116,7 @@ def _alone_late(model: PlanModel, job: Job, ready: datetime) -> bool:
     origin = model.origin
     at = max(0.0, (ready - origin).total_seconds() / 3600)
     best = min(
-        model.timelines[model.line_index[ln.id]].finish(at, job.qty / ln.rates[job.product])[1]
-        for ln in model.problem.lines
-        if job.product in ln.rates
+        timeline.finish(at, job.qty / rate)[1] for timeline, rate in model.makers(job.product)
     )
     return tardiness_h(job, origin + timedelta(hours=best)) > 0
 

@@ -248,6 +248,24 @@ def decode(
     return Solution(line_of, order, start, end, setup_h, cost, rounds)
 
 
+def decode_line(arrays: Arrays, line: int, seq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Start and end of the jobs ``seq`` run in that order on ``line`` alone, as ``decode``
+    times them there (a line's times depend on its own sequence only); the jobs must be
+    ones the line can make."""
+    a = arrays
+    seq = np.ascontiguousarray(seq, dtype=np.int32)
+    if not np.all(np.isfinite(a.proc[seq, line])):
+        raise ValueError("seq: a job the line cannot make")
+    lo, hi = int(a.cal_ptr[line]), int(a.cal_ptr[line + 1])
+    start, end, _ = _jit().decode_kernel(
+        a.proc[seq, line : line + 1], a.ready[seq], a.product[seq], a.setup[line : line + 1],
+        np.array([0, hi - lo], dtype=np.int64), a.cal_open[lo:hi], a.cal_close[lo:hi],
+        a.free_at[line : line + 1], a.last_product[line : line + 1],
+        np.zeros(len(seq), np.int32), np.arange(len(seq), dtype=np.int32),
+    )  # fmt: skip
+    return start, end
+
+
 def _tardiness(arrays: Arrays, sol: Solution, kernel: ModuleType) -> float:
     """Total weighted tardiness of a solution (its cost without the flow tie-breaker)."""
     return float(kernel.tardy_cost(sol.end, arrays.due, arrays.weight))

@@ -671,7 +671,23 @@ def _problem(raw: _ProblemIn) -> Problem:
 
 
 def check_problem(problem: Problem) -> None:
-    """Check the rules across fields (ids, products, lines, times); raises ``ProblemError``."""
+    """Check the rules across fields (ids, products, lines, times); raises ``ProblemError``.
+
+    The last problem that passed is remembered (by identity): a replan checks the problem it
+    builds, to leave out what the planner cannot take, and ``solve`` checks it again.
+    """
+    last = _LAST_CHECKED
+    if last and last[0] is problem:
+        return
+    _check_problem(problem)
+    _LAST_CHECKED[:] = [problem]
+
+
+# The last problem that passed ``check_problem``, held so its identity stays its own.
+_LAST_CHECKED: list[Problem] = []
+
+
+def _check_problem(problem: Problem) -> None:
     issues: list[Issue] = []
     if not _aware(problem.start):
         issues.append(Issue("start", "must be timezone-aware"))

@@ -20,10 +20,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from typing import Any
 
 import numpy as np
 
-from loopline.models.planning.optimize import Solution, decode
+from loopline.models.planning.optimize import Solution, decode, decode_line
 from loopline.models.planning.problem import Issue, Job, Problem, ProblemError
 from loopline.models.planning.schedule import Schedule
 from loopline.models.planning.solver import PlanModel, solve
@@ -102,7 +103,9 @@ def quote(problem: Problem, request: QuoteRequest, *, time_limit: float = 0.05) 
         weight=request.weight,
         priority=request.priority,
     )
-    model = PlanModel(replace(problem, jobs=(*problem.jobs, job)))
+    model = _base_model(problem).with_job(job) or PlanModel(
+        replace(problem, jobs=(*problem.jobs, job))
+    )
     me = next(j for j, free in enumerate(model.free) if free.id == QUOTE_JOB)
     start = model.initial()
     if start is None:  # the quoted job is the only one to plan
@@ -115,37 +118,54 @@ def quote(problem: Problem, request: QuoteRequest, *, time_limit: float = 0.05) 
     earliest = _placement(model, line, begin, end)
 
     others = base_order[base_order != me]
-    best: tuple[float, float, int, Solution] | None = None
+    best: tuple[float, float, int, tuple[np.ndarray, np.ndarray]] | None = None
     for li in np.flatnonzero(np.isfinite(model.arrays.proc[me])):
         line_of = base_line_of.copy()
         line_of[me] = li
         order = np.concatenate(([me], others)).astype(np.int32)
-        trial = decode(model.arrays, line_of, order)
-        shifted = trial.end - base.end
+        trial = _retimed(model, base, line_of, order, {int(li), int(base_line_of[me])})
+        shifted = trial[1] - base.end
         shifted[me] = 0.0
         slip_total = float(np.sum(np.maximum(shifted, 0.0)))
-        key = (float(trial.end[me]), slip_total, int(li), trial)
+        key = (float(trial[1][me]), slip_total, int(li), trial)
         if best is None or key[:3] < best[:3]:
             best = key
     assert best is not None
-    trial = best[3]
+    trial_start, trial_end = best[3]
     slips = []
-    for j in np.flatnonzero(trial.end - base.end > SLIP_EPSILON_H):
+    for j in np.flatnonzero(trial_end - base.end > SLIP_EPSILON_H):
         if j == me:
             continue
         slips.append(
             Slip(
                 job=model.free[j].id,
                 old_end=model.origin + timedelta(hours=float(base.end[j])),
-                new_end=model.origin + timedelta(hours=float(trial.end[j])),
-                slip_h=float(trial.end[j] - base.end[j]),
+                new_end=model.origin + timedelta(hours=float(trial_end[j])),
+                slip_h=float(trial_end[j] - base.end[j]),
             )
         )
     slips.sort(key=lambda s: (-s.slip_h, s.job))
-    prioritized = _placement(model, best[2], trial.start[me], trial.end[me])
+    prioritized = _placement(model, best[2], trial_start[me], trial_end[me])
     if prioritized.end > earliest.end:  # going first never helps more than the free slot
         prioritized, slips = earliest, []
     return Quote(earliest=earliest, prioritized=prioritized, slips=tuple(slips))
+
+
+def _base_model(problem: Problem) -> PlanModel:
+    """The model of the plan quoted against, kept for the next quote on the same problem
+    (a caller reusing its problem, as the API does between replans, quotes in a fraction
+    of the time: each quote adds its order to this model)."""
+    last = _LAST_BASE
+    if last and last[0] is problem:
+        model: PlanModel = last[1]
+        return model
+    model = PlanModel(problem)
+    _LAST_BASE[:] = [problem, model]
+    return model
+
+
+# The last problem quoted against and its model (the problem held so its identity stays).
+_LAST_BASE: list[Any] = []
 
 
 def _earliest_gap(model: PlanModel, base: Solution, me: int) -> tuple[int, float, float]:
@@ -176,12 +196,26 @@ def _earliest_gap(model: PlanModel, base: Solution, me: int) -> tuple[int, float
         order = np.concatenate((others[:at], [me], others[at:])).astype(np.int32)
         line_of = base.line_of.copy()
         line_of[me] = gap_line
-        trial = decode(a, line_of, order)
-        later = trial.end - base.end > SLIP_EPSILON_H
+        start, end = _retimed(model, base, line_of, order, {gap_line, int(base.line_of[me])})
+        later = end - base.end > SLIP_EPSILON_H
         later[me] = False
-        if not later.any() and trial.end[me] < best[2]:
-            best = (gap_line, float(trial.start[me]), float(trial.end[me]))
+        if not later.any() and end[me] < best[2]:
+            best = (gap_line, float(start[me]), float(end[me]))
     return best
+
+
+def _retimed(
+    model: PlanModel, base: Solution, line_of: np.ndarray, order: np.ndarray, lines: set[int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Start and end of every job in the solution ``line_of``/``order``, which differs from
+    ``base`` on ``lines`` only: those lines timed afresh one by one (as ``decode`` times
+    each line, on its own), every other job as in ``base``."""
+    start, end = base.start.copy(), base.end.copy()
+    for li in sorted(lines):
+        seq = order[line_of[order] == li]
+        if len(seq):
+            start[seq], end[seq] = decode_line(model.arrays, li, seq)
+    return start, end
 
 
 def _placement(model: PlanModel, line: int, start: float, end: float) -> Placement:

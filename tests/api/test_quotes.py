@@ -81,3 +81,41 @@ def test_quotes_reuse_the_problem_until_a_crm_event_or_a_new_plan(stack, monkeyp
     monkeypatch.setattr(quotes, "PROBLEM_REUSE_S", -1.0)
     ask(stack, "2026-12-10")
     assert len(builds) == 3  # too old to reuse
+
+
+def test_a_quote_on_the_kept_problem_reads_no_product_or_line_rows(stack):
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    ask(stack, "2026-12-10")  # builds the problem the next quote reuses
+    statements: list[str] = []
+
+    def seen(conn, cursor, statement, *args):  # type: ignore[no-untyped-def]
+        statements.append(statement.lower())
+
+    event.listen(Engine, "before_cursor_execute", seen)
+    try:
+        ask(stack, "2026-12-10")
+    finally:
+        event.remove(Engine, "before_cursor_execute", seen)
+    selects = [s for s in statements if s.lstrip().startswith("select")]
+    # The kept problem's lines make P1: no product or rate lookups; one read for what is new.
+    assert not any(" product" in s or "line_rate" in s for s in selects), selects
+    versions = [s for s in selects if "max(" in s]
+    assert len(versions) == 1 and versions[0].count("max(") == 2  # both in one statement
+
+
+def test_a_quote_for_an_unknown_or_unmade_product_names_the_sku(stack):
+    from loopline.models.db import transaction
+    from loopline.models.records import Product
+
+    with transaction(stack.runtime.sessions) as session:
+        session.add(Product(sku="P9", name="Product 9"))  # no line makes it
+    ask(stack, "2026-12-10")  # a kept problem does not hide which of the two is missing
+    body = {"qty": 10, "requested_date": "2026-12-10", "priority": "normal"}
+    for sku, why in (("NOPE", "unknown product 'NOPE'"), ("P9", "no line can make 'P9'")):
+        resp = httpx.post(
+            f"{stack.url}/api/v1/quotes", headers=stack.auth, json={**body, "sku": sku}, timeout=10
+        )
+        assert resp.status_code == 422, resp.text
+        assert why in resp.text

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -541,3 +542,29 @@ def test_a_stored_calendar_lists_field_and_cross_field_issues_together() -> None
         "shifts[0].start",
         "closures[0].end",
     ]
+
+
+def test_a_problem_that_passed_the_check_is_not_checked_again(monkeypatch: Any) -> None:
+    from loopline.models.planning import problem as module
+
+    calls: list[Problem] = []
+    real = module._check_problem
+
+    def counted(p: Problem) -> None:
+        calls.append(p)
+        real(p)
+
+    monkeypatch.setattr(module, "_check_problem", counted)
+    good = parse_problem(base())
+    check_problem(good)
+    check_problem(good)  # as replan's build checks it, then solve
+    assert calls == [good]
+    bad = dataclasses.replace(good, frozen_h=-1.0)
+    for _ in range(2):  # a problem that failed is checked (and refused) every time
+        with pytest.raises(ProblemError):
+            check_problem(bad)
+    assert calls == [good, bad, bad]
+    other = dataclasses.replace(good, frozen_h=2.0)
+    check_problem(other)
+    check_problem(good)  # another problem passed in between: checked afresh
+    assert calls == [good, bad, bad, other, good]

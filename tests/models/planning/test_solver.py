@@ -8,6 +8,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -27,6 +28,7 @@ from loopline.models.planning import (
     solve,
 )
 from loopline.models.planning.quote import QuoteRequest, quote, with_plan
+from loopline.models.planning.solver import PlanModel
 from tests.models.planning.invariants import assert_valid
 
 SCENARIOS = Path(__file__).parent / "scenarios"
@@ -34,6 +36,7 @@ START = datetime(2026, 12, 1, tzinfo=UTC)  # a Tuesday
 # Golden files and properties use a fixed amount of search, never a clock.
 ROUNDS = 200
 WT_ROUNDS = 1000
+HOUR = timedelta(hours=1)
 
 
 # --- golden scenarios --------------------------------------------------------------------
@@ -324,6 +327,59 @@ def test_an_accepted_quote_is_met(problem: Problem, sku: str, qty: float, due_h:
     assert all(s.slip_h > 0 and s.new_end > s.old_end for s in answer.slips)
 
 
+def _same_model(fast: PlanModel, full: PlanModel) -> None:
+    assert fast.problem == full.problem
+    assert [j.id for j in fast.free] == [j.id for j in full.free]
+    assert fast.pinned == full.pinned
+    assert fast.materials == full.materials
+    for name in ("proc", "ready", "due", "weight", "deadline", "product", "setup", "flow"):
+        assert np.array_equal(getattr(fast.arrays, name), getattr(full.arrays, name)), name
+    for name in ("cal_ptr", "cal_open", "cal_close", "free_at", "last_product"):
+        assert np.array_equal(getattr(fast.arrays, name), getattr(full.arrays, name)), name
+    a, b = fast.initial(), full.initial()
+    assert (a is None) == (b is None)
+    if a is not None and b is not None:
+        assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+
+
+@PROPERTY
+@given(problems(), st.sampled_from(PRODUCTS), st.floats(1, 200), st.floats(0, 96), st.booleans())
+def test_a_model_with_one_job_more_is_the_model_of_the_problem_with_it(
+    problem: Problem, sku: str, qty: float, due_h: float, planned: bool
+) -> None:
+    if not any(sku in ln.rates for ln in problem.lines):
+        return
+    if planned:
+        problem = with_plan(problem, solve(problem, max_rounds=5))
+    job = Job("NEW", sku, qty, START + timedelta(hours=due_h))
+    fast = PlanModel(problem).with_job(job)
+    if fast is not None:  # None: more than its own part changes (the next test)
+        _same_model(fast, PlanModel(replace(problem, jobs=(*problem.jobs, job))))
+
+
+def test_a_model_takes_one_job_more_unless_more_than_its_part_changes() -> None:
+    line = Line("L1", {"P": 10.0, "Q": 10.0}, calendar="day")
+    steel = Materials(items={"S": Material("S", 100.0, 2.0)}, bom={"P": {"S": 1.0}})
+    booked = tuple(Job(f"B{k}", "P", 20.0, START + timedelta(hours=8 + 4 * k)) for k in range(3))
+    problem = Problem(START, (line,), booked, calendars={"day": DAY_SHIFT}, materials=steel)
+    planned = with_plan(problem, solve(problem, max_rounds=ROUNDS))
+    soon = Job("NEW", "P", 30.0, START + timedelta(hours=10))
+    fast = PlanModel(planned).with_job(soon)
+    assert fast is not None  # everyone else planned: only its own row is new
+    _same_model(fast, PlanModel(replace(planned, jobs=(*planned.jobs, soon))))
+    # A new job due later takes material (and its line's end) before it: not the same.
+    waiting = replace(planned, jobs=(*planned.jobs, Job("N2", "P", 5.0, soon.due + HOUR)))
+    assert PlanModel(waiting).with_job(soon) is None
+    # Work so big its line's calendar must be laid out further than the plan needed.
+    big = replace(soon, qty=1e5)
+    model = PlanModel(planned)
+    further = model.with_job(big)
+    assert further is not None and further.until != model.until
+    _same_model(further, PlanModel(replace(planned, jobs=(*planned.jobs, big))))
+    # Pinned, or already planned, is no new job.
+    assert PlanModel(planned).with_job(replace(soon, planned_line="L1")) is None
+
+
 def test_a_quote_names_who_slips() -> None:
     problem = parse_problem(json.loads((SCENARIOS / "rush_job.problem.json").read_text()))
     jobs = tuple(j for j in problem.jobs if j.id != "SO-9-1")
@@ -457,3 +513,17 @@ def test_orlib_wt40_mean_gap_within_the_target() -> None:
         assert found >= best - 1e-6  # nothing beats a proven optimum
         gaps.append((found - best) / best if best else float(found > 0))
     assert sum(gaps) / len(gaps) <= 0.005
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.integers(-(10**12), 10**12),
+    st.lists(st.integers(-(10**13), 4 * 10**14), min_size=1, max_size=20),
+)
+def test_hours_of_many_moments_are_those_of_each_bit_for_bit(origin_us: int, offsets: list[int]):
+    from loopline.models.planning.solver import _h, _hours_exact
+
+    origin = START + timedelta(microseconds=origin_us)
+    moments = [origin + timedelta(microseconds=us) for us in offsets]  # up to about 12 years
+    got = _hours_exact(origin, [*moments, None])
+    assert got[:-1].tolist() == [_h(m, origin) for m in moments] and np.isnan(got[-1])
