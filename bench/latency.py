@@ -221,6 +221,11 @@ sel => {
   };
   new MutationObserver(check).observe(document.body,
     {subtree: true, childList: true, characterData: true});
+  // Long tasks (> 50 ms) on the page's main thread: when the browser itself was busy.
+  window.__long = [];
+  new PerformanceObserver(l => l.getEntries().forEach(e =>
+    window.__long.push([performance.timeOrigin + e.startTime, e.duration])
+  )).observe({type: "longtask"});
 }
 """
 
@@ -312,7 +317,11 @@ def tile_under_load(args: argparse.Namespace) -> bool:
     world = World(workdir, expected)
     ok = True
     try:
-        targets = world.plan_orders(qty=2 * expected // 24 + 100)  # none completes
+        planned = world.plan_orders(qty=2 * expected + 100)  # none completes
+        # As on a real line, each line reports on one work order at a time (the first of
+        # its queue): a sensor does not make all of a line's work orders at once.
+        queues = {ln["id"]: ln.get("queue") or [] for ln in world.live.all("line")}
+        targets = [t for t in planned if (queues.get(t.line) or [None])[0] == t.work_order]
         lines = sorted({t.line for t in targets})
         probe_line = lines[0]
         start_ingest(world, "ingest", None, {})
@@ -383,7 +392,9 @@ def tile_under_load(args: argparse.Namespace) -> bool:
                 proc.stdin.flush()
             time.sleep(max(0.0, start_at - time.time()) + args.warmup)
             samples, baseline, streamed, missed = [], [], [], 0
-            slow: list[tuple[float, int, float]] = []  # (latency, probe, until in the DOM)
+            sent_at: dict[str, float] = {}
+            # (latency, probe, until in the DOM, reason)
+            slow: list[tuple[float, int, float, str]] = []
             for i in range(args.probes):
                 reason = f"probe-{i}-{uuid.uuid4().hex[:6]}"
                 page.evaluate("r => window.__want.add(r)", reason)
@@ -395,6 +406,7 @@ def tile_under_load(args: argparse.Namespace) -> bool:
                     "source": PROBE_LINE_SOURCE,
                 }
                 sent_wall, sent = time.time(), time.perf_counter()
+                sent_at[reason] = sent_wall
                 sensor.pub.publish(
                     f"loopline/v1/{SITE}/{probe_line}/state", json.dumps(body), qos=1
                 )
@@ -409,12 +421,13 @@ def tile_under_load(args: argparse.Namespace) -> bool:
                 else:
                     samples.append(seen / 1000 - sent_wall)
                     mutated = page.evaluate("r => window.__mutated[r]", reason)
-                    slow.append((seen / 1000 - sent_wall, i, mutated / 1000 - sent_wall))
+                    slow.append((seen / 1000 - sent_wall, i, mutated / 1000 - sent_wall, reason))
                 if reason in sensor.got:
                     baseline.append(sensor.got[reason] - sent)
                 if reason in listener.arrivals:
                     streamed.append(listener.arrivals[reason] - sent_wall)
                 time.sleep(max(0.0, args.probe_every - (time.perf_counter() - sent)))
+            long_tasks = page.evaluate("() => window.__long")
             page.screenshot(path=str(workdir / "wall-under-load.png"))
             browser.close()
         spans = []
@@ -444,11 +457,24 @@ def tile_under_load(args: argparse.Namespace) -> bool:
             f"units not applied at the end: {lost}"
         )
         print(row("MQTT state -> wall tile in Chromium, under load", samples, baseline))
+        def on_stream(reason: str) -> str:
+            at = listener.arrivals.get(reason)
+            return f", on the stream at {(at - sent_at[reason]) * 1000:.0f}" if at else ""
+
         worst = ", ".join(
-            f"#{i} {total * 1000:.0f} ms (in the DOM at {dom * 1000:.0f})"
-            for total, i, dom in sorted(slow, reverse=True)[:5]
+            f"#{i} {total * 1000:.0f} ms (in the DOM at {dom * 1000:.0f}{on_stream(r)})"
+            for total, i, dom, r in sorted(slow, reverse=True)[:5]
         )
         print(f"  slowest probes: {worst}")
+        first = min(sent_at.values(), default=0.0)
+        print(
+            f"  the page's main thread: {len(long_tasks)} long tasks, "
+            f"{sum(d for _, d in long_tasks):.0f} ms in all; longest: "
+            + ", ".join(
+                f"{d:.0f} ms at +{(t / 1000 - first):.1f} s"
+                for t, d in sorted(long_tasks, key=lambda x: -x[1])[:4]
+            )
+        )
         if streamed:
             print(row("  of which MQTT state -> /api/v1/stream", streamed))
         print(row("  baseline: MQTT publish -> subscriber, under load", baseline))

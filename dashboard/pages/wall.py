@@ -51,11 +51,12 @@ CHIP = "wall-chip"
 STATES = ("running", "idle", "changeover", "down", "unavailable")
 # States in which a tile shows no rate and no ETA.
 STOPPED = frozenset({"down", "unavailable"})
-# Line fields whose change is drawn at once; the rest (counts, rate, ETA, OEE, seq) move
-# with every progress message and are drawn together at most every CALM_S. Why: at 5k
-# msg/s, drawing each change kept the browser so busy that a line stopping showed seconds
-# late; a count that moves once a second still reads as live from five metres.
-URGENT_LINE_FIELDS = frozenset({"state", "reason", "since", "work_order", "queue", "name", "site"})
+# Line fields whose change is drawn at once: a line stopping, starting or saying why. The
+# rest (counts, rate, ETA, OEE, seq, even the work order it reports on) can move with every
+# progress message and are drawn together at most every CALM_S. Why: at 5k msg/s, drawing
+# each change kept the browser so busy that a line stopping showed seconds late; a count
+# that moves once a second still reads as live from five metres.
+URGENT_LINE_FIELDS = frozenset({"state", "reason", "since"})
 CALM_S = 1.0
 
 
@@ -406,7 +407,7 @@ class WallStream(ListStream):
         return change.entity == "line" or (change.entity == "work_order" and change.id in self.wos)
 
     def urgent(self, change: Change) -> bool:
-        """A line that appears, goes, or changes state, reason or work order."""
+        """A line that appears, goes, or changes state or reason."""
         if change.entity != "line":
             return False
         return (

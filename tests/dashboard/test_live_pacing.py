@@ -42,13 +42,18 @@ def test_calm_changes_wait_and_go_together():
     assert pacer.wait_s(101.0, idle_s=1.0) == 1.0  # nothing held: the idle wait
 
 
-def test_an_urgent_change_draws_at_once_with_what_was_held():
+def test_an_urgent_change_draws_at_once_with_its_own_entitys_held_changes_only():
     pacer = Pacer(Page(calm_s=1.0))
     pacer.take([change("work_order", "W1", good=1)], 10.0)
-    calm = change("work_order", "W1", good=2)
-    assert pacer.take([calm], 10.1) == []
-    stop = change("line", "L1", urgent=True)
-    assert pacer.take([stop], 10.2) == [calm, stop]
+    count = change("work_order", "W1", good=2)
+    rate = change("line", "L1", rate_uph=50.0)
+    assert pacer.take([count, rate], 10.1) == []
+    stop = change("line", "L1", urgent=True, rate_uph=0.0)
+    # The line's older rate goes before its stop (never drawn over the newer value); the
+    # work order's count keeps its calm time.
+    assert pacer.take([stop], 10.2) == [rate, stop]
+    assert pacer.take([], 10.5) == []
+    assert pacer.take([], 11.0) == [count]
 
 
 def test_no_calm_time_draws_every_change():
@@ -72,8 +77,11 @@ def test_wall_draws_state_at_once_and_counts_calmly():
     wall.wos = {"W1": {"id": "W1"}}
     assert wall.calm_s == CALM_S > 0
     assert wall.urgent(change("line", "L1", state="down", reason="jam"))
-    assert wall.urgent(change("line", "L1", work_order="W2"))
+    assert wall.urgent(change("line", "L1", since="2026-12-03T10:00:00Z"))
     assert wall.urgent(change("line", "L9", seq=4))  # a line the wall does not show yet
     assert wall.urgent(Change("line", "L1", {"state": "running"}, {}, removed=True))
-    assert not wall.urgent(change("line", "L1", seq=41, rate_uph=118.0, eta="2026-12-03T10:00Z"))
+    # A progress message on another work order moves the line's current one: calm too.
+    assert not wall.urgent(
+        change("line", "L1", seq=41, rate_uph=118.0, eta="2026-12-03T10:00Z", work_order="W2")
+    )
     assert not wall.urgent(change("work_order", "W1", good=120, scrap=2))
