@@ -360,6 +360,12 @@ class Pacer:
             return idle_s
         return max(0.001, min(idle_s, self.drawn_at + self.page.calm_s - now_s))
 
+    def urgent_in(self, changes: list[Change]) -> bool:
+        """Whether a paced page (``calm_s > 0``) must draw one of these at once: then the
+        stream does not wait ``BATCH_S`` for more to come."""
+        page = self.page
+        return page.calm_s > 0 and any(page.wants(c) and page.urgent(c) for c in changes)
+
     def take(self, changes: list[Change], now_s: float) -> list[Change]:
         """Add newly arrived changes; return those to draw now (possibly none)."""
         wanted = [c for c in changes if self.page.wants(c)]
@@ -483,7 +489,8 @@ async def run_stream(
             try:
                 wait = pacer.wait_s(loop.time(), TICK_S)
                 changes.extend(await asyncio.wait_for(queue.get(), timeout=wait))
-                await asyncio.sleep(BATCH_S)
+                if not pacer.urgent_in(changes):
+                    await asyncio.sleep(BATCH_S)
                 while not queue.empty():
                     changes.extend(queue.get_nowait())
             except TimeoutError:

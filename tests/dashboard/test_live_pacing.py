@@ -85,3 +85,12 @@ def test_wall_draws_state_at_once_and_counts_calmly():
         change("line", "L1", seq=41, rate_uph=118.0, eta="2026-12-03T10:00Z", work_order="W2")
     )
     assert not wall.urgent(change("work_order", "W1", good=120, scrap=2))
+
+
+def test_only_a_paced_page_skips_the_batch_wait_and_only_for_an_urgent_change():
+    paced, unpaced = Pacer(Page(calm_s=1.0)), Pacer(Page(calm_s=0.0))
+    stop, count = change("line", "L1", urgent=True), change("work_order", "W1", good=3)
+    assert paced.urgent_in([count, stop])
+    assert not paced.urgent_in([count])
+    assert not paced.urgent_in([change("ignored", "x", urgent=True)])  # not wanted
+    assert not unpaced.urgent_in([stop])  # draws every batch anyway: gathers first
