@@ -115,6 +115,7 @@ def tile_view(
     if state in STOPPED:
         # Its last rate and the ETA at that rate are no longer true: it makes nothing now.
         rate, eta_value = None, None
+    rate_text = fmt_int(rate) if rate is not None else NONE
     nominal = line.get("nominal_uph")
     next_wo = _next_wo(line)
     eta_text = fmt_eta(eta_value, lang, tz=screens.tz, now=now)
@@ -132,7 +133,11 @@ def tile_view(
         ids.TILE_BAR: {"style": {"width": f"{fraction * 100:.1f}%"}},
         ids.TILE_COUNT: {"children": count},
         ids.TILE_PCT: {"children": pct},
-        ids.TILE_RATE: {"children": fmt_int(rate) if rate is not None else NONE},
+        ids.TILE_RATE: {
+            "children": rate_text,
+            # "25,832" /h must not run into the OEE and ETA beside it (a fast line).
+            "className": "metric-value metric-value--long" if len(rate_text) > 4 else "metric-value",
+        },
         ids.TILE_NOMINAL: {
             "children": t("wall.of_nominal", lang, n=fmt_int(nominal)) if nominal else ""
         },
@@ -267,7 +272,7 @@ def render_tile(line_id: str, views: Views, lang: str) -> html.Div:
                             html.Div(t("wall.rate", lang), className="metric-label"),
                             html.Div(
                                 [
-                                    html.Span(**p(ids.TILE_RATE), className="metric-value"),
+                                    html.Span(**p(ids.TILE_RATE)),
                                     html.Span(t("wall.per_hour", lang), className="metric-unit"),
                                 ]
                             ),

@@ -79,8 +79,16 @@ def test_a_down_tile_shows_its_reason_and_the_current_work_order(screens):
     assert view[ids.TILE_ETA]["children"] == "—"
     assert view[ids.TILE_NEXT]["children"] == "Next: WO-2"
     running = wall.tile_view({**line, "state": "running"}, wo, lang="en", screens=screens, now=NOW)
-    assert running[ids.TILE_RATE]["children"] == "42"
+    assert running[ids.TILE_RATE] == {"children": "42", "className": "metric-value"}
     assert running[ids.TILE_ETA]["children"] == "11:05"
+    fast = wall.tile_view(
+        {**line, "state": "running", "rate_uph": 25832.0}, wo, lang="en", screens=screens, now=NOW
+    )
+    # A fast line's rate is set smaller, as a long ETA is, so it cannot overlap them.
+    assert fast[ids.TILE_RATE] == {
+        "children": "25,832",
+        "className": "metric-value metric-value--long",
+    }
 
 
 def test_a_running_tile_hides_a_leftover_reason_and_a_line_without_work_says_so(screens):
