@@ -457,6 +457,7 @@ def tile_under_load(args: argparse.Namespace) -> bool:
             f"units not applied at the end: {lost}"
         )
         print(row("MQTT state -> wall tile in Chromium, under load", samples, baseline))
+
         def on_stream(reason: str) -> str:
             at = listener.arrivals.get(reason)
             return f", on the stream at {(at - sent_at[reason]) * 1000:.0f}" if at else ""

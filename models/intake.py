@@ -365,6 +365,16 @@ class Intake:
         """The results that parked or auto-approved a change (screens hear of those)."""
         return [r for r in self.applied + self.parked if r.change_id is not None]
 
+    def merged(self, later: Intake) -> Intake:
+        """This round and a ``later`` one as one (``more`` is the later round's)."""
+        return Intake(
+            applied=self.applied + later.applied,
+            parked=self.parked + later.parked,
+            stale=self.stale + later.stale,
+            failed=self.failed + later.failed,
+            more=later.more,
+        )
+
     def triggers(self) -> list[str]:
         """How the replan names what the intake applied."""
         return [f"crm {r.order_id} v{r.version}" for r in self.applied]

@@ -64,6 +64,10 @@ DUTY_LOCK_POLL_S = 0.01
 # Who holds the lock, readable in Redis (the token's prefix): host and process id.
 WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
 REPLAN_WAIT_S = 60.0
+# While a burst of CRM events is still arriving, the worker applies what came in meanwhile
+# before it replans, for at most this long: applying is a few times cheaper than a replan
+# round, so a burst is applied as it arrives and planned together once it calms.
+INTAKE_DEFER_S = 2.0
 TICK_S = 1.0
 # A tick this soon after a replan leaves out what the replan has just done itself (ETAs and
 # CRM feedback): at 800 open orders the two cost a tick ~1.4 s of the duty lock, which
@@ -244,6 +248,13 @@ class Loop:
         if anything was applied or asked for (None: nothing to do)."""
         with self._duty_lock(blocking_timeout=REPLAN_WAIT_S):
             intake = self._apply_received()
+            began = time.monotonic()
+            while (
+                (intake.applied or intake.parked)
+                and time.monotonic() - began < INTAKE_DEFER_S
+                and self.received_waiting()
+            ):
+                intake = intake.merged(self._apply_received())
             self._more_received = intake.more
             if intake.applied or intake.parked:
                 self._outbox_due.set()  # change.pending / auto_approved for the CRM

@@ -160,6 +160,7 @@ class OutboxRelay:
                 if not claimed:
                     break
                 sent: list[_Claimed] = []
+                self._prepare(claimed)
                 for row in claimed:
                     tried += 1
                     try:
@@ -170,11 +171,16 @@ class OutboxRelay:
                             self._failed(row, error)
                     except Exception:  # one bad row must not stop the batch
                         log.exception("outbox %s: delivery bookkeeping failed", row.webhook_id)
+                self._prepare([])  # what was read for this chunk is not kept past it
                 try:
                     delivered += self._delivered(sent)
                 except Exception:  # the claims lapse: sent again (same webhook-id) later
                     log.exception("outbox: bookkeeping of %d deliveries failed", len(sent))
         return delivered
+
+    def _prepare(self, claimed: list[_Claimed]) -> None:
+        """Before a claimed chunk is posted row by row: read what its rows need together
+        (a subclass's hook; the plain relay needs nothing)."""
 
     @contextmanager
     def _renewing(self) -> Iterator[None]:

@@ -136,7 +136,9 @@ def tile_view(
         ids.TILE_RATE: {
             "children": rate_text,
             # "25,832" /h must not run into the OEE and ETA beside it (a fast line).
-            "className": "metric-value metric-value--long" if len(rate_text) > 4 else "metric-value",
+            "className": "metric-value metric-value--long"
+            if len(rate_text) > 4
+            else "metric-value",
         },
         ids.TILE_NOMINAL: {
             "children": t("wall.of_nominal", lang, n=fmt_int(nominal)) if nominal else ""

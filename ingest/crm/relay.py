@@ -12,7 +12,7 @@ import logging
 import os
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from loopline.ingest.crm.connector import Connector, Registry
@@ -42,6 +42,29 @@ class ConnectorRelay(OutboxRelay):
         self.default_url = url
         if not url:
             self.host = "the CRM connectors"
+        # The chunk being posted: each order's newest inbox (source, event), or None.
+        self._newest: dict[str, tuple[str, dict[str, Any]] | None] = {}
+
+    def _prepare(self, claimed: list[_Claimed]) -> None:
+        # Why in one query: a burst of promises is a chunk of rows, each needing its order's
+        # newest inbox event; one query each was a sixth of the worker's CPU in a burst.
+        wanted = {r.order_id for r in claimed if r.order_id is not None}
+        self._newest = dict.fromkeys(wanted)
+        if not wanted:
+            return
+        newest = (
+            select(func.max(InboxEvent.id))
+            .where(InboxEvent.order_id.in_(wanted), InboxEvent.event.is_not(None))
+            .group_by(InboxEvent.order_id)
+        )
+        with self._sessions() as session:
+            rows = session.execute(
+                select(InboxEvent.order_id, InboxEvent.source, InboxEvent.event).where(
+                    InboxEvent.id.in_(newest)
+                )
+            )
+            for order_id, source, event in rows:
+                self._newest[str(order_id)] = (source, dict(event or {}))
 
     def _post(self, row: _Claimed) -> str | None:
         target = self._target(row)
@@ -50,7 +73,7 @@ class ConnectorRelay(OutboxRelay):
                 return super()._post(row)
             # Why delivered: no destination is configured for this order's CRM; retrying
             # cannot change that, and an alert per order would drown the real ones.
-            log.info("outbox %s: no write-back for order %s", row.webhook_id, row.order_id)
+            log.debug("outbox %s: no write-back for order %s", row.webhook_id, row.order_id)
             return None
         connector, ref = target
         assert connector.writeback is not None
@@ -70,16 +93,14 @@ class ConnectorRelay(OutboxRelay):
         """The connector that writes this row back and the CRM record it addresses."""
         if row.order_id is None:
             return None
-        with self._sessions() as session:
-            inbox = session.scalars(
-                select(InboxEvent)
-                .where(InboxEvent.order_id == row.order_id, InboxEvent.event.is_not(None))
-                .order_by(InboxEvent.id.desc())
-                .limit(1)
-            ).first()
-            if inbox is None:
-                return None
-            source, event = inbox.source, dict(inbox.event or {})
+        if row.order_id in self._newest:
+            newest = self._newest[row.order_id]
+        else:  # a row posted outside ``deliver_due``'s chunks
+            self._prepare([row])
+            newest = self._newest.get(row.order_id)
+        if newest is None:
+            return None
+        source, event = newest
         connector = self.registry.connectors.get(source.removeprefix("crm:"))
         if connector is None or connector.writeback is None:
             return None

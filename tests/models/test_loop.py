@@ -420,3 +420,50 @@ def test_the_worker_syncs_the_whole_live_state_at_least_every_full_sync_s(sessio
     loop._full_sync_at = time.monotonic() - loop_module.FULL_SYNC_S
     loop.replan_now("all again")
     assert live.get("order", "SO-1")["priority"] == "normal"
+
+
+def test_events_arriving_while_a_burst_is_applied_are_applied_before_the_replan(
+    sessions, live, monkeypatch
+):
+    """A webhook burst still arriving: the worker applies what came in meanwhile, then
+    replans once with all of it, instead of a replan round between each part."""
+    import json
+
+    import loopline.models.loop as loop_module
+    from loopline.models.intake import record_received
+
+    def receive(order_id: str) -> None:
+        body = order_event(order_id, 1, [("P1", 10)], (NOW + timedelta(days=3)).date())
+        record_received(
+            sessions,
+            event=parse_crm_event(body),
+            source="crm:canonical",
+            webhook_id=f"w-{order_id}",
+            raw=json.dumps(body),
+            actor="crm",
+        )
+
+    receive("SO-A")
+    loop = Loop(sessions, live, Clock(), loop_config(window=plan_window(promise_policy="earliest")))
+    real_apply, rounds = loop._apply_received, []
+
+    def apply_while_more_arrive():
+        intake = real_apply()
+        rounds.append([r.order_id for r in intake.applied])
+        if len(rounds) < 3:  # the next webhook lands while this round was applied
+            receive(f"SO-{'BC'[len(rounds) - 1]}")
+        return intake
+
+    planned: list[str] = []
+    real_replan = loop_module.replan
+    monkeypatch.setattr(loop, "_apply_received", apply_while_more_arrive)
+    monkeypatch.setattr(
+        loop_module,
+        "replan",
+        lambda *a, **kw: planned.append(kw["trigger"]) or real_replan(*a, **kw),
+    )
+    loop.work([])
+    assert rounds == [["SO-A"], ["SO-B"], ["SO-C"]]
+    assert len(planned) == 1 and all(f"SO-{x}" in planned[0] for x in "ABC")
+    with sessions() as s:
+        assert all(s.get(Order, f"SO-{x}").promised_date for x in "ABC")

@@ -109,3 +109,41 @@ def test_orders_of_a_connector_without_write_back_go_to_the_crm_url_signed(sessi
         (call,) = api.written("POST")
     raw = json.dumps(call.body, separators=(",", ":"))
     assert Webhook(secret).verify(raw, call.headers)["data"] == {"status": "open"}
+
+
+def test_one_relay_chunk_sends_each_order_back_through_its_own_connector(sessions, monkeypatch):
+    """The relay reads a chunk's targets together: each row still goes where its order's
+    newest inbox event came from (plain JSON's write-back, or the signed CRM URL)."""
+    from loopline.ingest.crm.receive import receive_all
+    from tests.ingest.crm.signing import encode, sign
+
+    secret = new_webhook_secret()
+    deliver(sessions, preset("plain-json"), plain_in(BODY))
+    body = encode(order_event("SO-C1"))
+    receive_all(
+        sessions,
+        connector=preset("canonical"),
+        incoming=Incoming.of(body, sign(body, secret, "evt_c1")),
+        secret=secret,
+        max_body_bytes=1 << 16,
+    )
+    apply_received(sessions, gate=None)
+    with (
+        FakeApi()
+        .route("POST", "/feedback", lambda c, m: (204, None))
+        .route("POST", "/crm", lambda c, m: (204, None)) as api
+    ):
+        monkeypatch.setenv("LOOPLINE_PLAIN_JSON_WRITEBACK_URL", f"{api.url}/feedback")
+        with transaction(sessions) as s:
+            for order_id in ("SO-1", "SO-C1"):
+                payload = {"order_id": order_id, "status": "open"}
+                enqueue(s, event_type="order.updated", order_id=order_id, payload=payload)
+        with connector_relay(
+            sessions, registry=default_registry(), url=f"{api.url}/crm", secret=secret
+        ) as relay:
+            assert relay.deliver_due() == 2
+        calls = api.written("POST")
+    assert sorted((c.path, c.body.get("ref") or c.body["data"]["order_id"]) for c in calls) == [
+        ("/crm", "SO-C1"),
+        ("/feedback", "SO-1"),
+    ]
