@@ -271,6 +271,7 @@ def build_consumer(
         handle=handle,
         shared_group=shared,
         batch_max=rt.settings.mqtt_batch_max,
+        linger_s=rt.settings.mqtt_linger_ms / 1000,
         on_connection=handler.connection_changed,
         on_poison=handler.poison,
     )

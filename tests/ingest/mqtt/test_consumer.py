@@ -285,6 +285,46 @@ def test_batches_grow_under_load_up_to_batch_max(
     assert 1 < max(len(b) for b in handle.batches) <= 50
 
 
+def test_progress_lingers_for_a_fuller_batch_and_a_line_state_does_not(
+    mqtt_broker, make_consumer: MakeConsumer, make_publisher: MakePublisher, client_id: str
+) -> None:
+    handle = Collector()
+    start_subscribed(make_consumer(mqtt_broker.url, client_id, handle, linger_s=1.0))
+    pub = make_publisher(mqtt_broker.url)
+    began = time.monotonic()
+    for seq in range(1, 6):  # trickling in, 30 ms apart: within one linger
+        pub.progress("plant-1", "L1", seq, T0, "WO-1", seq * 10, 0)
+        assert pub.flush(5)
+        time.sleep(0.03)
+    assert seqs(handle.wait_count(5)) == [1, 2, 3, 4, 5]
+    assert [len(b) for b in handle.batches] == [5]
+    assert time.monotonic() - began >= 0.9  # it did wait out the linger
+
+    # A state (an andon) closes the batch it lands in at once, progress before it too.
+    pub.progress("plant-1", "L1", 6, T0, "WO-1", 60, 0)
+    assert pub.flush(5)
+    time.sleep(0.03)
+    sent = time.monotonic()
+    pub.state("plant-1", "L1", 7, T0, "down", "jam")
+    assert pub.flush(5)
+    handle.wait_count(7)
+    assert time.monotonic() - sent < 0.5
+    assert [len(b) for b in handle.batches] == [5, 2]
+
+
+def test_without_linger_each_arrival_is_handled_at_once(
+    mqtt_broker, make_consumer: MakeConsumer, make_publisher: MakePublisher, client_id: str
+) -> None:
+    handle = Collector()
+    start_subscribed(make_consumer(mqtt_broker.url, client_id, handle))
+    pub = make_publisher(mqtt_broker.url)
+    for seq in range(1, 4):
+        pub.progress("plant-1", "L1", seq, T0, "WO-1", seq * 10, 0)
+        assert pub.flush(5)
+        handle.wait_count(seq)
+    assert [len(b) for b in handle.batches] == [1, 1, 1]
+
+
 def test_mqtt5_when_the_url_asks_for_it(
     mqtt_broker, make_consumer: MakeConsumer, make_publisher: MakePublisher, client_id: str
 ) -> None:
