@@ -14,6 +14,24 @@ from loopline.models.clock import utcnow
 from loopline.models.records import Alert
 
 ACTIVE = ("open", "acked")
+# An alert only moves forward: open -> acked -> resolved (a condition that fires again
+# opens a new alert).
+_STEP = {"open": 0, "acked": 1, "resolved": 2}
+
+
+def not_behind(alerts: list[Alert], shown: list[dict[str, Any] | None]) -> list[Alert]:
+    """Those of ``alerts`` (read from SQL) not behind what the live state ``shown`` for
+    each (same order) already says.
+
+    Why: a sweep reads the alerts, then writes them to live state; an acknowledgement
+    committed and mirrored in between would be overwritten by the older "open" until the
+    next sweep, and the alert panel would flip back under the person who acked it.
+    """
+    return [
+        a
+        for a, live in zip(alerts, shown, strict=True)
+        if live is None or _STEP.get(a.status, 0) >= _STEP.get(str(live.get("status")), 0)
+    ]
 
 
 def open_alert(

@@ -20,7 +20,7 @@ import orjson
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session, lazyload, sessionmaker
 
-from loopline.models.alerts import alert_view, list_alerts
+from loopline.models.alerts import alert_view, list_alerts, not_behind
 from loopline.models.audit import record
 from loopline.models.clock import end_of_day, iso, parse_ts, promise_day, utcnow
 from loopline.models.db import transaction
@@ -734,7 +734,7 @@ def sync_live(
             )
         )
     active = list_alerts(session)
-    for alert in active:
+    for alert in not_behind(active, live.get_many("alert", [str(a.id) for a in active])):
         updates.append(Update("alert", str(alert.id), alert_view(alert)))
     live.apply(updates)
     gone = set(live.ids("order")) - set(digests)

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from loopline.models.alerts import Condition, alert_view, open_alert, resolve_alert
+from loopline.models.alerts import Condition, alert_view, not_behind, open_alert, resolve_alert
 from loopline.models.clock import iso, parse_ts
 from loopline.models.live import LiveState, Update
 from loopline.models.quarantine import Findings
@@ -180,12 +180,13 @@ def evaluate_alerts(
 def mirror_alerts(session: Session, live: LiveState) -> None:
     """Put the active alerts into live state and take the others out."""
     active = list(session.scalars(select(Alert).where(Alert.status.in_(("open", "acked")))))
+    fresh = not_behind(active, live.get_many("alert", [str(a.id) for a in active]))
     live.apply(
         Update(
             "alert",
             str(a.id),
             {k: (iso(v) if isinstance(v, datetime) else v) for k, v in alert_view(a).items()},
         )
-        for a in active
+        for a in fresh
     )
     live.remove("alert", set(live.ids("alert")) - {str(a.id) for a in active})

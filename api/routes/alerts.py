@@ -74,8 +74,11 @@ def ack(
         if esc is not None and esc.stopped_at is None:
             stop(session, esc, reason=f"acknowledged by {who.name}", now=utcnow())
         session.flush()
-        mirror_alerts(session, live)
-        return _view(session, alert)
+        view = _view(session, alert)
+    # After the commit: a screen never shows an ack that was rolled back (and a sweep that
+    # read the alert before it cannot take the ack back: ``not_behind``).
+    mirror_alerts(session, live)
+    return view
 
 
 def _may_ack(session: SessionDep, who: Principal, vis: Visible | None, alert_id: int) -> None:

@@ -467,3 +467,38 @@ def test_events_arriving_while_a_burst_is_applied_are_applied_before_the_replan(
     assert len(planned) == 1 and all(f"SO-{x}" in planned[0] for x in "ABC")
     with sessions() as s:
         assert all(s.get(Order, f"SO-{x}").promised_date for x in "ABC")
+
+
+def test_a_sweep_that_read_an_alert_before_its_ack_does_not_take_the_ack_back(sessions, live):
+    """Found by test_alert_ack failing once in CI: the worker's sweep read the alert
+    ("open"), the ack committed and was mirrored ("acked"), then the sweep wrote its
+    older "open" over it until the next sweep."""
+    from loopline.models.alerts import ack_alert, open_alert
+    from loopline.models.records import Alert
+    from loopline.models.watch import mirror_alerts
+
+    with transaction(sessions) as s:
+        alert = open_alert(
+            s,
+            key="line_down:L1",
+            kind="line_down",
+            entity="line",
+            entity_id="L1",
+            severity="critical",
+            message="L1 down",
+        )
+        s.flush()
+        alert_id = alert.id
+        mirror_alerts(s, live)
+    with transaction(sessions) as s:
+        ack_alert(s, alert_id=alert_id, actor="lead")
+        s.flush()
+        mirror_alerts(s, live)
+    assert live.get("alert", str(alert_id))["status"] == "acked"
+    # What the sweep read before the ack: the row as it was.
+    with transaction(sessions) as s:
+        s.get(Alert, alert_id).status = "open"
+    with transaction(sessions) as sweep:
+        mirror_alerts(sweep, live)
+        sync_live(sweep, live, now=NOW, full=True)
+    assert live.get("alert", str(alert_id))["status"] == "acked"
