@@ -347,22 +347,28 @@ def test_a_request_taken_by_a_worker_that_died_is_replanned_by_the_next(sessions
     assert live.redis.llen(loop_module.REPLAN_QUEUE) == 0
 
 
-def test_a_replan_that_fails_after_the_intake_applied_asks_again(sessions, live, monkeypatch):
+def _received(sessions, order_id: str) -> None:
+    """A new order's CRM event, recorded in the inbox as a webhook does (not yet applied)."""
     import json
 
-    import loopline.models.loop as loop_module
     from loopline.models.intake import record_received
 
-    body = order_event("SO-9", 1, [("P1", 10)], (NOW + timedelta(days=3)).date())
-    # Recorded by a webhook whose wake-up never reached Redis: only the inbox knows.
+    body = order_event(order_id, 1, [("P1", 10)], (NOW + timedelta(days=3)).date())
     record_received(
         sessions,
         event=parse_crm_event(body),
         source="crm:canonical",
-        webhook_id="w9",
+        webhook_id=f"w-{order_id}",
         raw=json.dumps(body),
         actor="crm",
     )
+
+
+def test_a_replan_that_fails_after_the_intake_applied_asks_again(sessions, live, monkeypatch):
+    import loopline.models.loop as loop_module
+
+    # Recorded by a webhook whose wake-up never reached Redis: only the inbox knows.
+    _received(sessions, "SO-9")
 
     def broken(*args, **kwargs):
         raise RuntimeError("solver crashed")
@@ -427,23 +433,9 @@ def test_events_arriving_while_a_burst_is_applied_are_applied_before_the_replan(
 ):
     """A webhook burst still arriving: the worker applies what came in meanwhile, then
     replans once with all of it, instead of a replan round between each part."""
-    import json
-
     import loopline.models.loop as loop_module
-    from loopline.models.intake import record_received
 
-    def receive(order_id: str) -> None:
-        body = order_event(order_id, 1, [("P1", 10)], (NOW + timedelta(days=3)).date())
-        record_received(
-            sessions,
-            event=parse_crm_event(body),
-            source="crm:canonical",
-            webhook_id=f"w-{order_id}",
-            raw=json.dumps(body),
-            actor="crm",
-        )
-
-    receive("SO-A")
+    _received(sessions, "SO-A")
     loop = Loop(sessions, live, Clock(), loop_config(window=plan_window(promise_policy="earliest")))
     real_apply, rounds = loop._apply_received, []
 
@@ -451,7 +443,7 @@ def test_events_arriving_while_a_burst_is_applied_are_applied_before_the_replan(
         intake = real_apply()
         rounds.append([r.order_id for r in intake.applied])
         if len(rounds) < 3:  # the next webhook lands while this round was applied
-            receive(f"SO-{'BC'[len(rounds) - 1]}")
+            _received(sessions, f"SO-{'BC'[len(rounds) - 1]}")
         return intake
 
     planned: list[str] = []
