@@ -471,6 +471,10 @@ def wt_rounds(p, w, d, base, seq, best_seq, costs, ctl, rng, params, rounds):
 
     ``costs`` = [current, best]; ``params`` = [window, kick swaps, kick reach,
     rounds without a new best before going back to the best, swap window].
+
+    The first descent from the start counts each dynasearch step as a round, so a call
+    never runs past its budget: from a poor start on 1,000 jobs that descent alone took
+    13 s, and the caller's time limit with it. ``rounds`` = 0 descends to the end.
     """
     n = seq.shape[0]
     wmax = min(params[0], max(n - 1, 1))
@@ -480,13 +484,23 @@ def wt_rounds(p, w, d, base, seq, best_seq, costs, ctl, rng, params, rounds):
     T = np.empty((n, wmax + 1), np.int8)
     F = np.empty(n + 1)
     arg = np.empty(n + 1, np.int64)
+    done = 0
     if ctl[_C_STARTED] == 0:
-        ctl[_C_STARTED] = 1
-        costs[0] = _descend(seq, p, w, d, base, wmax, wswap, C, M, T, F, arg)
+        if rounds <= 0:
+            _descend(seq, p, w, d, base, wmax, wswap, C, M, T, F, arg)
+            ctl[_C_STARTED] = 1
+        else:
+            while done < rounds:
+                done += 1
+                if _dynasearch_step(seq, p, w, d, base, wmax, wswap, C, M, T, F, arg) >= 0.0:
+                    ctl[_C_STARTED] = 1
+                    break
+        costs[0] = _seq_cost(seq, p, w, d, base)
         costs[1] = costs[0]
         best_seq[:] = seq
+        if ctl[_C_STARTED] == 0:
+            return done  # the budget went into the first descent
     trial = np.empty(n, seq.dtype)
-    done = 0
     while done < rounds and costs[1] > 0.0 and n > 1:
         done += 1
         trial[:] = seq

@@ -524,19 +524,19 @@ def _wt_search(
             )
         )
 
+    if time_limit is None:  # a fixed number of rounds: they all start from a local optimum
+        step(0)
     helper = _Helper.start(time_limit, max_rounds, a.n_jobs)
     if helper is not None and helper.is_child:
         try:  # the second core: the same search from another seed, its best to the parent
             rng[:] = _seed_state(seed ^ 0x5EED)
             _run_chunks(step, lambda: float(costs[1]), started, time_limit, max_rounds)
-            if ctl[0] == 0:
-                step(0)
             helper.send(float(costs[1]), best_seq)
         finally:
             os._exit(0)
+    # With a time limit the first descent may not reach a local optimum in time: its best
+    # so far is the answer then (the limit is the user's; the descent only improves).
     rounds = _run_chunks(step, lambda: float(costs[1]), started, time_limit, max_rounds)
-    if ctl[0] == 0:  # no round ran: still descend once so the answer is a local optimum
-        step(0)
     if helper is not None:
         other = helper.receive(a.n_jobs)
         if other is not None and other[0] < costs[1] - 1e-9 * max(1.0, costs[1]):
