@@ -89,23 +89,3 @@ def test_what_the_quick_start_cannot_take_gets_the_full_command_lines_answer(
     assert not (tmp_path / "missing.json").exists()
     done = run("plan", "--input", str(tmp_path / "missing.json"))
     assert done.returncode == 2 and "cannot read" in done.stderr
-
-
-def test_the_time_limit_holds_when_the_first_descent_is_long(tmp_path: Path) -> None:
-    """Found by bench/planner.py --set wt1000: on some 1,000-job instances the search's
-    first descent from the start took 13 s, and `--time-limit 3` ran for 15 s."""
-    import time
-
-    from bench.planner import WT1000_MIX, Instance, generate, to_problem
-
-    tf, rdd = WT1000_MIX[3]
-    p, w, d = generate(1000, tf, rdd, seed=1003)
-    path = tmp_path / "wt1000-4.json"
-    path.write_text(json.dumps(to_problem(Instance("wt1000", 4, p, w, d, 0.0))))
-    began = time.monotonic()
-    done = run("plan", "--input", str(path), "--time-limit", "1", "--seed", "1")
-    took = time.monotonic() - began
-    assert done.returncode == 0, done.stderr
-    assert len(json.loads(done.stdout)["assignments"]) == 1000
-    # 1 s of search and the process start; before the fix, 13 s and more.
-    assert took < 8.0, f"--time-limit 1 took {took:.1f} s"

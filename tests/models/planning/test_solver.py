@@ -527,3 +527,25 @@ def test_hours_of_many_moments_are_those_of_each_bit_for_bit(origin_us: int, off
     moments = [origin + timedelta(microseconds=us) for us in offsets]  # up to about 12 years
     got = _hours_exact(origin, [*moments, None])
     assert got[:-1].tolist() == [_h(m, origin) for m in moments] and np.isnan(got[-1])
+
+
+def test_the_time_limit_holds_when_the_first_descent_is_long() -> None:
+    """Found by bench/planner.py --set wt1000: on some 1,000-job instances the search's
+    first descent from the start ran 13 s in one kernel call, past any time limit
+    (`loopline plan --time-limit 3` took 15 s)."""
+    import time as clock
+
+    from bench.planner import WT1000_MIX, Instance, generate, to_problem
+
+    def problem(n: int, seed: int) -> Problem:
+        tf, rdd = WT1000_MIX[3]
+        p, w, d = generate(n, tf, rdd, seed=seed)
+        return parse_problem(to_problem(Instance("wt1000", 4, p, w, d, 0.0)))
+
+    solve(problem(30, 1), time_limit=0.05, seed=1)  # the kernels loaded before the clock
+    big = problem(1000, 1003)
+    began = clock.monotonic()
+    schedule = solve(big, time_limit=1.0, seed=1)
+    took = clock.monotonic() - began
+    assert len(schedule.assignments) == 1000
+    assert took < 5.0, f"time_limit=1.0 took {took:.1f} s"
