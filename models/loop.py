@@ -68,6 +68,13 @@ REPLAN_WAIT_S = 60.0
 # before it replans, for at most this long: applying is a few times cheaper than a replan
 # round, so a burst is applied as it arrives and planned together once it calms.
 INTAKE_DEFER_S = 2.0
+# After a round that applied more than one order (a burst), the worker waits this long for
+# the next part before it replans: a CRM delivering in a few concurrent requests (HubSpot's
+# batches, each read from its API first) lands them a fraction of a second apart, and a
+# replan started in a gap holds the duty lock while the rest waits. A single event does
+# not wait.
+INTAKE_QUIET_S = 0.25
+INTAKE_POLL_S = 0.02
 TICK_S = 1.0
 # A tick this soon after a replan leaves out what the replan has just done itself (ETAs and
 # CRM feedback): at 800 open orders the two cost a tick ~1.4 s of the duty lock, which
@@ -249,12 +256,16 @@ class Loop:
         with self._duty_lock(blocking_timeout=REPLAN_WAIT_S):
             intake = self._apply_received()
             began = time.monotonic()
+            last = intake
             while (
                 (intake.applied or intake.parked)
                 and time.monotonic() - began < INTAKE_DEFER_S
-                and self.received_waiting()
+                and self._received_soon(
+                    INTAKE_QUIET_S if len(last.applied) + len(last.parked) > 1 else 0.0
+                )
             ):
-                intake = intake.merged(self._apply_received())
+                last = self._apply_received()
+                intake = intake.merged(last)
             self._more_received = intake.more
             if intake.applied or intake.parked:
                 self._outbox_due.set()  # change.pending / auto_approved for the CRM
@@ -305,6 +316,15 @@ class Loop:
         """Whether received CRM events wait (a webhook whose wake-up was lost, say)."""
         with self.sessions() as session:
             return has_received(session)
+
+    def _received_soon(self, wait_s: float) -> bool:
+        """Whether received CRM events wait now or arrive within ``wait_s``."""
+        deadline = time.monotonic() + wait_s
+        while not self.received_waiting():
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(INTAKE_POLL_S)
+        return True
 
     def take_replan_requests(self, wait_s: float) -> list[str]:
         """Wait for a replan request, then for the burst to settle; return the triggers.

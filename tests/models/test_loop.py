@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -459,6 +460,49 @@ def test_events_arriving_while_a_burst_is_applied_are_applied_before_the_replan(
     assert len(planned) == 1 and all(f"SO-{x}" in planned[0] for x in "ABC")
     with sessions() as s:
         assert all(s.get(Order, f"SO-{x}").promised_date for x in "ABC")
+
+
+def test_the_next_part_of_a_burst_landing_just_after_a_round_is_applied_before_the_replan(
+    sessions, live, monkeypatch
+):
+    """A CRM delivering a burst in parts (HubSpot's batches): the next part lands a moment
+    after the worker applied the previous one, not during it. The worker waits briefly for
+    it after a round of several orders, so one replan plans the whole burst; after a single
+    event it replans at once."""
+    import loopline.models.loop as loop_module
+
+    _received(sessions, "SO-A")
+    _received(sessions, "SO-B")
+    loop = Loop(sessions, live, Clock(), loop_config(window=plan_window(promise_policy="earliest")))
+    real_apply, rounds = loop._apply_received, []
+
+    def apply_then_the_next_part_lands_soon():
+        intake = real_apply()
+        rounds.append(sorted(r.order_id for r in intake.applied))
+        if len(rounds) == 1:
+            later = threading.Timer(loop_module.INTAKE_QUIET_S / 3, _received, (sessions, "SO-C"))
+            later.start()
+        return intake
+
+    planned: list[str] = []
+    real_replan = loop_module.replan
+    monkeypatch.setattr(loop, "_apply_received", apply_then_the_next_part_lands_soon)
+    monkeypatch.setattr(
+        loop_module,
+        "replan",
+        lambda *a, **kw: planned.append(kw["trigger"]) or real_replan(*a, **kw),
+    )
+    loop.work([])
+    assert rounds == [["SO-A", "SO-B"], ["SO-C"]]
+    assert len(planned) == 1 and all(f"SO-{x}" in planned[0] for x in "ABC")
+    # A single event: no waiting for more (its replan starts at once).
+    _received(sessions, "SO-D")
+    rounds.clear()
+    waits: list[float] = []
+    real_soon = loop._received_soon
+    monkeypatch.setattr(loop, "_received_soon", lambda s: waits.append(s) or real_soon(s))
+    loop.work([])
+    assert rounds == [["SO-D"]] and len(planned) == 2 and waits == [0.0]
 
 
 def test_a_sweep_that_read_an_alert_before_its_ack_does_not_take_the_ack_back(sessions, live):
