@@ -14,8 +14,9 @@ path on a fresh database and fresh processes:
    opportunity's account and line items read by SOQL from a local HTTP server that plays
    Salesforce's REST API;
 4. hubspot: the same orders as HubSpot webhooks v3 deliveries (v3-signed, ``--batch``
-   ``deal.creation`` events a request), each deal, its line items (batch read) and company
-   read from a local HTTP server that plays HubSpot's CRM API.
+   ``deal.creation`` events a request), the delivery's deals, their associations, line
+   items and companies read by batch calls from a local HTTP server that plays HubSpot's
+   CRM API.
 
 Every delivery is built and signed before the clock starts and sent with the standard
 library's HTTP client (the CRM's own work happens on its own machine). For each, the time
@@ -36,6 +37,7 @@ import hmac
 import http.client
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -235,6 +237,10 @@ class CrmApis:
             .route("GET", r"/crm/v3/objects/deals/(\d+)", self._deal)
             .route("POST", "/crm/v3/objects/line_items/batch/read", self._line_items)
             .route("GET", r"/crm/v3/objects/companies/C-(\d+)", self._company)
+            .route("POST", "/crm/v3/objects/deals/batch/read", self._deals)
+            .route("POST", "/crm/v4/associations/deals/line_items/batch/read", self._deal_lines)
+            .route("POST", "/crm/v4/associations/deals/companies/batch/read", self._deal_company)
+            .route("POST", "/crm/v3/objects/companies/batch/read", self._companies)
             .route("PATCH", r"/crm/v3/objects/deals/(\d+)", lambda c, m: (200, {"id": m.group(1)}))
         )
         self.jiandaoyun = FakeApi().route(
@@ -283,6 +289,35 @@ class CrmApis:
             "line items": {"results": lines},
         }
         return 200, {"id": deal, "properties": props, "associations": assoc}
+
+    def _deals(self, call: Any, m: Any) -> tuple[int, Any]:
+        results = []
+        for item in call.body["inputs"]:
+            deal = self._deal(call, re.match(r"(\d+)", item["id"]))[1]
+            results.append({"id": deal["id"], "properties": deal["properties"]})
+        return 200, {"status": "COMPLETE", "results": results}
+
+    def _deal_lines(self, call: Any, m: Any) -> tuple[int, Any]:
+        results = []
+        for item in call.body["inputs"]:
+            n = len(self.orders[item["id"]]["lines"])
+            to = [{"toObjectId": f"{item['id']}{k}"} for k in range(n)]
+            results.append({"from": {"id": item["id"]}, "to": to})
+        return 200, {"status": "COMPLETE", "results": results}
+
+    def _deal_company(self, call: Any, m: Any) -> tuple[int, Any]:
+        results = []
+        for item in call.body["inputs"]:
+            to = [{"toObjectId": self.orders[item["id"]]["customer"][0]}]
+            results.append({"from": {"id": item["id"]}, "to": to})
+        return 200, {"status": "COMPLETE", "results": results}
+
+    def _companies(self, call: Any, m: Any) -> tuple[int, Any]:
+        results = []
+        for item in call.body["inputs"]:
+            n = item["id"].removeprefix("C-")
+            results.append({"id": item["id"], "properties": {"name": f"Customer {n}"}})
+        return 200, {"status": "COMPLETE", "results": results}
 
     def _line_items(self, call: Any, m: Any) -> tuple[int, Any]:
         results = []

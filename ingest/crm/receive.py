@@ -29,7 +29,7 @@ from loopline.ingest.crm.connector import (
     UnknownSource,
     default_registry,
 )
-from loopline.ingest.crm.crm_api import TIMEOUT_S, FetchError, fetch_for
+from loopline.ingest.crm.crm_api import TIMEOUT_S, FetchError, fetch_batch, fetch_for
 from loopline.models.db import transaction
 from loopline.models.events import (
     OrderCancelled,
@@ -473,6 +473,12 @@ def _prefetch(
             continue
     if len(wanted) < 2:
         return {}
+    try:
+        batch = fetch_batch(spec, [records[i] for i in wanted], client)
+    except FetchError as exc:  # a batch call failed: each record it was for fails so
+        return dict.fromkeys(wanted, exc)
+    if batch is not None:
+        return dict(zip(wanted, batch, strict=True))
 
     def read(i: int) -> dict[str, Any] | FetchError:
         try:

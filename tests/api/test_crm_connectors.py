@@ -39,6 +39,22 @@ def crm_apis():
             "POST", "/crm/v3/objects/line_items/batch/read", lambda c, m: (200, hs["line_items"])
         )
         .route("GET", r"/crm/v3/objects/companies/\d+", lambda c, m: (200, hs["company"]))
+        .route("POST", "/crm/v3/objects/deals/batch/read", lambda c, m: (200, hs["deals_batch"]))
+        .route(
+            "POST",
+            "/crm/v4/associations/deals/line_items/batch/read",
+            lambda c, m: (200, hs["deal_line_items"]),
+        )
+        .route(
+            "POST",
+            "/crm/v4/associations/deals/companies/batch/read",
+            lambda c, m: (200, hs["deal_companies"]),
+        )
+        .route(
+            "POST",
+            "/crm/v3/objects/companies/batch/read",
+            lambda c, m: (200, hs["companies_batch"]),
+        )
         .route("POST", "/jsonrpc", odoo_rpc)
     )
     saved = {k: os.environ.get(k) for k in [*ENV, "LOOPLINE_SALESFORCE_API_URL"]}

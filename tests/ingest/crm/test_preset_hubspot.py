@@ -4,6 +4,7 @@ local server plays HubSpot's API)."""
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -39,6 +40,25 @@ def hubspot(monkeypatch):
         .route(
             "GET", r"/crm/v3/objects/companies/9876543210", lambda c, m: (200, answers["company"])
         )
+        # A delivery of several deals reads each kind in one batch call (CRM API v3 and v4).
+        .route(
+            "POST", "/crm/v3/objects/deals/batch/read", lambda c, m: (200, answers["deals_batch"])
+        )
+        .route(
+            "POST",
+            "/crm/v4/associations/deals/line_items/batch/read",
+            lambda c, m: (200, answers["deal_line_items"]),
+        )
+        .route(
+            "POST",
+            "/crm/v4/associations/deals/companies/batch/read",
+            lambda c, m: (200, answers["deal_companies"]),
+        )
+        .route(
+            "POST",
+            "/crm/v3/objects/companies/batch/read",
+            lambda c, m: (200, answers["companies_batch"]),
+        )
         .route("PATCH", r"/crm/v3/objects/deals/(\d+)", lambda c, m: (200, {"id": m.group(1)}))
     )
     monkeypatch.setenv("LOOPLINE_HUBSPOT_CLIENT_SECRET", SECRET)
@@ -58,9 +78,17 @@ def test_a_batch_is_fetched_mapped_and_recorded_per_event(sessions, hubspot):
         ("ignored", "", ""),  # Loopline's own property coming back
         ("accepted", "18436219999", "order.cancelled"),
     ]
-    deal_reads = [c for c in hubspot.calls if c.path.endswith("/deals/18436213044")]
-    assert deal_reads[0].headers["authorization"] == "Bearer pat-na1-token"
-    assert deal_reads[0].query["associations"] == "line_items,companies"
+    # The two events of one deal: one batch read of each kind, not three calls an event.
+    assert [(c.method, c.path) for c in hubspot.calls] == [
+        ("POST", "/crm/v3/objects/deals/batch/read"),
+        ("POST", "/crm/v4/associations/deals/line_items/batch/read"),
+        ("POST", "/crm/v4/associations/deals/companies/batch/read"),
+        ("POST", "/crm/v3/objects/line_items/batch/read"),
+        ("POST", "/crm/v3/objects/companies/batch/read"),
+    ]
+    assert all(c.headers["authorization"] == "Bearer pat-na1-token" for c in hubspot.calls)
+    assert hubspot.calls[0].body["inputs"] == [{"id": "18436213044"}]
+    assert "hs_priority" in hubspot.calls[0].body["properties"]
     apply_received(sessions, gate=None)
     with sessions() as s:
         order = s.get(Order, "18436213044")
@@ -131,3 +159,103 @@ def test_the_promise_is_written_to_the_deal(sessions, hubspot):
             "loopline_status": "open",
         }
     }
+
+
+class _Portal:
+    """A HubSpot portal of ``n`` deals (deal ``i`` has ``i % 3 + 1`` line items and company
+    ``i % 7``) behind the batch endpoints; ``missing`` deals answer nothing."""
+
+    def __init__(self, n: int, missing: set[str] = frozenset()) -> None:
+        self.deals = {str(7_000_000 + i): i for i in range(n)}
+        self.missing = missing
+
+    def _batch(self, kind: str):
+        def answer(call, m):
+            out = []
+            for item in call.body["inputs"]:
+                key = item["id"]
+                if kind == "deals" and key in self.deals and key not in self.missing:
+                    i = self.deals[key]
+                    props = {"closedate": "2026-12-20T00:00:00Z", "hs_priority": "medium"}
+                    out.append({"id": key, "properties": props})
+                elif kind == "line_items":
+                    deal, n = key.split("-")
+                    props = {
+                        "hs_sku": "P1" if int(n) % 2 == 0 else "P2",
+                        "quantity": str(int(n) + 1),
+                    }
+                    out.append({"id": key, "properties": props})
+                elif kind == "companies":
+                    out.append({"id": key, "properties": {"name": f"Company {key}"}})
+            return 200, {"status": "COMPLETE", "results": out[::-1]}  # any order
+
+        return answer
+
+    def _associations(self, kind: str):
+        def answer(call, m):
+            out = []
+            for item in call.body["inputs"]:
+                i = self.deals[item["id"]]
+                to = (
+                    [f"{item['id']}-{n}" for n in range(i % 3 + 1)]
+                    if kind == "line_items"
+                    else [str(100 + i % 7)]
+                )
+                out.append({"from": {"id": item["id"]}, "to": [{"toObjectId": t} for t in to]})
+            return 200, {"status": "COMPLETE", "results": out}
+
+        return answer
+
+    def api(self) -> FakeApi:
+        api = FakeApi()
+        for kind in ("deals", "line_items", "companies"):
+            api.route("POST", f"/crm/v3/objects/{kind}/batch/read", self._batch(kind))
+        for kind in ("line_items", "companies"):
+            api.route(
+                "POST", f"/crm/v4/associations/deals/{kind}/batch/read", self._associations(kind)
+            )
+        return api
+
+
+def _creations(deal_ids: list[str]) -> bytes:
+    events = [
+        {
+            "eventId": 5_000_000 + k,
+            "occurredAt": 1795852800123,
+            "subscriptionType": "deal.creation",
+            "objectId": int(deal_id),
+        }
+        for k, deal_id in enumerate(deal_ids)
+    ]
+    return json.dumps(events).encode()
+
+
+def test_a_delivery_of_150_deals_takes_a_few_batch_calls_each_of_at_most_100(sessions, monkeypatch):
+    portal = _Portal(150)
+    monkeypatch.setenv("LOOPLINE_HUBSPOT_CLIENT_SECRET", SECRET)
+    monkeypatch.setenv("LOOPLINE_HUBSPOT_TOKEN", "pat-na1-token")
+    with portal.api() as api:
+        monkeypatch.setenv("LOOPLINE_HUBSPOT_API_URL", api.url)
+        body = _creations(list(portal.deals))
+        delivery = deliver(sessions, preset("hubspot"), hubspot_incoming(body, SECRET, URL))
+    assert [r.outcome for r in delivery.receipts] == ["accepted"] * 150
+    assert len(api.calls) == 10  # five kinds of read, two batches each
+    assert max(len(c.body["inputs"]) for c in api.calls) <= 100
+    apply_received(sessions, gate=None)
+    with sessions() as s:
+        order = s.get(Order, "7000005")  # i = 5: three line items, company 105
+        assert [(ln.sku, ln.qty) for ln in order.lines] == [("P1", 1), ("P2", 2), ("P1", 3)]
+        assert order.customer_id == "105" and order.customer.name == "Company 105"
+
+
+def test_a_deal_hubspot_no_longer_has_fails_its_delivery_naming_it(sessions, monkeypatch):
+    portal = _Portal(3, missing={"7000001"})
+    monkeypatch.setenv("LOOPLINE_HUBSPOT_CLIENT_SECRET", SECRET)
+    monkeypatch.setenv("LOOPLINE_HUBSPOT_TOKEN", "pat-na1-token")
+    with portal.api() as api:
+        monkeypatch.setenv("LOOPLINE_HUBSPOT_API_URL", api.url)
+        body = _creations(list(portal.deals))
+        with pytest.raises(FetchFailed, match="no deal 7000001"):
+            deliver(sessions, preset("hubspot"), hubspot_incoming(body, SECRET, URL))
+    with sessions() as s:
+        assert s.scalar(select(DeadLetter)).reason == "fetch_failed"
