@@ -637,11 +637,11 @@ def main() -> int:
     print(f"{'canonical (baseline)':<22} {base:>17.0f} {'':>14} {1.0:>12.2f}")
     met = True
     refused = sum(v for k, v in base_answers.items() if k != 202)
-    for path, (http, rate, answers) in connectors:
+    for path, (http_rate, rate, answers) in connectors:
         refused += sum(v for k, v in answers.items() if k != 202)
         ratio = rate / base if base else 0.0
         met = met and rate >= TARGET_PER_S
-        print(f"{path.name:<22} {rate:>17.0f} {http:>14.0f} {ratio:>12.2f}")
+        print(f"{path.name:<22} {rate:>17.0f} {http_rate:>14.0f} {ratio:>12.2f}")
     met = met and not refused and bool(connectors)
     print(
         f"connectors: target >= {TARGET_PER_S:.0f} events/s mapped and applied by every "

@@ -103,9 +103,11 @@ def demo(
     """Run everything in one process on embedded defaults, with a simulated factory and CRM."""
     _logging(verbose)
     from loopline.demo import print_banner, start_demo
+    from loopline.runtime import tune_gc
     from loopline.settings import Settings
 
     running = start_demo(Settings(), host=host, port=port, mqtt_port=mqtt_port, speed=speed)
+    tune_gc()
     print_banner(running, Console(soft_wrap=True))
     try:
         _wait_for_signal()
@@ -121,11 +123,13 @@ def serve(host: str = "0.0.0.0", port: int = 8050, verbose: bool = False) -> Non
     _logging(verbose)
     import uvicorn
 
-    from loopline.runtime import build_app, build_runtime
+    from loopline.runtime import build_app, build_runtime, tune_gc
     from loopline.settings import Settings
 
     rt = build_runtime(Settings(), demo=False)
-    uvicorn.run(build_app(rt), host=host, port=port, log_level="info", ws="websockets-sansio")
+    served = build_app(rt)
+    tune_gc()
+    uvicorn.run(served, host=host, port=port, log_level="info", ws="websockets-sansio")
 
 
 @app.command()
@@ -142,7 +146,7 @@ def ingest(
     """Consume shop-floor MQTT (and Sparkplug B, with a mapping file) into the live state."""
     _logging(verbose)
     from loopline.ingest.sparkplug.mapping import MappingFileError, load_mapping
-    from loopline.runtime import build_consumer, build_runtime, build_sparkplug
+    from loopline.runtime import build_consumer, build_runtime, build_sparkplug, tune_gc
     from loopline.settings import Settings
 
     settings = Settings()
@@ -163,6 +167,7 @@ def ingest(
     consumer.start()
     if spb is not None:
         spb.start()
+    tune_gc()
     try:
         _wait_for_signal()
     finally:
@@ -183,6 +188,7 @@ def worker(verbose: bool = False) -> None:
         build_reconciler,
         build_runtime,
         build_status_watcher,
+        tune_gc,
     )
     from loopline.settings import Settings
 
@@ -207,6 +213,7 @@ def worker(verbose: bool = False) -> None:
         notifier.start()
     if reconciler is not None:
         reconciler.start()
+    tune_gc()
     try:
         _wait_for_signal()
     finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import uuid
@@ -214,6 +215,21 @@ def tracking_links(rt: Runtime) -> TrackingLinks:
         base_url=rt.settings.public_url,
         max_age_s=rt.settings.tracking_link_days * 86400,
     )
+
+
+# The long-running processes allocate in bursts: a replan of 1,300 open orders makes tens
+# of thousands of small objects. CPython's default (a young collection every 700 new
+# objects, and the older generations walked in proportion) spent about a third of such a
+# replan in the collector: 1.5-2.1 s, 1.1 s with these thresholds and what the process
+# loaded at start frozen out of the walks (a heap that only grows at start).
+GC_THRESHOLDS = (50_000, 20, 20)
+
+
+def tune_gc() -> None:
+    """Set a service process's collector for its work (call once started, imports done)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def build_app(rt: Runtime) -> FastAPI:

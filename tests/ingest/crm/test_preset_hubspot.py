@@ -175,7 +175,6 @@ class _Portal:
             for item in call.body["inputs"]:
                 key = item["id"]
                 if kind == "deals" and key in self.deals and key not in self.missing:
-                    i = self.deals[key]
                     props = {"closedate": "2026-12-20T00:00:00Z", "hs_priority": "medium"}
                     out.append({"id": key, "properties": props})
                 elif kind == "line_items":
