@@ -688,6 +688,11 @@ def sync_live(
     if rebuild:
         live.clear()
         full = True
+    # What is read to build the updates is what they are diffed against: ``apply`` then
+    # reads only what was not read (why: it re-read every work order and line, a third of
+    # the sync at 2,000 open orders). A counter an ingest moves meanwhile is then not
+    # written back from the older read, as it was when the diff saw the newer value.
+    seen = live.snapshot()
     lines = list(session.scalars(select(LineRecord).order_by(LineRecord.id)))
     digests, open_wos = _digests(session)
     if full:
@@ -717,13 +722,13 @@ def sync_live(
     )
     wos = [wo for o in orders for wo in o.work_orders if wo.status != "cancelled"]
     known_wos = dict(
-        zip([w.id for w in wos], live.get_many("work_order", [w.id for w in wos]), strict=True)
+        zip([w.id for w in wos], seen.get_many("work_order", [w.id for w in wos]), strict=True)
     )
     # Where the others run (a running work order is queued on the line it runs on).
     others = [wo_id for wo_id, _, _, _ in open_wos if wo_id not in known_wos]
     running_on = _running_lines(live, others)
     known_lines = dict(
-        zip([ln.id for ln in lines], live.get_many("line", [ln.id for ln in lines]), strict=True)
+        zip([ln.id for ln in lines], seen.get_many("line", [ln.id for ln in lines]), strict=True)
     )
     queues: dict[str, list[tuple[datetime, str]]] = defaultdict(list)
     updates: list[Update] = []
@@ -784,9 +789,9 @@ def sync_live(
             )
         )
     active = list_alerts(session)
-    for alert in not_behind(active, live.get_many("alert", [str(a.id) for a in active])):
+    for alert in not_behind(active, seen.get_many("alert", [str(a.id) for a in active])):
         updates.append(Update("alert", str(alert.id), alert_view(alert)))
-    live.apply(updates)
+    seen.apply(updates)
     gone = set(live.ids("order")) - set(digests)
     live.remove("order", gone)
     live.remove("work_order", set(live.ids("work_order")) - {w for w, _, _, _ in open_wos})
