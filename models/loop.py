@@ -66,8 +66,12 @@ WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
 REPLAN_WAIT_S = 60.0
 # While a burst of CRM events is still arriving, the worker applies what came in meanwhile
 # before it replans, for at most this long: applying is a few times cheaper than a replan
-# round, so a burst is applied as it arrives and planned together once it calms.
-INTAKE_DEFER_S = 2.0
+# round, so a burst is applied as it arrives and planned together once it calms. Why 5 s,
+# not 2 s as before: a burst of 1,500 new orders outlasted 2 s, and the replan in its middle
+# (1.4 s at 1,200 open orders) held the rest back; half the runs of bench/connectors.py
+# --n 1500 then applied about 350 events/s instead of 460-660. A promise waits at most this
+# long (and one replan) however long the burst.
+INTAKE_DEFER_S = 5.0
 # After a round that applied more than one order (a burst), the worker waits this long for
 # the next part before it replans: a CRM delivering in a few concurrent requests (HubSpot's
 # batches, each read from its API first) lands them a fraction of a second apart, and a
