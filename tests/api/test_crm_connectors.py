@@ -11,7 +11,7 @@ import pytest
 
 from loopline.models.records import Order
 from tests.ingest.crm.fake_api import FakeApi
-from tests.ingest.crm.presets import hubspot_incoming, sample, sample_json
+from tests.ingest.crm.presets import hubspot_batch_routes, hubspot_incoming, sample, sample_json
 from tests.ingest.crm.test_preset_odoo import odoo_rpc
 from tests.stack import start_stack, wait_until
 
@@ -31,7 +31,7 @@ ENV = {
 def crm_apis():
     """One local server playing Salesforce's REST, HubSpot's CRM API and Odoo's JSON-RPC."""
     sf, hs = sample_json("salesforce_api.json"), sample_json("hubspot_api.json")
-    api = (
+    api = hubspot_batch_routes(
         FakeApi()
         .route("GET", "/services/data/v60.0/query", lambda c, m: (200, sf))
         .route("GET", r"/crm/v3/objects/deals/18436213044", lambda c, m: (200, hs["deal"]))
@@ -39,22 +39,6 @@ def crm_apis():
             "POST", "/crm/v3/objects/line_items/batch/read", lambda c, m: (200, hs["line_items"])
         )
         .route("GET", r"/crm/v3/objects/companies/\d+", lambda c, m: (200, hs["company"]))
-        .route("POST", "/crm/v3/objects/deals/batch/read", lambda c, m: (200, hs["deals_batch"]))
-        .route(
-            "POST",
-            "/crm/v4/associations/deals/line_items/batch/read",
-            lambda c, m: (200, hs["deal_line_items"]),
-        )
-        .route(
-            "POST",
-            "/crm/v4/associations/deals/companies/batch/read",
-            lambda c, m: (200, hs["deal_companies"]),
-        )
-        .route(
-            "POST",
-            "/crm/v3/objects/companies/batch/read",
-            lambda c, m: (200, hs["companies_batch"]),
-        )
         .route("POST", "/jsonrpc", odoo_rpc)
     )
     saved = {k: os.environ.get(k) for k in [*ENV, "LOOPLINE_SALESFORCE_API_URL"]}

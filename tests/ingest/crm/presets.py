@@ -30,6 +30,24 @@ def preset(name: str) -> Connector:
     return default_registry().get(name)
 
 
+# The recorded batch answers (samples/hubspot_api.json) by the endpoint a delivery of several
+# deals reads (CRM API v3 objects, v4 associations).
+HUBSPOT_BATCH_ANSWERS = {
+    "/crm/v3/objects/deals/batch/read": "deals_batch",
+    "/crm/v4/associations/deals/line_items/batch/read": "deal_line_items",
+    "/crm/v4/associations/deals/companies/batch/read": "deal_companies",
+    "/crm/v3/objects/companies/batch/read": "companies_batch",
+}
+
+
+def hubspot_batch_routes(api: Any) -> Any:
+    """``api`` (a FakeApi) also answering HubSpot's batch reads with the recorded answers."""
+    answers = sample_json("hubspot_api.json")
+    for path, name in HUBSPOT_BATCH_ANSWERS.items():
+        api.route("POST", path, lambda c, m, name=name: (200, answers[name]))
+    return api
+
+
 def jdy_incoming(body: bytes, secret: str, deliver_id: str | None = None) -> Incoming:
     """A Jiandaoyun push as it arrives: nonce and timestamp in the query, the sha1 header."""
     nonce, stamp = uuid.uuid4().hex[:12], str(int(time.time()))

@@ -20,7 +20,14 @@ from loopline.models.records import DeadLetter, InboxEvent, Order, OrderTombston
 from loopline.settings import new_webhook_secret
 from tests.factories import connector_relay
 from tests.ingest.crm.fake_api import FakeApi
-from tests.ingest.crm.presets import deliver, hubspot_incoming, preset, sample, sample_json
+from tests.ingest.crm.presets import (
+    deliver,
+    hubspot_batch_routes,
+    hubspot_incoming,
+    preset,
+    sample,
+    sample_json,
+)
 
 SECRET = "hubspot-client-secret"
 URL = "https://loopline.example/api/v1/crm/hubspot/events"
@@ -29,7 +36,7 @@ URL = "https://loopline.example/api/v1/crm/hubspot/events"
 @pytest.fixture
 def hubspot(monkeypatch):
     answers = sample_json("hubspot_api.json")
-    api = (
+    api = hubspot_batch_routes(  # a delivery of several deals: one batch call a kind
         FakeApi()
         .route("GET", r"/crm/v3/objects/deals/18436213044", lambda c, m: (200, answers["deal"]))
         .route(
@@ -39,25 +46,6 @@ def hubspot(monkeypatch):
         )
         .route(
             "GET", r"/crm/v3/objects/companies/9876543210", lambda c, m: (200, answers["company"])
-        )
-        # A delivery of several deals reads each kind in one batch call (CRM API v3 and v4).
-        .route(
-            "POST", "/crm/v3/objects/deals/batch/read", lambda c, m: (200, answers["deals_batch"])
-        )
-        .route(
-            "POST",
-            "/crm/v4/associations/deals/line_items/batch/read",
-            lambda c, m: (200, answers["deal_line_items"]),
-        )
-        .route(
-            "POST",
-            "/crm/v4/associations/deals/companies/batch/read",
-            lambda c, m: (200, answers["deal_companies"]),
-        )
-        .route(
-            "POST",
-            "/crm/v3/objects/companies/batch/read",
-            lambda c, m: (200, answers["companies_batch"]),
         )
         .route("PATCH", r"/crm/v3/objects/deals/(\d+)", lambda c, m: (200, {"id": m.group(1)}))
     )
