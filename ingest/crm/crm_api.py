@@ -176,34 +176,31 @@ def _hubspot_deals(
     ids = list(dict.fromkeys(wanted))
     base, headers = base_url(api), _headers(api)
 
-    def read(kind: str, keys: list[str], properties: list[str]) -> dict[str, dict[str, Any]]:
-        found: dict[str, dict[str, Any]] = {}
+    def batches(path: str, keys: list[str], **body: Any) -> list[dict[str, Any]]:
+        """The results of POSTing ``keys`` to a batch endpoint, at most HUBSPOT_BATCH a call."""
+        results: list[dict[str, Any]] = []
         for chunk in _chunks(keys, HUBSPOT_BATCH):
             got = _call(
                 http,
                 "POST",
-                f"{base}/crm/v3/objects/{kind}/batch/read",
+                f"{base}{path}",
                 headers=headers,
-                json={"properties": properties, "inputs": [{"id": k} for k in chunk]},
+                json={**body, "inputs": [{"id": k} for k in chunk]},
             )
-            found |= {str(r.get("id")): r for r in (got or {}).get("results") or []}
-        return found
+            results += (got or {}).get("results") or []
+        return results
+
+    def read(kind: str, keys: list[str], properties: list[str]) -> dict[str, dict[str, Any]]:
+        found = batches(f"/crm/v3/objects/{kind}/batch/read", keys, properties=properties)
+        return {str(r.get("id")): r for r in found}
 
     def associated(kind: str) -> dict[str, list[str] | None]:
         # None for a deal whose associations come in pages: read alone (rare: > 500).
         to: dict[str, list[str] | None] = {}
-        for chunk in _chunks(ids, HUBSPOT_BATCH):
-            got = _call(
-                http,
-                "POST",
-                f"{base}/crm/v4/associations/deals/{kind}/batch/read",
-                headers=headers,
-                json={"inputs": [{"id": k} for k in chunk]},
-            )
-            for row in (got or {}).get("results") or []:
-                deal = str((row.get("from") or {}).get("id"))
-                paged = bool(row.get("paging"))
-                to[deal] = None if paged else [str(t["toObjectId"]) for t in row.get("to") or []]
+        for row in batches(f"/crm/v4/associations/deals/{kind}/batch/read", ids):
+            deal = str((row.get("from") or {}).get("id"))
+            paged = bool(row.get("paging"))
+            to[deal] = None if paged else [str(t["toObjectId"]) for t in row.get("to") or []]
         return to
 
     deals = read("deals", ids, list(api.properties)) if ids else {}

@@ -429,12 +429,25 @@ def test_the_worker_syncs_the_whole_live_state_at_least_every_full_sync_s(sessio
     assert live.get("order", "SO-1")["priority"] == "normal"
 
 
+def _replan_triggers(monkeypatch) -> list[str]:
+    """The trigger of each replan the loop runs from now on (they still run)."""
+    import loopline.models.loop as loop_module
+
+    planned: list[str] = []
+    real_replan = loop_module.replan
+    monkeypatch.setattr(
+        loop_module,
+        "replan",
+        lambda *a, **kw: planned.append(kw["trigger"]) or real_replan(*a, **kw),
+    )
+    return planned
+
+
 def test_events_arriving_while_a_burst_is_applied_are_applied_before_the_replan(
     sessions, live, monkeypatch
 ):
     """A webhook burst still arriving: the worker applies what came in meanwhile, then
     replans once with all of it, instead of a replan round between each part."""
-    import loopline.models.loop as loop_module
 
     _received(sessions, "SO-A")
     loop = Loop(sessions, live, Clock(), loop_config(window=plan_window(promise_policy="earliest")))
@@ -447,14 +460,8 @@ def test_events_arriving_while_a_burst_is_applied_are_applied_before_the_replan(
             _received(sessions, f"SO-{'BC'[len(rounds) - 1]}")
         return intake
 
-    planned: list[str] = []
-    real_replan = loop_module.replan
     monkeypatch.setattr(loop, "_apply_received", apply_while_more_arrive)
-    monkeypatch.setattr(
-        loop_module,
-        "replan",
-        lambda *a, **kw: planned.append(kw["trigger"]) or real_replan(*a, **kw),
-    )
+    planned = _replan_triggers(monkeypatch)
     loop.work([])
     assert rounds == [["SO-A"], ["SO-B"], ["SO-C"]]
     assert len(planned) == 1 and all(f"SO-{x}" in planned[0] for x in "ABC")
@@ -484,14 +491,8 @@ def test_the_next_part_of_a_burst_landing_just_after_a_round_is_applied_before_t
             later.start()
         return intake
 
-    planned: list[str] = []
-    real_replan = loop_module.replan
     monkeypatch.setattr(loop, "_apply_received", apply_then_the_next_part_lands_soon)
-    monkeypatch.setattr(
-        loop_module,
-        "replan",
-        lambda *a, **kw: planned.append(kw["trigger"]) or real_replan(*a, **kw),
-    )
+    planned = _replan_triggers(monkeypatch)
     loop.work([])
     assert rounds == [["SO-A", "SO-B"], ["SO-C"]]
     assert len(planned) == 1 and all(f"SO-{x}" in planned[0] for x in "ABC")
